@@ -26,7 +26,9 @@ from shulian.devservices import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-PG_SERVER_URL = os.environ.get("SHULIAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_SERVER_URL = os.environ.get(
+    "SHULIAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 _FOLDER_MARKERS = {"integration": "integration", "e2e": "e2e", "browser": "browser"}
 
@@ -41,8 +43,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, marker))
 
 
-def wait_until(pred: Callable[[], object], timeout_s: float = 10.0, interval_s: float = 0.05,
-               what: str = "condition") -> object:
+def wait_until(
+    pred: Callable[[], object],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> object:
     """Poll ``pred`` until it returns something truthy; fail the test naming ``what`` on time-out."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -54,8 +60,12 @@ def wait_until(pred: Callable[[], object], timeout_s: float = 10.0, interval_s: 
         time.sleep(interval_s)
 
 
-async def wait_until_async(pred: Callable[[], Awaitable[object] | object], timeout_s: float = 10.0,
-                           interval_s: float = 0.05, what: str = "condition") -> object:
+async def wait_until_async(
+    pred: Callable[[], Awaitable[object] | object],
+    timeout_s: float = 10.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> object:
     deadline = time.monotonic() + timeout_s
     while True:
         result = pred()

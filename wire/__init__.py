@@ -16,7 +16,7 @@ from wire.payloads import (
     Sample,
 )
 from wire.signals import SIGNALS, SignalKind, SignalSpec, base_name, lookup_signal
-from wire.topics import Topic, TopicKind, TopicError, parse_topic
+from wire.topics import Topic, TopicError, TopicKind, parse_topic
 
 __all__ = [
     "SIGNALS",

@@ -28,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 WIRE_VERSION: Final = "1.0"
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
-SignalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$", max_length=80)]
+SignalName = Annotated[
+    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$", max_length=80)
+]
 Version = Annotated[str, StringConstraints(pattern=r"^1\.\d+$")]
 Value = bool | int | float | str | None
 

@@ -35,7 +35,13 @@ class SignalSpec:
     zh: str
 
 
-G, C, S, A, T = SignalKind.GAUGE, SignalKind.COUNTER, SignalKind.STATE, SignalKind.ALARM, SignalKind.TEXT
+G, C, S, A, T = (
+    SignalKind.GAUGE,
+    SignalKind.COUNTER,
+    SignalKind.STATE,
+    SignalKind.ALARM,
+    SignalKind.TEXT,
+)
 
 _TABLE: Final[list[tuple[str, str, SignalKind, str, str]]] = [
     # Every machine

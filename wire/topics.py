@@ -61,12 +61,18 @@ def check_id(value: str, what: str) -> str:
 
 
 def telemetry(enterprise: str, gateway: str) -> str:
-    return str(Topic(TopicKind.TELEMETRY, check_id(enterprise, "enterprise"), check_id(gateway, "gateway")))
+    return str(
+        Topic(TopicKind.TELEMETRY, check_id(enterprise, "enterprise"), check_id(gateway, "gateway"))
+    )
 
 
 def gateway_status(enterprise: str, gateway: str) -> str:
     return str(
-        Topic(TopicKind.GATEWAY_STATUS, check_id(enterprise, "enterprise"), check_id(gateway, "gateway"))
+        Topic(
+            TopicKind.GATEWAY_STATUS,
+            check_id(enterprise, "enterprise"),
+            check_id(gateway, "gateway"),
+        )
     )
 
 
@@ -82,7 +88,9 @@ def device_status(enterprise: str, gateway: str, device: str) -> str:
 
 
 def metrics(enterprise: str, gateway: str) -> str:
-    return str(Topic(TopicKind.METRICS, check_id(enterprise, "enterprise"), check_id(gateway, "gateway")))
+    return str(
+        Topic(TopicKind.METRICS, check_id(enterprise, "enterprise"), check_id(gateway, "gateway"))
+    )
 
 
 def subscription(kind: TopicKind, share_group: str | None = None) -> str:

@@ -1,0 +1,415 @@
+"""Load profiles and site files from YAML, resolving ``extends`` and CSV fleets.
+
+Every problem is reported as ``file:line: field.path: message`` and all of them at once, so a
+service provider fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from gateway.drivers.registry import DRIVERS, profile_models
+from gateway.errors import ConfigError
+from gateway.profiles.models import DeviceConfig, DeviceSpec, FleetSpec, ProfileBase
+
+Path_ = tuple[str | int, ...]
+Lines = dict[Path_, tuple[str, int]]
+"""Field path -> (file, 1-based line) of where that value was written."""
+
+REPO_PROFILES = Path(__file__).resolve().parent.parent.parent / "device_profiles"
+
+
+@dataclass
+class LoadedProfile:
+    profile: ProfileBase
+    file: str
+    lines: Lines
+
+    def where(self, path: str | Path_) -> str:
+        """``file:line: path`` for a field path such as ``signals[3].address``."""
+        loc = parse_field_path(path) if isinstance(path, str) else path
+        return f"{locate(self.lines, loc, self.file)}: {format_path(loc)}"
+
+
+@dataclass
+class Site:
+    """A site file: the gateway's own settings section(s) and its resolved devices."""
+
+    file: str
+    settings: dict[str, Any]
+    devices: list[DeviceConfig]
+    profiles: dict[str, LoadedProfile] = field(default_factory=dict)
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return _yaml().load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise ConfigError([f"{path}:{line}: YAML syntax: {exc.problem or exc}"]) from None
+
+
+def record_lines(node: Any, file: str, prefix: Path_ = (), out: Lines | None = None) -> Lines:
+    """Map every field path under ``node`` to where it was written."""
+    out = {} if out is None else out
+    if isinstance(node, CommentedMap):
+        for key in node:
+            line = node.lc.key(key)[0] + 1
+            out[(*prefix, key)] = (file, line)
+            record_lines(node[key], file, (*prefix, key), out)
+    elif isinstance(node, CommentedSeq):
+        for index, item in enumerate(node):
+            out[(*prefix, index)] = (file, node.lc.item(index)[0] + 1)
+            record_lines(item, file, (*prefix, index), out)
+    return out
+
+
+def locate(lines: Lines, loc: Path_, default_file: str) -> str:
+    """The best ``file:line`` for an error at ``loc``: the deepest path that was written."""
+    candidates = [loc[i:] for i in range(len(loc))]  # union tags may prefix the real path
+    for cand in candidates:
+        for end in range(len(cand), 0, -1):
+            hit = lines.get(cand[:end])
+            if hit:
+                return f"{hit[0]}:{hit[1]}"
+    return f"{default_file}:1"
+
+
+def format_path(loc: Path_) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def parse_field_path(path: str) -> Path_:
+    parts: list[str | int] = []
+    for chunk in path.replace("]", "").replace("[", ".").split("."):
+        if chunk:
+            parts.append(int(chunk) if chunk.isdigit() else chunk)
+    return tuple(parts)
+
+
+def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int = 0) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])[drop:]
+        loc = tuple(p for p in loc if not (isinstance(p, str) and p in DRIVERS))
+        message = err["msg"].removeprefix("Value error, ")
+        problems.append(f"{locate(lines, loc, file)}: {format_path(loc)}: {message}")
+    return problems
+
+
+_PROFILE_ADAPTER: TypeAdapter[Any] | None = None
+
+
+def _profile_adapter() -> TypeAdapter[Any]:
+    global _PROFILE_ADAPTER
+    if _PROFILE_ADAPTER is None:
+        union = Union[profile_models()]  # type: ignore[valid-type]  # noqa: UP007  # built from the registry
+        _PROFILE_ADAPTER = TypeAdapter(Annotated[union, Field(discriminator="protocol")])
+    return _PROFILE_ADAPTER
+
+
+def profile_json_schema() -> dict[str, Any]:
+    return _profile_adapter().json_schema()
+
+
+class ProfileResolver:
+    """Finds profiles by path or id in an ordered list of folders, caching what it loaded."""
+
+    def __init__(self, search_paths: list[Path] | None = None) -> None:
+        self.search_paths = [p.resolve() for p in (search_paths or [])] + [REPO_PROFILES]
+        self._cache: dict[Path, LoadedProfile] = {}
+        self._ids: dict[str, Path] | None = None
+
+    def find(self, ref: str, relative_to: Path | None = None) -> Path:
+        candidates = []
+        if ref.endswith((".yaml", ".yml")):
+            if relative_to is not None:
+                candidates.append(relative_to / ref)
+            candidates += [base / ref for base in self.search_paths]
+            candidates.append(Path(ref))
+            for cand in candidates:
+                if cand.is_file():
+                    return cand.resolve()
+            raise ConfigError(
+                [f"profile {ref!r} not found in {[str(p) for p in self.search_paths]}"]
+            )
+        path = self._id_index().get(ref)
+        if path is None:
+            raise ConfigError(
+                [f"no profile with id {ref!r} in {[str(p) for p in self.search_paths]}"]
+            )
+        return path
+
+    def _id_index(self) -> dict[str, Path]:
+        if self._ids is None:
+            self._ids = {}
+            for base in reversed(self.search_paths):  # earlier folders win
+                for path in sorted(base.rglob("*.yaml")) if base.is_dir() else []:
+                    try:
+                        data = _yaml().load(path.read_text(encoding="utf-8"))
+                    except (MarkedYAMLError, OSError):
+                        continue
+                    if isinstance(data, dict) and isinstance(data.get("id"), str):
+                        self._ids[data["id"]] = path.resolve()
+        return self._ids
+
+    def load(self, ref: str, relative_to: Path | None = None) -> LoadedProfile:
+        path = self.find(ref, relative_to)
+        if path not in self._cache:
+            data, lines = self._merged(path, chain=())
+            try:
+                model = _profile_adapter().validate_python(_plain(data))
+            except ValidationError as exc:
+                raise ConfigError(validation_problems(exc, lines, str(path))) from None
+            self._cache[path] = LoadedProfile(model, str(path), lines)
+        return self._cache[path]
+
+    def _merged(self, path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Lines]:
+        if path in chain:
+            cycle = " -> ".join(str(p) for p in (*chain, path))
+            raise ConfigError([f"{path}:1: extends: cycle {cycle}"])
+        data = read_yaml(path)
+        if not isinstance(data, CommentedMap):
+            raise ConfigError(
+                [f"{path}:1: a profile is a mapping of fields (id, protocol, signals)"]
+            )
+        lines = record_lines(data, str(path))
+        base_ref = data.get("extends")
+        if base_ref is None:
+            return dict(data), lines
+        base_path = self.find(str(base_ref), relative_to=path.parent)
+        base, base_lines = self._merged(base_path, (*chain, path))
+        return _merge(base, base_lines, data, lines)
+
+
+def _merge(
+    base: dict[str, Any], base_lines: Lines, child: dict[str, Any], child_lines: Lines
+) -> tuple[dict[str, Any], Lines]:
+    """Child fields replace the base's; signals and groups merge by name, field by field."""
+    merged = {k: v for k, v in base.items() if k != "abstract"}
+    lines = dict(base_lines)
+    for key, value in child.items():
+        if key == "extends":
+            continue
+        if key in ("signals", "groups") and isinstance(value, list):
+            merged[key], lines = _merge_named(base.get(key) or [], value, key, lines, child_lines)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            merged[key] = {**base[key], **value}
+            lines.update({p: v for p, v in child_lines.items() if p[:1] == (key,)})
+        else:
+            merged[key] = value
+            lines = {p: v for p, v in lines.items() if p[:1] != (key,)}
+            lines.update({p: v for p, v in child_lines.items() if p[:1] == (key,)})
+    return merged, lines
+
+
+def _merge_named(
+    base_items: list[Any], child_items: list[Any], key: str, base_lines: Lines, child_lines: Lines
+) -> tuple[list[Any], Lines]:
+    lines = {p: v for p, v in base_lines.items() if p[:1] != (key,)}
+    result: list[dict[str, Any]] = []
+    origin: list[list[tuple[Lines, int]]] = []  # per merged item: (lines, source index) layers
+    by_name: dict[Any, int] = {}
+    for index, item in enumerate(base_items):
+        by_name[item.get("name") if isinstance(item, dict) else None] = len(result)
+        result.append(dict(item) if isinstance(item, dict) else item)
+        origin.append([(base_lines, index)])
+    for index, item in enumerate(child_items):
+        name = item.get("name") if isinstance(item, dict) else None
+        if name is not None and name in by_name:
+            slot = by_name[name]
+            if item.get("remove"):
+                result[slot] = None  # type: ignore[call-overload]
+                continue
+            result[slot] = {**result[slot], **item}
+            origin[slot].append((child_lines, index))
+        else:
+            by_name[name] = len(result)
+            result.append(dict(item) if isinstance(item, dict) else item)
+            origin.append([(child_lines, index)])
+    kept = [(item, layers) for item, layers in zip(result, origin, strict=True) if item is not None]
+    for new_index, (_, layers) in enumerate(kept):
+        for src_lines, src_index in layers:
+            for path, where in src_lines.items():
+                if path[:2] == (key, src_index):
+                    lines[(key, new_index, *path[2:])] = where
+    return [item for item, _ in kept], lines
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site:
+    """Read a site file: its settings sections, and every device with its profile resolved.
+
+    Raises:
+        ConfigError: listing every problem in the site file and the profiles it uses.
+    """
+    data = read_yaml(path)
+    if not isinstance(data, CommentedMap):
+        raise ConfigError([f"{path}:1: a site file is a mapping (gateway, mqtt, devices, ...)"])
+    file = str(path)
+    lines = record_lines(data, file)
+    folders = [path.parent / p for p in data.get("profile_paths", [])] + (extra_profile_paths or [])
+    resolver = ProfileResolver([*folders, path.parent])
+    enterprise = str((data.get("gateway") or {}).get("enterprise", ""))
+    problems: list[str] = []
+    devices: list[DeviceConfig] = []
+    specs: list[tuple[DeviceSpec, str, str]] = []
+
+    for index, raw in enumerate(data.get("devices") or []):
+        where = locate(lines, ("devices", index), file)
+        try:
+            spec = DeviceSpec.model_validate(_plain(raw))
+        except ValidationError as exc:
+            problems += validation_problems(exc, _sub(lines, ("devices", index)), file)
+            continue
+        specs.append(
+            (
+                spec,
+                raw.get("enterprise", enterprise) if isinstance(raw, dict) else enterprise,
+                where,
+            )
+        )
+
+    for index, raw in enumerate(data.get("fleets") or []):
+        try:
+            fleet = FleetSpec.model_validate(_plain(raw))
+        except ValidationError as exc:
+            problems += validation_problems(exc, _sub(lines, ("fleets", index)), file)
+            continue
+        try:
+            specs += _fleet_devices(fleet, path.parent, enterprise)
+        except ConfigError as exc:
+            problems += exc.problems
+
+    profiles: dict[str, LoadedProfile] = {}
+    seen: dict[str, str] = {}
+    for spec, ent, where in specs:
+        if spec.id in seen:
+            problems.append(
+                f"{where}: id: device {spec.id!r} is defined twice (also {seen[spec.id]})"
+            )
+            continue
+        seen[spec.id] = where
+        if not spec.enabled:
+            continue
+        try:
+            loaded = resolver.load(spec.profile, relative_to=path.parent)
+        except ConfigError as exc:
+            problems += [
+                f"{where}: profile: {p}" if not p.startswith("/") else p for p in exc.problems
+            ]
+            continue
+        profiles[loaded.profile.id] = loaded
+        if not ent:
+            problems.append(f"{where}: enterprise: missing (set gateway.enterprise or per device)")
+            continue
+        devices.append(
+            DeviceConfig(
+                id=spec.id,
+                enterprise=ent,
+                endpoint=spec.endpoint,
+                unit_id=spec.unit_id,
+                line=spec.line,
+                profile=loaded.profile,
+                settings=spec.settings,
+                source=where,
+            )
+        )
+    problems += check_devices(devices, profiles)
+    if problems:
+        raise ConfigError(problems)
+    settings = {
+        k: _plain(v) for k, v in data.items() if k not in ("devices", "fleets", "profile_paths")
+    }
+    return Site(file, settings, devices, profiles)
+
+
+def _sub(lines: Lines, prefix: Path_) -> Lines:
+    """Lines under ``prefix`` re-rooted so that pydantic's relative locs find them."""
+    out = {
+        p[len(prefix) :]: v
+        for p, v in lines.items()
+        if p[: len(prefix)] == prefix and len(p) > len(prefix)
+    }
+    if prefix in lines:
+        out[()] = lines[prefix]
+    return out
+
+
+def _fleet_devices(
+    fleet: FleetSpec, folder: Path, enterprise: str
+) -> list[tuple[DeviceSpec, str, str]]:
+    csv_path = (folder / fleet.csv).resolve()
+    if not csv_path.is_file():
+        raise ConfigError([f"{csv_path}:1: fleet CSV not found"])
+    out: list[tuple[DeviceSpec, str, str]] = []
+    problems: list[str] = []
+    with csv_path.open(newline="", encoding="utf-8") as fh:
+        for row_number, row in enumerate(csv.DictReader(fh), start=2):
+            line = f"{csv_path}:{row_number}"
+            missing = [c for c in ("id", "host", "port") if not (row.get(c) or "").strip()]
+            if missing:
+                problems.append(f"{line}: missing column value(s) {missing}")
+                continue
+            scheme = (row.get("scheme") or fleet.scheme).strip()
+            endpoint = f"{scheme}://{row['host'].strip()}:{row['port'].strip()}"
+            try:
+                spec = DeviceSpec(
+                    id=row["id"].strip(), profile=fleet.profile, endpoint=endpoint,
+                    unit_id=int(row["unit_id"]) if (row.get("unit_id") or "").strip() else None,
+                    line=(row.get("line") or "").strip(),
+                )  # fmt: skip
+            except (ValidationError, ValueError) as exc:
+                problems.append(f"{line}: {exc}")
+                continue
+            out.append((spec, (row.get("enterprise") or "").strip() or enterprise, line))
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def check_devices(devices: list[DeviceConfig], profiles: dict[str, LoadedProfile]) -> list[str]:
+    """Run each driver's static ``check``; map its field paths back to the profile's lines."""
+    problems: list[str] = []
+    for device in devices:
+        entry = DRIVERS[device.profile.protocol]
+        try:
+            driver = entry.load()
+        except ImportError as exc:
+            problems.append(f"{device.source}: driver {entry.name!r} cannot load: {exc}")
+            continue
+        loaded = profiles.get(device.profile.id)
+        for problem in driver.check(device):
+            if problem.severity != "error":
+                continue
+            place = loaded.where(problem.where) if loaded and problem.where else device.source
+            problems.append(f"{place}: {problem.message} (device {device.id})")
+    return problems

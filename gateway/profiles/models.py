@@ -1,0 +1,173 @@
+"""Protocol-neutral parts of a device profile and of the site file: signals, groups, devices.
+
+A protocol adds its own subclasses (``gateway/drivers/<name>/models.py``) that narrow
+``protocol`` to a literal and give signals an address; the loader builds the discriminated union
+from the driver registry, so adding a protocol never touches this module.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from wire.payloads import MachineState
+from wire.signals import SignalKind, lookup_signal
+
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+SignalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroupSpec(_Strict):
+    """Signals read together on one timer (Modbus) or one subscription (OPC UA)."""
+
+    name: Id
+    interval_ms: int = Field(default=1000, ge=10, le=3_600_000)
+    """Poll period (Modbus) or publishing interval (OPC UA)."""
+
+
+class SignalBase(_Strict):
+    """What every signal has, whatever the protocol.
+
+    The value read from the device (after the driver's decoding) is ``raw``; the gateway then
+    computes ``raw * scale + offset`` in ``unit``, converts to the canonical unit of ``name``,
+    maps state codes through ``states``, and reports by exception (``deadband``, ``heartbeat_s``).
+    """
+
+    name: SignalName
+    """Canonical name from docs/signals.md, optionally qualified: ``voltage.l1``."""
+    unit: str | None = None
+    """Unit of ``raw * scale + offset`` as the device reports it (pint syntax); None = canonical."""
+    kind: SignalKind | None = None
+    """Defaults to the kind of ``name`` in the vocabulary."""
+    scale: float = 1.0
+    offset: float = 0.0
+    group: Id = "default"
+    states: dict[int, MachineState] | None = None
+    """For ``machine_state``: device code -> normalized state."""
+    deadband: float | None = Field(default=None, ge=0)
+    """Report a gauge only when it moved more than this (canonical units) since the last report."""
+    heartbeat_s: float | None = Field(default=None, gt=0)
+    """Report at least this often even when unchanged; None takes the profile default."""
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _canonical(cls, name: str) -> str:
+        if lookup_signal(name) is None:
+            raise ValueError(
+                f"{name!r} is not in the canonical signal vocabulary (docs/signals.md); "
+                "use a listed name, optionally with a qualifier such as 'voltage.l1'"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _states_only_for_state_kind(self) -> SignalBase:
+        if self.states is not None and self.effective_kind is not SignalKind.STATE:
+            raise ValueError("`states` maps codes of a state signal (kind: state) only")
+        return self
+
+    @property
+    def effective_kind(self) -> SignalKind:
+        if self.kind is not None:
+            return self.kind
+        spec = lookup_signal(self.name)
+        return spec.kind if spec else SignalKind.GAUGE
+
+    @property
+    def canonical_unit(self) -> str:
+        spec = lookup_signal(self.name)
+        return spec.unit if spec else ""
+
+
+class ProfileBase(_Strict):
+    """A device profile: everything the gateway knows about one equipment model."""
+
+    id: Id
+    protocol: str
+    description: str = ""
+    models: str = ""
+    """What real equipment this profile models (vendor, series, controller)."""
+    machine_kind: Id = "generic"
+    segment: Literal["345", "367", "common"] = "common"
+    heartbeat_s: float = Field(default=60.0, gt=0)
+    groups: list[GroupSpec] = Field(default_factory=lambda: [GroupSpec(name="default")])
+    signals: list[SignalBase]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProfileBase:
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate group names in {names}")
+        seen: set[str] = set()
+        for index, signal in enumerate(self.signals):
+            if signal.name in seen:
+                raise ValueError(f"signals[{index}].name: {signal.name!r} appears twice")
+            seen.add(signal.name)
+            if signal.group not in names:
+                raise ValueError(
+                    f"signals[{index}].group: {signal.group!r} is not one of the groups {names}"
+                )
+        return self
+
+    def group(self, name: str) -> GroupSpec:
+        return next(g for g in self.groups if g.name == name)
+
+    def signals_of(self, group: str) -> list[SignalBase]:
+        return [s for s in self.signals if s.group == group]
+
+
+class DeviceSpec(_Strict):
+    """One device instance in a site file."""
+
+    id: Id
+    profile: str
+    """A profile id, or a path relative to a profile folder (``gears/gear_hobber.yaml``)."""
+    endpoint: str
+    """``opc.tcp://host:port``, ``tcp://host:502``, ``rtu:///dev/ttyUSB0?baudrate=9600``,
+    ``rtu+tcp://host:port`` (RTU framing through a serial-to-TCP converter)."""
+    unit_id: int | None = Field(default=None, ge=0, le=255)
+    line: str = ""
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Per-device overrides of the profile's protocol settings (timeouts, security, ...)."""
+
+
+class FleetSpec(_Strict):
+    """Many identical devices: one profile plus a CSV of instances."""
+
+    profile: str
+    csv: str
+    """CSV with columns id,host,port[,unit_id][,enterprise][,line][,scheme]."""
+    scheme: str = "tcp"
+
+
+class DeviceConfig(BaseModel):
+    """A fully resolved device: its spec, its enterprise and its validated profile."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    id: Id
+    enterprise: Id
+    endpoint: str
+    unit_id: int | None
+    line: str
+    profile: ProfileBase
+    settings: dict[str, Any] = Field(default_factory=dict)
+    source: str = ""
+    """Where it was defined (``site.yaml:12``), for messages."""
+
+    def describe(self) -> str:
+        unit = f" unit {self.unit_id}" if self.unit_id is not None else ""
+        return f"{self.id} ({self.endpoint}{unit})"

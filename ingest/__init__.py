@@ -1,0 +1,1 @@
+"""The cloud ingest: consume MQTT telemetry, store it exactly once, serve the monitoring module."""

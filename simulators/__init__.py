@@ -1,0 +1,1 @@
+"""Simulated line equipment behind real OPC UA and Modbus servers, with recorded ground truth."""

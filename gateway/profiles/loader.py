@@ -113,6 +113,8 @@ def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int
     for err in exc.errors():
         loc = tuple(err["loc"])[drop:]
         loc = tuple(p for p in loc if not (isinstance(p, str) and p in DRIVERS))
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = ("protocol",)  # the discriminator itself is wrong or missing
         message = err["msg"].removeprefix("Value error, ")
         problems.append(f"{locate(lines, loc, file)}: {format_path(loc)}: {message}")
     return problems

@@ -7,6 +7,7 @@ service provider fixes a file in one pass.
 from __future__ import annotations
 
 import csv
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Union
@@ -24,7 +25,8 @@ Path_ = tuple[str | int, ...]
 Lines = dict[Path_, tuple[str, int]]
 """Field path -> (file, 1-based line) of where that value was written."""
 
-REPO_PROFILES = Path(__file__).resolve().parent.parent.parent / "device_profiles"
+REPO_PROFILES = Path(str(resources.files("device_profiles")))
+"""The shipped library: in the source tree, or installed beside the code as package data."""
 
 
 @dataclass

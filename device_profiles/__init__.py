@@ -1,0 +1,1 @@
+"""The shipped device-profile library (YAML data, packaged so an installed gateway has it too)."""

@@ -7,8 +7,9 @@ service provider fixes a file in one pass.
 from __future__ import annotations
 
 import csv
-from importlib import resources
+import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -92,7 +93,8 @@ def locate(lines: Lines, loc: Path_, default_file: str) -> str:
             hit = lines.get(cand[:end])
             if hit:
                 return f"{hit[0]}:{hit[1]}"
-    return f"{default_file}:1"
+    root = lines.get(())  # a sub-tree's own line (see _sub): an error about the item as a whole
+    return f"{root[0]}:{root[1]}" if root else f"{default_file}:1"
 
 
 def format_path(loc: Path_) -> str:
@@ -110,6 +112,10 @@ def parse_field_path(path: str) -> Path_:
     return tuple(parts)
 
 
+_MESSAGE_PATH = re.compile(r"^([a-z_]+\[\d+\](?:\.[a-z_]+)*): (.*)$", re.DOTALL)
+"""A message that starts with the field path it is about."""
+
+
 def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int = 0) -> list[str]:
     problems = []
     for err in exc.errors():
@@ -118,6 +124,10 @@ def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = ("protocol",)  # the discriminator itself is wrong or missing
         message = err["msg"].removeprefix("Value error, ")
+        inner = _MESSAGE_PATH.match(message)
+        if inner:  # a model-level check names the field itself: `signals[2].group: ...`
+            loc = (*loc, *parse_field_path(inner.group(1)))
+            message = inner.group(2)
         problems.append(f"{locate(lines, loc, file)}: {format_path(loc)}: {message}")
     return problems
 
@@ -182,6 +192,14 @@ class ProfileResolver:
         path = self.find(ref, relative_to)
         if path not in self._cache:
             data, lines = self._merged(path, chain=())
+            if data.get("abstract"):
+                where = locate(lines, ("abstract",), str(path))
+                raise ConfigError(
+                    [
+                        f"{path.name} is an abstract base ({where}: abstract: true); a device "
+                        "needs a profile that extends it"
+                    ]
+                )
             try:
                 model = _profile_adapter().validate_python(_plain(data))
             except ValidationError as exc:
@@ -414,6 +432,18 @@ def check_devices(devices: list[DeviceConfig], profiles: dict[str, LoadedProfile
         for problem in driver.check(device):
             if problem.severity != "error":
                 continue
-            place = loaded.where(problem.where) if loaded and problem.where else device.source
+            place = place_problem(problem.where, device, loaded)
             problems.append(f"{place}: {problem.message} (device {device.id})")
     return problems
+
+
+def place_problem(where: str, device: DeviceConfig, loaded: LoadedProfile | None) -> str:
+    """``file:line: field`` of a driver's problem.
+
+    Paths into the profile (``signals[3].address``) point into the profile file; paths starting
+    with ``device.`` (``device.unit_id``) are fields of the device's entry in the site file.
+    """
+    if where.startswith("device.") or loaded is None or not where:
+        field = where.removeprefix("device.") or "device"
+        return f"{device.source}: {field}"
+    return loaded.where(where)

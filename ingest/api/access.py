@@ -1,0 +1,88 @@
+"""Who may see what: the single place that decides each role's access to each kind of data.
+
+Capabilities, by role (docs/monitoring.md has the full matrix with the endpoints):
+
+============  ===========  ==================  =============  ===========  ======  =====
+role          city KPIs    enterprise summary  device status  device data  import  grant
+============  ===========  ==================  =============  ===========  ======  =====
+admin         yes          any                 any            any          yes     no
+bureau        yes          any                 if granted     if granted   yes     no
+enterprise    no           own                 own            own          no      own
+provider      no           no                  served         no           no      no
+============  ===========  ==================  =============  ===========  ======  =====
+
+Denials answer 403 when the caller may know the enterprise exists (a bureau asking for device data
+that was not granted, an enterprise asking for city KPIs) and 404 when it may not (an enterprise
+asking for another enterprise's device gets the same answer as for a device that does not exist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ingest.auth import Principal, Role
+
+
+class Capability(StrEnum):
+    CITY_KPIS = "city_kpis"
+    """Overview, segments, districts, trends across enterprises, the daily export."""
+    ENTERPRISE_SUMMARY = "enterprise_summary"
+    """An enterprise's KPIs (networked rate, output, energy, warning colour)."""
+    DEVICE_STATUS = "device_status"
+    """Devices, gateways and profiles of an enterprise with connection and machine state."""
+    DEVICE_DATA = "device_data"
+    """A device's KPIs, signal values, series and state timeline."""
+    IMPORT = "import"
+    """CSV import of enterprises and devices."""
+    GRANT = "grant"
+    """Granting or withdrawing the bureau's access to device data."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Facts about the caller's relation to enterprises, loaded once per request."""
+
+    served: frozenset[str] = field(default_factory=frozenset)
+    """Enterprises a provider serves."""
+    granted: frozenset[str] = field(default_factory=frozenset)
+    """Enterprises that granted the bureau their device data."""
+
+
+_CITY_ROLES = {Role.ADMIN, Role.BUREAU}
+
+
+def can(principal: Principal, capability: Capability, enterprise: str | None, reach: Reach) -> bool:
+    """Whether ``principal`` has ``capability`` (on ``enterprise`` when it is per enterprise)."""
+    role = principal.role
+    if role is Role.ADMIN:
+        return capability is not Capability.GRANT
+    if capability in (Capability.CITY_KPIS, Capability.IMPORT):
+        return role in _CITY_ROLES
+    if role is Role.BUREAU:
+        if capability is Capability.ENTERPRISE_SUMMARY:
+            return True
+        if capability in (Capability.DEVICE_STATUS, Capability.DEVICE_DATA):
+            return enterprise in reach.granted
+        return False
+    if role is Role.ENTERPRISE:
+        return enterprise is not None and enterprise == principal.enterprise
+    if role is Role.PROVIDER:
+        return capability is Capability.DEVICE_STATUS and enterprise in reach.served
+    return False
+
+
+def knows_of(principal: Principal, enterprise: str, reach: Reach) -> bool:
+    """Whether the caller may learn that ``enterprise`` exists (decides 403 versus 404)."""
+    return any(can(principal, cap, enterprise, reach) for cap in Capability)
+
+
+def visible_enterprises_filter(principal: Principal, reach: Reach) -> frozenset[str] | None:
+    """The enterprises a listing may show the caller: None means all of them."""
+    if principal.role in _CITY_ROLES:
+        return None
+    if principal.role is Role.ENTERPRISE:
+        return frozenset({principal.enterprise}) if principal.enterprise else frozenset()
+    if principal.role is Role.PROVIDER:
+        return reach.served
+    return frozenset()

@@ -1,0 +1,123 @@
+"""Build the monitoring web app: JSON API under /api, pages and static assets, live updates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import AsyncConnectionPool
+
+from ingest.api.errors import ApiError
+from ingest.api.live import LiveHub
+from ingest.api.routes import (
+    auth,
+    devices,
+    districts,
+    enterprises,
+    export,
+    health,
+    imports,
+    overview,
+    pages,
+    segments,
+)
+from ingest.api.settings import AppSettings
+from ingest.kpis import refresh_daily
+
+log = logging.getLogger(__name__)
+
+WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
+
+
+def create_app(settings: AppSettings | Any) -> FastAPI:
+    """The FastAPI app: opens a connection pool on start-up and closes it on shutdown.
+
+    Args:
+        settings: ``AppSettings``, or the ingest's ``IngestSettings`` (its ``api`` and ``db``
+            sections are used).
+    """
+    if not isinstance(settings, AppSettings):
+        settings = AppSettings.from_ingest(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            settings.db_url.get_secret_value(),
+            min_size=1,
+            max_size=settings.api.pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+            name="shulian-api",
+        )
+        await pool.open(wait=True, timeout=30)
+        hub = LiveHub(pool, settings.api)
+        app.state.pool = pool
+        app.state.hub = hub
+        refresher = asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily")
+        hub.start()
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            await hub.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await pool.close()
+
+    app = FastAPI(
+        title="shulian monitoring (产业运行监测)",
+        version="1.0",
+        description="City industry-operation monitoring: KPIs, registry, devices, daily export. "
+        "Authenticate with `Authorization: Bearer <token>`; docs/monitoring.md lists what each "
+        "role can see.",
+        lifespan=lifespan,
+    )
+    app.state.api_settings = settings.api
+    _install_error_handlers(app)
+    for module in (health, auth, overview, segments, districts, enterprises, devices, export):
+        app.include_router(module.router, prefix="/api")
+    app.include_router(imports.router, prefix="/api")
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        body = {
+            "code": "bad_input",
+            "message": f"{where}: {first.get('msg', 'invalid')}",
+            "hint": "See /docs for the parameters of this endpoint.",
+        }
+        return JSONResponse(body, status_code=422)
+
+
+async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+    """Keep the daily KPI table current for today and yesterday (late data may still arrive)."""
+    while True:
+        try:
+            async with pool.connection() as conn:
+                await refresh_daily(conn, settings.api.kpi, days_back=1)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one broad catch at the task boundary: log and retry next period
+            log.exception(
+                "daily KPI refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
+            )
+        await asyncio.sleep(settings.api.daily_refresh_s)

@@ -1,0 +1,173 @@
+"""Import enterprises and devices from CSV into the registry (upsert by id); errors name file:line: column."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any, Final
+
+from psycopg import AsyncConnection
+
+from ingest.api.errors import BadInputError
+
+ENTERPRISE_COLUMNS: Final = ("id", "name", "district", "segment")
+ENTERPRISE_OPTIONAL: Final = (
+    "name_en",
+    "above_designated_size",
+    "specialized",
+    "little_giant",
+    "service_provider",
+)
+DEVICE_COLUMNS: Final = ("enterprise", "device")
+DEVICE_OPTIONAL: Final = ("name", "gateway", "profile", "machine_kind", "line", "rated_cycle_s")
+_TRUE = {"1", "true", "yes", "y", "是", "t"}
+_FALSE = {"0", "false", "no", "n", "否", "f", ""}
+
+
+def _rows(text: str, filename: str, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise BadInputError(
+            f"{filename}:1: missing column(s) {', '.join(missing)}",
+            hint=f"The header needs {', '.join(required)}.",
+        )
+    return [
+        (reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items() if k})
+        for row in reader
+    ]
+
+
+def _bool(value: str, where: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise BadInputError(
+        f"{where}: {value!r} is not a yes/no value", hint="Use 1/0, true/false or 是/否."
+    )
+
+
+async def _known(conn: AsyncConnection[Any], table: str, column: str) -> set[str]:
+    cur = await conn.execute(f"SELECT {column} FROM {table}")
+    return {r[0] for r in await cur.fetchall()}
+
+
+async def import_enterprises(
+    conn: AsyncConnection[Any], text: str, filename: str
+) -> tuple[int, int]:
+    """Upsert enterprises; every row is checked before any is written. Returns (created, updated)."""
+    rows = _rows(text, filename, ENTERPRISE_COLUMNS)
+    districts = await _known(conn, "districts", "id")
+    districts_by_name = dict(
+        await (await conn.execute("SELECT name_zh, id FROM districts")).fetchall()  # type: ignore[arg-type]
+    )
+    segments = await _known(conn, "segments", "code")
+    providers = await _known(conn, "service_providers", "id")
+    existing = await _known(conn, "enterprises", "id")
+    records = []
+    for line, row in rows:
+        where = f"{filename}:{line}"
+        if not row.get("id"):
+            raise BadInputError(f"{where}: id: empty")
+        district = districts_by_name.get(row["district"], row["district"])
+        if district not in districts:
+            raise BadInputError(
+                f"{where}: district: unknown district {row['district']!r}",
+                hint=f"Use one of {', '.join(sorted(districts))}.",
+            )
+        if row["segment"] not in segments:
+            raise BadInputError(
+                f"{where}: segment: unknown segment {row['segment']!r}",
+                hint="Use 345 or 367 (GB/T 4754-2017).",
+            )
+        provider = row.get("service_provider") or None
+        if provider and provider not in providers:
+            raise BadInputError(f"{where}: service_provider: unknown provider {provider!r}")
+        records.append(
+            (
+                row["id"],
+                row["name"],
+                row.get("name_en", ""),
+                district,
+                row["segment"],
+                _bool(row.get("above_designated_size", ""), f"{where}: above_designated_size"),
+                _bool(row.get("specialized", ""), f"{where}: specialized"),
+                _bool(row.get("little_giant", ""), f"{where}: little_giant"),
+                provider,
+            )
+        )
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.executemany(
+            """INSERT INTO enterprises (id, name, name_en, district_id, segment_code,
+                   above_designated_size, specialized, little_giant, service_provider_id)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, name_en = EXCLUDED.name_en,
+                   district_id = EXCLUDED.district_id, segment_code = EXCLUDED.segment_code,
+                   above_designated_size = EXCLUDED.above_designated_size,
+                   specialized = EXCLUDED.specialized, little_giant = EXCLUDED.little_giant,
+                   service_provider_id = EXCLUDED.service_provider_id""",
+            records,
+        )
+    created = sum(1 for r in records if r[0] not in existing)
+    return created, len(records) - created
+
+
+async def import_devices(conn: AsyncConnection[Any], text: str, filename: str) -> tuple[int, int]:
+    """Upsert devices by (enterprise, device); every row is checked first. Returns (created, updated)."""
+    rows = _rows(text, filename, DEVICE_COLUMNS)
+    enterprises = await _known(conn, "enterprises", "id")
+    gateways = dict(await (await conn.execute("SELECT id, enterprise_id FROM gateways")).fetchall())  # type: ignore[arg-type]
+    cur = await conn.execute("SELECT enterprise_id || '/' || device_id FROM devices")
+    existing = {r[0] for r in await cur.fetchall()}
+    records = []
+    for line, row in rows:
+        where = f"{filename}:{line}"
+        if row["enterprise"] not in enterprises:
+            raise BadInputError(
+                f"{where}: enterprise: unknown enterprise {row['enterprise']!r}",
+                hint="Import the enterprises first.",
+            )
+        if not row["device"]:
+            raise BadInputError(f"{where}: device: empty")
+        gateway = row.get("gateway") or None
+        if gateway and gateways.get(gateway) not in (None, row["enterprise"]):
+            raise BadInputError(f"{where}: gateway: {gateway!r} belongs to another enterprise")
+        if gateway and gateway not in gateways:
+            raise BadInputError(f"{where}: gateway: unknown gateway {gateway!r}")
+        rated: float | None = None
+        if row.get("rated_cycle_s"):
+            try:
+                rated = float(row["rated_cycle_s"])
+            except ValueError:
+                raise BadInputError(
+                    f"{where}: rated_cycle_s: {row['rated_cycle_s']!r} is not a number"
+                ) from None
+            if rated <= 0:
+                raise BadInputError(f"{where}: rated_cycle_s: must be positive seconds")
+        records.append(
+            (
+                row["enterprise"],
+                row["device"],
+                row.get("name", ""),
+                gateway,
+                row.get("profile", ""),
+                row.get("machine_kind", ""),
+                row.get("line", ""),
+                rated,
+            )
+        )
+    async with conn.transaction(), conn.cursor() as cursor:
+        await cursor.executemany(
+            """INSERT INTO devices (enterprise_id, device_id, name, gateway_id, profile, machine_kind,
+                   line, rated_cycle_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+               ON CONFLICT (enterprise_id, device_id) DO UPDATE SET name = EXCLUDED.name,
+                   gateway_id = coalesce(EXCLUDED.gateway_id, devices.gateway_id),
+                   profile = EXCLUDED.profile, machine_kind = EXCLUDED.machine_kind,
+                   line = EXCLUDED.line, rated_cycle_s = EXCLUDED.rated_cycle_s""",
+            records,
+        )
+    created = sum(1 for r in records if f"{r[0]}/{r[1]}" not in existing)
+    return created, len(records) - created

@@ -1,0 +1,38 @@
+"""Errors the API returns as ``{code, message, hint}`` with an HTTP status."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    """An error with a stable ``code``, a message saying what and where, and a hint."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, hint: str = "") -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message)
+
+    def body(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message, "hint": self.hint}
+
+
+class UnauthorizedError(ApiError):
+    status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFoundError(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class BadInputError(ApiError):
+    status = 422
+    code = "bad_input"

@@ -1,0 +1,148 @@
+"""Live updates: watch for new data and push each subscriber its page's data as server-sent events.
+
+One poller per app asks the database for the newest sample time every ``live_poll_s``; when it
+moves, every open stream recomputes its scope's payload (shared between subscribers of the same
+scope and access) and sends it as an ``update`` event. A quiet stream gets a comment line every
+15 s so proxies keep it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import Request
+from psycopg_pool import AsyncConnectionPool
+
+from ingest.api import views
+from ingest.api.access import Capability
+from ingest.api.deps import Caller
+from ingest.api.scopes import Scope
+from ingest.api.settings import MonitoringSettings
+
+log = logging.getLogger(__name__)
+
+KEEPALIVE_S = 15.0
+
+
+class LiveHub:
+    """Detects new data and fans recomputed payloads out to SSE streams."""
+
+    def __init__(self, pool: AsyncConnectionPool, settings: MonitoringSettings) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._version = 0
+        self._marker: Any = None
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._cache: dict[tuple[Any, ...], tuple[int, asyncio.Future[bytes]]] = {}
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._poll_forever(), name="live-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the task boundary: log, keep polling
+                log.warning("live poll failed", exc_info=True)
+            await asyncio.sleep(self._settings.live_poll_s)
+
+    async def poll_once(self) -> bool:
+        """Check for new data; wake the streams and return True when there is some."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                """SELECT (SELECT max(ts) FROM current_values),
+                          (SELECT max(since) FROM device_states),
+                          (SELECT count(*) FROM data_grants)"""
+            )
+            marker = await cur.fetchone()
+        if marker == self._marker:
+            return False
+        self._marker = marker
+        async with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+        return True
+
+    async def _wait_change(self, seen: int) -> bool:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._version != seen), KEEPALIVE_S
+                )
+            except TimeoutError:
+                return False
+        return True
+
+    async def payload(self, caller: Caller, scope: Scope) -> bytes:
+        """The scope's page data at the current version, computed once per scope and access."""
+        key = (
+            scope,
+            caller.role,
+            caller.principal.enterprise,
+            caller.can(Capability.DEVICE_DATA, scope.key.partition("/")[0]),
+        )
+        version = self._version
+        cached = self._cache.get(key)
+        if cached and cached[0] == version:
+            return await asyncio.shield(cached[1])
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._cache[key] = (version, future)
+        try:
+            data = await self._compute(caller, scope)
+        except BaseException as exc:
+            future.set_exception(exc)
+            self._cache.pop(key, None)
+            raise
+        future.set_result(data)
+        return data
+
+    async def _compute(self, caller: Caller, scope: Scope) -> bytes:
+        settings = self._settings.kpi
+        now = views.utc_now()
+        async with self._pool.connection() as conn:
+            if scope.kind == "city":
+                body = await views.overview(conn, settings, now)
+            elif scope.kind in ("segment", "district"):
+                body = await views.group_page(conn, settings, caller, scope, now)
+            elif scope.kind == "enterprise":
+                body = await views.enterprise_page(conn, settings, caller, scope.key, now)
+            else:
+                body = await views.device_live(conn, settings, caller, scope, now)
+        return orjson.dumps(body, default=_default)
+
+    async def stream(self, request: Request, caller: Caller, scope: Scope) -> AsyncIterator[bytes]:
+        """SSE frames: the payload now, then after every change; keep-alive comments between."""
+        seen = self._version
+        yield b"retry: 2000\nevent: update\ndata: " + await self.payload(caller, scope) + b"\n\n"
+        while not await request.is_disconnected():
+            if await self._wait_change(seen):
+                seen = self._version
+                data = await self.payload(caller, scope)
+                yield b"event: update\ndata: " + data + b"\n\n"
+            else:
+                yield b": keep-alive\n\n"
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot encode {type(value).__name__}")

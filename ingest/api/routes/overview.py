@@ -1,0 +1,81 @@
+"""City overview, trends across any scope, and the live stream of updates (SSE)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from ingest import kpis
+from ingest.api import views
+from ingest.api.access import Capability
+from ingest.api.deps import CallerDep, Conn, get_settings
+from ingest.api.scopes import Scope, parse_day, require_scope
+
+router = APIRouter(tags=["overview"])
+
+DayQuery = Annotated[str | None, Query(description="YYYY-MM-DD in the city's time zone")]
+
+
+@router.get("/overview", summary="City KPIs by segment and district, warnings and alarms")
+async def overview(
+    request: Request, caller: CallerDep, conn: Conn, start: DayQuery = None, end: DayQuery = None
+) -> dict[str, Any]:
+    """Today by default; ``start``/``end`` select whole days (end inclusive)."""
+    caller.require(Capability.CITY_KPIS)
+    return await views.overview(
+        conn,
+        get_settings(request).kpi,
+        views.utc_now(),
+        parse_day(start, "start"),
+        parse_day(end, "end"),
+    )
+
+
+@router.get("/trend", summary="Daily output, energy and utilization of a scope")
+async def trend(
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    scope: Annotated[
+        str, Query(description="city, segment:<code>, district:<code>, enterprise:<id>")
+    ] = "city",
+    days: Annotated[int, Query(ge=1, le=400)] = 30,
+) -> dict[str, Any]:
+    parsed = Scope.parse(scope)
+    if parsed.kind == "device":
+        parsed = Scope("enterprise", parsed.key.partition("/")[0])
+        caller.require(Capability.DEVICE_DATA, parsed.key)
+    await require_scope(conn, caller, parsed)
+    settings = get_settings(request).kpi
+    first, last = views.trend_days(settings, views.utc_now(), days)
+    filters: dict[str, Any] = {}
+    if parsed.kind in ("segment", "district"):
+        filters[parsed.kind] = parsed.key
+    elif parsed.kind == "enterprise":
+        filters["enterprises"] = [parsed.key]
+    return {"scope": scope, "days": await kpis.daily_trend(conn, first, last, **filters)}
+
+
+@router.get(
+    "/live",
+    summary="Server-sent events: the scope's page data whenever new data arrives",
+    response_class=StreamingResponse,
+)
+async def live(
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    scope: Annotated[
+        str, Query(description="as for /trend, or device:<enterprise>/<device>")
+    ] = "city",
+) -> StreamingResponse:
+    parsed = Scope.parse(scope)
+    await require_scope(conn, caller, parsed)
+    hub = request.app.state.hub
+    return StreamingResponse(
+        hub.stream(request, caller, parsed),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,206 @@
+"""Server-rendered pages: sign-in, city overview, segment, district, enterprise and device pages.
+
+Pages carry no data: each one's script fetches it from /api with the sign-in cookie, so a page
+enforces exactly what its endpoints enforce. The page handlers still check access first, so a
+forbidden page answers 403/404 (or sends an anonymous visitor to /login) instead of a blank shell.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from ingest.api import registry
+from ingest.api.access import Capability
+from ingest.api.deps import Caller, Conn, get_caller, presented_token
+from ingest.api.errors import ApiError, UnauthorizedError
+from ingest.api.routes.auth import home_of
+from ingest.auth import Role
+
+WEB_DIR: Final = Path(__file__).resolve().parents[2] / "web"
+LANGS: Final = ("zh-CN", "en")
+LANG_COOKIE: Final = "shulian_lang"
+
+templates = Jinja2Templates(directory=WEB_DIR / "templates")
+router = APIRouter(include_in_schema=False)
+
+
+@functools.cache
+def translations(lang: str) -> dict[str, str]:
+    data: dict[str, str] = json.loads((WEB_DIR / "i18n" / f"{lang}.json").read_text("utf-8"))
+    return data
+
+
+def language(request: Request) -> str:
+    """The UI language: the switch's cookie, else Simplified Chinese."""
+    chosen = request.cookies.get(LANG_COOKIE, "")
+    return chosen if chosen in LANGS else "zh-CN"
+
+
+def render(
+    request: Request,
+    template: str,
+    page: str,
+    caller: Caller | None,
+    status: int = 200,
+    **extra: Any,
+) -> HTMLResponse:
+    lang = language(request)
+    strings = translations(lang)
+    context = {
+        "lang": lang,
+        "page": page,
+        "caller": caller,
+        "t": lambda key: strings.get(key, key),
+        # </ cannot end the script element it is embedded in
+        "i18n_json": json.dumps(strings, ensure_ascii=False).replace("</", "<\\/"),
+        **extra,
+    }
+    return templates.TemplateResponse(request, template, context, status_code=status)
+
+
+async def _caller_or_none(request: Request, conn: Conn) -> Caller | None:
+    if not presented_token(request):
+        return None
+    try:
+        return await get_caller(request, conn)
+    except UnauthorizedError:
+        return None
+
+
+def _error_page(request: Request, caller: Caller | None, exc: ApiError) -> Response:
+    strings = translations(language(request))
+    heading = strings["error.forbidden"] if exc.status == 403 else strings["error.not_found"]
+    return render(
+        request,
+        "error.html",
+        "error",
+        caller,
+        status=exc.status,
+        heading=heading,
+        message=exc.message,
+    )
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login(request: Request) -> HTMLResponse:
+    return render(request, "login.html", "login", None)
+
+
+async def _page(request: Request, conn: Conn, build: Any) -> Response:
+    caller = await _caller_or_none(request, conn)
+    if caller is None:
+        return RedirectResponse("/login", status_code=303)
+    try:
+        return await build(caller)
+    except ApiError as exc:
+        return _error_page(request, caller, exc)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview_page(request: Request, conn: Conn) -> Response:
+    async def build(caller: Caller) -> Response:
+        if caller.role not in (Role.BUREAU, Role.ADMIN):
+            return RedirectResponse(home_of(caller.principal), status_code=303)
+        return render(request, "overview.html", "overview", caller, scope="city")
+
+    return await _page(request, conn, build)
+
+
+@router.get("/segments/{code}", response_class=HTMLResponse)
+async def segment_page(code: str, request: Request, conn: Conn) -> Response:
+    async def build(caller: Caller) -> Response:
+        caller.require(Capability.CITY_KPIS)
+        row = await registry.segment(conn, code)
+        if row is None:
+            raise _not_found("segment", code)
+        title = f"{row['code']} {row['name'] if language(request) == 'zh-CN' else row['name_en']}"
+        return render(
+            request,
+            "scope.html",
+            "segment",
+            caller,
+            scope=f"segment:{code}",
+            kind="segment",
+            title=title,
+        )
+
+    return await _page(request, conn, build)
+
+
+@router.get("/districts/{code}", response_class=HTMLResponse)
+async def district_page(code: str, request: Request, conn: Conn) -> Response:
+    async def build(caller: Caller) -> Response:
+        caller.require(Capability.CITY_KPIS)
+        row = await registry.district(conn, code)
+        if row is None:
+            raise _not_found("district", code)
+        title = row["name"] if language(request) == "zh-CN" else row["name_en"]
+        return render(
+            request,
+            "scope.html",
+            "district",
+            caller,
+            scope=f"district:{code}",
+            kind="district",
+            title=title,
+        )
+
+    return await _page(request, conn, build)
+
+
+@router.get("/enterprises/{enterprise_id}", response_class=HTMLResponse)
+async def enterprise_page(enterprise_id: str, request: Request, conn: Conn) -> Response:
+    async def build(caller: Caller) -> Response:
+        caller.require(Capability.ENTERPRISE_SUMMARY, enterprise_id)
+        row = await registry.enterprise(conn, enterprise_id)
+        if row is None:
+            raise _not_found("enterprise", enterprise_id)
+        return render(
+            request,
+            "scope.html",
+            "enterprise",
+            caller,
+            scope=f"enterprise:{enterprise_id}",
+            kind="enterprise",
+            title=row["name"],
+            flags=row["flags"],
+            show_devices=caller.can(Capability.DEVICE_DATA, enterprise_id),
+            show_grant=caller.can(Capability.GRANT, enterprise_id),
+            granted=await registry.is_granted(conn, enterprise_id),
+        )
+
+    return await _page(request, conn, build)
+
+
+@router.get("/enterprises/{enterprise_id}/devices/{device_id}", response_class=HTMLResponse)
+async def device_page(enterprise_id: str, device_id: str, request: Request, conn: Conn) -> Response:
+    async def build(caller: Caller) -> Response:
+        row = await registry.device(conn, enterprise_id, device_id)
+        caller.require_device(
+            Capability.DEVICE_DATA, f"{enterprise_id}/{device_id}", enterprise_id if row else None
+        )
+        assert row is not None
+        return render(
+            request,
+            "device.html",
+            "device",
+            caller,
+            scope=f"device:{enterprise_id}/{device_id}",
+            device=row,
+            title=row["name"] or device_id,
+        )
+
+    return await _page(request, conn, build)
+
+
+def _not_found(kind: str, key: str) -> ApiError:
+    from ingest.api.errors import NotFoundError
+
+    return NotFoundError(f"{kind} {key!r} not found")

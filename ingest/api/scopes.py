@@ -1,0 +1,86 @@
+"""Scopes of the KPI endpoints and the live stream: city, segment, district, enterprise, device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from ingest import kpis
+from ingest.api import registry
+from ingest.api.access import Capability
+from ingest.api.deps import Caller
+from ingest.api.errors import BadInputError, NotFoundError
+from ingest.api.settings import KpiSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    kind: str
+    key: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        kind, _, key = text.partition(":")
+        if kind not in ("city", "segment", "district", "enterprise", "device"):
+            raise BadInputError(
+                f"scope {text!r}: unknown kind {kind!r}",
+                hint="Use city, segment:<code>, district:<code>, enterprise:<id> or "
+                "device:<enterprise>/<device>.",
+            )
+        if kind != "city" and not key:
+            raise BadInputError(f"scope {text!r}: {kind} needs a key, e.g. {kind}:<id>")
+        return cls(kind, key)
+
+
+def parse_day(text: str | None, what: str) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise BadInputError(f"{what}: {text!r} is not a date", hint="Use YYYY-MM-DD.") from exc
+
+
+async def require_scope(conn: AsyncConnection[Any], caller: Caller, scope: Scope) -> dict[str, Any]:
+    """Check the caller may read ``scope``'s KPIs; return the scope's registry row."""
+    if scope.kind == "city":
+        caller.require(Capability.CITY_KPIS)
+        return {}
+    if scope.kind in ("segment", "district"):
+        caller.require(Capability.CITY_KPIS)
+        row = await (registry.segment if scope.kind == "segment" else registry.district)(
+            conn, scope.key
+        )
+        if row is None:
+            raise NotFoundError(f"{scope.kind} {scope.key!r} not found")
+        return row
+    if scope.kind == "enterprise":
+        caller.require(Capability.ENTERPRISE_SUMMARY, scope.key)
+        row = await registry.enterprise(conn, scope.key)
+        if row is None:
+            raise NotFoundError(f"enterprise {scope.key!r} not found")
+        return row
+    enterprise_id, _, device_id = scope.key.partition("/")
+    row = await registry.device(conn, enterprise_id, device_id)
+    caller.require_device(Capability.DEVICE_DATA, scope.key, enterprise_id if row else None)
+    assert row is not None
+    return row
+
+
+async def scope_figures(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    scope: Scope,
+    row: dict[str, Any],
+    window: kpis.Window,
+    now: datetime,
+) -> list[kpis.DeviceFigures]:
+    filters: dict[str, Any] = {}
+    if scope.kind in ("segment", "district", "enterprise"):
+        filters[scope.kind] = scope.key
+    elif scope.kind == "device":
+        filters["device_key"] = row["key"]
+    return await kpis.device_figures(conn, settings, window, now, **filters)

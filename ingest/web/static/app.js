@@ -1,0 +1,329 @@
+/* The monitoring UI: fetch JSON from /api, draw tiles, tables and ECharts, follow live updates. */
+"use strict";
+
+const I18N = JSON.parse(document.getElementById("i18n").textContent);
+const t = (key) => I18N[key] ?? key;
+const body = document.body;
+const LANG = body.dataset.lang;
+const charts = {};
+
+function fmtNum(value, digits = 0) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "–";
+  return Number(value).toLocaleString(LANG, { maximumFractionDigits: digits, minimumFractionDigits: digits });
+}
+function fmtPct(value) {
+  return value === null || value === undefined ? "–" : (value * 100).toFixed(1) + "%";
+}
+function fmtTime(iso) {
+  if (!iso) return "–";
+  return new Date(iso).toLocaleString(LANG, { hour12: false });
+}
+function esc(text) {
+  return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+function localName(row) {
+  return LANG === "en" ? (row.name_en || row.name) : (row.name || row.name_en);
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  if (response.status === 401) { window.location.href = "/login"; throw new Error("unauthorized"); }
+  if (!response.ok) throw new Error(`${path}: ${response.status}`);
+  return response.json();
+}
+
+/* ---- tiles ---- */
+const TILE_FORMAT = {
+  registered: (k) => [fmtNum(k.registered), `${t("kpi.enterprises")} ${fmtNum(k.enterprises)}`],
+  networked_rate: (k) => [fmtPct(k.networked_rate), `${fmtNum(k.networked)} / ${fmtNum(k.registered)}`],
+  online_rate: (k) => [fmtPct(k.online_rate), `${t("kpi.online")} ${fmtNum(k.online)}`],
+  running_rate: (k) => [fmtPct(k.running_rate), `${t("kpi.running")} ${fmtNum(k.running)} · ${t("kpi.ran_today")} ${fmtNum(k.ran_today)}`],
+  utilization: (k) => [fmtPct(k.utilization), ""],
+  output: (k) => [fmtNum(k.output), `${t("kpi.good")} ${fmtNum(k.good)} · ${t("kpi.reject")} ${fmtNum(k.reject)}`],
+  energy_kwh: (k) => [fmtNum(k.energy_kwh, 1), ""],
+  kwh_per_part: (k) => [fmtNum(k.kwh_per_part, 3), ""],
+  oee: (k) => [fmtPct(k.oee), ""],
+  alarms_active: (k) => [fmtNum(k.alarms_active), ""],
+};
+
+function renderTiles(kpis) {
+  for (const tile of document.querySelectorAll(".tile")) {
+    const key = tile.dataset.kpi;
+    const [value, sub] = TILE_FORMAT[key](kpis);
+    const num = tile.querySelector(".num");
+    if (num.textContent !== value) {
+      num.textContent = value;
+      tile.classList.remove("flash"); void tile.offsetWidth; tile.classList.add("flash");
+    }
+    tile.querySelector(".sub").textContent = sub;
+  }
+}
+
+/* ---- charts ---- */
+function chart(id) {
+  const el = document.getElementById(id);
+  if (!el || !window.echarts) return null;
+  if (!charts[id]) charts[id] = echarts.init(el, "dark", { renderer: "canvas" });
+  return charts[id];
+}
+window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.resize()));
+const AXIS = { axisLine: { lineStyle: { color: "#24406b" } }, splitLine: { lineStyle: { color: "#1b3050" } } };
+const BASE = { backgroundColor: "transparent", textStyle: { fontFamily: "inherit" }, tooltip: { trigger: "axis" },
+  grid: { left: 60, right: 60, top: 36, bottom: 30 } };
+
+function renderTrend(data) {
+  const c = chart("trend-chart");
+  if (!c) return;
+  const days = data.days.map((d) => d.day.slice(5));
+  c.setOption({
+    ...BASE,
+    legend: { data: [t("trend.output"), t("trend.energy"), t("trend.utilization")], top: 0 },
+    xAxis: { type: "category", data: days, ...AXIS },
+    yAxis: [
+      { type: "value", name: t("unit.parts") || t("trend.output"), ...AXIS },
+      { type: "value", name: "kWh", ...AXIS, splitLine: { show: false } },
+      { type: "value", show: false, min: 0, max: 1 },
+    ],
+    series: [
+      { name: t("trend.output"), type: "bar", data: data.days.map((d) => d.output), itemStyle: { color: "#3fc1ff" } },
+      { name: t("trend.energy"), type: "line", yAxisIndex: 1, smooth: true, data: data.days.map((d) => d.energy_kwh), itemStyle: { color: "#ff9f1a" } },
+      { name: t("trend.utilization"), type: "line", yAxisIndex: 2, smooth: true, data: data.days.map((d) => d.utilization), itemStyle: { color: "#2ecc71" },
+        tooltip: { valueFormatter: (v) => fmtPct(v) } },
+    ],
+  });
+}
+
+function renderSegments(segments) {
+  const c = chart("segment-chart");
+  if (!c) return;
+  const names = segments.map((s) => `${s.code} ${localName(s)}`);
+  const metric = (key) => segments.map((s) => s.kpis[key]);
+  c.setOption({
+    ...BASE,
+    grid: { left: 60, right: 20, top: 36, bottom: 60 },
+    legend: { top: 0, data: [t("kpi.online_rate"), t("kpi.running_rate"), t("kpi.utilization")] },
+    tooltip: { trigger: "axis", valueFormatter: (v) => fmtPct(v) },
+    xAxis: { type: "category", data: names, ...AXIS, axisLabel: { interval: 0, width: 160, overflow: "break" } },
+    yAxis: { type: "value", max: 1, axisLabel: { formatter: (v) => `${v * 100}%` }, ...AXIS },
+    series: [
+      { name: t("kpi.online_rate"), type: "bar", data: metric("online_rate") },
+      { name: t("kpi.running_rate"), type: "bar", data: metric("running_rate") },
+      { name: t("kpi.utilization"), type: "bar", data: metric("utilization") },
+    ],
+  });
+}
+
+function renderAlarms(alarms) {
+  const c = chart("alarm-chart");
+  if (!c) return;
+  const entries = Object.entries(alarms.by_kind || {});
+  c.setOption({
+    ...BASE,
+    tooltip: { trigger: "item" },
+    legend: { bottom: 0, type: "scroll" },
+    series: [{ type: "pie", radius: ["40%", "68%"], center: ["50%", "45%"],
+      data: entries.length ? entries.map(([name, value]) => ({ name, value })) : [{ name: "0", value: 0 }],
+      label: { formatter: "{b}: {c}" } }],
+  });
+}
+
+function warningBadge(colour) {
+  return `<span class="badge w-${esc(colour)}">${esc(t("warning." + colour))}</span>`;
+}
+
+function renderWarnings(warnings) {
+  const tbody = document.querySelector("#warning-table tbody");
+  if (!tbody) return;
+  const rows = warnings.filter((w) => w.colour !== "green" && w.colour !== "grey");
+  tbody.innerHTML = rows.length ? rows.map((w) => `<tr><td><a href="/enterprises/${encodeURIComponent(w.enterprise)}">${esc(w.name)}</a></td>` +
+    `<td>${esc(LANG === "en" ? w.district_name_en : w.district_name)}</td><td>${warningBadge(w.colour)}</td><td>${esc(LANG === "en" ? w.reason_en : w.reason)}</td></tr>`).join("")
+    : `<tr><td colspan="4">${esc(t("warning.none"))}</td></tr>`;
+}
+
+function renderDistricts(districts) {
+  const tbody = document.querySelector("#district-table tbody");
+  if (!tbody) return;
+  tbody.innerHTML = districts.map((d) => {
+    const k = d.kpis;
+    return `<tr><td><a href="/districts/${encodeURIComponent(d.code)}">${esc(localName(d))}</a></td><td class="num">${fmtNum(k.enterprises)}</td>` +
+      `<td class="num">${fmtNum(k.registered)}</td><td class="num">${fmtPct(k.networked_rate)}</td><td class="num">${fmtPct(k.online_rate)}</td>` +
+      `<td class="num">${fmtPct(k.running_rate)}</td><td class="num">${fmtPct(k.utilization)}</td><td class="num">${fmtNum(k.output)}</td><td class="num">${fmtNum(k.energy_kwh, 1)}</td></tr>`;
+  }).join("");
+}
+
+function renderEnterprises(enterprises, kind) {
+  const tbody = document.querySelector("#enterprise-table tbody");
+  if (!tbody) return;
+  tbody.innerHTML = enterprises.map((e) => {
+    const k = e.kpis;
+    const where = kind === "segment" ? (LANG === "en" ? e.district_name_en : e.district_name) : e.segment;
+    const flags = (e.flags || []).map((f) => `<span class="flag">${esc(t("flag." + f))}</span>`).join("");
+    return `<tr><td><a href="/enterprises/${encodeURIComponent(e.id)}">${esc(e.name)}</a></td><td>${esc(where)}</td><td>${flags}</td>` +
+      `<td class="num">${fmtNum(k.registered)}</td><td class="num">${fmtPct(k.online_rate)}</td><td class="num">${fmtPct(k.utilization)}</td>` +
+      `<td class="num">${fmtNum(k.output)}</td><td class="num">${fmtNum(k.energy_kwh, 1)}</td><td>${e.warning ? warningBadge(e.warning.colour) : ""}</td></tr>`;
+  }).join("");
+}
+
+function stateBadge(state) {
+  return `<span class="badge state-${esc(state)}">${esc(t("state." + state))}</span>`;
+}
+
+function renderDevices(devices) {
+  const tbody = document.querySelector("#device-table tbody");
+  if (!tbody) return;
+  tbody.innerHTML = devices.map((d) => {
+    const k = d.kpis || {};
+    return `<tr><td><a href="/devices/${encodeURIComponent(d.id)}">${esc(d.name || d.id)}</a></td><td>${esc(d.machine_kind)}</td><td>${esc(d.line)}</td>` +
+      `<td>${stateBadge(d.state)}</td><td>${fmtTime(d.last_seen)}</td><td class="num">${fmtPct(k.utilization)}</td>` +
+      `<td class="num">${fmtNum(k.output)}</td><td class="num">${fmtNum(k.energy_kwh, 1)}</td></tr>`;
+  }).join("");
+}
+
+const STATE_COLOURS = { running: "#2ecc71", idle: "#d4b106", setup: "#3d8bfd", fault: "#ff4d4f", off: "#555", offline: "#7d8799" };
+
+function renderTimeline(intervals, start, end) {
+  const c = chart("timeline-chart");
+  if (!c) return;
+  const data = intervals.map((iv) => ({ value: [0, Date.parse(iv.start), Date.parse(iv.end || end), iv.state],
+    itemStyle: { color: STATE_COLOURS[iv.state] || "#888" } }));
+  c.setOption({
+    ...BASE,
+    grid: { left: 20, right: 20, top: 10, bottom: 30 },
+    tooltip: { formatter: (p) => `${t("state." + p.value[3])}<br>${fmtTime(new Date(p.value[1]).toISOString())} – ${fmtTime(new Date(p.value[2]).toISOString())}` },
+    xAxis: { type: "time", min: Date.parse(start), max: Date.parse(end), ...AXIS },
+    yAxis: { type: "category", data: [""], show: false },
+    series: [{ type: "custom", encode: { x: [1, 2], y: 0 }, data,
+      renderItem: (params, api) => {
+        const a = api.coord([api.value(1), 0]);
+        const b = api.coord([api.value(2), 0]);
+        const h = api.size([0, 1])[1] * 0.6;
+        return { type: "rect", shape: { x: a[0], y: a[1] - h / 2, width: Math.max(b[0] - a[0], 1), height: h }, style: api.style() };
+      } }],
+  });
+}
+
+function renderSignals(signals) {
+  const tbody = document.querySelector("#signal-table tbody");
+  if (!tbody) return;
+  tbody.innerHTML = signals.length ? signals.map((s) => `<tr><td>${esc(s.signal)} <span class="help">${esc(LANG === "en" ? s.meaning : s.zh)}</span></td>` +
+    `<td class="num">${typeof s.value === "number" ? fmtNum(s.value, 2) : esc(s.value)} ${esc(s.unit)}</td><td>${fmtTime(s.ts)}</td></tr>`).join("")
+    : `<tr><td colspan="3">${esc(t("device.no_data"))}</td></tr>`;
+  const select = document.getElementById("series-signal");
+  if (select && !select.options.length) {
+    const numeric = signals.filter((s) => typeof s.value === "number");
+    select.innerHTML = numeric.map((s) => `<option>${esc(s.signal)}</option>`).join("");
+    select.addEventListener("change", () => loadSeries(select.value));
+    if (numeric.length) loadSeries(numeric[0].signal);
+  }
+}
+
+async function loadSeries(signal) {
+  const c = chart("series-chart");
+  if (!c || !signal) return;
+  const device = body.dataset.scope.split(":")[1];
+  const data = await api(`/api/devices/${encodeURIComponent(device)}/series?signal=${encodeURIComponent(signal)}&hours=6`);
+  c.setOption({
+    ...BASE,
+    xAxis: { type: "time", ...AXIS },
+    yAxis: { type: "value", scale: true, ...AXIS },
+    series: [{ name: signal, type: "line", showSymbol: false, data: data.points.map((p) => [p.ts, p.avg]) }],
+  }, true);
+}
+
+/* ---- pages ---- */
+function renderPayload(page, data) {
+  if (data.summary) renderTiles(data.summary);
+  if (page === "overview") {
+    renderSegments(data.segments); renderDistricts(data.districts);
+    renderWarnings(data.warnings); renderAlarms(data.alarms);
+  }
+  if (data.enterprises) renderEnterprises(data.enterprises, page);
+  if (data.devices) renderDevices(data.devices);
+  if (page === "device") {
+    renderSignals(data.signals || []);
+    renderTimeline(data.intervals || [], data.window.start, data.window.end);
+    const badge = document.getElementById("device-state");
+    badge.className = `badge state-${data.state}`; badge.textContent = t("state." + data.state);
+  }
+}
+
+const PAGE_SOURCES = {
+  overview: () => "/api/overview",
+  segment: (key) => `/api/segments/${encodeURIComponent(key)}`,
+  district: (key) => `/api/districts/${encodeURIComponent(key)}`,
+  enterprise: (key) => `/api/enterprises/${encodeURIComponent(key)}`,
+  device: (key) => `/api/devices/${encodeURIComponent(key)}/live`,
+};
+
+async function loadPage(page) {
+  const key = body.dataset.scope.split(":")[1];
+  renderPayload(page, await api(PAGE_SOURCES[page](key)));
+  if (document.getElementById("trend-chart")) {
+    const scope = body.dataset.scope || "city";
+    renderTrend(await api(`/api/trend?scope=${encodeURIComponent(scope)}&days=30`));
+  }
+  if (page === "enterprise" && document.getElementById("device-table")) {
+    renderDevices((await api(`/api/enterprises/${encodeURIComponent(key)}/devices`)).devices);
+  }
+  follow(page);
+}
+
+function follow(page) {
+  const scope = body.dataset.scope || "city";
+  const source = new EventSource(`/api/live?scope=${encodeURIComponent(scope)}`);
+  const badge = document.getElementById("live");
+  const text = document.getElementById("live-text");
+  source.addEventListener("update", (event) => {
+    renderPayload(page, JSON.parse(event.data));
+    badge.hidden = false; badge.classList.remove("lost");
+    text.textContent = `${t("live.connected")} · ${t("live.updated")} ${new Date().toLocaleTimeString(LANG, { hour12: false })}`;
+    body.dataset.updates = String(Number(body.dataset.updates || 0) + 1);
+  });
+  source.onerror = () => { badge.hidden = false; badge.classList.add("lost"); text.textContent = t("live.lost"); };
+}
+
+function wireHeader() {
+  document.getElementById("lang-switch").addEventListener("click", (event) => {
+    document.cookie = `shulian_lang=${event.target.dataset.next}; path=/; max-age=31536000; samesite=strict`;
+    window.location.reload();
+  });
+  const signout = document.getElementById("signout");
+  if (signout) signout.addEventListener("click", async () => {
+    await fetch("/api/auth/session", { method: "DELETE", credentials: "same-origin" });
+    window.location.href = "/login";
+  });
+}
+
+function wireLogin() {
+  document.getElementById("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = document.getElementById("token").value.trim();
+    const response = await fetch("/api/auth/session", { method: "POST", credentials: "same-origin",
+      headers: { "content-type": "application/json" }, body: JSON.stringify({ token }) });
+    if (response.ok) {
+      const me = await response.json();
+      window.location.href = me.home;
+    } else {
+      document.getElementById("login-error").hidden = false;
+    }
+  });
+}
+
+function wireGrant() {
+  const button = document.getElementById("grant-toggle");
+  if (!button) return;
+  button.addEventListener("click", async () => {
+    const granted = document.getElementById("grant-state").dataset.granted === "true";
+    const key = body.dataset.scope.split(":")[1];
+    await fetch(`/api/enterprises/${encodeURIComponent(key)}/grants/bureau`, { method: granted ? "DELETE" : "PUT", credentials: "same-origin" });
+    window.location.reload();
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wireHeader();
+  const page = body.dataset.page;
+  if (page === "login") { wireLogin(); return; }
+  wireGrant();
+  if (PAGE_SOURCES[page]) loadPage(page).catch((error) => console.error(error));
+});

@@ -46,7 +46,8 @@ def wire_registers(fmt: str, value: float, order: str) -> list[int]:
 
 
 def expected(fmt: str, value: float) -> float:
-    return struct.unpack(fmt, struct.pack(fmt, value))[0]  # float32 rounds
+    result: float = struct.unpack(fmt, struct.pack(fmt, value))[0]  # float32 rounds
+    return result
 
 
 @pytest.mark.parametrize("order", list(WordOrder))

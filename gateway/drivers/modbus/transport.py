@@ -1,0 +1,423 @@
+"""Talk Modbus over TCP, RTU-over-TCP or a serial port: the only module that imports pymodbus.
+
+One ``BusTransport`` per endpoint (``bus_key``) is shared by every device behind it, with a
+reference count, so ten meters behind one serial-to-TCP converter use one TCP connection. Requests
+on a bus are serialized by one ``asyncio.Lock`` (a serial line carries one request at a time) and
+the lock is released between retries, so a dead unit delays its neighbours by at most one timeout.
+
+pymodbus quirks handled here (pymodbus 3.8-3.16):
+
+- Its ``connect()`` swallows the reason for a failure and returns False; we probe the endpoint once
+  more to tell "refused" from "no route".
+- It retries and times out per client, not per request, and drops the connection after
+  ``retries + 3`` unanswered requests, which would cut every healthy unit off a converter when one
+  unit is dead. We run with ``retries=0``, time each request ourselves (per device ``timeout_s``),
+  retry ourselves, and disable its auto-disconnect and auto-reconnect (the scheduler reconnects).
+- A Modbus exception reply is returned as a PDU with ``isError()``, not raised.
+- Its logger reports every unanswered request at ERROR; we report them ourselves (with device
+  context), so its logger is quieted unless the application configured it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer import FramerType
+
+from gateway.drivers.modbus.endpoint import ModbusEndpoint
+from gateway.drivers.modbus.models import ModbusSettings, Table
+from gateway.errors import DeviceTimeoutError, DeviceUnreachableError, ProtocolError
+
+__all__ = [
+    "EXCEPTION_NAMES",
+    "BusTransport",
+    "ModbusExceptionError",
+    "TransportPool",
+    "transport_pool",
+]
+
+log = logging.getLogger(__name__)
+
+EXCEPTION_NAMES: Final[dict[int, str]] = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    7: "negative acknowledge",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+_EXCEPTION_HINTS: Final[dict[int, str]] = {
+    1: "The device does not support this function code; check the signal's table.",
+    2: "The device has no such register; check the addresses, or set max_gap: 0 if it rejects "
+    "reads across unused registers.",
+    3: "The device rejected the request's length; lower max_registers_per_request.",
+    6: "The device is busy; raise request_pause_ms.",
+}
+_PYMODBUS_TIMEOUT_S: Final = 3600.0
+"""pymodbus's own per-request timeout; ours (``timeout_s``) always fires first."""
+_NEVER_DISCONNECT: Final = 1 << 30
+
+
+class ModbusExceptionError(Exception):
+    """The device answered one request with a Modbus exception: only that request's signals fail."""
+
+    def __init__(self, code: int, function_code: int) -> None:
+        self.code = code
+        self.function_code = function_code
+        super().__init__(self.reason)
+
+    @property
+    def name(self) -> str:
+        return EXCEPTION_NAMES.get(self.code, "unknown exception code")
+
+    @property
+    def reason(self) -> str:
+        """``Modbus exception 2: illegal data address``."""
+        return f"Modbus exception {self.code}: {self.name}"
+
+    @property
+    def hint(self) -> str:
+        return _EXCEPTION_HINTS.get(self.code, "")
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOptions:
+    """How one device wants its requests run; devices on one bus may differ."""
+
+    unit_id: int
+    timeout_s: float
+    retries: int
+    pause_s: float
+    where: str
+    """The device, for messages: ``hobber-03 (tcp://10.2.0.7:502 unit 4)``."""
+
+
+def seconds(value: float) -> str:
+    """``1.0``, ``0.25``, ``3.0``: how a duration reads in a message."""
+    return f"{value:.1f}" if round(value, 1) == value else f"{value:g}"
+
+
+class BusTransport:
+    """One connection to one endpoint, shared by every device (unit id) behind it."""
+
+    def __init__(self, endpoint: ModbusEndpoint, settings: ModbusSettings) -> None:
+        self.endpoint = endpoint
+        self.key = endpoint.bus_key
+        self.lock = asyncio.Lock()
+        """Held for each request (and its pause): one request at a time on this bus."""
+        self.users = 0
+        self._settings = settings
+        self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
+        self._last_request_end_mono = 0.0
+        self._silent_since_mono: float | None = None
+        """When the first unanswered request since the last reply was sent."""
+
+    @property
+    def is_connected(self) -> bool:
+        return self._client is not None and self._client.connected
+
+    async def open(self, timeout_s: float, where: str) -> None:
+        """Connect unless connected; reconnect a connection on which nobody got a reply lately.
+
+        Raises:
+            DeviceUnreachableError: refused, no route, no such serial port, or no connection in
+                ``timeout_s``.
+        """
+        async with self.lock:
+            if self.is_connected and self._is_silent(3 * timeout_s):
+                log.info("Reconnecting silent bus %s", self.key)
+                self.close()
+            if self.is_connected:
+                return
+            self.close()
+            client = self._new_client()
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    is_connected = await client.connect()
+            except TimeoutError:
+                client.close()
+                raise self._connect_timeout(timeout_s, where) from None
+            if not is_connected:
+                client.close()
+                remaining = max(0.1, timeout_s - (time.monotonic() - started))
+                raise await self._diagnose(remaining, where)
+            client.set_max_no_responses(_NEVER_DISCONNECT)
+            self._client = client
+            self._silent_since_mono = None
+
+    def close(self) -> None:
+        """Drop the connection (idempotent); the next ``open`` connects again."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _is_silent(self, window_s: float) -> bool:
+        since = self._silent_since_mono
+        return since is not None and time.monotonic() - since >= window_s
+
+    def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        _quiet_pymodbus_logger()
+        if self.endpoint.scheme == "rtu":
+            return AsyncModbusSerialClient(
+                self.endpoint.serial_port,
+                framer=FramerType.RTU,
+                baudrate=self._settings.baudrate,
+                bytesize=self._settings.bytesize,
+                parity=self._settings.parity,
+                stopbits=self._settings.stopbits,
+                reconnect_delay=0,
+                timeout=_PYMODBUS_TIMEOUT_S,
+                retries=0,
+                name=self.key,
+            )
+        framer = FramerType.RTU if self.endpoint.scheme == "rtu+tcp" else FramerType.SOCKET
+        return AsyncModbusTcpClient(
+            self.endpoint.host,
+            port=self.endpoint.port,
+            framer=framer,
+            reconnect_delay=0,
+            timeout=_PYMODBUS_TIMEOUT_S,
+            retries=0,
+            name=self.key,
+        )
+
+    def _connect_timeout(self, timeout_s: float, where: str) -> DeviceUnreachableError:
+        if self.endpoint.scheme == "rtu":
+            return DeviceUnreachableError(
+                f"serial port {self.endpoint.serial_port} did not open in {seconds(timeout_s)} s",
+                where=where,
+                hint="Check the adapter and that no other program holds the port.",
+            )
+        return DeviceUnreachableError(
+            f"no TCP connection to {self.endpoint.describe()} in {seconds(timeout_s)} s",
+            where=where,
+            hint="Check the address, the cabling and any firewall, or raise timeout_s.",
+        )
+
+    async def _diagnose(self, timeout_s: float, where: str) -> DeviceUnreachableError:
+        """Find out why pymodbus could not connect (it does not say)."""
+        if self.endpoint.scheme == "rtu":
+            port = self.endpoint.serial_port
+            if not await asyncio.to_thread(os.path.exists, port):
+                return DeviceUnreachableError(
+                    f"serial port {port} not found",
+                    where=where,
+                    hint="Check the USB/RS-485 adapter and the port name (ls /dev/ttyUSB* /dev/ttyS*).",
+                )
+            return DeviceUnreachableError(
+                f"cannot open serial port {port}",
+                where=where,
+                hint="Check that no other program uses it and that the gateway's user may open it "
+                "(group dialout).",
+            )
+        address = self.endpoint.describe()
+        try:
+            async with asyncio.timeout(timeout_s):
+                _, writer = await asyncio.open_connection(self.endpoint.host, self.endpoint.port)
+        except TimeoutError:
+            return self._connect_timeout(timeout_s, where)
+        except ConnectionRefusedError:
+            return DeviceUnreachableError(
+                f"connection refused by {address}",
+                where=where,
+                hint=f"Check that the device is on and serves Modbus on port {self.endpoint.port}.",
+            )
+        except socket.gaierror as exc:
+            return DeviceUnreachableError(
+                f"cannot resolve host {self.endpoint.host!r} ({exc.strerror})",
+                where=where,
+                hint="Check the host name in the endpoint.",
+            )
+        except OSError as exc:
+            unreachable = exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+            return DeviceUnreachableError(
+                f"no route to {address}" if unreachable else f"cannot connect to {address}: {exc}",
+                where=where,
+                hint="Check the address and the network route to the device.",
+            )
+        writer.close()
+        return DeviceUnreachableError(
+            f"could not connect to {address} (it accepts connections now; it may have been busy)",
+            where=where,
+            hint="Check that the device allows another Modbus TCP client.",
+        )
+
+    async def read(
+        self, table: Table, start: int, count: int, options: RequestOptions
+    ) -> list[int] | list[bool]:
+        """Read ``count`` registers (or bits) of ``table`` from ``start`` at one unit.
+
+        Raises:
+            ModbusExceptionError: the device answered with a Modbus exception (codes 1-8).
+            DeviceTimeoutError: no reply after every try, or exception 11 from a gateway.
+            DeviceUnreachableError: the connection is gone, or exception 10 from a gateway.
+            ProtocolError: the reply does not match the request.
+        """
+        tries = options.retries + 1
+        for _ in range(tries):
+            async with self.lock:
+                response = await self._request_once(table, start, count, options)
+            if response is not None:
+                return self._values_of(response, table, start, count, options)
+        raise DeviceTimeoutError(
+            f"no reply in {seconds(options.timeout_s)} s after {tries} tr{'ies' if tries > 1 else 'y'}",
+            where=options.where,
+            hint="Check the unit id or raise timeout_s.",
+        )
+
+    async def _request_once(
+        self, table: Table, start: int, count: int, options: RequestOptions
+    ) -> Any | None:
+        """One request under the bus lock; None when it went unanswered."""
+        client = self._client
+        if client is None or not client.connected:
+            raise DeviceUnreachableError(
+                f"connection to {self.endpoint.describe()} lost",
+                where=options.where,
+                hint="The gateway reconnects with backoff.",
+            )
+        wait_s = options.pause_s - (time.monotonic() - self._last_request_end_mono)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)  # the profile's mandated pause for slow devices
+        method = _METHODS[table]
+        try:
+            async with asyncio.timeout(options.timeout_s):
+                response = await getattr(client, method)(
+                    start, count=count, device_id=options.unit_id
+                )
+        except TimeoutError:
+            if self._silent_since_mono is None:
+                self._silent_since_mono = time.monotonic()
+            log.debug("No reply from %s to %s %d+%d", options.where, table, start, count)
+            return None
+        except ConnectionException as exc:
+            raise DeviceUnreachableError(
+                f"connection to {self.endpoint.describe()} lost",
+                where=options.where,
+                hint="The gateway reconnects with backoff.",
+            ) from exc
+        except ModbusException as exc:
+            raise ProtocolError(
+                f"unreadable reply to {table.value} {start}+{count}: {exc}",
+                where=options.where,
+                hint="Check the endpoint's scheme (tcp:// or rtu+tcp://) and the wiring.",
+            ) from exc
+        finally:
+            self._last_request_end_mono = time.monotonic()
+        self._silent_since_mono = None
+        return response
+
+    def _values_of(
+        self, response: Any, table: Table, start: int, count: int, options: RequestOptions
+    ) -> list[int] | list[bool]:
+        if response.isError():
+            code = int(getattr(response, "exception_code", 0))
+            _raise_for_gateway_code(code, options.where)
+            raise ModbusExceptionError(code, response.function_code & 0x7F)
+        if table in (Table.COIL, Table.DISCRETE_INPUT):
+            bits: list[bool] = list(response.bits)
+            if len(bits) < count:
+                raise self._short_reply(table, start, count, len(bits), options)
+            return bits[:count]
+        registers: list[int] = list(response.registers)
+        if len(registers) != count:
+            raise self._short_reply(table, start, count, len(registers), options)
+        return registers
+
+    def _short_reply(
+        self, table: Table, start: int, count: int, got: int, options: RequestOptions
+    ) -> ProtocolError:
+        return ProtocolError(
+            f"asked for {count} {table.value} values from {start}, the reply holds {got}",
+            where=options.where,
+            hint="Lower max_registers_per_request for this device.",
+        )
+
+
+def _raise_for_gateway_code(code: int, where: str) -> None:
+    """Codes 10 and 11 come from a Modbus gateway: the unit behind it is gone, not one register."""
+    if code == 10:
+        raise DeviceUnreachableError(
+            "Modbus exception 10: gateway path unavailable",
+            where=where,
+            hint="The converter has no route to this unit id; check the unit id and the converter.",
+        )
+    if code == 11:
+        raise DeviceTimeoutError(
+            "Modbus exception 11: gateway target device failed to respond",
+            where=where,
+            hint="Check the unit id, the serial wiring behind the converter and its baud rate.",
+        )
+
+
+_METHODS: Final[dict[Table, str]] = {
+    Table.COIL: "read_coils",
+    Table.DISCRETE_INPUT: "read_discrete_inputs",
+    Table.HOLDING: "read_holding_registers",
+    Table.INPUT: "read_input_registers",
+}
+
+
+def _quiet_pymodbus_logger() -> None:
+    """Silence pymodbus's per-request ERROR lines unless the application set its level."""
+    logger = logging.getLogger("pymodbus.logging")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.CRITICAL)
+
+
+class TransportPool:
+    """The shared transports of one event loop, by bus key, with reference counts."""
+
+    def __init__(self) -> None:
+        self._transports: dict[str, BusTransport] = {}
+
+    def acquire(self, endpoint: ModbusEndpoint, settings: ModbusSettings) -> BusTransport:
+        """The bus transport for ``endpoint``, created on first use; pair with ``release``."""
+        transport = self._transports.get(endpoint.bus_key)
+        if transport is None:
+            transport = BusTransport(endpoint, settings)
+            self._transports[endpoint.bus_key] = transport
+        transport.users += 1
+        return transport
+
+    def release(self, transport: BusTransport) -> None:
+        """Give back a transport; the last user's release closes the connection."""
+        transport.users -= 1
+        if transport.users <= 0:
+            transport.close()
+            if self._transports.get(transport.key) is transport:
+                del self._transports[transport.key]
+
+    def users(self, bus_key: str) -> int:
+        """How many devices currently hold the bus (for tests and status)."""
+        transport = self._transports.get(bus_key)
+        return transport.users if transport else 0
+
+
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TransportPool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def transport_pool() -> TransportPool:
+    """The pool of the running event loop (transports cannot outlive their loop)."""
+    loop = asyncio.get_running_loop()
+    pool = _POOLS.get(loop)
+    if pool is None:
+        pool = _POOLS[loop] = TransportPool()
+    return pool

@@ -1,0 +1,383 @@
+"""The composition root: settings + site file -> buffer, publisher, pipelines, device supervisors; reload; stop.
+
+Start-up order makes the guarantees hold: the disk buffer opens first (its backlog is replayed),
+then the MQTT session, then the devices. Stop runs the other way: devices stop, the last partial
+batch is sealed and committed, in-flight batches get a moment for their PUBACKs, the offline
+status goes out, the buffer closes. Whatever was not acknowledged stays on disk for next time.
+
+Reload (SIGHUP, or the site file or a profile it uses changing on disk) restarts only devices
+whose resolved configuration changed, starts new ones and stops removed ones; the buffer, the
+MQTT session and every other device are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from gateway.buffer import AsyncBuffer
+from gateway.drivers.base import Driver
+from gateway.drivers.registry import get_driver
+from gateway.errors import ConfigError
+from gateway.metrics import GatewayMetricsHub
+from gateway.normalize import DeviceNormalizer, compile_device
+from gateway.pipeline import Batcher, DeviceCounters, DevicePipeline, Spool, now_ms
+from gateway.profiles.loader import Site, load_site
+from gateway.profiles.models import DeviceConfig
+from gateway.publisher import Publisher
+from gateway.rbe import ReportByException
+from gateway.scheduler import Backoff, DeviceRunner, Scheduler
+from gateway.settings import GatewaySettings
+from wire.payloads import DeviceConnection, DeviceStatus, GatewayStatus
+
+log = logging.getLogger(__name__)
+
+BUFFER_FILE = "buffer.sqlite3"
+MAINTENANCE_S = 5.0
+
+
+def gateway_version() -> str:
+    try:
+        return metadata.version("shulian")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def device_fingerprint(device: DeviceConfig) -> str:
+    """Changes exactly when the device's spec or its resolved profile changes (not its line)."""
+    text = device.model_dump_json(exclude={"source"})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_hash(devices: list[DeviceConfig]) -> str:
+    digest = hashlib.sha256()
+    for device in sorted(devices, key=lambda d: d.id):
+        digest.update(device.id.encode() + b"=" + device_fingerprint(device).encode() + b";")
+    return digest.hexdigest()[:16]
+
+
+def compile_devices(devices: list[DeviceConfig]) -> dict[str, DeviceNormalizer]:
+    """Every device's normalizer; all unit problems at once as one ConfigError."""
+    problems: list[str] = []
+    out: dict[str, DeviceNormalizer] = {}
+    for device in devices:
+        try:
+            out[device.id] = compile_device(device)
+        except ConfigError as exc:
+            problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+@dataclass
+class _Watched:
+    files: dict[Path, tuple[float, int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, site: Site) -> _Watched:
+        paths = {Path(site.file)} | {Path(p.file) for p in site.profiles.values()}
+        return cls({p: _stamp(p) for p in paths})
+
+    def changed(self) -> bool:
+        return any(_stamp(p) != stamp for p, stamp in self.files.items())
+
+
+def _stamp(path: Path) -> tuple[float, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0.0, -1)
+    return (st.st_mtime, st.st_size)
+
+
+class GatewayApp:
+    """One gateway process."""
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        site: Site,
+        *,
+        site_loader: Callable[[Path], Site] = load_site,
+        driver_for: Callable[[str], type[Driver]] | None = None,
+        device_backoff: Backoff | None = None,
+    ) -> None:
+        settings.require_identity()
+        self.settings = settings
+        self.site = site
+        self.site_loader = site_loader
+        self.driver_for = driver_for or (lambda protocol: get_driver(protocol).load())
+        self.device_backoff = device_backoff or Backoff()
+        self.normalizers = compile_devices(site.devices)
+        self.devices = {d.id: d for d in site.devices}
+        self.fingerprints = {d.id: device_fingerprint(d) for d in site.devices}
+        self.config_hash = config_hash(site.devices)
+        self.boot = uuid.uuid4().hex
+        self.started_ms = now_ms()
+        self.version = gateway_version()
+        gw = settings.gateway
+        self.buffer = AsyncBuffer.at(
+            Path(gw.data_dir) / BUFFER_FILE,
+            settings.buffer.max_bytes,
+            settings.buffer.max_age_s,
+            settings.buffer.synchronous,
+        )
+        self.metrics = GatewayMetricsHub(buffer_stats=lambda: self.buffer.last_stats)
+        self.publisher = Publisher(
+            settings.mqtt,
+            settings.buffer,
+            enterprise=gw.enterprise,
+            gateway=gw.id,
+            client_id=settings.client_id,
+            buffer=self.buffer,
+            metrics=self.metrics,
+            status=self.gateway_status,
+        )
+        self.spool = Spool(self.buffer, self.publisher.offer_live)
+        self.batcher = Batcher(
+            self.boot,
+            settings.buffer.batch_max_samples,
+            settings.buffer.batch_max_delay_ms,
+            self.spool.put,
+        )
+        self.scheduler = Scheduler()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watched = _Watched.of(site)
+        self._published_dropped = 0
+        self._settings_at_start = dict(site.settings)
+        self.reloads = 0
+
+    def gateway_status(self, online: bool) -> GatewayStatus:
+        gw = self.settings.gateway
+        return GatewayStatus(
+            gateway=gw.id,
+            enterprise=gw.enterprise,
+            online=online,
+            boot=self.boot,
+            ts_ms=now_ms(),
+            version=self.version,
+            config_hash=self.config_hash,
+            started_ms=self.started_ms,
+            devices=sorted(self.devices),
+            buffer_dropped_samples=self.buffer.last_stats.dropped_samples,
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        stats = await self.buffer.open()
+        self._published_dropped = stats.dropped_samples
+        log.info(
+            "gateway starting",
+            extra={
+                "gateway": self.settings.gateway.id,
+                "enterprise": self.settings.gateway.enterprise,
+                "boot": self.boot,
+                "devices": len(self.devices),
+                "config_hash": self.config_hash,
+                "backlog_batches": stats.batches,
+                "dropped_samples_total": stats.dropped_samples,
+            },
+        )
+        if self.settings.metrics.port:
+            self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
+        await self.publisher.start()
+        self._tasks = [
+            asyncio.create_task(self.spool.run(), name="spool"),
+            asyncio.create_task(self._maintain(), name="maintenance"),
+            asyncio.create_task(self._reloader(), name="reload"),
+        ]
+        if self.settings.metrics.publish_interval_s:
+            self._tasks.append(asyncio.create_task(self._publish_metrics(), name="metrics"))
+        for device in self.devices.values():
+            self._start_device(device)
+
+    async def stop(self) -> None:
+        log.info("gateway stopping")
+        await self.scheduler.stop_all()
+        self.batcher.flush()
+        try:
+            await self.spool.drain()
+        except TimeoutError:
+            log.error("the last batches could not be written to the buffer in time")
+        await self.publisher.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.buffer.close()
+        log.info("gateway stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT (SIGHUP reloads), stop."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    # ------------------------------------------------------------------ devices
+
+    def _start_device(self, device: DeviceConfig) -> None:
+        driver_cls = self.driver_for(device.profile.protocol)
+        counters = DeviceCounters()
+        pipeline = DevicePipeline(
+            self.normalizers[device.id], ReportByException(device.profile), self.batcher, counters
+        )
+        histogram = self.metrics.poll_latency.labels(device.id, driver_cls.name)
+        runner = DeviceRunner(
+            device,
+            driver_cls,
+            pipeline,
+            self.publisher.publish_device_status,
+            gateway=self.settings.gateway.id,
+            bus_lock=self.scheduler.bus_lock(device, driver_cls),
+            backoff=self.device_backoff,
+            observe_latency=histogram.observe,
+        )
+        self.metrics.add_device(
+            device.id,
+            driver_cls.name,
+            counters,
+            runner.driver_metrics,
+            lambda: runner.is_connected,
+        )
+        self.scheduler.add(runner)
+
+    async def _stop_device(self, device_id: str, *, removed: bool) -> None:
+        await self.scheduler.remove(device_id)
+        self.metrics.remove_device(device_id)
+        if removed:
+            self.publisher.publish_device_status(
+                DeviceStatus(
+                    gateway=self.settings.gateway.id,
+                    device=device_id,
+                    connection=DeviceConnection.DISCONNECTED,
+                    ts_ms=now_ms(),
+                    error="removed from the site configuration",
+                )
+            )
+            self.publisher.forget_device(device_id)
+
+    # ------------------------------------------------------------------- reload
+
+    async def reload(self) -> bool:
+        """Apply the site file as it is now; returns False (and keeps running) if it is invalid."""
+        path = Path(self.site.file)
+        try:
+            site = await asyncio.to_thread(self.site_loader, path)
+            normalizers = compile_devices(site.devices)
+        except ConfigError as exc:
+            log.error(
+                "site file has problems; keeping the running configuration",
+                extra={"file": str(path), "problems": exc.problems},
+            )
+            return False
+        new = {d.id: d for d in site.devices}
+        new_prints = {d.id: device_fingerprint(d) for d in site.devices}
+        removed = [d for d in self.devices if d not in new]
+        added = [d for d in new if d not in self.devices]
+        changed = [d for d in new if d in self.devices and new_prints[d] != self.fingerprints[d]]
+        for device_id in removed:
+            await self._stop_device(device_id, removed=True)
+        for device_id in changed:
+            await self._stop_device(device_id, removed=False)
+        self.site = site
+        self.devices = new
+        self.fingerprints = new_prints
+        self.normalizers = normalizers
+        self.config_hash = config_hash(site.devices)
+        for device_id in changed + added:
+            self._start_device(new[device_id])
+        self._watched = _Watched.of(site)
+        self.reloads += 1
+        if site.settings != self._settings_at_start:
+            log.warning("settings sections changed; restart the gateway to apply them")
+        log.info(
+            "site reloaded",
+            extra={
+                "added": added,
+                "removed": removed,
+                "restarted": changed,
+                "unchanged": len(new) - len(added) - len(changed),
+                "config_hash": self.config_hash,
+            },
+        )
+        self.publisher.publish_gateway_status()
+        return True
+
+    async def _reloader(self) -> None:
+        interval = self.settings.reload.watch_interval_s
+        while True:
+            try:
+                if interval:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._reload.wait(), interval)
+                else:
+                    await self._reload.wait()
+                if self._reload.is_set() or self._watched.changed():
+                    self._reload.clear()
+                    # Take a fresh stamp first, so a file half-written now is seen again later.
+                    self._watched = _Watched.of(self.site)
+                    await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the task boundary: reload must keep working after a bug
+                log.exception("reload failed; will retry on the next change")
+                await asyncio.sleep(interval or 1.0)
+
+    # -------------------------------------------------------------- maintenance
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self.buffer.expire()
+                stats = await self.buffer.stats()
+                if stats.dropped_samples != self._published_dropped:
+                    self._published_dropped = stats.dropped_samples
+                    self.publisher.publish_gateway_status()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the task boundary
+                log.exception("buffer maintenance failed; retrying")
+            await asyncio.sleep(MAINTENANCE_S)
+
+    async def _publish_metrics(self) -> None:
+        interval = self.settings.metrics.publish_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.publisher.publish_metrics(self.metrics.figures())
+            except Exception:  # the task boundary
+                log.exception("publishing metrics failed")
+
+
+async def run_gateway(settings: GatewaySettings, site: Site) -> None:
+    app = GatewayApp(settings, site)
+    started = time.monotonic()
+    try:
+        await app.run()
+    finally:
+        log.info("gateway ran", extra={"seconds": round(time.monotonic() - started, 1)})

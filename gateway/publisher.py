@@ -1,0 +1,496 @@
+"""The gateway's MQTT session (the only module importing paho): publish from the disk buffer, delete on PUBACK.
+
+Session: MQTT 5 (3.1.1 as a setting, for amqtt) with a persistent session (clean start off,
+session expiry), QoS 1, at most ``max_inflight`` unacknowledged batches, reconnect with
+exponential backoff and jitter. The Last Will is the retained ``GatewayStatus(online=False)``; on
+every connect the retained online status and each device's status are published again.
+
+Delivery: a batch is in the disk buffer before it is offered here, and its row is deleted only
+when the broker's PUBACK for it arrives (``mid`` -> row id). paho keeps unacknowledged messages
+across reconnects and resends them itself, so nothing in flight is re-read from disk.
+
+Replay policy: two streams share the in-flight window.
+
+- **live**: batches offered by the spool while connected, sent first, in order;
+- **backlog**: everything else in the buffer (what piled up during an outage, or was left by a
+  previous run), read from disk in id order and sent interleaved one-for-one with live batches,
+  using at most ``replay_share`` of the window, so replay never starves live data and live
+  data never starves replay.
+
+A batch sent more than ``historical_after_s`` after it was sealed goes out with
+``historical: true``. If the live queue grows past two windows (a slow link), its oldest entries
+are left to the backlog stream; nothing is lost, they are only sent later.
+
+paho calls back from its own network thread; every callback is handed to the event loop with
+``call_soon_threadsafe`` and all state below is touched only on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.buffer import AsyncBuffer, StoredBatch
+from gateway.logs import RateLimitedLog
+from gateway.metrics import GatewayMetricsHub
+from gateway.settings import BufferSettings, MqttSettings
+from wire import topics
+from wire.codec import encode
+from wire.payloads import WIRE_VERSION, DeviceStatus, GatewayStatus
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+PAGE = 64
+
+
+@dataclass(slots=True)
+class _Flight:
+    row_id: int
+    samples: int
+    created_ms: int
+    is_replay: bool
+
+
+class Publisher:
+    """Owns the paho client, the in-flight window and the replay cursor."""
+
+    def __init__(
+        self,
+        mqtt: MqttSettings,
+        buffer_settings: BufferSettings,
+        *,
+        enterprise: str,
+        gateway: str,
+        client_id: str,
+        buffer: AsyncBuffer,
+        metrics: GatewayMetricsHub,
+        status: Callable[[bool], GatewayStatus],
+    ) -> None:
+        self.mqtt = mqtt
+        self.historical_after_ms = int(buffer_settings.historical_after_s * 1000)
+        self.enterprise = enterprise
+        self.gateway = gateway
+        self.client_id = client_id
+        self.buffer = buffer
+        self.metrics = metrics
+        self.counters = metrics.publisher
+        self.status = status
+        self.telemetry_topic = topics.telemetry(enterprise, gateway)
+        self.status_topic = topics.gateway_status(enterprise, gateway)
+        self.metrics_topic = topics.metrics(enterprise, gateway)
+        self.replay_cap = max(1, int(mqtt.max_inflight * mqtt.replay_share))
+        self.live_cap = 2 * mqtt.max_inflight
+
+        self.is_connected = False
+        self.live: deque[StoredBatch] = deque()
+        self.live_from: int | None = None
+        """Rows with ids >= live_from reach the publisher through ``offer_live``; the rest are backlog."""
+        self.backlog: deque[StoredBatch] = deque()
+        self.cursor = 0
+        """Highest row id the backlog stream has read."""
+        self.is_backlog_dirty = True
+        self.is_loading = False
+        self.inflight: dict[int, _Flight] = {}
+        self.replay_inflight = 0
+        self.unsettled: set[int] = set()
+        """Row ids in flight or acknowledged but not yet deleted: the backlog must skip them."""
+        self.acked: list[int] = []
+        self.device_status: dict[str, DeviceStatus] = {}
+        self._status_mids: set[int] = set()
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+        self._session_over = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._delete_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._refusals = RateLimitedLog(60.0)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client = self._make_client()
+        self._tasks = [
+            asyncio.create_task(self._supervise(), name="mqtt-session"),
+            asyncio.create_task(self._delete_acked(), name="mqtt-acks"),
+        ]
+
+    async def stop(self, drain_s: float = 5.0) -> None:
+        """Publish the offline status, wait a little for in-flight acks, disconnect."""
+        self._stopping = True
+        client = self._client
+        if client is not None and self.is_connected:
+            if self.inflight:
+                self._drained.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drained.wait(), drain_s)
+            info = client.publish(self.status_topic, encode(self.status(False)), qos=1, retain=True)
+            with contextlib.suppress(TimeoutError, RuntimeError, ValueError):
+                await asyncio.wait_for(asyncio.to_thread(info.wait_for_publish, 2.0), 3.0)
+            client.disconnect()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush_acked()
+        if client is not None:
+            await asyncio.to_thread(client.loop_stop)
+
+    def _make_client(self) -> paho.Client:
+        mqtt = self.mqtt
+        is_v5 = mqtt.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5 if is_v5 else paho.MQTTv311,
+            clean_session=None if is_v5 else False,
+            reconnect_on_failure=False,
+        )
+        client.max_inflight_messages_set(mqtt.max_inflight + 64)  # status messages ride along
+        client.max_queued_messages_set(0)
+        if mqtt.username is not None:
+            client.username_pw_set(mqtt.username, mqtt.resolve_password())
+        if mqtt.is_tls:
+            client.tls_set(
+                ca_certs=str(mqtt.ca_file) if mqtt.ca_file else None,
+                certfile=str(mqtt.cert_file) if mqtt.cert_file else None,
+                keyfile=str(mqtt.key_file) if mqtt.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            client.tls_insecure_set(mqtt.tls_insecure)
+        client.will_set(self.status_topic, encode(self.status(False)), qos=1, retain=True)
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_publish = self._cb_publish
+        client.on_connect_fail = self._cb_connect_fail
+        return client
+
+    def _connect_properties(self) -> Properties | None:
+        if self.mqtt.protocol != "5":
+            return None
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is untyped here
+        props.SessionExpiryInterval = self.mqtt.session_expiry_s
+        return props
+
+    async def _supervise(self) -> None:
+        """Connect, run paho's network thread until the session ends, back off, repeat."""
+        client = self._client
+        assert client is not None
+        delay = self.mqtt.reconnect_min_s
+        where = f"{self.mqtt.url} as {self.client_id}"
+        while not self._stopping:
+            self._session_over.clear()
+            try:
+                await asyncio.wait_for(
+                    asyncio.to_thread(self._connect_blocking, client), CONNECT_TIMEOUT_S
+                )
+            except (OSError, TimeoutError) as exc:
+                self._log_refusal("connect", f"cannot connect to {where}: {_describe(exc)}")
+            else:
+                client.loop_start()
+                await self._session_over.wait()
+                await asyncio.to_thread(client.loop_stop)
+                if self.counters.is_connected or self.is_connected:
+                    self._on_lost()
+                if self._last_session_was_long():
+                    delay = self.mqtt.reconnect_min_s
+            if self._stopping:
+                return
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, self.mqtt.reconnect_max_s)
+
+    def _connect_blocking(self, client: paho.Client) -> None:
+        self._connected_at = 0.0
+        if self.mqtt.protocol == "5":
+            client.connect(
+                self.mqtt.host,
+                self.mqtt.port,
+                keepalive=self.mqtt.keepalive_s,
+                clean_start=False,
+                properties=self._connect_properties(),
+            )
+        else:
+            client.connect(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s)
+
+    def _last_session_was_long(self) -> bool:
+        started = getattr(self, "_connected_at", 0.0)
+        return bool(started) and time.monotonic() - started > 30
+
+    def _log_refusal(self, key: str, message: str) -> None:
+        suppressed = self._refusals.allow(key)
+        if suppressed is not None:
+            log.error(message, extra={"suppressed": suppressed} if suppressed else None)
+
+    # ------------------------------------------------------- paho thread -> loop
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _cb_connect(
+        self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self._post(self._on_connack, reason.is_failure, str(reason), flags.session_present)
+
+    def _cb_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self._post(self._on_disconnect, str(reason))
+
+    def _cb_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._post(self._on_disconnect, "connection failed")
+
+    def _cb_publish(
+        self, client: Any, userdata: Any, mid: int, reason: ReasonCode, props: Any
+    ) -> None:
+        self._post(self._on_ack, mid, reason.is_failure, str(reason))
+
+    # ------------------------------------------------------------ loop handlers
+
+    def _on_connack(self, is_failure: bool, reason: str, session_present: bool) -> None:
+        if is_failure:
+            hint = ""
+            if "password" in reason.lower() or "authori" in reason.lower():
+                hint = (
+                    " Check mqtt.username and mqtt.password_file, and the broker's password file."
+                )
+            self._log_refusal(
+                "connack", f"broker {self.mqtt.url} refused the connection: {reason}.{hint}"
+            )
+            self._session_over.set()
+            return
+        self._connected_at = time.monotonic()
+        self.is_connected = True
+        self.counters.is_connected = True
+        self.counters.connects += 1
+        log.info(
+            "connected to broker",
+            extra={"url": self.mqtt.url, "session_present": session_present},
+        )
+        self._publish_retained_status()
+        self.is_backlog_dirty = True
+        self._pump()
+
+    def _on_disconnect(self, reason: str) -> None:
+        if self.is_connected:
+            log.warning("disconnected from broker", extra={"reason": reason})
+        self._session_over.set()
+
+    def _on_lost(self) -> None:
+        self.is_connected = False
+        self.counters.is_connected = False
+        # Live entries not yet sent are on disk: the backlog stream will take them.
+        self.live.clear()
+        self.live_from = None
+        self.is_backlog_dirty = True
+
+    def _on_ack(self, mid: int, is_failure: bool, reason: str) -> None:
+        if mid in self._status_mids:
+            self._status_mids.discard(mid)
+            return
+        flight = self.inflight.pop(mid, None)
+        if flight is None:
+            return
+        if flight.is_replay:
+            self.replay_inflight -= 1
+        if is_failure:
+            self._on_refused(flight, reason)
+        else:
+            self.acked.append(flight.row_id)
+            self._delete_wake.set()
+            self.counters.batches_published += 1
+            self.counters.points_published += flight.samples
+            self.metrics.publish_latency.observe(max(0.0, time.time() - flight.created_ms / 1000))
+        self.counters.inflight = len(self.inflight)
+        if not self.inflight:
+            self._drained.set()
+        self._pump()
+
+    def _on_refused(self, flight: _Flight, reason: str) -> None:
+        """The broker refused a batch (MQTT 5 PUBACK error): keep it, retry from the backlog."""
+        self.counters.batches_refused += 1
+        self._log_refusal(
+            "puback",
+            f"broker refused a batch on {self.telemetry_topic}: {reason}. The batch stays in the "
+            "buffer; check the broker's ACL for this gateway's user.",
+        )
+        self.unsettled.discard(flight.row_id)
+        self.cursor = min(self.cursor, flight.row_id - 1)
+        self.backlog.clear()
+        self.is_backlog_dirty = True
+        if self._loop is not None:
+            # Retry later rather than in a tight loop.
+            self._loop.call_later(5.0, self._pump)
+
+    # ------------------------------------------------------------------ sending
+
+    def offer_live(self, batches: list[StoredBatch]) -> None:
+        """Batches just committed to the buffer; sent first while connected."""
+        if not batches:
+            return
+        if not self.is_connected:
+            self.is_backlog_dirty = True
+            return
+        if self.live_from is None:
+            self.live_from = batches[0].id
+        self.live.extend(batches)
+        while len(self.live) > self.live_cap:
+            self.live.popleft()
+            self.live_from = self.live[0].id
+            self.is_backlog_dirty = True
+        self._pump()
+
+    def _pump(self) -> None:
+        if not self.is_connected or self._client is None:
+            return
+        window = self.mqtt.max_inflight
+        while len(self.inflight) < window:
+            sent = False
+            if self.live:
+                self._send(self.live.popleft(), is_replay=False)
+                sent = True
+            if (
+                self.backlog
+                and len(self.inflight) < window
+                and self.replay_inflight < self.replay_cap
+            ):
+                self._send(self.backlog.popleft(), is_replay=True)
+                sent = True
+            if not sent:
+                break
+        self.counters.inflight = len(self.inflight)
+        if len(self.backlog) < PAGE // 2 and self.is_backlog_dirty and not self.is_loading:
+            self.is_loading = True
+            asyncio.get_running_loop().create_task(self._load_backlog())
+
+    async def _load_backlog(self) -> None:
+        try:
+            self.is_backlog_dirty = False
+            before = self.live_from
+            rows = await self.buffer.read_after(self.cursor, before, PAGE)
+            if self.live_from != before:
+                self.is_backlog_dirty = True  # the live/backlog boundary moved meanwhile
+            if rows:
+                self.cursor = max(self.cursor, rows[-1].id)
+                self.backlog.extend(r for r in rows if r.id not in self.unsettled)
+                if len(rows) == PAGE:
+                    self.is_backlog_dirty = True
+        except Exception:
+            log.exception("reading the backlog failed; retrying")
+            self.is_backlog_dirty = True
+            await asyncio.sleep(1.0)
+        finally:
+            self.is_loading = False
+        self._pump()
+
+    def _send(self, batch: StoredBatch, *, is_replay: bool) -> None:
+        client = self._client
+        assert client is not None
+        historical = time.time_ns() // 1_000_000 - batch.created_ms > self.historical_after_ms
+        info = client.publish(self.telemetry_topic, self.encode_batch(batch, historical), qos=1)
+        self.inflight[info.mid] = _Flight(batch.id, batch.samples, batch.created_ms, is_replay)
+        self.unsettled.add(batch.id)
+        if is_replay:
+            self.replay_inflight += 1
+            self.counters.replayed_batches += 1
+
+    def encode_batch(self, batch: StoredBatch, historical: bool) -> bytes:
+        """The wire ``Batch`` JSON, spliced around the stored samples array (no re-encoding)."""
+        head = orjson.dumps(
+            {
+                "v": WIRE_VERSION,
+                "gateway": self.gateway,
+                "boot": batch.boot,
+                "seq": batch.seq,
+                "ts_ms": batch.created_ms,
+                "historical": historical,
+            }
+        )
+        return head[:-1] + b',"samples":' + batch.payload + b"}"
+
+    async def _delete_acked(self) -> None:
+        while True:
+            await self._delete_wake.wait()
+            self._delete_wake.clear()
+            await asyncio.sleep(0.05)  # gather acks into one transaction
+            await self._flush_acked()
+
+    async def _flush_acked(self) -> None:
+        if not self.acked:
+            return
+        ids, self.acked = self.acked, []
+        try:
+            await self.buffer.delete(ids)
+        except Exception:
+            log.exception("deleting acknowledged batches failed; they will be sent again")
+        finally:
+            self.unsettled.difference_update(ids)
+
+    # ------------------------------------------------------------------- status
+
+    def _publish_retained_status(self) -> None:
+        self.publish_gateway_status()
+        for status in self.device_status.values():
+            self._publish_status(
+                topics.device_status(self.enterprise, self.gateway, status.device), status
+            )
+
+    def publish_gateway_status(self) -> None:
+        if self.is_connected:
+            self._publish_status(self.status_topic, self.status(True))
+
+    def publish_device_status(self, status: DeviceStatus) -> None:
+        """Remember ``status`` and publish it (retained) now or at the next connect."""
+        self.device_status[status.device] = status
+        if self.is_connected:
+            self._publish_status(
+                topics.device_status(self.enterprise, self.gateway, status.device), status
+            )
+
+    def forget_device(self, device: str) -> None:
+        self.device_status.pop(device, None)
+
+    def _publish_status(self, topic: str, payload: Any) -> None:
+        assert self._client is not None
+        info = self._client.publish(topic, encode(payload), qos=1, retain=True)
+        self._status_mids.add(info.mid)
+
+    def publish_metrics(self, figures: dict[str, float]) -> None:
+        from wire.payloads import GatewayMetrics
+
+        if self.is_connected and self._client is not None:
+            payload = GatewayMetrics(
+                gateway=self.gateway, ts_ms=time.time_ns() // 1_000_000, figures=figures
+            )
+            self._client.publish(self.metrics_topic, encode(payload), qos=0)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({exc.verify_message}); check mqtt.ca_file"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the broker running, and is the port right?)"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {CONNECT_TIMEOUT_S:.0f} s"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,356 @@
+"""Owns time for every device: poll timers, subscription sessions, watchdogs, reconnects with backoff.
+
+One supervisor task per device, so a device that hangs or dies never stalls another. Devices on
+one serial bus (or one serial-to-TCP converter) share a lock, so their requests never interleave.
+
+- **POLL** drivers: one timer per group at ``interval_ms``, on a fixed grid (no drift); a cycle
+  that overruns skips the missed ticks instead of queueing them (counted as overruns).
+- **SUBSCRIBE** drivers: connect, subscribe each group with a sink into the pipeline, then
+  ``await driver.watch()``, which returns or raises when the session is lost.
+- On a DriverError, a lost session or any bug: the device's retained status says so, the driver
+  is closed (bounded), and the supervisor reconnects after an exponential backoff with jitter.
+- A poll device with no good read for three of its fastest intervals is reported disconnected at
+  once, even while a slow driver is still retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.drivers.base import Capability, Driver, DriverError, DriverMetrics, ProtocolError
+from gateway.errors import DeviceTimeoutError, DeviceUnreachableError
+from gateway.logs import DeviceLogger, RateLimitedLog, device_logger
+from gateway.pipeline import DeviceCounters, DevicePipeline, now_ms
+from gateway.profiles.models import DeviceConfig, GroupSpec
+from wire.payloads import DeviceConnection, DeviceStatus
+
+log = logging.getLogger(__name__)
+
+STALE_INTERVALS = 3
+CLOSE_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 15.0
+HEARTBEAT_TICK_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with +-20 % jitter, so a fleet does not reconnect in lockstep."""
+
+    min_s: float = 1.0
+    max_s: float = 30.0
+
+    def delay(self, attempt: int) -> float:
+        base = min(self.max_s, self.min_s * (2 ** min(attempt, 16)))
+        return float(base * random.uniform(0.8, 1.2))
+
+
+def bus_key(device: DeviceConfig, driver_cls: type[Driver]) -> str | None:
+    """The shared-bus identity of a device, or None when its requests may run in parallel.
+
+    A driver may define ``bus_key(device) -> str | None`` (the Modbus driver does); otherwise
+    serial endpoints (``rtu://``, ``rtu+tcp://``) are one bus per endpoint.
+    """
+    custom = getattr(driver_cls, "bus_key", None)
+    if callable(custom):
+        key = custom(device)
+        return str(key) if key is not None else None
+    scheme = device.endpoint.split("://", 1)[0]
+    if scheme in ("rtu", "rtu+tcp", "ascii"):
+        return device.endpoint.split("?", 1)[0]
+    return None
+
+
+class DeviceRunner:
+    """The supervisor of one device: sessions, reconnects and its retained status."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        driver_cls: type[Driver],
+        pipeline: DevicePipeline,
+        on_status: Callable[[DeviceStatus], None],
+        *,
+        gateway: str,
+        bus_lock: asyncio.Lock | None = None,
+        backoff: Backoff = Backoff(),
+        observe_latency: Callable[[float], None] | None = None,
+    ) -> None:
+        self.device = device
+        self.driver_cls = driver_cls
+        self.pipeline = pipeline
+        self.on_status = on_status
+        self.gateway = gateway
+        self.bus_lock = bus_lock
+        self.backoff = backoff
+        self.observe_latency = observe_latency or (lambda _s: None)
+        self.counters: DeviceCounters = pipeline.counters
+        self.driver_metrics = DriverMetrics()
+        self.log: DeviceLogger = device_logger(
+            "gateway.device", device.id, device.endpoint, driver_cls.name
+        )
+        self.connection = DeviceConnection.DISCONNECTED
+        self.error: str | None = None
+        self.last_good_mono = 0.0
+        self.sessions = 0
+        self.had_good_read = False
+        self._task: asyncio.Task[None] | None = None
+        self._repeats = RateLimitedLog(60.0)
+        groups = [g for g in device.profile.groups if device.profile.signals_of(g.name)]
+        self.groups: list[GroupSpec] = groups
+        self.min_interval_s = min((g.interval_ms for g in groups), default=1000) / 1000
+
+    @property
+    def is_connected(self) -> bool:
+        return self.connection is DeviceConnection.CONNECTED
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"device:{self.device.id}")
+
+    async def stop(self, timeout_s: float = CLOSE_TIMEOUT_S + 1) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        try:
+            await asyncio.wait_for(self._task, timeout_s)
+        except (asyncio.CancelledError, TimeoutError):
+            pass
+        self._task = None
+
+    # ------------------------------------------------------------------ status
+
+    def _set_status(self, connection: DeviceConnection, error: str | None = None) -> None:
+        if connection == self.connection and error == self.error:
+            return
+        self.connection = connection
+        self.error = error
+        self.on_status(
+            DeviceStatus(
+                gateway=self.gateway,
+                device=self.device.id,
+                connection=connection,
+                ts_ms=now_ms(),
+                profile=self.device.profile.id,
+                last_good_ms=self.pipeline.last_good_ms,
+                error=error,
+            )
+        )
+
+    def _warn(self, key: str, message: str, **extra: Any) -> None:
+        suppressed = self._repeats.allow(key)
+        if suppressed is not None:
+            self.log.warning(message, extra={**extra, "suppressed": suppressed})
+
+    # --------------------------------------------------------------- supervisor
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            self.had_good_read = False
+            try:
+                await self._session()
+                raise DeviceUnreachableError(
+                    "session ended", where=self.device.describe(), hint="Reconnecting."
+                )
+            except asyncio.CancelledError:
+                raise
+            except DriverError as exc:
+                self.counters.read_errors += 1
+                kind = (
+                    DeviceConnection.ERROR
+                    if isinstance(exc, ProtocolError)
+                    else DeviceConnection.DISCONNECTED
+                )
+                self._set_status(kind, str(exc))
+                self._warn(type(exc).__name__, "device failed", error=str(exc))
+            except Exception as exc:  # the task boundary: a bug must not kill the device for good
+                self.counters.read_errors += 1
+                self._set_status(DeviceConnection.ERROR, f"internal error: {exc!r}")
+                if self._repeats.allow("bug") is not None:
+                    self.log.exception("device task failed; restarting it")
+            if self.had_good_read:
+                attempt = 0  # the device worked this time: start the backoff over
+            delay = self.backoff.delay(attempt)
+            attempt += 1
+            self.counters.reconnects += 1
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> bool:
+        """One connection's life; returns (or raises) when it is over."""
+        self.sessions += 1
+        self.pipeline.rbe.forget()
+        driver = self.driver_cls(self.device, self.log, self.driver_metrics)
+        try:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                    await driver.connect()
+            except TimeoutError:
+                raise DeviceTimeoutError(
+                    f"connect took longer than {CONNECT_TIMEOUT_S:.0f} s",
+                    where=self.device.describe(),
+                ) from None
+            if Capability.SUBSCRIBE in self.driver_cls.capabilities:
+                return await self._subscribe_session(driver)
+            return await self._poll_session(driver)
+        finally:
+            await self._close(driver)
+
+    async def _close(self, driver: Driver) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await driver.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # closing a dead session may fail in many ways; none matter
+            self.log.debug("close failed", extra={"error": repr(exc)})
+
+    async def _poll_session(self, driver: Driver) -> bool:
+        self.last_good_mono = time.monotonic()
+        self._set_status(DeviceConnection.CONNECTED)
+        tasks = [
+            asyncio.create_task(
+                self._poll_group(driver, group), name=f"{self.device.id}:{group.name}"
+            )
+            for group in self.groups
+        ]
+        tasks.append(asyncio.create_task(self._watch_staleness(), name=f"{self.device.id}:watch"))
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                exc = task.exception()
+                if exc is not None:
+                    raise exc
+            return self.had_good_read
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _phase(self, group: GroupSpec) -> float:
+        """A stable offset within the interval, so hundreds of devices do not poll in one burst."""
+        seed = zlib.crc32(f"{self.device.id}/{group.name}".encode())
+        return (seed % 1000) / 1000 * group.interval_ms / 1000
+
+    async def _poll_group(self, driver: Driver, group: GroupSpec) -> None:
+        loop = asyncio.get_running_loop()
+        interval = group.interval_ms / 1000
+        guard_s = max(10.0, 5 * interval)
+        next_t = loop.time() + self._phase(group)
+        while True:
+            delay = next_t - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            started = loop.time()
+            try:
+                async with asyncio.timeout(guard_s):
+                    if self.bus_lock is not None:
+                        async with self.bus_lock:
+                            result = await driver.read(group)
+                    else:
+                        result = await driver.read(group)
+            except TimeoutError:
+                raise DeviceTimeoutError(
+                    f"read of group {group.name} took longer than {guard_s:.0f} s",
+                    where=self.device.describe(),
+                ) from None
+            elapsed = loop.time() - started
+            self.observe_latency(elapsed)
+            self.counters.read_cycles += 1
+            self.counters.requests += result.requests
+            self.last_good_mono = time.monotonic()
+            self.had_good_read = True
+            self.pipeline.accept(result.readings)
+            if self.connection is not DeviceConnection.CONNECTED:
+                self._set_status(DeviceConnection.CONNECTED)
+            next_t += interval
+            now = loop.time()
+            if now > next_t:
+                missed = int((now - next_t) // interval) + 1
+                self.counters.overruns += missed
+                next_t += missed * interval
+
+    async def _watch_staleness(self) -> None:
+        limit = STALE_INTERVALS * self.min_interval_s
+        while True:
+            await asyncio.sleep(self.min_interval_s / 2)
+            silent = time.monotonic() - self.last_good_mono
+            if silent > limit and self.connection is DeviceConnection.CONNECTED:
+                self._set_status(
+                    DeviceConnection.DISCONNECTED,
+                    f"{self.device.describe()}: no good read for {silent:.1f} s",
+                )
+
+    async def _subscribe_session(self, driver: Driver) -> bool:
+        subscribe = getattr(driver, "subscribe", None)
+        watch = getattr(driver, "watch", None)
+        if subscribe is None or watch is None:
+            raise ProtocolError(
+                f"driver {self.driver_cls.name} says it can subscribe but lacks subscribe/watch",
+                where=self.device.describe(),
+            )
+        handles = []
+        for group in self.groups:
+            handles.append(await subscribe(group, self._sink))
+        self.last_good_mono = time.monotonic()
+        self.had_good_read = True
+        self._set_status(DeviceConnection.CONNECTED)
+        heartbeat = asyncio.create_task(self._heartbeats(), name=f"{self.device.id}:heartbeat")
+        try:
+            await watch()
+            return True
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            for handle in handles:
+                try:
+                    async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                        await handle.cancel()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the session is gone; its subscriptions with it
+                    self.log.debug("cancel failed", extra={"error": repr(exc)})
+
+    def _sink(self, readings: list[Any]) -> None:
+        self.last_good_mono = time.monotonic()
+        self.counters.read_cycles += 1
+        self.pipeline.accept(readings)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_TICK_S)
+            self.pipeline.heartbeat()
+
+
+class Scheduler:
+    """All device supervisors, and the locks of shared buses."""
+
+    def __init__(self) -> None:
+        self.runners: dict[str, DeviceRunner] = {}
+        self._bus_locks: dict[str, asyncio.Lock] = {}
+
+    def bus_lock(self, device: DeviceConfig, driver_cls: type[Driver]) -> asyncio.Lock | None:
+        key = bus_key(device, driver_cls)
+        if key is None:
+            return None
+        return self._bus_locks.setdefault(key, asyncio.Lock())
+
+    def add(self, runner: DeviceRunner) -> None:
+        self.runners[runner.device.id] = runner
+        runner.start()
+
+    async def remove(self, device_id: str) -> DeviceRunner | None:
+        runner = self.runners.pop(device_id, None)
+        if runner is not None:
+            await runner.stop()
+        return runner
+
+    async def stop_all(self) -> None:
+        runners = list(self.runners.values())
+        self.runners.clear()
+        await asyncio.gather(*(r.stop() for r in runners), return_exceptions=True)

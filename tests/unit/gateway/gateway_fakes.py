@@ -1,0 +1,201 @@
+"""A fake protocol driver and device builders for the gateway core's tests (no network).
+
+``FakeDriver`` implements the Driver protocol for POLL; ``FakeSubscribeDriver`` for SUBSCRIBE.
+Each device's behaviour lives in ``WORLD[device_id]`` so a test can make it fail, hang or recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from gateway.drivers.base import (
+    Capability,
+    DriverBase,
+    DriverMetrics,
+    Problem,
+    RawReading,
+    RawValue,
+    ReadingSink,
+    ReadResult,
+)
+from gateway.drivers.modbus.models import ModbusProfile, ModbusSignal
+from gateway.errors import DeviceTimeoutError, DeviceUnreachableError
+from gateway.profiles.models import DeviceConfig, GroupSpec
+from wire.payloads import MachineState
+
+
+@dataclass
+class FakeDevice:
+    """What a fake device does; tests flip the flags while the gateway runs."""
+
+    values: dict[str, RawValue] = field(default_factory=dict)
+    is_unreachable: bool = False
+    is_hanging: bool = False
+    connects: int = 0
+    closes: int = 0
+    reads: int = 0
+    sinks: list[ReadingSink] = field(default_factory=list)
+    lost: asyncio.Event | None = None
+    generate: Callable[[str, int], RawValue] | None = None
+    """(signal, read number) -> raw value; default: the read number (changes every cycle)."""
+
+
+WORLD: dict[str, FakeDevice] = {}
+
+
+def world(device_id: str) -> FakeDevice:
+    return WORLD.setdefault(device_id, FakeDevice())
+
+
+class FakeDriver(DriverBase):
+    name: ClassVar[str] = "fake"
+    profile_model: ClassVar[type[ModbusProfile]] = ModbusProfile
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.POLL})
+
+    def __init__(
+        self, device: DeviceConfig, logger: logging.LoggerAdapter[Any], metrics: DriverMetrics
+    ) -> None:
+        self.device = device
+        self.state = world(device.id)
+        self.metrics = metrics
+
+    @staticmethod
+    def check(device: DeviceConfig) -> list[Problem]:
+        return []
+
+    async def connect(self) -> None:
+        if self.state.is_unreachable:
+            raise DeviceUnreachableError("connection refused", where=self.device.describe())
+        self.state.connects += 1
+
+    async def close(self) -> None:
+        self.state.closes += 1
+
+    def _readings(self, group: str) -> list[RawReading]:
+        state = self.state
+        state.reads += 1
+        ts = time.time_ns() // 1_000_000
+        out = []
+        for signal in self.device.profile.signals_of(group):
+            if signal.name in state.values:
+                raw = state.values[signal.name]
+            elif state.generate is not None:
+                raw = state.generate(signal.name, state.reads)
+            elif signal.states:
+                raw = sorted(signal.states)[state.reads % len(signal.states)]
+            else:
+                raw = state.reads
+            out.append(RawReading(signal.name, raw, ts))
+        return out
+
+    async def read(self, group: GroupSpec) -> ReadResult:
+        if self.state.is_hanging:
+            await asyncio.sleep(3600)
+        if self.state.is_unreachable:
+            raise DeviceTimeoutError("no reply", where=self.device.describe())
+        return ReadResult(self._readings(group.name), requests=1)
+
+
+class _Handle:
+    def __init__(self, state: FakeDevice, sink: ReadingSink) -> None:
+        self.state, self.sink = state, sink
+
+    async def cancel(self) -> None:
+        if self.sink in self.state.sinks:
+            self.state.sinks.remove(self.sink)
+
+
+class FakeSubscribeDriver(FakeDriver):
+    """Pushes readings when the test calls ``push``; ``watch`` returns when ``lose`` is called."""
+
+    name: ClassVar[str] = "fakesub"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.SUBSCRIBE})
+
+    async def subscribe(self, group: GroupSpec, sink: ReadingSink) -> _Handle:
+        self.state.sinks.append(sink)
+        return _Handle(self.state, sink)
+
+    async def watch(self) -> None:
+        self.state.lost = asyncio.Event()
+        await self.state.lost.wait()
+
+
+def push(device_id: str, signal: str, raw: RawValue) -> None:
+    """Deliver one change through every live subscription of ``device_id``."""
+    reading = RawReading(signal, raw, time.time_ns() // 1_000_000)
+    for sink in list(world(device_id).sinks):
+        sink([reading])
+
+
+def make_profile(
+    profile_id: str = "fake-machine",
+    signals: list[dict[str, Any]] | None = None,
+    interval_ms: int = 100,
+    heartbeat_s: float = 60.0,
+) -> ModbusProfile:
+    """A small profile: a state, a counter, a gauge with a unit conversion."""
+    specs = signals or [
+        {
+            "name": "machine_state",
+            "address": 0,
+            "states": {0: MachineState.OFF, 1: MachineState.IDLE, 2: MachineState.RUNNING},
+        },
+        {"name": "part_count", "address": 1, "type": "uint32"},
+        {"name": "spindle_speed", "address": 3, "unit": "rpm"},
+    ]
+    return ModbusProfile(
+        id=profile_id,
+        protocol="modbus",
+        heartbeat_s=heartbeat_s,
+        groups=[GroupSpec(name="default", interval_ms=interval_ms)],
+        signals=[ModbusSignal(**spec) for spec in specs],
+    )
+
+
+def make_device(
+    device_id: str,
+    enterprise: str = "ent-a",
+    profile: ModbusProfile | None = None,
+    endpoint: str = "tcp://127.0.0.1:1502",
+) -> DeviceConfig:
+    return DeviceConfig(
+        id=device_id,
+        enterprise=enterprise,
+        endpoint=endpoint,
+        unit_id=1,
+        line="",
+        profile=profile or make_profile(),
+        source=f"test:{device_id}",
+    )
+
+
+async def eventually(
+    pred: Callable[[], object], timeout_s: float = 10.0, what: str = "condition"
+) -> object:
+    """Poll ``pred`` on the event loop until truthy (tests/conftest.py's wait_until, async)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = pred()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def eventually_sync(
+    pred: Callable[[], object], timeout_s: float = 10.0, what: str = "condition"
+) -> object:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = pred()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)

@@ -48,6 +48,12 @@ class OpcUaSettings(_Strict):
     keepalive_s: float = Field(default=5, gt=0)
     """How often the gateway checks the server is alive; a dead session is rebuilt."""
     timeout_s: float = Field(default=4, gt=0)
+    pki_dir: str | None = None
+    """Folder of the gateway's certificate (own/), trusted server certificates (trusted/) and
+    refused ones (rejected/); default: ``<gateway.data_dir>/pki`` (var/gateway/pki)."""
+    trust_on_first_use: bool = False
+    """Trust a server's certificate the first time its application URI is seen (copied into
+    trusted/); a different certificate later offered under the same URI is still refused."""
 
 
 class OpcUaProfile(ProfileBase):

@@ -127,10 +127,16 @@ class ModbusDriver(DriverBase):
         self._compiled: dict[str, list[_CompiledRequest]] = {}
         self._failing: dict[tuple[Table, int, int], str] = {}
 
-    @property
-    def bus_key(self) -> str:
-        """The shared connection this device uses (``tcp://host:port``, ``rtu:///dev/ttyX``)."""
-        return self.endpoint.bus_key
+    serializes_requests: ClassVar[bool] = True
+    """The transport already runs one request at a time per bus (releasing the bus between
+    requests and retries), so a scheduler needs no bus lock around whole cycles, which would let
+    a dead unit hold its neighbours for a full cycle of timeouts."""
+
+    @staticmethod
+    def bus_key(device: DeviceConfig) -> str:
+        """The connection ``device`` uses (``tcp://host:port``, ``rtu:///dev/ttyX``); devices with
+        equal keys share it. Works on the class, for a scheduler that has no driver yet."""
+        return device_bus_key(device)
 
     @staticmethod
     def check(device: DeviceConfig) -> list[Problem]:
@@ -161,7 +167,7 @@ class ModbusDriver(DriverBase):
         if self._has_connected:
             self.metrics.reconnects += 1
         self._has_connected = True
-        self.log.info("Connected to %s (unit %d)", self.bus_key, self.unit_id)
+        self.log.info("Connected to %s (unit %d)", self.endpoint.bus_key, self.unit_id)
 
     async def close(self) -> None:
         """Leave the shared connection (the last device to leave closes it); idempotent."""

@@ -139,9 +139,9 @@ async def test_units_behind_one_endpoint_share_one_connection(
         {"spindle_speed": uid * 100, "tool_number": uid} for uid in units
     ]
     assert len(server.server.active_connections) == 1
-    assert transport_pool().users(group[0].bus_key) == 3
+    assert transport_pool().users(group[0].endpoint.bus_key) == 3
     await group[0].close()
-    assert transport_pool().users(group[0].bus_key) == 2
+    assert transport_pool().users(group[0].endpoint.bus_key) == 2
     assert values_of((await group[1].read(DEFAULT)).readings)["spindle_speed"] == 200
 
 
@@ -184,7 +184,9 @@ async def test_refused_connection_says_so_with_the_device_and_a_next_step(
         f"dev-1 (tcp://127.0.0.1:{port} unit 1): connection refused by 127.0.0.1:{port}. "
         f"Check that the device is on and serves Modbus on port {port}."
     )
-    assert transport_pool().users(driver.bus_key) == 0, "a failed connect holds no connection"
+    assert transport_pool().users(driver.endpoint.bus_key) == 0, (
+        "a failed connect holds no connection"
+    )
 
 
 @pytest.fixture()
@@ -500,7 +502,11 @@ async def test_rtu_over_a_serial_line_reads_two_units_in_turn(
             )
             for uid in (1, 2)
         ]
-        assert pair[0].bus_key == pair[1].bus_key == f"rtu://{gateway_end}"
+        assert (
+            ModbusDriver.bus_key(pair[0].device)
+            == pair[1].endpoint.bus_key
+            == f"rtu://{gateway_end}"
+        )
         results = await asyncio.gather(*(d.read(DEFAULT) for d in pair))  # serialized by the lock
         assert [values_of(r.readings) for r in results] == [
             {"spindle_speed": 10, "spindle_load": 11, "alarm_active": True},

@@ -299,6 +299,7 @@ def test_bus_key_is_shared_by_units_behind_one_endpoint() -> None:
     assert (
         device_bus_key(device(endpoint="rtu:///dev/ttyUSB0?baudrate=9600")) == "rtu:///dev/ttyUSB0"
     )
+    assert ModbusDriver.bus_key(device(endpoint="tcp://h:1")) == "tcp://h:1", "works on the class"
     assert device_bus_key(device(endpoint="rtu+tcp://10.2.0.50:4001")) != device_bus_key(
         device(endpoint="tcp://10.2.0.50:4001")
     )

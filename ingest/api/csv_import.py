@@ -39,6 +39,11 @@ def _rows(text: str, filename: str, required: tuple[str, ...]) -> list[tuple[int
     ]
 
 
+def header_of(text: str) -> set[str]:
+    first = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
+    return {h.strip() for h in next(csv.reader([first]), [])}
+
+
 def _bool(value: str, where: str) -> bool:
     lowered = value.lower()
     if lowered in _TRUE:
@@ -99,16 +104,27 @@ async def import_enterprises(
                 provider,
             )
         )
+    # Optional columns missing from the header keep their stored values on update.
+    present = {c: c in header_of(text) for c in ENTERPRISE_OPTIONAL}
+    keep = {
+        "name_en": "name_en",
+        "above_designated_size": "above_designated_size",
+        "specialized": "specialized",
+        "little_giant": "little_giant",
+        "service_provider": "service_provider_id",
+    }
+    updates = ", ".join(
+        f"{column} = EXCLUDED.{column}" if present[name] else f"{column} = enterprises.{column}"
+        for name, column in keep.items()
+    )
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(
             """INSERT INTO enterprises (id, name, name_en, district_id, segment_code,
                    above_designated_size, specialized, little_giant, service_provider_id)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, name_en = EXCLUDED.name_en,
-                   district_id = EXCLUDED.district_id, segment_code = EXCLUDED.segment_code,
-                   above_designated_size = EXCLUDED.above_designated_size,
-                   specialized = EXCLUDED.specialized, little_giant = EXCLUDED.little_giant,
-                   service_provider_id = EXCLUDED.service_provider_id""",
+               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
+                   district_id = EXCLUDED.district_id, segment_code = EXCLUDED.segment_code, """
+            + updates,
             records,
         )
     created = sum(1 for r in records if r[0] not in existing)

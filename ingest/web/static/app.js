@@ -121,9 +121,9 @@ function renderAlarms(alarms) {
     ...BASE,
     tooltip: { trigger: "item" },
     legend: { bottom: 0, type: "scroll" },
+    title: entries.length ? { show: false } : { text: "0", left: "center", top: "center", textStyle: { color: "#2ecc71", fontSize: 36 } },
     series: [{ type: "pie", radius: ["40%", "68%"], center: ["50%", "45%"],
-      data: entries.length ? entries.map(([name, value]) => ({ name, value })) : [{ name: "0", value: 0 }],
-      label: { formatter: "{b}: {c}" } }],
+      data: entries.map(([name, value]) => ({ name, value })), label: { formatter: "{b}: {c}" } }],
   });
 }
 

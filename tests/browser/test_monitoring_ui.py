@@ -1,0 +1,140 @@
+"""The monitoring UI in headless Chromium (Debian's package, never a downloaded browser).
+
+The overview loads with live figures, a new sample in the database changes the tiles within 5 s
+through the SSE stream, and the language switch turns the page to English. Screenshots go to
+test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest" / "api"))
+from monitoring_data import (
+    add_increment,
+    add_interval,
+    device_key,
+    issue_tokens,
+    prepare_schema,
+    seed_registry,
+    set_current,
+    set_state,
+)
+
+from ingest.api.app import create_app
+from ingest.api.settings import AppSettings, MonitoringSettings
+from shulian.devservices import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+
+
+def _seed_today(url: str) -> None:
+    now = datetime.now(UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for ent, dev, state in [("ent-a", "lathe-1", "running"), ("ent-b", "press-1", "idle"),
+                                ("ent-c", "hobber-1", "running")]:  # fmt: skip
+            key = device_key(url, ent, dev)
+            add_interval(conn, key, state, now - timedelta(hours=2), None)
+            set_state(conn, key, state, now - timedelta(hours=2), now)
+            set_current(conn, key, "machine_state", now, None, state)
+            set_current(conn, key, "spindle_speed", now, 1450.0)
+            add_increment(conn, key, "part_count", now - timedelta(minutes=30), 120)
+            add_increment(conn, key, "active_energy", now - timedelta(minutes=30), 40.5)
+
+
+@pytest.fixture()
+def server(pg_url: str) -> Iterator[tuple[str, dict[str, str], str]]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    prepare_schema(pg_url)
+    seed_registry(pg_url)
+    _seed_today(pg_url)
+    tokens = issue_tokens(pg_url)
+    port = free_port()
+    app = create_app(AppSettings(db_url=pg_url, api=MonitoringSettings(live_poll_s=0.5)))
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}", tokens, pg_url
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def _tile(page: Any, key: str) -> str:
+    return str(page.locator(f'.tile[data-kpi="{key}"] .num').inner_text())
+
+
+def test_overview_loads_updates_live_and_switches_language(
+    server: tuple[str, dict[str, str], str], artifacts_dir: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, tokens, url = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(base + "/")
+            expect(page).to_have_url(base + "/login")
+            page.fill("#token", tokens["bureau"])
+            page.click("button[type=submit]")
+            expect(page).to_have_url(base + "/")
+            expect(page.locator('.tile[data-kpi="registered"] .num')).to_have_text("5")
+            expect(page.locator('.tile[data-kpi="online_rate"] .num')).to_have_text("60.0%")
+            expect(page.locator('.tile[data-kpi="output"] .num')).to_have_text("360")
+            expect(page.locator("#district-table tbody tr")).to_have_count(10)
+            expect(page.locator("#live")).to_be_visible()
+            page.screenshot(path=str(artifacts_dir / "monitoring-overview-zh.png"), full_page=True)
+
+            # A device that never reported comes online: the tile changes through SSE within 5 s.
+            now = datetime.now(UTC)
+            with psycopg.connect(url, autocommit=True) as conn:
+                key = device_key(url, "ent-a", "grinder-2")
+                set_state(conn, key, "running", now, now)
+                add_interval(conn, key, "running", now, None)
+                set_current(conn, key, "machine_state", now, None, "running")
+            started = time.monotonic()
+            expect(page.locator('.tile[data-kpi="online_rate"] .num')).to_have_text(
+                "80.0%", timeout=5000
+            )
+            assert time.monotonic() - started < 5.0
+            expect(page.locator('.tile[data-kpi="running_rate"] .num')).to_have_text("75.0%")
+
+            page.click("#lang-switch")
+            expect(page.locator(".brand")).to_have_text("shulian · Industry Operation Monitoring")
+            expect(page.locator('.tile[data-kpi="online_rate"] .label')).to_have_text("Online rate")
+            expect(page.locator('.tile[data-kpi="online_rate"] .num')).to_have_text("80.0%")
+            page.screenshot(path=str(artifacts_dir / "monitoring-overview-en.png"), full_page=True)
+
+            page.set_viewport_size({"width": 1366, "height": 768})
+            page.goto(base + "/enterprises/ent-a")
+            expect(page.locator('.tile[data-kpi="registered"] .num')).to_have_text("3")
+            page.screenshot(
+                path=str(artifacts_dir / "monitoring-enterprise-laptop.png"), full_page=True
+            )
+        finally:
+            browser.close()
+
+
+def test_chromium_binary_is_debians() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs /usr/bin/chromium")
+    assert shutil.which("chromium") == CHROMIUM

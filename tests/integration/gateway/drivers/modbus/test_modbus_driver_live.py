@@ -527,3 +527,49 @@ async def test_a_missing_serial_port_is_reported_as_unreachable(
         await driver.connect()
     assert f"serial port {port} not found" in str(caught.value)
     assert "Check the USB/RS-485 adapter" in str(caught.value)
+
+
+async def test_the_example_profile_reads_from_a_device_serving_its_map(
+    modbus_server: ServerFactory, drivers: list[ModbusDriver]
+) -> None:
+    from gateway.drivers.modbus import __file__ as package_file
+    from gateway.profiles.loader import ProfileResolver
+
+    profile = ProfileResolver().load(str(Path(package_file).parent / "example.yaml")).profile
+    unit = UnitMap(coils={0: False, 1: False, 2: False, 3: True}, discrete_inputs={0: True})
+    unit.put("holding", 0, [2, 0, 0b1, 0])  # running, no alarm code, status bit 0 set
+    unit.put("holding", 4, wire_registers(">f", 1480.0, "CDAB"))
+    unit.put("holding", 6, [875, 0])  # 87.5 % in tenths, then an unused register
+    unit.put("holding", 8, wire_registers(">f", 120.5, "ABCD"))
+    unit.put("holding", 10, wire_registers(">I", 70000, "CDAB"))
+    unit.put("holding", 12, [0] * 8)
+    unit.put("holding", 20, [0x4F50, 0x3130, 0x3230, 0, 0, 0, 0, 0])  # "OP1020"
+    unit.put("input", 0, [412, 770])
+    unit.put("input", 2, [0] * 8)
+    unit.put("input", 10, wire_registers(">I", 90_000, "CDAB"))
+    server = await modbus_server({1: unit})
+    device = make_device([], f"tcp://127.0.0.1:{server.port}").model_copy(
+        update={"profile": profile}
+    )
+    driver = await connected(drivers, make_driver(device))
+
+    raw: dict[str, Any] = {}
+    for group in profile.groups:
+        raw |= values_of((await driver.read(group)).readings)
+
+    assert raw == {
+        "machine_state": 2,
+        "alarm_code": 0,
+        "alarm_active": True,
+        "spindle_speed": 1480.0,
+        "spindle_load": 875,
+        "feed_rate": 120.5,
+        "part_count": 70000,
+        "program_name": "OP1020",
+        "spindle_temperature": 412,
+        "coolant_temperature": 770,
+        "run_hours": 90000,
+        "alarm_active.door": False,
+        "alarm_active.coolant_level": True,
+        "test_result_ok": True,
+    }

@@ -30,9 +30,12 @@ from gateway.errors import ConfigError, DriverError
 from gateway.profiles.loader import (
     LoadedProfile,
     ProfileResolver,
+    _plain,
+    bind_profile,
     load_site,
     place_problem,
     read_yaml,
+    record_lines,
 )
 from gateway.profiles.models import DeviceConfig, ProfileBase
 from gateway.profiles.schema import authoring_schema, check_abstract_base
@@ -147,12 +150,12 @@ def validate_profile_file(
 
 
 def validate_site(file: Path, profile_paths: list[Path] | None) -> list[Finding]:
-    """Errors of a site file (and the profiles it uses), then the warnings of each device."""
+    """Errors of a site file (settings, devices, the profiles they use), then device warnings."""
+    findings = settings_findings(file)
     try:
         site = load_site(file, profile_paths)
     except ConfigError as exc:
-        return [Finding("error", p) for p in exc.problems]
-    findings: list[Finding] = []
+        return findings + [Finding("error", p) for p in exc.problems]
     seen: set[str] = set()
     for device in site.devices:
         loaded = site.profiles.get(device.profile.id)
@@ -162,6 +165,22 @@ def validate_site(file: Path, profile_paths: list[Path] | None) -> list[Finding]
             seen.add(device.profile.id)
             findings += profile_warnings(loaded, reported)
     return _unique(findings)
+
+
+def settings_findings(file: Path) -> list[Finding]:
+    """Errors in the gateway's own sections of a site file (gateway, mqtt, buffer, ...)."""
+    from gateway.settings import build_settings
+
+    data = read_yaml(file)
+    try:
+        build_settings(
+            file_data=_plain(dict(data)),
+            file_name=str(file),
+            file_lines=record_lines(data, str(file)),
+        )
+    except ConfigError as exc:
+        return [Finding("error", p) for p in exc.problems]
+    return []
 
 
 def _unique(findings: list[Finding]) -> list[Finding]:
@@ -175,15 +194,20 @@ def _unique(findings: list[Finding]) -> list[Finding]:
     return out
 
 
-def stand_in_device(profile: ProfileBase, source: str, endpoint: str = "") -> DeviceConfig:
-    """A device that uses ``profile``, for checks and probes outside a site file."""
+def stand_in_device(
+    profile: ProfileBase, source: str, endpoint: str = "", device_id: str = ""
+) -> DeviceConfig:
+    """A device that uses ``profile``, for checks and probes outside a site file.
+
+    Its id (the profile's id unless given) stands for ``{device}`` in node ids.
+    """
     return DeviceConfig(
-        id=profile.id,
+        id=device_id or profile.id,
         enterprise="probe",
         endpoint=endpoint or EXAMPLE_ENDPOINTS.get(profile.protocol, ""),
         unit_id=None,
         line="",
-        profile=profile,
+        profile=bind_profile(profile, device_id or profile.id),
         source=source,
     )
 
@@ -421,10 +445,14 @@ def probe_device(
     endpoint: str,
     unit_id: int | None = None,
     settings: dict[str, Any] | None = None,
+    device_id: str = "",
 ) -> DeviceConfig:
     """The device a probe reads: the profile at ``endpoint``, with optional setting overrides."""
     device = stand_in_device(
-        profile, source="--endpoint", endpoint=full_endpoint(endpoint, profile.protocol)
+        profile,
+        source="--endpoint",
+        endpoint=full_endpoint(endpoint, profile.protocol),
+        device_id=device_id,
     )
     return device.model_copy(update={"unit_id": unit_id, "settings": settings or {}})
 
@@ -523,12 +551,19 @@ def probe_command(
     timeout_s: Annotated[
         float | None, typer.Option(help="Reply timeout per request, overriding the profile's.")
     ] = None,
+    device_id: Annotated[
+        str,
+        typer.Option(
+            help="The device's id, for profiles whose node ids contain {device} "
+            "(servers hosting several machines); default: the profile's id."
+        ),
+    ] = "",
     profile_path: ProfilePathOpt = None,
 ) -> None:
     """Connect to one device once, read every signal and print raw and normalized values."""
     loaded = _load_or_fail(profile, profile_path)
     settings: dict[str, Any] = {"timeout_s": timeout_s} if timeout_s is not None else {}
-    device = probe_device(loaded.profile, endpoint, unit_id, settings)
+    device = probe_device(loaded.profile, endpoint, unit_id, settings, device_id)
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     try:
         report = asyncio.run(probe(device))

@@ -360,7 +360,7 @@ def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site
                 endpoint=spec.endpoint,
                 unit_id=spec.unit_id,
                 line=spec.line,
-                profile=loaded.profile,
+                profile=bind_profile(loaded.profile, spec.id),
                 settings=spec.settings,
                 source=where,
             )
@@ -372,6 +372,34 @@ def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site
         k: _plain(v) for k, v in data.items() if k not in ("devices", "fleets", "profile_paths")
     }
     return Site(file, settings, devices, profiles)
+
+
+DEVICE_PLACEHOLDER = "{device}"
+"""Stands for the device's id in a signal's address, where a server names nodes per machine."""
+_NOT_ADDRESSES = frozenset({"name", "unit", "group", "description"})
+
+
+def bind_profile(profile: ProfileBase, device_id: str) -> ProfileBase:
+    """``profile`` with ``{device}`` in its signals' addresses replaced by ``device_id``.
+
+    Servers that host several machines name their nodes per machine
+    (``nsu=urn:line-server;s=grinder-07.Spindle.Speed``); a profile says
+    ``s={device}.Spindle.Speed`` once and every device gets its own nodes. A profile without the
+    placeholder is returned as it is.
+    """
+    signals = []
+    changed = False
+    for signal in profile.signals:
+        updates = {
+            key: value.replace(DEVICE_PLACEHOLDER, device_id)
+            for key in type(signal).model_fields
+            if key not in _NOT_ADDRESSES
+            and isinstance(value := getattr(signal, key), str)
+            and DEVICE_PLACEHOLDER in value
+        }
+        changed = changed or bool(updates)
+        signals.append(signal.model_copy(update=updates) if updates else signal)
+    return profile.model_copy(update={"signals": signals}) if changed else profile
 
 
 def _sub(lines: Lines, prefix: Path_) -> Lines:

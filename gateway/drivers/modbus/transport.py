@@ -120,7 +120,8 @@ class BusTransport:
         self.lock = asyncio.Lock()
         """Held for each request (and its pause): one request at a time on this bus."""
         self.users = 0
-        self._settings = settings
+        self.settings = settings
+        """The settings of the device that created the bus (its serial line settings apply)."""
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._last_request_end_mono = 0.0
         self._silent_since_mono: float | None = None
@@ -176,10 +177,10 @@ class BusTransport:
             return AsyncModbusSerialClient(
                 self.endpoint.serial_port,
                 framer=FramerType.RTU,
-                baudrate=self._settings.baudrate,
-                bytesize=self._settings.bytesize,
-                parity=self._settings.parity,
-                stopbits=self._settings.stopbits,
+                baudrate=self.settings.baudrate,
+                bytesize=self.settings.bytesize,
+                parity=self.settings.parity,
+                stopbits=self.settings.stopbits,
                 reconnect_delay=0,
                 timeout=_PYMODBUS_TIMEOUT_S,
                 retries=0,
@@ -380,6 +381,11 @@ def _quiet_pymodbus_logger() -> None:
         logger.setLevel(logging.CRITICAL)
 
 
+def _line_of(settings: ModbusSettings) -> str:
+    """``9600 8N1``: how a serial line is written."""
+    return f"{settings.baudrate} {settings.bytesize}{settings.parity}{settings.stopbits}"
+
+
 class TransportPool:
     """The shared transports of one event loop, by bus key, with reference counts."""
 
@@ -392,6 +398,13 @@ class TransportPool:
         if transport is None:
             transport = BusTransport(endpoint, settings)
             self._transports[endpoint.bus_key] = transport
+        elif endpoint.scheme == "rtu" and _line_of(settings) != _line_of(transport.settings):
+            log.warning(
+                "Serial bus %s runs at %s; a device asking for %s gets the bus's settings",
+                transport.key,
+                _line_of(transport.settings),
+                _line_of(settings),
+            )
         transport.users += 1
         return transport
 

@@ -38,3 +38,6 @@ CREATE INDEX kpi_enterprise_daily_enterprise ON kpi_enterprise_daily (enterprise
 
 -- Intervals that started before a window but end inside or after it are found by their end.
 CREATE INDEX state_intervals_ended ON state_intervals (ended_at);
+-- The live part of today's KPIs reads the intervals that started in the last minutes; a btree
+-- finds them whatever order they were written in (the ingest's BRIN needs time-ordered writes).
+CREATE INDEX state_intervals_started ON state_intervals (started_at);

@@ -112,12 +112,18 @@ def counter_converter(factor: float, shift: float) -> Callable[[RawValue], Conve
     return convert
 
 
-def state_converter(states: dict[int, MachineState] | None) -> Callable[[RawValue], Conversion]:
+def state_converter(
+    states: dict[int | str, MachineState] | None,
+) -> Callable[[RawValue], Conversion]:
     table = {code: state.value for code, state in (states or {}).items()}
     names = {state.value for state in MachineState}
 
     def convert(raw: RawValue) -> Conversion:
         if isinstance(raw, str):
+            # Controllers that report their mode as text ("AUTO_RUN") map it like a code.
+            mapped = table.get(raw.strip())
+            if mapped is not None:
+                return mapped, None
             name = raw.strip().lower()
             if name in names:
                 return name, None

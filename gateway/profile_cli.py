@@ -39,6 +39,7 @@ from gateway.profiles.loader import (
 )
 from gateway.profiles.models import DeviceConfig, ProfileBase
 from gateway.profiles.schema import authoring_schema, check_abstract_base
+from wire.payloads import Quality
 from wire.signals import SignalKind
 
 app = typer.Typer(
@@ -420,6 +421,8 @@ class ProbeRow:
     unit: str
     quality: str
     reason: str
+    ts_ms: int
+    """When the driver took the reading (UTC epoch ms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,6 +477,7 @@ async def probe(device: DeviceConfig) -> ProbeReport:
     driver_class = DRIVERS[device.profile.protocol].load()
     logger = logging.LoggerAdapter(logging.getLogger("shulian.probe"), {"device": device.id})
     driver = driver_class(device, logger, DriverMetrics())
+    units = {signal.name: signal.canonical_unit for signal in device.profile.signals}
     rows: list[ProbeRow] = []
     requests = 0
     async with driver:
@@ -485,23 +489,20 @@ async def probe(device: DeviceConfig) -> ProbeReport:
             samples = {s.signal: s for s in normalizer.normalize(result.readings)}
             for reading in result.readings:
                 sample = samples.get(reading.signal)
-                signal = next(s for s in device.profile.signals if s.name == reading.signal)
-                bad_reason = reading.reason or (
-                    normalizer.last_bad_reason.get(reading.signal, "")
-                    if sample is not None and sample.quality.value != "good"
-                    else ""
-                )
+                quality = sample.quality if sample is not None else reading.quality
+                reason = reading.reason or ""
+                if not reason and quality is not Quality.GOOD:
+                    reason = normalizer.last_bad_reason.get(reading.signal, "")
                 rows.append(
                     ProbeRow(
                         signal=reading.signal,
                         group=group.name,
                         raw=reading.raw,
                         value=sample.value if sample is not None else None,
-                        unit=signal.canonical_unit,
-                        quality=sample.quality.value
-                        if sample is not None
-                        else reading.quality.value,
-                        reason=bad_reason,
+                        unit=units.get(reading.signal, ""),
+                        quality=quality.value,
+                        reason=reason,
+                        ts_ms=reading.ts_ms,
                     )
                 )
     return ProbeReport(device.describe(), rows, requests)

@@ -54,8 +54,8 @@ class SignalBase(_Strict):
     scale: float = 1.0
     offset: float = 0.0
     group: Id = "default"
-    states: dict[int, MachineState] | None = None
-    """For ``machine_state``: device code -> normalized state."""
+    states: dict[int | str, MachineState] | None = None
+    """For ``machine_state``: device code (a number, or a text such as ``AUTO_RUN``) -> state."""
     deadband: float | None = Field(default=None, ge=0)
     """Report a gauge only when it moved more than this (canonical units) since the last report."""
     heartbeat_s: float | None = Field(default=None, gt=0)

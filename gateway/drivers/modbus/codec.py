@@ -5,7 +5,8 @@ big-endian bytes (``ABCD`` for 32 bits): ``CDAB`` swaps the 16-bit words, ``BADC
 in each word, ``DCBA`` reverses all bytes. For 64-bit values the same rules extend (``CDAB`` reverses
 the order of the four words). A one-register value is affected only by the byte swap of ``BADC`` and
 ``DCBA``. Strings are ASCII, two characters per register, high byte first (``BADC``/``DCBA``: low
-byte first); trailing NULs and spaces are stripped.
+byte first); the text ends at the first NUL and spaces are trimmed. Which order a signal uses
+(its own, or the profile's default for multi-register values) is the driver's decision.
 
 The hot path compiles one decoder per signal (``compile_decoder``) that reads straight from the
 bytes of a whole block, so a poll cycle does one ``struct.pack`` per request and one

@@ -59,7 +59,7 @@ from gateway.profiles.models import DeviceConfig, GroupSpec
 from wire.payloads import Quality
 from wire.signals import SignalKind
 
-__all__ = ["ModbusDriver", "check_device", "device_bus_key"]
+__all__ = ["ModbusDriver", "check_device", "device_bus_key", "signal_word_order"]
 
 DEFAULT_TCP_UNIT_ID: Final = 1
 """Unit id sent to a Modbus TCP device whose site entry names none (most ignore it)."""
@@ -238,6 +238,21 @@ class ModbusDriver(DriverBase):
             self.log.info("%s reads again", request.describe())
 
 
+def signal_word_order(signal: ModbusSignal, profile_order: WordOrder) -> WordOrder:
+    """The byte order a signal is decoded with.
+
+    A signal's own ``word_order`` applies whatever its size (an ``int16`` with ``BADC`` has its
+    bytes swapped; a string with ``BADC`` or ``DCBA`` is read low byte first). The profile's
+    ``word_order`` is the default for values of two or more registers only: it describes how the
+    device lays out 32/64-bit numbers, and must not swap the bytes of plain registers or text.
+    """
+    if signal.word_order is not None:
+        return signal.word_order
+    if signal.type is DataType.STRING or signal.register_count < 2:
+        return WordOrder.ABCD
+    return profile_order
+
+
 @dataclass(frozen=True, slots=True)
 class _CompiledRequest:
     """A planned request with a ready decoder per signal."""
@@ -257,7 +272,7 @@ class _CompiledRequest:
             compile_decoder(
                 p.signal.type,
                 p.offset,
-                p.signal.word_order or default_order,
+                signal_word_order(p.signal, default_order),
                 bit=p.signal.bit,
                 length=p.signal.length,
             )

@@ -94,7 +94,7 @@ async def test_driver_reads_every_type_and_word_order_from_a_real_server(
     expected["program_name"] = "GR-310"
     unit.coils |= {0: True, 1: False, 7: True}
     unit.discrete_inputs |= {3: True}
-    unit.put("input", 10, wire_registers(">f", 0.75, "CDAB"))
+    unit.put("input", 10, wire_registers(">f", 0.75, "DCBA"))  # the profile default
     signals += [
         {"name": "alarm_active", "table": "coil", "address": 0, "type": "bool"},
         {"name": "alarm_active.door", "table": "coil", "address": 7, "type": "bool"},
@@ -107,16 +107,25 @@ async def test_driver_reads_every_type_and_word_order_from_a_real_server(
         "test_result_ok": True,
         "power_factor": 0.75,
     }
+    unit.holding |= {300: 0x1234, 301: 0x1234, 302: 0x4142}
+    signals += [
+        {"name": "tool_number", "address": 300, "type": "uint16"},  # profile order: not applied
+        {"name": "tool_number.swapped", "address": 301, "type": "uint16", "word_order": "BADC"},
+        {"name": "alarm_text", "address": 302, "type": "string", "length": 1},
+    ]
+    expected |= {"tool_number": 0x1234, "tool_number.swapped": 0x3412, "alarm_text": "AB"}
     server = await modbus_server({1: unit})
-    device = make_device(signals, f"tcp://127.0.0.1:{server.port}", word_order="CDAB")
+    device = make_device(
+        signals, f"tcp://127.0.0.1:{server.port}", word_order="DCBA", modbus={"max_gap": 125}
+    )
     driver = await connected(drivers, make_driver(device))
 
     result = await driver.read(DEFAULT)
 
     assert values_of(result.readings) == expected
     assert all(r.quality is Quality.GOOD for r in result.readings)
-    assert result.requests == len(driver.plan(DEFAULT)) == 4  # coils, inputs, holding, input regs
-    assert driver.metrics.requests == 4
+    assert result.requests == len(driver.plan(DEFAULT)) == 5  # coils, inputs, 2 holding, input
+    assert driver.metrics.requests == 5
 
 
 async def test_units_behind_one_endpoint_share_one_connection(

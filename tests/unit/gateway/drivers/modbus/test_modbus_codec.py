@@ -152,3 +152,22 @@ def test_codec_round_trips_ascii_strings(text: str) -> None:
     registers = encode_registers(text, DataType.STRING, length=10)
     assert len(registers) == 10
     assert decode_registers(registers, DataType.STRING) == text
+
+
+def test_profile_word_order_applies_to_multi_register_values_only() -> None:
+    from gateway.drivers.modbus.driver import signal_word_order
+    from gateway.drivers.modbus.models import ModbusSignal
+
+    def signal(type_: str, **extra: object) -> ModbusSignal:
+        length = {"length": 4} if type_ == "string" else {}
+        return ModbusSignal.model_validate(
+            {"name": "alarm_code", "address": 0, "type": type_, **length, **extra}
+        )
+
+    assert signal_word_order(signal("float32"), WordOrder.DCBA) is WordOrder.DCBA
+    assert signal_word_order(signal("uint64"), WordOrder.CDAB) is WordOrder.CDAB
+    assert signal_word_order(signal("int16"), WordOrder.DCBA) is WordOrder.ABCD
+    assert signal_word_order(signal("string"), WordOrder.BADC) is WordOrder.ABCD
+    assert signal_word_order(signal("int16", word_order="BADC"), WordOrder.ABCD) is WordOrder.BADC
+    assert signal_word_order(signal("string", word_order="DCBA"), WordOrder.ABCD) is WordOrder.DCBA
+    assert signal_word_order(signal("float32", word_order="ABCD"), WordOrder.CDAB) is WordOrder.ABCD

@@ -28,7 +28,7 @@ from pymodbus.simulator.simutils import DataType as SimType
 
 from gateway.drivers.modbus.driver import ModbusDriver
 from gateway.drivers.modbus.transport import transport_pool
-from gateway.errors import DeviceTimeoutError, DeviceUnreachableError
+from gateway.errors import DeviceTimeoutError, DeviceUnreachableError, ProtocolError
 from gateway.profiles.models import GroupSpec
 from shulian.devservices import free_port
 from wire.payloads import Quality
@@ -582,3 +582,33 @@ async def test_the_example_profile_reads_from_a_device_serving_its_map(
         "alarm_active.coolant_level": True,
         "test_result_ok": True,
     }
+
+
+async def test_a_reply_that_does_not_match_the_request_is_a_protocol_error(
+    drivers: list[ModbusDriver],
+) -> None:
+    async def one_register_too_few(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        # A broken device: answers every read with one register, whatever was asked.
+        while request := await reader.read(12):
+            tid, unit, function = request[:2], request[6], request[7]
+            writer.write(tid + b"\x00\x00\x00\x05" + bytes([unit, function, 2]) + b"\x00\x2a")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(one_register_too_few, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        signals = [{"name": "part_count", "address": 0, "type": "uint32"}]
+        driver = await connected(
+            drivers, make_driver(make_device(signals, f"tcp://127.0.0.1:{port}"))
+        )
+        with pytest.raises(ProtocolError) as caught:
+            await driver.read(DEFAULT)
+        assert str(caught.value) == (
+            f"dev-1 (tcp://127.0.0.1:{port} unit 1): asked for 2 holding values from 0, the reply "
+            "holds 1. Lower max_registers_per_request for this device."
+        )
+    finally:
+        server.close()

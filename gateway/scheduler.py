@@ -9,8 +9,8 @@ one serial bus (or one serial-to-TCP converter) share a lock, so their requests 
   ``await driver.watch()``, which returns or raises when the session is lost.
 - On a DriverError, a lost session or any bug: the device's retained status says so, the driver
   is closed (bounded), and the supervisor reconnects after an exponential backoff with jitter.
-- A poll device with no good read for three of its fastest intervals is reported disconnected at
-  once, even while a slow driver is still retrying.
+- A poll device with no good read for 2.5 of its fastest intervals is reported disconnected (so
+  within three intervals), even while a slow driver is still retrying.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from wire.payloads import DeviceConnection, DeviceStatus
 
 log = logging.getLogger(__name__)
 
-STALE_INTERVALS = 3
+STALE_INTERVALS = 2.5
+"""Poll intervals without a good read before the device is reported disconnected; checked every
+quarter interval, so the report goes out within three intervals of the last good read."""
 CLOSE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 15.0
 HEARTBEAT_TICK_S = 1.0
@@ -278,7 +280,7 @@ class DeviceRunner:
     async def _watch_staleness(self) -> None:
         limit = STALE_INTERVALS * self.min_interval_s
         while True:
-            await asyncio.sleep(self.min_interval_s / 2)
+            await asyncio.sleep(self.min_interval_s / 4)
             silent = time.monotonic() - self.last_good_mono
             if silent > limit and self.connection is DeviceConnection.CONNECTED:
                 self._set_status(

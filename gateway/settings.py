@@ -125,7 +125,7 @@ class MqttSettings(_Section):
 
 
 class BufferSettings(_Section):
-    max_bytes: int = Field(default=2 * GIB, ge=1024 * 1024)
+    max_bytes: int = Field(default=2 * GIB, ge=64 * 1024)
     """Cap of the disk buffer; when reached the oldest batches are dropped (and counted)."""
     max_age_s: float | None = Field(default=None, gt=0)
     """Drop (and count) batches older than this; None keeps them until the byte cap."""

@@ -101,6 +101,9 @@ class Mosquitto:
             self.security_conf.read_text(),
             f"listener {self.port} {self.host}\n",
             f"persistence_location {self.workdir}/\n",
+            # As root, Mosquitto would drop to user `mosquitto`, which cannot write the
+            # persistence file in a test's private folder; stay root (loopback-only test broker).
+            "user root\n" if os.geteuid() == 0 else "",
             self.extra_conf,
         ]
         conf.write_text("\n".join(parts))

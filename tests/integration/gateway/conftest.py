@@ -13,6 +13,8 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 FAKES = Path(__file__).resolve().parents[2] / "unit" / "gateway"
 if str(FAKES) not in sys.path:
@@ -34,6 +36,8 @@ class Collector:
     topic: str
     username: str | None = None
     password: str | None = None
+    session: str | None = None
+    """A client id for a persistent session: messages published while it is away still arrive."""
     messages: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     client: Any = None
@@ -42,9 +46,10 @@ class Collector:
         host, port = self.url.removeprefix("mqtt://").split(":")
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"collector-{uuid.uuid4().hex[:8]}",
+            client_id=self.session or f"collector-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
         )
+        client.reconnect_delay_set(0.1, 1)
         if self.username:
             client.username_pw_set(self.username, self.password)
         subscribed = threading.Event()
@@ -62,7 +67,9 @@ class Collector:
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
         client.on_message = on_message
-        client.connect(host, int(port))
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600 if self.session else 0
+        client.connect(host, int(port), clean_start=self.session is None, properties=props)
         client.loop_start()
         assert subscribed.wait(10), f"collector could not subscribe to {self.topic}"
         self.client = client
@@ -71,6 +78,12 @@ class Collector:
     def snapshot(self) -> list[Received]:
         with self.lock:
             return list(self.messages)
+
+    def batches(self) -> list[Any]:
+        """Every telemetry message received, decoded as wire Batches."""
+        from wire.codec import decode_batch
+
+        return [decode_batch(m.payload) for m in self.snapshot() if m.topic.endswith("/telemetry")]
 
     def stop(self) -> None:
         if self.client is not None:

@@ -6,39 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from gateway_fakes import FakeDriver, make_device, world
 from gateway_fakes import eventually as wait_until_async
+from gateway_fakes import fake_app, fake_settings, make_device
 
-from gateway.app import GatewayApp
-from gateway.profiles.loader import Site
-from gateway.scheduler import Backoff
-from gateway.settings import build_settings
 from shulian.devservices import Mosquitto
 from wire.codec import decode_batch, decode_device_status, decode_status
 from wire.payloads import DeviceConnection
-
-
-def gateway_settings(broker: Mosquitto, data_dir: Path, **sections: Any) -> Any:
-    data: dict[str, Any] = {
-        "gateway": {"id": "gw-1", "enterprise": "ent-a", "data_dir": str(data_dir)},
-        "mqtt": {"url": broker.url, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
-        "buffer": {"batch_max_delay_ms": 50},
-        "metrics": {"port": 0, "publish_interval_s": 0},
-        "reload": {"watch_interval_s": 0},
-    }
-    for key, value in sections.items():
-        data.setdefault(key, {}).update(value)
-    return build_settings(data)
-
-
-def fast_app(settings: Any, devices: list[Any]) -> GatewayApp:
-    site = Site(file="test-site.yaml", settings={}, devices=devices)
-    return GatewayApp(
-        settings,
-        site,
-        driver_for=lambda _protocol: FakeDriver,
-        device_backoff=Backoff(0.05, 0.2),
-    )
 
 
 async def test_batches_reach_the_broker_in_seq_order_with_status(
@@ -46,9 +19,7 @@ async def test_batches_reach_the_broker_in_seq_order_with_status(
 ) -> None:
     telemetry = collect(mosquitto.url, "shulian/v1/ent-a/gw-1/#")
     devices = [make_device("m1"), make_device("m2")]
-    for d in devices:
-        world(d.id).__init__()  # type: ignore[misc]  # fresh fake state
-    app = fast_app(gateway_settings(mosquitto, tmp_path / "gw"), devices)
+    app = fake_app(fake_settings(mosquitto.url, tmp_path / "gw"), devices)
     await app.start()
     try:
 

@@ -94,8 +94,8 @@ class FakeDriver(DriverBase):
         return out
 
     async def read(self, group: GroupSpec) -> ReadResult:
-        if self.state.is_hanging:
-            await asyncio.sleep(3600)
+        while self.state.is_hanging:  # noqa: ASYNC110  # answers late, once the test lets it
+            await asyncio.sleep(0.01)
         if self.state.is_unreachable:
             raise DeviceTimeoutError("no reply", where=self.device.describe())
         return ReadResult(self._readings(group.name), requests=1)
@@ -199,3 +199,33 @@ def eventually_sync(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.02)
+
+
+def fake_settings(mqtt_url: str, data_dir: Any, **sections: dict[str, Any]) -> Any:
+    """Gateway settings for tests: fast batching and reconnects, no metrics port, no file watch."""
+    from gateway.settings import build_settings
+
+    data: dict[str, Any] = {
+        "gateway": {"id": "gw-1", "enterprise": "ent-a", "data_dir": str(data_dir)},
+        "mqtt": {"url": mqtt_url, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
+        "buffer": {"batch_max_delay_ms": 50},
+        "metrics": {"port": 0, "publish_interval_s": 0},
+        "reload": {"watch_interval_s": 0},
+    }
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return build_settings(data)
+
+
+def fake_app(settings: Any, devices: list[DeviceConfig], **kw: Any) -> Any:
+    """A GatewayApp whose devices all use FakeDriver (fresh fake state for each device)."""
+    from gateway.app import GatewayApp
+    from gateway.profiles.loader import Site
+    from gateway.scheduler import Backoff
+
+    for device in devices:
+        WORLD[device.id] = FakeDevice()
+    kw.setdefault("driver_for", lambda _protocol: FakeDriver)
+    kw.setdefault("device_backoff", Backoff(0.05, 0.2))
+    site = kw.pop("site", None) or Site(file="test-site.yaml", settings={}, devices=devices)
+    return GatewayApp(settings, site, **kw)

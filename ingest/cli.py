@@ -1,0 +1,177 @@
+"""``shulian ingest ...``: run the service, migrate the schema, import the registry, show settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ingest.errors import IngestError
+from ingest.settings import IngestSettings, load_settings, masked_settings
+
+app = typer.Typer(
+    help="Run the cloud ingest (MQTT -> PostgreSQL/TimescaleDB) and manage its database.",
+    no_args_is_help=True,
+)
+registry_app = typer.Typer(
+    help="Import the registry (enterprises, devices) from CSV.", no_args_is_help=True
+)
+settings_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+app.add_typer(settings_app, name="settings")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML settings file (sections as in IngestSettings)"),
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="PostgreSQL URL (overrides DATABASE_URL and the file)")
+]
+MqttOpt = Annotated[
+    str | None, typer.Option("--mqtt", help="mqtt://host:port (overrides MQTT_URL and the file)")
+]
+
+
+def _settings(config: Path | None, **flags: Any) -> IngestSettings:
+    """Settings with CLI flags on top; ``flags`` use dotted section paths, None = not given."""
+    overrides: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        section, _, name = dotted.partition("__")
+        overrides.setdefault(section, {})[name] = value
+    try:
+        return load_settings(config, **overrides)
+    except IngestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    mqtt: MqttOpt = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="MQTT client id; distinct and stable per worker")
+    ] = None,
+    share_group: Annotated[
+        str | None, typer.Option(help="Shared-subscription group ('' for none)")
+    ] = None,
+    protocol: Annotated[str | None, typer.Option(help="MQTT version: 5 or 3.1.1")] = None,
+    lanes: Annotated[int | None, typer.Option(help="Parallel writer lanes")] = None,
+    api: Annotated[
+        bool | None, typer.Option("--api/--no-api", help="Also serve the monitoring app")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Monitoring app port")] = None,
+    auto_register_gateways: Annotated[
+        bool | None,
+        typer.Option("--auto-register-gateways/--no-auto-register-gateways"),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json")] = None,
+) -> None:
+    """Consume telemetry and store it exactly once (stops cleanly on SIGTERM)."""
+    settings = _settings(
+        config,
+        db__url=db,
+        mqtt__url=mqtt,
+        mqtt__client_id=client_id,
+        mqtt__share_group=share_group,
+        mqtt__protocol=protocol,
+        writer__lanes=lanes,
+        api__enabled=api,
+        api__port=port,
+        registry__auto_register_gateways=auto_register_gateways,
+        log__level=log_level,
+        log__format=log_format,
+    )
+    from ingest.logs import configure_logging
+    from ingest.service import run_service
+
+    configure_logging(settings.log)
+    try:
+        run_service(settings)
+    except IngestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def migrate(config: ConfigOpt = None, db: DbOpt = None) -> None:
+    """Create or update the schema (the service also does this at start) and print the path."""
+    settings = _settings(config, db__url=db)
+    from ingest.logs import configure_logging
+    from ingest.service import prepare_database
+
+    configure_logging(settings.log)
+    try:
+        result = prepare_database(settings)
+    except IngestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(result.choice.describe())
+    for name in result.applied:
+        typer.echo(f"applied {name}")
+    typer.echo(f"{len(result.applied)} applied, {result.already_applied} already applied")
+
+
+@registry_app.command("import")
+def registry_import(
+    kind: Annotated[str, typer.Argument(help="enterprises or devices")],
+    file: Annotated[Path, typer.Argument(help="CSV file with a header row", exists=True)],
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Upsert enterprises or devices from CSV; errors name file:line: column.
+
+    enterprises.csv: id,name,district,segment[,name_en,above_designated_size,specialized,
+    little_giant,service_provider]; devices.csv: enterprise,device[,name,gateway,profile,
+    machine_kind,line,rated_cycle_s].
+    """
+    if kind not in ("enterprises", "devices"):
+        typer.echo(f"error: kind must be enterprises or devices, not {kind!r}", err=True)
+        raise typer.Exit(2)
+    settings = _settings(config, db__url=db)
+    try:
+        created, updated = asyncio.run(_import_csv(settings.db.url.get_secret_value(), kind, file))
+    except Exception as exc:  # the monitoring module's BadInputError, or the database's refusal
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{kind}: {created} created, {updated} updated from {file}")
+
+
+async def _import_csv(db_url: str, kind: str, text: str, filename: str) -> tuple[int, int]:
+    """Run the monitoring module's CSV import (the same function its API calls)."""
+    from psycopg import AsyncConnection
+
+    from ingest.api.csv_import import import_devices, import_enterprises
+
+    importer = import_enterprises if kind == "enterprises" else import_devices
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        return await importer(conn, text, filename)
+
+
+@settings_app.command("show")
+def settings_show(config: ConfigOpt = None) -> None:
+    """Print the effective settings (secrets masked) as JSON."""
+    settings = _settings(config)
+    json.dump(masked_settings(settings), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _mount_monitoring_commands() -> None:
+    """``token`` and ``kpi`` come from the monitoring module (ingest/api/cli.py)."""
+    try:
+        from ingest.api.cli import kpi_app, token_app
+    except ImportError:  # the monitoring module is optional for a bare ingest worker
+        return
+    app.add_typer(token_app, name="token")
+    app.add_typer(kpi_app, name="kpi")
+
+
+_mount_monitoring_commands()

@@ -1,0 +1,220 @@
+"""The ingest service's composition root: settings -> schema, pool, registry, lanes, consumer.
+
+``IngestService.start()`` migrates the schema (waiting for the database if it is not up yet),
+then starts the writer lanes, the maintenance thread and the MQTT consumer; ``stop()`` lets each
+lane finish and acknowledge its current flush, leaves the rest unacknowledged, and disconnects.
+``run_service`` adds signal handling and, when ``api.enabled``, serves the monitoring app (with
+``/metrics``) in the same process.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from ingest.consumer import Consumer, lane_of
+from ingest.db.migrate import MigrationResult, migrate
+from ingest.db.partitions import ensure_partitions
+from ingest.db.timescale import StoragePath, apply_policies
+from ingest.decode import Incoming
+from ingest.errors import StorageError
+from ingest.maintenance import Maintenance
+from ingest.metrics import IngestMetrics
+from ingest.registry import RegistryCache, sync_signals
+from ingest.settings import IngestSettings
+from ingest.writer import CommitListener, Lane, Writer
+
+log = logging.getLogger(__name__)
+
+
+def prepare_database(settings: IngestSettings, *, wait_s: float = 0.0) -> MigrationResult:
+    """Migrate, sync the signal vocabulary, and set up the storage path's partitions or policies.
+
+    Retries for up to ``wait_s`` while the database is unreachable (containers start in any order).
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.5
+    while True:
+        try:
+            with psycopg.connect(
+                settings.db.url.get_secret_value(),
+                autocommit=True,
+                connect_timeout=max(1, int(settings.db.connect_timeout_s)),
+            ) as conn:
+                result = migrate(conn, settings.storage.path)
+                log.info(result.choice.describe())
+                sync_signals(conn)
+                if result.choice.path is StoragePath.TIMESCALEDB:
+                    apply_policies(conn, settings.storage, settings.limits)
+                else:
+                    conn.autocommit = False
+                    ensure_partitions(conn, settings.storage, settings.limits)
+                return result
+        except psycopg.OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise StorageError(
+                    f"cannot reach the database: {str(exc).strip().splitlines()[0]}",
+                    hint="Check db.url / DATABASE_URL and that PostgreSQL is running",
+                    cause=exc,
+                ) from exc
+            log.warning(
+                "database not reachable yet (%s); retrying", str(exc).strip().splitlines()[0]
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class IngestService:
+    """Everything that runs in one ingest worker, started and stopped together."""
+
+    def __init__(self, settings: IngestSettings, metrics: IngestMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or IngestMetrics()
+        self.registry = RegistryCache()
+        self.pool: psycopg_pool.ConnectionPool | None = None
+        self.writer: Writer | None = None
+        self.lanes: list[Lane] = []
+        self.consumer: Consumer | None = None
+        self.maintenance: Maintenance | None = None
+        self.storage_path: StoragePath | None = None
+        self._listeners: list[CommitListener] = []
+        self._backlog_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call ``listener`` after every commit (benchmarks and tests measure with it)."""
+        self._listeners.append(listener)
+        if self.writer is not None:
+            self.writer.listeners.append(listener)
+
+    def start(self, *, wait_for_db_s: float = 60.0) -> None:
+        settings = self.settings
+        result = prepare_database(settings, wait_s=wait_for_db_s)
+        self.storage_path = result.choice.path
+        self.pool = psycopg_pool.ConnectionPool(
+            settings.db.url.get_secret_value(),
+            min_size=settings.db.pool_min,
+            max_size=settings.db.pool_max,
+            kwargs={"connect_timeout": max(1, int(settings.db.connect_timeout_s))},
+            check=psycopg_pool.ConnectionPool.check_connection,
+            name="shulian-ingest",
+            open=False,
+        )
+        self.pool.open(wait=True, timeout=settings.db.pool_timeout_s)
+        with self.pool.connection() as conn:
+            self.registry.load(conn)
+        self.metrics.db_up.set(1)
+        self.writer = Writer(settings, self.pool, self.registry, self.metrics, self.storage_path)
+        self.writer.listeners.extend(self._listeners)
+        self.maintenance = Maintenance(
+            settings, self.pool, self.registry, self.metrics, self.storage_path
+        )
+        self.lanes = [
+            Lane(
+                i,
+                self.writer,
+                self._ack,
+                on_missing_partition=self.maintenance.ensure_partitions_now,
+            )
+            for i in range(settings.writer.lanes)
+        ]
+        for lane in self.lanes:
+            lane.start()
+        self.maintenance.start()
+        self.consumer = Consumer(settings.mqtt, self._route, self.metrics)
+        self.consumer.start()
+        self._backlog_thread = threading.Thread(
+            target=self._watch_backlog, name="ingest-backlog", daemon=True
+        )
+        self._backlog_thread.start()
+        log.info(
+            "ingest running: %d lanes, share group %r", len(self.lanes), settings.mqtt.share_group
+        )
+
+    def stop(self) -> None:
+        """Finish current flushes (and acknowledge them), leave the rest unacknowledged, close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for lane in self.lanes:
+            lane.stop()
+        if self.consumer is not None:
+            self.consumer.stop()
+        if self.maintenance is not None:
+            self.maintenance.stop()
+        if self.pool is not None:
+            self.pool.close()
+        log.info("ingest stopped")
+
+    def health(self) -> dict[str, Any]:
+        """Liveness figures for the API's health endpoint."""
+        last_commit = self.metrics.last_commit._value.get()
+        return {
+            "storage_path": self.storage_path.value if self.storage_path else None,
+            "mqtt_connected": bool(self.consumer and self.consumer.connected.is_set()),
+            "db_up": bool(self.metrics.db_up._value.get()),
+            "backlog_messages": sum(lane.backlog() for lane in self.lanes),
+            "last_commit_age_s": round(time.time() - last_commit, 3) if last_commit else None,
+        }
+
+    def _route(self, incoming: Incoming) -> None:
+        self.lanes[lane_of(incoming.topic, len(self.lanes))].put(incoming)
+
+    def _ack(self, incoming: Incoming) -> None:
+        assert self.consumer is not None
+        self.consumer.ack(incoming)
+
+    def _watch_backlog(self) -> None:
+        while not self._stopped.wait(1.0):
+            self.metrics.backlog.set(sum(lane.backlog() for lane in self.lanes))
+
+
+def run_service(
+    settings: IngestSettings, *, on_started: Callable[[IngestService], None] | None = None
+) -> None:
+    """Run until SIGTERM or SIGINT; with ``api.enabled`` also serve the monitoring app."""
+    service = IngestService(settings)
+    service.start()
+    if on_started:
+        on_started(service)
+    try:
+        if settings.api.enabled:
+            _serve_api(settings, service)
+        else:
+            _wait_for_signal()
+    finally:
+        service.stop()
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; stopping after the current flushes", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    while not stop.wait(1.0):
+        pass
+
+
+def _serve_api(settings: IngestSettings, service: IngestService) -> None:
+    import uvicorn
+    from prometheus_client import make_asgi_app
+
+    from ingest.api.app import create_app
+
+    app = create_app(settings)
+    app.state.ingest = service
+    app.mount("/metrics", make_asgi_app(service.metrics.registry))
+    log.info("monitoring app on http://%s:%d", settings.api.host, settings.api.port)
+    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_config=None)

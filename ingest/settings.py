@@ -1,0 +1,307 @@
+"""The ingest service's settings: one BaseSettings with a section per component.
+
+Precedence, highest first: CLI flags, ``SHULIAN_INGEST_*`` environment variables (sections joined
+with ``__``, e.g. ``SHULIAN_INGEST_DB__URL``), the plain ``DATABASE_URL`` / ``MQTT_URL`` variables
+that the demo and docker-compose use, a YAML settings file (``--config``), then the defaults.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ingest.errors import ConfigError
+
+DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/shulian"
+DEV_MQTT_URL = "mqtt://127.0.0.1:1883"
+DAY_S = 86_400
+
+
+class MqttSettings(BaseModel):
+    """How the ingest connects and subscribes to the broker."""
+
+    url: SecretStr = SecretStr(DEV_MQTT_URL)
+    """``mqtt://[user[:password]@]host[:port]``; also read from ``MQTT_URL``."""
+    client_id: str = Field(default_factory=lambda: f"shulian-ingest-{socket.gethostname()}")
+    """Stable per worker: the broker keeps un-acknowledged messages in this client's session."""
+    protocol: Literal["5", "3.1.1"] = "5"
+    """MQTT version; 3.1.1 for brokers without MQTT 5 (the demo's amqtt)."""
+    share_group: str = "ingest"
+    """Telemetry and metrics are subscribed as ``$share/<group>/...`` so workers split them;
+    empty to subscribe plainly (one worker, or a broker without shared subscriptions)."""
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    """Un-acknowledged QoS 1 messages the broker may send us (MQTT 5 Receive Maximum); it must
+    exceed one flush's worth of messages or batching stalls. Mosquitto also caps it with
+    ``max_inflight_messages`` (1000 in deploy/mosquitto/common.conf)."""
+    keepalive_s: int = Field(default=30, ge=5)
+    session_expiry_s: int = Field(default=14 * DAY_S, ge=0)
+    """How long the broker keeps our session (and queues for us) while we are down."""
+    subscribe_metrics: bool = True
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url.get_secret_value()).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url.get_secret_value()).port or 1883
+
+    @property
+    def username(self) -> str | None:
+        return urlsplit(self.url.get_secret_value()).username
+
+    @property
+    def password(self) -> str | None:
+        return urlsplit(self.url.get_secret_value()).password
+
+
+class DbSettings(BaseModel):
+    """The PostgreSQL (optionally TimescaleDB) database and its connection pool."""
+
+    url: SecretStr = SecretStr(DEV_DATABASE_URL)
+    """A libpq URL; also read from ``DATABASE_URL``."""
+    pool_min: int = Field(default=2, ge=1)
+    pool_max: int = Field(default=6, ge=1)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    pool_timeout_s: float = Field(default=10.0, gt=0)
+    """How long a flush waits for a connection before counting a database failure and retrying."""
+
+
+class WriterSettings(BaseModel):
+    """Batching across messages and retrying when the database fails."""
+
+    max_batch_points: int = Field(default=20_000, ge=1)
+    """Flush once this many samples are waiting (the transaction then holds about this many rows)."""
+    max_delay_ms: int = Field(default=200, ge=1)
+    """Flush at the latest this long after the oldest waiting message arrived."""
+    lanes: int = Field(default=2, ge=1, le=32)
+    """Parallel writers; a gateway always goes to the same lane, so its batches stay in order."""
+    retry_initial_s: float = Field(default=0.2, gt=0)
+    retry_max_s: float = Field(default=5.0, gt=0)
+
+
+class LimitsSettings(BaseModel):
+    """What the ingest accepts; anything else is dead-lettered with a reason."""
+
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_future_s: float = Field(default=300.0, ge=0)
+    """Samples stamped further ahead than this (gateway clock wrong) are rejected as too_new."""
+    max_age_s: float = Field(default=7 * DAY_S, gt=0)
+    """Samples older than this are rejected as too_old: the replay horizon. Compression,
+    retention and the ledger keep strictly more than this."""
+    accept_unknown_signals: bool = False
+    """Store signals whose base name is not in wire.signals (otherwise unknown_signal)."""
+
+
+class RegistrySettings(BaseModel):
+    """Which unknown identities the ingest registers by itself."""
+
+    auto_register_gateways: bool = False
+    """Register an unknown gateway (and its enterprise) under its topic's enterprise."""
+    auto_register_devices: bool = True
+    """Register devices that a known gateway announces (birth message or device status)."""
+    refresh_s: float = Field(default=60.0, gt=0)
+    """Reload the registry cache this often (picks up edits made through the API or CSV)."""
+
+
+class StorageSettings(BaseModel):
+    """Storage path, partitioning, compression, retention and rollups."""
+
+    path: Literal["auto", "timescaledb", "postgresql"] = "auto"
+    """``auto`` uses TimescaleDB when the server has the extension; a database keeps the path
+    it was created with."""
+    chunk_interval_h: int = Field(default=24, ge=1)
+    """TimescaleDB chunk interval; plain PostgreSQL always uses daily partitions."""
+    compress_after_days: float = Field(default=8.0, gt=0)
+    retention_days: float = Field(default=90.0, gt=0)
+    """Raw telemetry is dropped (whole chunks or partitions) after this."""
+    rollup_1m_retention_days: float = Field(default=400.0, gt=0)
+    rollup_1h_retention_days: float = Field(default=3650.0, gt=0)
+    ledger_retention_days: float = Field(default=14.0, gt=0)
+    dead_letter_retention_days: float = Field(default=30.0, gt=0)
+    partitions_ahead_days: int = Field(default=3, ge=1)
+    rollup_refresh_s: float = Field(default=10.0, gt=0)
+    """Plain PostgreSQL: how often closed rollup buckets are materialized."""
+    rollup_grace_s: float = Field(default=60.0, ge=0)
+    """Plain PostgreSQL: a bucket is materialized this long after it ends; until then (and for
+    late data until the next refresh) the views aggregate raw rows on the fly."""
+    maintenance_interval_s: float = Field(default=3600.0, gt=0)
+
+
+class LogSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class ApiSettings(BaseModel):
+    """Where the monitoring app listens when the service hosts it (see ingest/api)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "_file_data", default=None
+)
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """A settings source over a ready dict (the YAML file, or DATABASE_URL/MQTT_URL)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.data
+
+
+def _plain_env_urls() -> dict[str, Any]:
+    import os
+
+    data: dict[str, Any] = {}
+    if os.environ.get("DATABASE_URL"):
+        data["db"] = {"url": os.environ["DATABASE_URL"]}
+    if os.environ.get("MQTT_URL"):
+        data["mqtt"] = {"url": os.environ["MQTT_URL"]}
+    return data
+
+
+class IngestSettings(BaseSettings):
+    """Everything the ingest service needs; build once with ``load_settings`` and pass down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHULIAN_INGEST_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["dev", "prod"] = "dev"
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    db: DbSettings = Field(default_factory=DbSettings)
+    writer: WriterSettings = Field(default_factory=WriterSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _DictSource(settings_cls, _plain_env_urls()),
+            _DictSource(settings_cls, _FILE_DATA.get() or {}),
+        )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IngestSettings:
+        problems = settings_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def settings_problems(settings: IngestSettings) -> list[str]:
+    """Every inconsistency between sections (each check names the settings involved)."""
+    problems: list[str] = []
+    max_age_days = settings.limits.max_age_s / DAY_S
+    storage = settings.storage
+    for name in ("compress_after_days", "retention_days", "ledger_retention_days"):
+        if getattr(storage, name) <= max_age_days:
+            problems.append(
+                f"storage.{name} ({getattr(storage, name)}) must exceed limits.max_age_s "
+                f"({max_age_days:g} days): replayed batches must never reach compressed, dropped "
+                "or forgotten data"
+            )
+    if settings.mqtt.share_group and settings.mqtt.protocol == "3.1.1":
+        problems.append(
+            "mqtt.share_group needs MQTT 5 shared subscriptions: set mqtt.protocol to 5 or "
+            "mqtt.share_group to an empty string"
+        )
+    if settings.db.pool_max < settings.writer.lanes + 1:
+        problems.append(
+            f"db.pool_max ({settings.db.pool_max}) must be at least writer.lanes + 1 "
+            f"({settings.writer.lanes + 1}): each lane holds a connection while it flushes, and "
+            "maintenance needs one more"
+        )
+    if settings.environment == "prod":
+        if settings.db.url.get_secret_value() == DEV_DATABASE_URL:
+            problems.append("db.url is the development default; set DATABASE_URL in production")
+        if settings.mqtt.url.get_secret_value() == DEV_MQTT_URL:
+            problems.append("mqtt.url is the development default; set MQTT_URL in production")
+    return problems
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """Load a YAML settings file into plain dicts; errors name the file and line."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read settings file: {exc.strerror}"]) from exc
+    except YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the settings file must be a mapping of sections"])
+    return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> IngestSettings:
+    """Build the settings from all sources; ``overrides`` (CLI flags) win over everything.
+
+    Raises:
+        ConfigError: listing every problem, each with the setting's dotted path.
+    """
+    token = _FILE_DATA.set(read_settings_file(config_file) if config_file else {})
+    try:
+        return IngestSettings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            if not error["loc"] and "error" in error.get("ctx", {}):
+                problems.extend(str(error["ctx"]["error"]).splitlines())  # cross-section checks
+                continue
+            where = ".".join(str(p) for p in error["loc"]) or "settings"
+            problems.append(f"{where}: {error['msg']}")
+        raise ConfigError(problems) from exc
+    finally:
+        _FILE_DATA.reset(token)
+
+
+def masked_settings(settings: IngestSettings) -> dict[str, Any]:
+    """The effective settings with secrets masked (passwords inside URLs too)."""
+    data = settings.model_dump(mode="json")
+    data["db"]["url"] = _mask_url(settings.db.url.get_secret_value())
+    data["mqtt"]["url"] = _mask_url(settings.mqtt.url.get_secret_value())
+    return data
+
+
+def _mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

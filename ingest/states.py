@@ -1,0 +1,186 @@
+"""Maintain machine state intervals (for running time and utilization) from machine_state samples.
+
+``state_intervals`` holds ``[started_at, ended_at)`` per device, the last one open. A sample
+that changes the state closes the open interval and opens a new one; a sample that repeats it
+changes nothing. When the device or its gateway disconnects, the ingest writes a machine_state
+sample ``offline`` (so the raw data and the intervals agree) and the device stays offline until
+its next state sample.
+
+A sample older than the newest one already applied (late data: a replayed backlog, or another
+worker's batch committed first) cannot be placed from the intervals alone, because repeated
+samples were never recorded. Then the device's intervals are rebuilt from its raw machine_state
+samples, starting at the interval that contains the late sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+OFFLINE = "offline"
+
+_MS = "timestamptz 'epoch' + {} * interval '1 millisecond'"
+
+
+@dataclass(frozen=True, slots=True)
+class StateSample:
+    device_key: int
+    ts_ms: int
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineEvent:
+    device_key: int
+    ts_ms: int
+
+
+@dataclass(slots=True)
+class _Current:
+    state: str
+    since_ms: int
+    last_ms: int
+
+
+def apply_states(
+    conn: psycopg.Connection, samples: list[StateSample], machine_state_signal: int
+) -> int:
+    """Update intervals and device_states for ``samples`` in this transaction.
+
+    ``samples`` must already be stored in telemetry (a rebuild reads them back). Returns the number
+    of late samples (each late device was rebuilt from raw data).
+    """
+    by_device: dict[int, list[StateSample]] = {}
+    for sample in samples:
+        by_device.setdefault(sample.device_key, []).append(sample)
+    keys = sorted(by_device)
+    current: dict[int, _Current] = {
+        key: _Current(state, since, last)
+        for key, state, since, last in conn.execute(
+            """
+            SELECT device_key, state, (extract(epoch FROM since) * 1000)::bigint,
+                   (extract(epoch FROM last_ts) * 1000)::bigint
+            FROM device_states WHERE device_key = ANY(%s) ORDER BY device_key FOR UPDATE
+            """,
+            (keys,),
+        )
+    }
+    closes: list[tuple[int, int, int]] = []  # device, started_ms, ended_ms
+    opens: list[tuple[int, str, int, int | None]] = []  # device, state, started_ms, ended_ms
+    late_from: dict[int, int] = {}
+    late = 0
+    for key in keys:
+        cur = current.get(key)
+        opened_here: list[list[object]] = []
+        for sample in sorted(by_device[key], key=lambda s: s.ts_ms):
+            if cur is None:
+                cur = current[key] = _Current(sample.state, sample.ts_ms, sample.ts_ms)
+                opened_here.append([key, sample.state, sample.ts_ms, None])
+            elif sample.ts_ms < cur.last_ms:
+                late += 1
+                late_from[key] = min(late_from.get(key, sample.ts_ms), sample.ts_ms)
+            elif sample.state != cur.state:
+                if opened_here:
+                    opened_here[-1][3] = sample.ts_ms
+                else:
+                    closes.append((key, cur.since_ms, sample.ts_ms))
+                opened_here.append([key, sample.state, sample.ts_ms, None])
+                cur.state, cur.since_ms, cur.last_ms = sample.state, sample.ts_ms, sample.ts_ms
+            else:
+                cur.last_ms = sample.ts_ms
+        opens.extend((k, s, a, b) for k, s, a, b in opened_here)  # type: ignore[misc]
+    if closes:
+        conn.execute(
+            f"""
+            UPDATE state_intervals i SET ended_at = {_MS.format("u.e")}
+            FROM unnest(%s::int[], %s::bigint[], %s::bigint[]) AS u(d, s, e)
+            WHERE i.device_key = u.d AND i.started_at = {_MS.format("u.s")}
+            """,
+            tuple(list(c) for c in zip(*closes, strict=True)),
+        )
+    if opens:
+        conn.execute(
+            f"""
+            INSERT INTO state_intervals (device_key, state, started_at, ended_at)
+            SELECT d, s, {_MS.format("a")}, {_MS.format("b")}
+            FROM unnest(%s::int[], %s::text[], %s::bigint[], %s::bigint[]) AS u(d, s, a, b)
+            ON CONFLICT (device_key, started_at) DO UPDATE
+            SET state = excluded.state, ended_at = excluded.ended_at
+            """,
+            tuple(list(o) for o in zip(*opens, strict=True)),
+        )
+    for key, from_ms in late_from.items():
+        current[key] = _rebuild(conn, key, from_ms, machine_state_signal)
+    if current:
+        rows = [(k, c.state, c.since_ms, c.last_ms) for k, c in sorted(current.items())]
+        conn.execute(
+            f"""
+            INSERT INTO device_states AS d (device_key, state, since, last_ts)
+            SELECT k, s, {_MS.format("a")}, {_MS.format("l")}
+            FROM unnest(%s::int[], %s::text[], %s::bigint[], %s::bigint[]) AS u(k, s, a, l)
+            ON CONFLICT (device_key) DO UPDATE
+            SET state = excluded.state, since = excluded.since, last_ts = excluded.last_ts
+            """,
+            tuple(list(r) for r in zip(*rows, strict=True)),
+        )
+    return late
+
+
+def _rebuild(conn: psycopg.Connection, key: int, from_ms: int, signal_id: int) -> _Current:
+    """Re-derive ``key``'s intervals from raw samples, from the interval containing ``from_ms``."""
+    row = conn.execute(
+        f"""
+        SELECT (extract(epoch FROM started_at) * 1000)::bigint FROM state_intervals
+        WHERE device_key = %s AND started_at <= {_MS.format("%s::bigint")}
+        ORDER BY started_at DESC LIMIT 1
+        """,
+        (key, from_ms),
+    ).fetchone()
+    start_ms = int(row[0]) if row else from_ms
+    previous = conn.execute(
+        f"""
+        SELECT state, (extract(epoch FROM started_at) * 1000)::bigint FROM state_intervals
+        WHERE device_key = %s AND started_at < {_MS.format("%s::bigint")}
+        ORDER BY started_at DESC LIMIT 1
+        """,
+        (key, start_ms),
+    ).fetchone()
+    conn.execute(
+        f"DELETE FROM state_intervals WHERE device_key = %s AND started_at >= {_MS.format('%s::bigint')}",
+        (key, start_ms),
+    )
+    samples = conn.execute(
+        f"""
+        SELECT (extract(epoch FROM ts) * 1000)::bigint, value_text FROM telemetry
+        WHERE device_key = %s AND signal_id = %s AND ts >= {_MS.format("%s::bigint")}
+          AND quality < 2 AND value_text IS NOT NULL
+        ORDER BY ts
+        """,
+        (key, signal_id, start_ms),
+    ).fetchall()
+    state = previous[0] if previous else None
+    since = int(previous[1]) if previous else 0
+    changes: list[tuple[int, str]] = []
+    last_ms = since
+    for ts_ms, value in samples:
+        last_ms = int(ts_ms)
+        if value != state:
+            changes.append((int(ts_ms), value))
+            state = value
+    if previous:
+        conn.execute(
+            f"UPDATE state_intervals SET ended_at = {_MS.format('%s::bigint')} "
+            f"WHERE device_key = %s AND started_at = {_MS.format('%s::bigint')}",
+            (changes[0][0] if changes else None, key, int(previous[1])),
+        )
+    for i, (ts_ms, value) in enumerate(changes):
+        ended = changes[i + 1][0] if i + 1 < len(changes) else None
+        conn.execute(
+            f"INSERT INTO state_intervals (device_key, state, started_at, ended_at) "
+            f"VALUES (%s, %s, {_MS.format('%s::bigint')}, {_MS.format('%s::bigint')})",
+            (key, value, ts_ms, ended),
+        )
+        since = ts_ms
+    assert state is not None, "a rebuild always sees at least the late sample itself"
+    return _Current(state, since, last_ms)

@@ -54,7 +54,7 @@ from gateway.drivers.modbus.transport import (
     RequestOptions,
     transport_pool,
 )
-from gateway.errors import ConfigError, DriverError
+from gateway.errors import ConfigError, DeviceUnreachableError, DriverError
 from gateway.profiles.models import DeviceConfig, GroupSpec
 from wire.payloads import Quality
 from wire.signals import SignalKind
@@ -185,7 +185,7 @@ class ModbusDriver(DriverBase):
         """
         transport = self._transport
         if transport is None:
-            raise DriverError(
+            raise DeviceUnreachableError(
                 "not connected", where=self.options.where, hint="Call connect() before read()."
             )
         compiled = self._compile(group.name)
@@ -193,6 +193,7 @@ class ModbusDriver(DriverBase):
         for block in compiled:
             request = block.request
             self.metrics.requests += 1
+            self.log.debug("FC%d %s", request.function_code, request.describe())
             try:
                 values = await transport.read(
                     request.table, request.start, request.count, self.options

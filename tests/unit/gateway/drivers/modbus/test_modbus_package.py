@@ -43,3 +43,25 @@ def test_profiles_validate_and_plan_without_importing_pymodbus() -> None:
         "assert 'pymodbus' not in sys.modules, 'pymodbus was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_reading_before_connecting_is_a_clear_driver_error() -> None:
+    from gateway.errors import DeviceUnreachableError
+    from gateway.profiles.models import GroupSpec
+
+    profile = modbus.ModbusProfile.model_validate(
+        {"id": "x", "protocol": "modbus", "signals": [{"name": "spindle_speed", "address": 0}]}
+    )
+    device = DeviceConfig(
+        id="d", enterprise="e", endpoint="tcp://h:502", unit_id=None, line="", profile=profile
+    )
+    driver = modbus.ModbusDriver(
+        device, logging.LoggerAdapter(logging.getLogger("t")), DriverMetrics()
+    )
+    try:
+        await driver.read(GroupSpec(name="default"))
+    except DeviceUnreachableError as exc:
+        assert str(exc) == "d (tcp://h:502): not connected. Call connect() before read()."
+    else:
+        raise AssertionError("read without connect did not raise")
+    await driver.close()  # closing an unconnected driver is harmless

@@ -67,6 +67,12 @@ _EXCEPTION_HINTS: Final[dict[int, str]] = {
     3: "The device rejected the request's length; lower max_registers_per_request.",
     6: "The device is busy; raise request_pause_ms.",
 }
+_NO_REPLY_HINTS: Final[dict[str, str]] = {
+    "tcp": "Check the unit id or raise timeout_s.",
+    "rtu+tcp": "Check the unit id, the converter's serial settings and that it is a transparent "
+    "(raw) converter (a Modbus TCP gateway needs tcp://), or raise timeout_s.",
+    "rtu": "Check the unit id, the baud rate and parity, and the A/B wiring, or raise timeout_s.",
+}
 _PYMODBUS_TIMEOUT_S: Final = 3600.0
 """pymodbus's own per-request timeout; ours (``timeout_s``) always fires first."""
 _NEVER_DISCONNECT: Final = 1 << 30
@@ -278,7 +284,7 @@ class BusTransport:
         raise DeviceTimeoutError(
             f"no reply in {seconds(options.timeout_s)} s after {tries} tr{'ies' if tries > 1 else 'y'}",
             where=options.where,
-            hint="Check the unit id or raise timeout_s.",
+            hint=_NO_REPLY_HINTS[self.endpoint.scheme],
         )
 
     async def _request_once(

@@ -612,3 +612,21 @@ async def test_a_reply_that_does_not_match_the_request_is_a_protocol_error(
         )
     finally:
         server.close()
+
+
+async def test_an_unanswering_converter_gets_a_hint_about_its_mode(
+    silent_server: int, drivers: list[ModbusDriver]
+) -> None:
+    device = make_device(
+        [{"name": "voltage", "address": 0}],
+        f"rtu+tcp://127.0.0.1:{silent_server}",
+        unit_id=7,
+        modbus={"timeout_s": 0.2, "retries": 0},
+    )
+    driver = await connected(drivers, make_driver(device))
+    with pytest.raises(DeviceTimeoutError) as caught:
+        await driver.read(DEFAULT)
+    assert "no reply in 0.2 s after 1 try. Check the unit id, the converter's serial" in str(
+        caught.value
+    )
+    assert "(a Modbus TCP gateway needs tcp://)" in str(caught.value)

@@ -291,7 +291,7 @@ class Publisher:
         self._pump()
 
     def _on_disconnect(self, reason: str) -> None:
-        if self.is_connected:
+        if self.is_connected and not self._stopping:
             log.warning("disconnected from broker", extra={"reason": reason})
         self._session_over.set()
 

@@ -1,0 +1,324 @@
+"""The shipped secure broker config (deploy/mosquitto/secure.conf + acl) with a real Mosquitto.
+
+Credentials come from `shulian gateway credentials`; certificates from a throwaway CA made here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from gateway_fakes import eventually, eventually_sync, fake_app, fake_settings, make_device
+from paho.mqtt.enums import CallbackAPIVersion
+from typer.testing import CliRunner
+
+from gateway.cli import app as gateway_cli
+from shulian.devservices import MOSQUITTO_CONF_DIR, Mosquitto, free_port, mosquitto_binary
+
+pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="needs a mosquitto binary")
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write(path: Path, key: Any, cert: x509.Certificate) -> None:
+    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    path.with_suffix(".key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def make_ca(folder: Path, name: str) -> tuple[Any, x509.Certificate]:
+    key = _key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    _write(folder / name, key, cert)
+    return key, cert
+
+
+def make_server_cert(folder: Path, ca_key: Any, ca_cert: x509.Certificate) -> None:
+    key = _key()
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write(folder / "server", key, cert)
+
+
+@dataclass
+class SecureBroker:
+    broker: Mosquitto
+    tls_port: int
+    folder: Path
+    passwords: dict[str, str]
+
+    @property
+    def plain_url(self) -> str:
+        return self.broker.url
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.tls_port}"
+
+
+def add_login(folder: Path, *args: str) -> str:
+    secret = folder / f"secret-{uuid.uuid4().hex[:6]}"
+    result = CliRunner().invoke(
+        gateway_cli,
+        [
+            "credentials",
+            *args,
+            "--password-file",
+            str(folder / "passwd"),
+            "--acl-file",
+            str(folder / "acl"),
+            "--secret-out",
+            str(secret),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return secret.read_text().strip()
+
+
+@pytest.fixture()
+def secure_broker(tmp_path: Path) -> Any:
+    folder = tmp_path / "broker"
+    (folder / "tls").mkdir(parents=True)
+    ca_key, ca_cert = make_ca(folder / "tls", "ca")
+    make_server_cert(folder / "tls", ca_key, ca_cert)
+    make_ca(folder / "tls", "rogue-ca")
+    (folder / "acl").write_text((MOSQUITTO_CONF_DIR / "acl").read_text())
+    passwords = {
+        "ent-a/gw-1": add_login(folder, "add", "--enterprise", "ent-a", "--gateway", "gw-1"),
+        "ent-b/gw-1": add_login(folder, "add", "--enterprise", "ent-b", "--gateway", "gw-1"),
+        "ingest@shulian": add_login(folder, "add-reader"),
+    }
+    tls_port = free_port()
+    conf = (MOSQUITTO_CONF_DIR / "secure.conf").read_text()
+    conf = conf.replace("/etc/mosquitto/shulian", str(folder))
+    conf = conf.replace("listener 8883", f"listener {tls_port} 127.0.0.1")
+    (folder / "secure.conf").write_text(conf)
+    # devservices adds a plain loopback listener after ours; the password file and ACL are
+    # global (per_listener_settings false), so it is just as locked down, only not encrypted.
+    broker = Mosquitto(tmp_path / "mosquitto", security_conf=folder / "secure.conf").start()
+    yield SecureBroker(broker, tls_port, folder, passwords)
+    broker.stop()
+
+
+class Client:
+    """A blocking paho client for one login."""
+
+    def __init__(self, url: str, username: str, password: str, ca: Path | None = None) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self.lock = threading.Lock()
+        self.connack: str | None = None
+        self.connected = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"t-{uuid.uuid4().hex[:8]}",
+            protocol=paho.MQTTv5,
+        )
+        self.client.username_pw_set(username, password)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        host, port = url.split("://")[1].split(":")
+        self.client.connect(host, int(port))
+        self.client.loop_start()
+
+    def _on_connect(self, c: Any, u: Any, f: Any, reason: Any, p: Any) -> None:
+        self.connack = str(reason)
+        if not reason.is_failure:
+            self.connected.set()
+
+    def _on_message(self, c: Any, u: Any, msg: Any) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload))
+
+    def subscribe(self, topic: str) -> None:
+        done = threading.Event()
+        self.client.on_subscribe = lambda *a: done.set()
+        self.client.subscribe(topic, qos=1)
+        assert done.wait(5)
+
+    def publish(self, topic: str, payload: bytes) -> Any:
+        info = self.client.publish(topic, payload, qos=1)
+        info.wait_for_publish(5)
+        return info
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_a_gateway_cannot_publish_into_another_enterprise(secure_broker: SecureBroker) -> None:
+    pw = secure_broker.passwords
+    reader = Client(secure_broker.plain_url, "ingest@shulian", pw["ingest@shulian"])
+    gw_a = Client(secure_broker.plain_url, "ent-a/gw-1", pw["ent-a/gw-1"])
+    gw_b = Client(secure_broker.plain_url, "ent-b/gw-1", pw["ent-b/gw-1"])
+    try:
+        for client in (reader, gw_a, gw_b):
+            assert client.connected.wait(10), client.connack
+        reader.subscribe("shulian/v1/#")
+        gw_a.publish("shulian/v1/ent-a/gw-1/telemetry", b"a-own")
+        gw_a.publish("shulian/v1/ent-b/gw-1/telemetry", b"a-forged")  # into enterprise B
+        gw_a.publish("shulian/v1/ent-a/gw-2/status", b"a-other-gateway")
+        gw_b.publish("shulian/v1/ent-b/gw-1/telemetry", b"b-marker")  # arrives after the above
+        eventually_sync(lambda: (reader.messages or [("", b"")])[-1][1] == b"b-marker")
+        payloads = [m[1] for m in reader.messages]
+        assert payloads == [b"a-own", b"b-marker"], payloads
+        # Readers read; they do not write.
+        reader.publish("shulian/v1/ent-a/gw-1/telemetry", b"reader-write")
+        gw_a.publish("shulian/v1/ent-a/gw-1/telemetry", b"a-marker")
+        eventually_sync(lambda: reader.messages[-1][1] == b"a-marker")
+        assert b"reader-write" not in [m[1] for m in reader.messages]
+    finally:
+        for client in (reader, gw_a, gw_b):
+            client.stop()
+
+
+def test_wrong_password_is_refused_with_a_clear_message(
+    secure_broker: SecureBroker, tmp_path: Path, caplog: Any
+) -> None:
+    bad = Client(secure_broker.plain_url, "ent-a/gw-1", "not-the-password")
+    try:
+        eventually_sync(lambda: bad.connack, what="CONNACK")
+        assert bad.connack in ("Not authorized", "Bad user name or password")
+    finally:
+        bad.stop()
+
+
+async def test_gateway_over_tls_with_its_credentials_publishes(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    pw = secure_broker.passwords
+    reader = Client(secure_broker.plain_url, "ingest@shulian", pw["ingest@shulian"])
+    assert reader.connected.wait(10)
+    reader.subscribe("shulian/v1/ent-a/gw-1/telemetry")
+    (tmp_path / "pw").write_text(pw["ent-a/gw-1"] + "\n")
+    settings = fake_settings(
+        secure_broker.tls_url,
+        tmp_path / "gw",
+        mqtt={
+            "username": "ent-a/gw-1",
+            "password_file": str(tmp_path / "pw"),
+            "ca_file": str(secure_broker.folder / "tls" / "ca.crt"),
+        },
+    )
+    app = fake_app(settings, [make_device("s1")])
+    await app.start()
+    try:
+        await eventually(lambda: len(reader.messages) >= 3, what="batches over TLS", timeout_s=15)
+        assert app.metrics.publisher.batches_refused == 0
+    finally:
+        await app.stop()
+        reader.stop()
+
+
+async def test_gateway_with_wrong_password_or_untrusted_ca_logs_why(
+    secure_broker: SecureBroker, tmp_path: Path, caplog: Any
+) -> None:
+    caplog.set_level(logging.ERROR, logger="gateway.publisher")
+    (tmp_path / "pw").write_text("wrong\n")
+    settings = fake_settings(
+        secure_broker.tls_url,
+        tmp_path / "gw",
+        mqtt={
+            "username": "ent-a/gw-1",
+            "password_file": str(tmp_path / "pw"),
+            "ca_file": str(secure_broker.folder / "tls" / "ca.crt"),
+        },
+    )
+    app = fake_app(settings, [make_device("s1")])
+    await app.start()
+    try:
+        await eventually(lambda: "refused the connection" in caplog.text, what="refusal logged")
+        assert "password" in caplog.text and "wrong" not in caplog.text.replace("wrong\n", "")
+        assert not app.publisher.is_connected
+    finally:
+        await app.stop()
+
+    caplog.clear()
+    settings = fake_settings(
+        secure_broker.tls_url,
+        tmp_path / "gw2",
+        mqtt={
+            "username": "ent-a/gw-1",
+            "password": secure_broker.passwords["ent-a/gw-1"],
+            "ca_file": str(secure_broker.folder / "tls" / "rogue-ca.crt"),
+        },
+    )
+    app = fake_app(settings, [make_device("s2")])
+    await app.start()
+    try:
+        await eventually(lambda: "not trusted" in caplog.text, what="TLS refusal logged")
+        assert "mqtt.ca_file" in caplog.text
+    finally:
+        await app.stop()
+
+
+async def test_batches_refused_by_the_acl_stay_in_the_buffer(
+    secure_broker: SecureBroker, tmp_path: Path, caplog: Any
+) -> None:
+    """A gateway configured as enterprise B but holding A's login: nothing is lost or deleted."""
+    pw = secure_broker.passwords
+    settings = fake_settings(
+        secure_broker.plain_url,
+        tmp_path / "gw",
+        gateway={"enterprise": "ent-b"},
+        mqtt={"username": "ent-a/gw-1", "password": pw["ent-a/gw-1"]},
+    )
+    app = fake_app(settings, [make_device("x1", enterprise="ent-b")])
+    await app.start()
+    try:
+        await eventually(
+            lambda: app.metrics.publisher.batches_refused > 0, what="refusal", timeout_s=15
+        )
+        stats = await app.buffer.stats()
+        assert app.metrics.publisher.batches_published == 0
+        assert stats.batches >= 1, "a refused batch is kept, not deleted"
+        assert "Not authorized" in caplog.text and "ACL" in caplog.text
+    finally:
+        await app.stop()

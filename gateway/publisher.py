@@ -122,6 +122,8 @@ class Publisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._refusals = RateLimitedLog(60.0)
+        self.refusals_in_a_row = 0
+        self.replay_paused_until = 0.0
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -317,6 +319,7 @@ class Publisher:
         else:
             self.acked.append(flight.row_id)
             self._delete_wake.set()
+            self.refusals_in_a_row = 0
             self.counters.batches_published += 1
             self.counters.points_published += flight.samples
             self.metrics.publish_latency.observe(max(0.0, time.time() - flight.created_ms / 1000))
@@ -334,12 +337,18 @@ class Publisher:
             "buffer; check the broker's ACL for this gateway's user.",
         )
         self.unsettled.discard(flight.row_id)
+        # Hand everything not yet sent to the backlog stream (the row may be a live one), and
+        # pause replay with a growing delay rather than retrying at network speed.
         self.cursor = min(self.cursor, flight.row_id - 1)
         self.backlog.clear()
+        self.live.clear()
+        self.live_from = None
         self.is_backlog_dirty = True
+        self.refusals_in_a_row += 1
+        pause_s = min(60.0, 5.0 * 2 ** (self.refusals_in_a_row - 1))
+        self.replay_paused_until = time.monotonic() + pause_s
         if self._loop is not None:
-            # Retry later rather than in a tight loop.
-            self._loop.call_later(5.0, self._pump)
+            self._loop.call_later(pause_s, self._pump)
 
     # ------------------------------------------------------------------ sending
 
@@ -363,13 +372,15 @@ class Publisher:
         if not self.is_connected or self._client is None:
             return
         window = self.mqtt.max_inflight
+        may_replay = time.monotonic() >= self.replay_paused_until
         while len(self.inflight) < window:
             sent = False
             if self.live:
                 self._send(self.live.popleft(), is_replay=False)
                 sent = True
             if (
-                self.backlog
+                may_replay
+                and self.backlog
                 and len(self.inflight) < window
                 and self.replay_inflight < self.replay_cap
             ):
@@ -378,7 +389,12 @@ class Publisher:
             if not sent:
                 break
         self.counters.inflight = len(self.inflight)
-        if len(self.backlog) < PAGE // 2 and self.is_backlog_dirty and not self.is_loading:
+        if (
+            may_replay
+            and len(self.backlog) < PAGE // 2
+            and self.is_backlog_dirty
+            and not self.is_loading
+        ):
             self.is_loading = True
             asyncio.get_running_loop().create_task(self._load_backlog())
 

@@ -320,5 +320,10 @@ async def test_batches_refused_by_the_acl_stay_in_the_buffer(
         assert app.metrics.publisher.batches_published == 0
         assert stats.batches >= 1, "a refused batch is kept, not deleted"
         assert "Not authorized" in caplog.text and "ACL" in caplog.text
+        # Refused batches are retried after a growing pause, not at network speed.
+        seq = app.batcher.seq
+        await eventually(lambda: app.batcher.seq >= seq + 10, what="more batches")
+        assert app.metrics.publisher.batches_refused <= app.batcher.seq + 1
+        assert (await app.buffer.stats()).batches >= app.batcher.seq - 1, "none deleted"
     finally:
         await app.stop()

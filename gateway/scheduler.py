@@ -56,11 +56,18 @@ class Backoff:
 def bus_key(device: DeviceConfig, driver_cls: type[Driver]) -> str | None:
     """The shared-bus identity of a device, or None when its requests may run in parallel.
 
-    A driver may define ``bus_key(device) -> str | None`` (the Modbus driver does); otherwise
-    serial endpoints (``rtu://``, ``rtu+tcp://``) are one bus per endpoint.
+    A driver whose transport already serializes each request on a shared connection says so
+    with ``serializes_requests = True`` (the Modbus driver): then no cycle-wide lock is taken,
+    which would let one dead unit hold its neighbours for a whole cycle of timeouts. A driver may
+    also define a static ``bus_key(device) -> str | None``; otherwise serial endpoints
+    (``rtu://``, ``rtu+tcp://``) are one bus per endpoint.
     """
+    if getattr(driver_cls, "serializes_requests", False) is True:
+        return None
     custom = getattr(driver_cls, "bus_key", None)
-    if callable(custom):
+    if callable(custom) and isinstance(
+        driver_cls.__dict__.get("bus_key"), staticmethod | classmethod
+    ):
         key = custom(device)
         return str(key) if key is not None else None
     scheme = device.endpoint.split("://", 1)[0]

@@ -1,0 +1,89 @@
+"""Scheduler pieces: bus keys, backoff, poll timers that skip (not queue) overrun cycles."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+from gateway_fakes import FakeDriver, eventually, make_device, make_profile, world
+
+from gateway.normalize import compile_device
+from gateway.pipeline import Batcher, DeviceCounters, DevicePipeline
+from gateway.rbe import ReportByException
+from gateway.scheduler import Backoff, DeviceRunner, Scheduler, bus_key
+from wire.payloads import DeviceConnection, DeviceStatus
+
+
+def test_serial_endpoints_share_a_bus_lock_tcp_devices_do_not() -> None:
+    rtu_a = make_device("a", endpoint="rtu:///dev/ttyUSB0?baudrate=9600")
+    rtu_b = make_device("b", endpoint="rtu:///dev/ttyUSB0?baudrate=19200")
+    tcp = make_device("c", endpoint="tcp://10.0.0.5:502")
+    assert bus_key(rtu_a, FakeDriver) == bus_key(rtu_b, FakeDriver) == "rtu:///dev/ttyUSB0"
+    assert bus_key(tcp, FakeDriver) is None
+    scheduler = Scheduler()
+    assert scheduler.bus_lock(rtu_a, FakeDriver) is scheduler.bus_lock(rtu_b, FakeDriver)
+
+
+def test_a_driver_that_serializes_requests_gets_no_cycle_lock() -> None:
+    class Serializing(FakeDriver):
+        serializes_requests: ClassVar[bool] = True
+
+    device = make_device("a", endpoint="rtu+tcp://10.0.0.9:4001")
+    assert bus_key(device, Serializing) is None
+
+
+def test_backoff_grows_with_jitter_and_caps() -> None:
+    backoff = Backoff(1.0, 30.0)
+    assert 0.8 <= backoff.delay(0) <= 1.2
+    assert 6.4 <= backoff.delay(3) <= 9.6
+    assert all(backoff.delay(50) <= 36.0 for _ in range(20))
+
+
+def runner_for(device: Any, statuses: list[DeviceStatus], sealed: list[Any]) -> DeviceRunner:
+    batcher = Batcher("boot", 1000, 10, sealed.append)
+    pipeline = DevicePipeline(
+        compile_device(device), ReportByException(device.profile), batcher, DeviceCounters()
+    )
+    return DeviceRunner(
+        device, FakeDriver, pipeline, statuses.append, gateway="gw", backoff=Backoff(0.01, 0.05)
+    )
+
+
+async def test_slow_cycles_are_skipped_not_queued() -> None:
+    device = make_device("slow", profile=make_profile(interval_ms=50))
+    state = world("slow")
+    state.__init__()  # type: ignore[misc]  # fresh state
+
+    statuses: list[DeviceStatus] = []
+    runner = runner_for(device, statuses, [])
+    original = FakeDriver.read
+
+    async def read_slowly(self: FakeDriver, group: Any) -> Any:
+        await asyncio.sleep(0.12)  # each cycle takes ~2.4 intervals
+        return await original(self, group)
+
+    FakeDriver.read = read_slowly  # type: ignore[method-assign]
+    try:
+        runner.start()
+        await eventually(lambda: state.reads >= 4, what="a few slow reads")
+        await runner.stop()
+    finally:
+        FakeDriver.read = original  # type: ignore[method-assign]
+    assert runner.counters.overruns >= 2 * (state.reads - 1)
+    assert runner.counters.read_cycles == state.reads
+    assert statuses[0].connection is DeviceConnection.CONNECTED
+
+
+async def test_pipeline_samples_reach_the_batcher_and_status_goes_connected() -> None:
+    device = make_device("quick", profile=make_profile(interval_ms=20))
+    world("quick").__init__()  # type: ignore[misc]
+    statuses: list[DeviceStatus] = []
+    sealed: list[Any] = []
+    runner = runner_for(device, statuses, sealed)
+    runner.start()
+    try:
+        await eventually(lambda: len(sealed) >= 3, what="sealed batches")
+    finally:
+        await runner.stop()
+    assert [b.seq for b in sealed[:3]] == [1, 2, 3]
+    assert runner.is_connected and statuses[-1].connection is DeviceConnection.CONNECTED

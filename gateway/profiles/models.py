@@ -25,6 +25,12 @@ Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63
 SignalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")]
 
 
+def _code(key: Any) -> Any:
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        return int(key)
+    return key
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -71,6 +77,14 @@ class SignalBase(_Strict):
                 "use a listed name, optionally with a qualifier such as 'voltage.l1'"
             )
         return name
+
+    @field_validator("states", mode="before")
+    @classmethod
+    def _numeric_codes(cls, states: Any) -> Any:
+        """Keys that are whole numbers are numeric codes, however YAML or JSON typed them."""
+        if not isinstance(states, dict):
+            return states
+        return {_code(key): value for key, value in states.items()}
 
     @model_validator(mode="after")
     def _states_only_for_state_kind(self) -> SignalBase:

@@ -68,6 +68,7 @@ def apply_states(
     }
     closes: list[tuple[int, int, int]] = []  # device, started_ms, ended_ms
     opens: list[tuple[int, str, int, int | None]] = []  # device, state, started_ms, ended_ms
+    restates: list[tuple[int, int, str]] = []  # device, started_ms, new state
     late_from: dict[int, int] = {}
     late = 0
     for key in keys:
@@ -80,15 +81,22 @@ def apply_states(
             elif sample.ts_ms < cur.last_ms:
                 late += 1
                 late_from[key] = min(late_from.get(key, sample.ts_ms), sample.ts_ms)
-            elif sample.state != cur.state:
+            elif sample.state == cur.state:
+                cur.last_ms = sample.ts_ms
+            elif sample.ts_ms == cur.since_ms:
+                # Two states for the same instant (from different messages): the later one wins.
+                if opened_here:
+                    opened_here[-1][1] = sample.state
+                else:
+                    restates.append((key, cur.since_ms, sample.state))
+                cur.state, cur.last_ms = sample.state, sample.ts_ms
+            else:
                 if opened_here:
                     opened_here[-1][3] = sample.ts_ms
                 else:
                     closes.append((key, cur.since_ms, sample.ts_ms))
                 opened_here.append([key, sample.state, sample.ts_ms, None])
                 cur.state, cur.since_ms, cur.last_ms = sample.state, sample.ts_ms, sample.ts_ms
-            else:
-                cur.last_ms = sample.ts_ms
         opens.extend((k, s, a, b) for k, s, a, b in opened_here)  # type: ignore[misc]
     if closes:
         conn.execute(
@@ -98,6 +106,15 @@ def apply_states(
             WHERE i.device_key = u.d AND i.started_at = {_MS.format("u.s")}
             """,
             tuple(list(c) for c in zip(*closes, strict=True)),
+        )
+    if restates:
+        conn.execute(
+            f"""
+            UPDATE state_intervals i SET state = u.st
+            FROM unnest(%s::int[], %s::bigint[], %s::text[]) AS u(d, s, st)
+            WHERE i.device_key = u.d AND i.started_at = {_MS.format("u.s")}
+            """,
+            tuple(list(r) for r in zip(*restates, strict=True)),
         )
     if opens:
         conn.execute(
@@ -165,8 +182,12 @@ def _rebuild(conn: psycopg.Connection, key: int, from_ms: int, signal_id: int) -
     last_ms = since
     for ts_ms, value in samples:
         last_ms = int(ts_ms)
-        if value != state:
-            changes.append((int(ts_ms), value))
+        if changes and changes[-1][0] == last_ms:
+            # two states for one instant: keep one interval start (its state is the last seen)
+            changes[-1] = (last_ms, value)
+            state = value
+        elif value != state:
+            changes.append((last_ms, value))
             state = value
     if previous:
         conn.execute(

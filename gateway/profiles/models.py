@@ -25,7 +25,7 @@ Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63
 SignalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")]
 
 
-def _code(key: Any) -> Any:
+def _code(key: int | str) -> int | str:
     if isinstance(key, str) and key.strip().lstrip("-").isdigit():
         return int(key)
     return key
@@ -78,12 +78,14 @@ class SignalBase(_Strict):
             )
         return name
 
-    @field_validator("states", mode="before")
+    @field_validator("states", mode="after")
     @classmethod
-    def _numeric_codes(cls, states: Any) -> Any:
+    def _numeric_codes(
+        cls, states: dict[int | str, MachineState] | None
+    ) -> dict[int | str, MachineState] | None:
         """Keys that are whole numbers are numeric codes, however YAML or JSON typed them."""
-        if not isinstance(states, dict):
-            return states
+        if states is None:
+            return None
         return {_code(key): value for key, value in states.items()}
 
     @model_validator(mode="after")

@@ -74,8 +74,8 @@ _SETTING_NAMES = tuple(OpcUaSettings.model_fields)
 def effective_settings(device: DeviceConfig) -> tuple[OpcUaSettings | None, list[Problem]]:
     """The profile's ``opcua`` settings with the device's ``settings`` overrides applied.
 
-    Problems in the overrides have an empty ``where`` (they live in the site file, which the
-    loader locates by device) and name the field in the message: ``settings.timeout_s: ...``.
+    Problems in the overrides are placed at ``device.settings.<field>`` (the site file's entry);
+    problems in the profile at ``opcua.<field>``.
     """
     profile = device.profile
     if not isinstance(profile, OpcUaProfile):
@@ -85,7 +85,9 @@ def effective_settings(device: DeviceConfig) -> tuple[OpcUaSettings | None, list
             )
         ]
     problems = [
-        Problem("", f"settings.{key}: unknown OPC UA setting; known: {', '.join(_SETTING_NAMES)}")
+        Problem(
+            f"device.settings.{key}", f"unknown OPC UA setting; known: {', '.join(_SETTING_NAMES)}"
+        )
         for key in device.settings
         if key not in _SETTING_NAMES
     ]
@@ -97,7 +99,7 @@ def effective_settings(device: DeviceConfig) -> tuple[OpcUaSettings | None, list
             field = ".".join(str(p) for p in error["loc"])
             message = error["msg"].removeprefix("Value error, ")
             if field in overrides:
-                problems.append(Problem("", f"settings.{field}: {message}"))
+                problems.append(Problem(f"device.settings.{field}", message))
             else:
                 problems.append(Problem(f"opcua.{field}", message))
         return None, problems
@@ -136,7 +138,7 @@ class OpcUaDriver(DriverBase):
         problems += _endpoint_problems(device.endpoint)
         if device.unit_id is not None:
             problems.append(
-                Problem("", "unit_id: OPC UA has no unit ids; remove it", severity="warning")
+                Problem("device.unit_id", "OPC UA has no unit ids; remove it", severity="warning")
             )
         if settings is not None:
             problems += _settings_problems(device, settings)
@@ -370,39 +372,37 @@ def _endpoint_problems(endpoint: str) -> list[Problem]:
         parts = urlsplit(endpoint)
         port = parts.port
     except ValueError as exc:
-        return [Problem("", f"endpoint: {endpoint!r} is not a valid URL ({exc})")]
+        return [Problem("device.endpoint", f"{endpoint!r} is not a valid URL ({exc})")]
     if parts.scheme != "opc.tcp":
         return [
             Problem(
-                "",
-                f"endpoint: {endpoint!r} must start with opc.tcp:// (e.g. opc.tcp://10.2.0.7:4840)",
+                "device.endpoint",
+                f"{endpoint!r} must start with opc.tcp:// (e.g. opc.tcp://10.2.0.7:4840)",
             )
         ]
     if not parts.hostname:
-        return [Problem("", f"endpoint: {endpoint!r} has no host (opc.tcp://HOST:4840)")]
+        return [Problem("device.endpoint", f"{endpoint!r} has no host (opc.tcp://HOST:4840)")]
     if port is None:
         return [
             Problem(
-                "",
-                f"endpoint: {endpoint!r} has no port; OPC UA servers usually listen on 4840",
+                "device.endpoint",
+                f"{endpoint!r} has no port; OPC UA servers usually listen on 4840",
             )
         ]
     if parts.username or parts.password:
         return [
             Problem(
-                "",
-                f"endpoint: {parts.hostname}: do not put credentials in the URL; "
+                "device.endpoint",
+                f"{parts.hostname}: do not put credentials in the URL; "
                 "use username and password_file",
             )
         ]
     return []
 
 
-def _where_setting(device: DeviceConfig, field: str) -> tuple[str, str]:
-    """(where, message prefix) for a setting: the site file's override, or the profile's field."""
-    if field in device.settings:
-        return "", f"settings.{field}: "
-    return f"opcua.{field}", ""
+def _where_setting(device: DeviceConfig, field: str) -> str:
+    """Where a setting was written: the site file's override, or the profile's field."""
+    return f"device.settings.{field}" if field in device.settings else f"opcua.{field}"
 
 
 def _settings_problems(device: DeviceConfig, settings: OpcUaSettings) -> list[Problem]:
@@ -416,7 +416,7 @@ def _settings_problems(device: DeviceConfig, settings: OpcUaSettings) -> list[Pr
             else ("security_policy", "security_mode")
         )
         field = other if other in device.settings and primary not in device.settings else primary
-        where, prefix = _where_setting(device, field)
+        where = _where_setting(device, field)
         if is_secure_policy:
             message = (
                 f"security_policy {settings.security_policy} needs security_mode Sign or "
@@ -427,40 +427,39 @@ def _settings_problems(device: DeviceConfig, settings: OpcUaSettings) -> list[Pr
                 f"security_mode {settings.security_mode} needs a security_policy "
                 "(Basic256Sha256), not None"
             )
-        problems.append(Problem(where, prefix + message))
+        problems.append(Problem(where, message))
     if settings.username:
         if settings.password_file is None and password_env_var(device.id) not in os.environ:
-            where, prefix = _where_setting(device, "username")
+            where = _where_setting(device, "username")
             problems.append(
                 Problem(
                     where,
-                    prefix
-                    + f"user {settings.username!r} has no password source: set password_file, "
+                    f"user {settings.username!r} has no password source: set password_file, "
                     f"or the environment variable {password_env_var(device.id)}",
                 )
             )
         if not is_secure_mode:
-            where, prefix = _where_setting(device, "username")
+            where = _where_setting(device, "username")
             problems.append(
                 Problem(
                     where,
-                    prefix + "a user name without security: the password is protected only if "
+                    "a user name without security: the password is protected only if "
                     "the server encrypts user tokens; prefer security_mode SignAndEncrypt",
                     severity="warning",
                 )
             )
     if settings.password_file is not None:
-        where, prefix = _where_setting(device, "password_file")
+        where = _where_setting(device, "password_file")
         if not settings.username:
-            problems.append(Problem(where, prefix + "password_file is set but username is not"))
+            problems.append(Problem(where, "password_file is set but username is not"))
         elif not Path(settings.password_file).expanduser().is_file():
-            problems.append(Problem(where, prefix + f"{settings.password_file} is not a file"))
+            problems.append(Problem(where, f"{settings.password_file} is not a file"))
     if settings.keepalive_s >= settings.session_timeout_s:
-        where, prefix = _where_setting(device, "keepalive_s")
+        where = _where_setting(device, "keepalive_s")
         problems.append(
             Problem(
                 where,
-                prefix + f"keepalive_s ({settings.keepalive_s:g}) must be shorter than "
+                f"keepalive_s ({settings.keepalive_s:g}) must be shorter than "
                 f"session_timeout_s ({settings.session_timeout_s:g}), or idle sessions expire",
             )
         )

@@ -145,8 +145,7 @@ class Pki:
         Creation is atomic (a complete temporary folder renamed into place), so several
         devices starting together end up sharing one certificate.
         """
-        for folder in (self.root, self.trusted_dir, self.rejected_dir):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._ensure_folders()
         cert_path, key_path = self.own_dir / "cert.der", self.own_dir / "key.pem"
         if cert_path.is_file() and key_path.is_file():
             der = cert_path.read_bytes()
@@ -193,6 +192,7 @@ class Pki:
     def check_server_certificate(self, der: bytes, trust_on_first_use: bool) -> TrustDecision:
         """Is this server certificate in the trust list? Adds it there on first use if allowed;
         saves a refused one in rejected/ so an installer can move it to trusted/."""
+        self._ensure_folders()
         info = describe_certificate(der)
         fingerprint = hashlib.sha256(der).digest()
         trusted = list(self._trusted_certificates())
@@ -216,6 +216,11 @@ class Pki:
         else:
             reason = "it is not in the trust list"
         return TrustDecision(False, info, reason, saved)
+
+    def _ensure_folders(self) -> None:
+        """Create the layout, so an installer finds trusted/ and rejected/ where they belong."""
+        for folder in (self.root, self.trusted_dir, self.rejected_dir):
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _trusted_certificates(self) -> list[tuple[bytes, Path]]:
         out: list[tuple[bytes, Path]] = []

@@ -75,7 +75,10 @@ _DEAD_SERVER_STATES = {
     ua.ServerState.Shutdown,
     ua.ServerState.CommunicationFault,
 }
-_POLICY_CLASSES = {SecurityPolicy.BASIC256SHA256: security_policies.SecurityPolicyBasic256Sha256}
+_POLICY_CLASSES: dict[SecurityPolicy, type[security_policies.SecurityPolicy]] = {
+    SecurityPolicy.NONE: security_policies.SecurityPolicyNone,
+    SecurityPolicy.BASIC256SHA256: security_policies.SecurityPolicyBasic256Sha256,
+}
 _MODES = {
     SecurityMode.NONE: ua.MessageSecurityMode.None_,
     SecurityMode.SIGN: ua.MessageSecurityMode.Sign,
@@ -187,11 +190,21 @@ class UaConnection:
         try:
             if settings.security_policy is not SecurityPolicy.NONE:
                 await self._secure(client)
-            await self._call(
-                client.connect(auto_reconnect=False),
-                "opening a session",
-                timeout_s=4 * settings.timeout_s,
-            )
+            try:
+                await self._call(
+                    client.connect(auto_reconnect=False),
+                    "opening a session",
+                    timeout_s=4 * settings.timeout_s,
+                )
+            except ProtocolError as exc:
+                if not exc.what.startswith("the server offers no endpoint"):
+                    raise
+                # Say what the server does offer: the installer's next step.
+                endpoints = await self._call(
+                    client.connect_and_get_server_endpoints(), "asking for the server's endpoints"
+                )
+                self._matching_endpoint(endpoints)
+                raise
             self._states = client.subscribe_state()
             await self._states.__aenter__()
         except BaseException:

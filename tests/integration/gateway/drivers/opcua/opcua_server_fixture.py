@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from asyncua import Server, ua
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
@@ -28,6 +29,12 @@ from shulian.devservices import free_port
 
 NAMESPACE = "urn:shulian:test:grinder"
 SERVER_URI = "urn:shulian:test:server"
+STARTING_VALUES: dict[str, Any] = {
+    "SpindleSpeed": 1480.0,
+    "PartCount": 7,
+    "State": 1,
+    "Program": "O1234",
+}
 
 logging.getLogger("asyncua").setLevel(logging.ERROR)  # its teardown warnings drown test output
 
@@ -69,12 +76,7 @@ class GrinderServer:
         self.users = users
         self.server: Server | None = None
         self.nodes: dict[str, Any] = {}
-        self.values: dict[str, Any] = {
-            "SpindleSpeed": 1480.0,
-            "PartCount": 7,
-            "State": 1,
-            "Program": "O1234",
-        }
+        self.values: dict[str, Any] = dict(STARTING_VALUES)
 
     @property
     def cert_path(self) -> Path:
@@ -127,6 +129,11 @@ class GrinderServer:
     async def write(self, name: str, value: Any) -> None:
         self.values[name] = value
         await self.nodes[name].write_value(value)
+
+    async def reset(self) -> None:
+        """Write the starting values back, for the next test on a shared server."""
+        for name, value in STARTING_VALUES.items():
+            await self.write(name, value)
 
 
 async def wait_until_async(
@@ -189,8 +196,25 @@ def make_driver(
 
 @pytest.fixture()
 async def grinder() -> AsyncIterator[GrinderServer]:
-    """A plain (no security, anonymous) grinder server on a free port."""
+    """A plain (no security, anonymous) grinder server on a free port, for a test to break."""
     server = GrinderServer(free_port())
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def module_grinder() -> AsyncIterator[GrinderServer]:
+    """One plain grinder server for a whole module (starting one takes seconds); tests using it
+    run on the module's event loop (``pytest.mark.asyncio(loop_scope="module")``)."""
+    server = GrinderServer(free_port())
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def shared_grinder(module_grinder: GrinderServer) -> GrinderServer:
+    """The module's grinder, with its starting values written back."""
+    await module_grinder.reset()
+    return module_grinder

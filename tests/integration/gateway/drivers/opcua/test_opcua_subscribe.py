@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from opcua_server_fixture import (
     GrinderServer,
-    grinder,
     grinder_profile,
     make_driver,
+    module_grinder,
+    shared_grinder,
     wait_until_async,
 )
 
@@ -16,7 +18,8 @@ from gateway.drivers.base import RawReading
 from gateway.profiles.models import GroupSpec
 from wire.payloads import Quality
 
-__all__ = ["grinder"]  # the fixture, used by name
+__all__ = ["module_grinder", "shared_grinder"]  # fixtures, used by name
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FAST = GroupSpec(name="fast", interval_ms=100)
 
@@ -35,9 +38,9 @@ class Collector:
 
 
 async def test_subscription_delivers_initial_values_then_changes_within_the_interval(
-    grinder: GrinderServer,
+    shared_grinder: GrinderServer,
 ) -> None:
-    driver = make_driver(grinder.endpoint, grinder_profile())
+    driver = make_driver(shared_grinder.endpoint, grinder_profile())
     sink = Collector()
     async with driver:
         await driver.subscribe(FAST, sink)
@@ -47,7 +50,7 @@ async def test_subscription_delivers_initial_values_then_changes_within_the_inte
             what="initial values of both signals",
         )
         started = time.monotonic()
-        await grinder.write("SpindleSpeed", 1512.5)
+        await shared_grinder.write("SpindleSpeed", 1512.5)
         await wait_until_async(
             lambda: 1512.5 in sink.values("spindle_speed"), timeout_s=5, what="the change"
         )
@@ -58,7 +61,7 @@ async def test_subscription_delivers_initial_values_then_changes_within_the_inte
     assert abs(reading.ts_ms - time.time() * 1000) < 10_000, "source timestamp in epoch ms"
 
 
-async def test_deadband_filters_small_changes_on_the_server(grinder: GrinderServer) -> None:
+async def test_deadband_filters_small_changes_on_the_server(shared_grinder: GrinderServer) -> None:
     profile = grinder_profile(
         [
             {
@@ -69,20 +72,20 @@ async def test_deadband_filters_small_changes_on_the_server(grinder: GrinderServ
             }
         ]
     )
-    driver = make_driver(grinder.endpoint, profile)
+    driver = make_driver(shared_grinder.endpoint, profile)
     sink = Collector()
     async with driver:
         await driver.subscribe(FAST, sink)
         await wait_until_async(lambda: sink.values("spindle_speed"), what="initial value")
         for value in (1482.0, 1485.0, 1489.0):  # all within 10 of 1480
-            await grinder.write("SpindleSpeed", value)
-        await grinder.write("SpindleSpeed", 1500.0)  # 20 away: reported
+            await shared_grinder.write("SpindleSpeed", value)
+        await shared_grinder.write("SpindleSpeed", 1500.0)  # 20 away: reported
         await wait_until_async(lambda: 1500.0 in sink.values("spindle_speed"), what="big change")
     assert sink.values("spindle_speed") == [1480.0, 1500.0]
 
 
 async def test_browse_path_and_bad_addresses_become_bad_readings_not_failures(
-    grinder: GrinderServer,
+    shared_grinder: GrinderServer,
 ) -> None:
     profile = grinder_profile(
         [
@@ -104,7 +107,7 @@ async def test_browse_path_and_bad_addresses_become_bad_readings_not_failures(
             },
         ]
     )
-    driver = make_driver(grinder.endpoint, profile)
+    driver = make_driver(shared_grinder.endpoint, profile)
     sink = Collector()
     async with driver:
         await driver.subscribe(FAST, sink)
@@ -112,7 +115,7 @@ async def test_browse_path_and_bad_addresses_become_bad_readings_not_failures(
             lambda: 7 in sink.values("part_count") and "O1234" in sink.values("program_name"),
             what="the resolvable signals",
         )
-        await grinder.write("PartCount", 8)
+        await shared_grinder.write("PartCount", 8)
         await wait_until_async(lambda: 8 in sink.values("part_count"), what="a counter change")
     bad = {r.signal: r for r in sink.readings if r.quality is Quality.BAD}
     assert bad["spindle_speed"].reason == "BadNodeIdUnknown"
@@ -121,7 +124,7 @@ async def test_browse_path_and_bad_addresses_become_bad_readings_not_failures(
     )
 
 
-async def test_read_returns_every_signal_once_with_quality(grinder: GrinderServer) -> None:
+async def test_read_returns_every_signal_once_with_quality(shared_grinder: GrinderServer) -> None:
     profile = grinder_profile(
         [
             {"name": "spindle_speed", "node_id": "ns=2;s=Grinder.SpindleSpeed", "group": "fast"},
@@ -134,7 +137,7 @@ async def test_read_returns_every_signal_once_with_quality(grinder: GrinderServe
             {"name": "spindle_load", "node_id": "ns=2;i=999999", "group": "fast"},
         ]
     )
-    driver = make_driver(grinder.endpoint, profile)
+    driver = make_driver(shared_grinder.endpoint, profile)
     async with driver:
         result = await driver.read(FAST)
     by_signal = {r.signal: r for r in result.readings}

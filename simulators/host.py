@@ -122,6 +122,7 @@ class SimulatorHost:
     Args:
         scenario: What to run.
         tick_ms: Overrides the scenario's tick.
+        time_scale: Overrides the scenario's virtual seconds per wall-clock second.
         seed: Overrides the scenario's base seed.
         truth_file: Also append the ground truth to this JSONL file.
         truth_max_points: Points kept in memory per device and signal.
@@ -132,12 +133,14 @@ class SimulatorHost:
         scenario: Scenario,
         *,
         tick_ms: int | None = None,
+        time_scale: float | None = None,
         seed: int | None = None,
         truth_file: Path | None = None,
         truth_max_points: int | None = 100_000,
     ) -> None:
         self.scenario = scenario if seed is None else scenario.with_seed(seed)
         self.tick_ms = tick_ms or self.scenario.tick_ms
+        self.time_scale = time_scale or self.scenario.time_scale
         self.truth = GroundTruth(max_points=truth_max_points, path=truth_file)
         self.devices: dict[str, SimulatedDevice] = {}
         self.tick_count = 0
@@ -325,6 +328,7 @@ class SimulatorHost:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         tick_s = self.tick_ms / 1000.0
+        virtual_tick_s = tick_s * self.time_scale
         order = self._stepping_order()
         started = loop.time()
         stepped = 0
@@ -340,7 +344,7 @@ class SimulatorHost:
                 for device in order:
                     machine = device.machine
                     for _ in range(steps):
-                        machine.step(tick_s)
+                        machine.step(virtual_tick_s)
                     changed = machine.take_changes()
                     if changed:
                         await self._publish(device, changed, now_ms)

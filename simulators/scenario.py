@@ -6,6 +6,7 @@ A scenario is a YAML file (see ``scenarios/demo.yaml`` and docs/simulators.md)::
     seed: 42                 # base seed; each instance derives its own from it and its id
     tick_ms: 100             # how often the servers' values are updated
     dwell_scale: 0.2         # shrink state dwell times (1.0 = realistic)
+    time_scale: 1.0          # virtual seconds per wall-clock second (fast-forward in tests)
     servers:                 # optional: shared endpoints (one port, many machines)
       - {name: ent-001-modbus, protocol: modbus, port: 15021}
     instances:
@@ -106,6 +107,8 @@ class Scenario(BaseModel):
     tick_ms: int = Field(default=100, ge=10, le=10_000)
     dwell_scale: float = Field(default=1.0, gt=0)
     gauge_period_s: float = Field(default=1.0, gt=0)
+    time_scale: float = Field(default=1.0, gt=0, le=1000)
+    """Virtual seconds per wall-clock second (tests fast-forward with e.g. 20)."""
     host: str = "127.0.0.1"
     servers: list[ServerSpec] = Field(default_factory=list)
     instances: list[InstanceSpec]

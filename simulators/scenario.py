@@ -320,7 +320,7 @@ def generate_load_scenario(
     kinds: Sequence[str] | None = None,
     devices_per_enterprise: int = 8,
     units_per_modbus_port: int = 16,
-    machines_per_opcua_server: int = 20,
+    machines_per_opcua_server: int = 40,
     tick_ms: int = 100,
     gauge_period_s: float = 1.0,
     dwell_scale: float = 1.0,

@@ -22,6 +22,7 @@ from simulators.machines import KINDS
 from wire import MachineState, lookup_signal
 
 T = RegisterType
+UNITS = pint.UnitRegistry()  # building a registry takes ~0.2 s: share one
 
 
 def _reg(**kwargs: object) -> Register:
@@ -104,7 +105,7 @@ def test_float_variables_are_narrowed_to_single_precision() -> None:
 
 @pytest.mark.parametrize(("unit", "canonical"), sorted(UNIT_CONVERSIONS))
 def test_every_hand_written_conversion_agrees_with_pint(unit: str, canonical: str) -> None:
-    registry = pint.UnitRegistry()
+    registry = UNITS
     factor, shift = UNIT_CONVERSIONS[(unit, canonical)]
     for value in (0.0, 1.0, 250.0):
         expected = registry.Quantity(value, unit).to(canonical).magnitude
@@ -112,7 +113,7 @@ def test_every_hand_written_conversion_agrees_with_pint(unit: str, canonical: st
 
 
 def test_every_map_unit_is_pint_convertible_to_the_canonical_unit() -> None:
-    registry = pint.UnitRegistry()
+    registry = UNITS
     for kind in KINDS.values():
         for field in kind.address_map.fields():
             if not field.signal or not field.unit:

@@ -84,3 +84,14 @@ def test_example_fleet_site_configures_every_csv_row() -> None:
     assert {m.endpoint for m in meters} == {"rtu+tcp://10.3.9.50:4001"}
     assert sorted(m.unit_id for m in meters) == list(range(1, 9))
     assert devices["meter-03"].source.endswith("energy_meters.csv:4")
+
+
+def test_every_simulated_kind_has_a_shipped_profile_of_that_id() -> None:
+    """The demo maps each simulated machine to the profile whose id is its kind."""
+    from simulators.machines import KINDS
+
+    ids = {ProfileResolver().load(str(p)).profile.id for p in CONCRETE}
+    assert ids == set(KINDS), (sorted(set(KINDS) - ids), sorted(ids - set(KINDS)))
+    for path in CONCRETE:
+        profile = ProfileResolver().load(str(path)).profile
+        assert profile.protocol == KINDS[profile.id].protocol, path

@@ -555,6 +555,7 @@ class Writer:
         metrics.points.inc(plan.stored_points)
         if plan.duplicates:
             metrics.duplicate_batches.inc(plan.duplicates)
+            log.info("skipped %d batches already stored (redelivered or replayed)", plan.duplicates)
         for (reason, scope), count in plan.rejected.items():
             metrics.rejected.labels(reason, scope).inc(count)
         metrics.flush_seconds.observe(seconds)

@@ -18,6 +18,13 @@ from simulators.addressmap import (
     VariantType,
     WordOrder,
 )
+from simulators.errors import (
+    ScenarioError,
+    ServeError,
+    SimulatorError,
+    TruthError,
+    UnknownKindError,
+)
 from simulators.host import Endpoint, SimulatedDevice, SimulatorHost
 from simulators.machines import KINDS, Machine, MachineKind, create_machine, machine_kind
 from simulators.modbus_server import Unreachable
@@ -26,13 +33,12 @@ from simulators.scenario import (
     SCENARIO_DIR,
     InstanceSpec,
     Scenario,
-    ScenarioError,
     ServerSpec,
     generate_load_scenario,
     load_scenario,
     single_kind_scenario,
 )
-from simulators.truth import GroundTruth, Outage, TruthError, TruthPoint
+from simulators.truth import GroundTruth, Outage, TruthPoint
 
 __all__ = [
     "KINDS",
@@ -50,12 +56,15 @@ __all__ = [
     "RegisterType",
     "Scenario",
     "ScenarioError",
+    "ServeError",
     "ServerSpec",
     "SimulatedDevice",
+    "SimulatorError",
     "SimulatorHost",
     "Table",
     "TruthError",
     "TruthPoint",
+    "UnknownKindError",
     "Unreachable",
     "Variable",
     "VariantType",

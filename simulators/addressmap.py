@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Final
 
+from simulators.errors import ConversionError, MapError
 from wire import MachineState, lookup_signal
 
 Value = bool | int | float | str
@@ -48,10 +49,6 @@ UNIT_CONVERSIONS: Final[dict[tuple[str, str], tuple[float, float]]] = {
     ("cm/s", "m/s"): (0.01, 0.0),
     ("permille", "percent"): (0.1, 0.0),
 }
-
-
-class ConversionError(ValueError):
-    """A map names a unit the simulator cannot convert to the signal's canonical unit."""
 
 
 def conversion(unit: str, canonical_unit: str) -> tuple[float, float]:
@@ -389,10 +386,6 @@ class Variable(Field):
         if self.encoding in (Encoding.BOOL, Encoding.TEXT):
             return raw
         return self.raw_to_canonical(raw)  # type: ignore[arg-type]
-
-
-class MapError(ValueError):
-    """An address map is inconsistent (overlaps, unknown signals, bad bit numbers)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,13 @@ from typing import Annotated
 
 import typer
 
+from simulators.errors import ScenarioError, ServeError
 from simulators.host import SimulatorHost
 from simulators.machines import KINDS
 from simulators.manual import stale_manuals, write_manuals
 from simulators.scenario import (
     SCENARIO_DIR,
     Scenario,
-    ScenarioError,
     generate_load_scenario,
     load_scenario,
 )
@@ -67,7 +67,11 @@ def run(
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    asyncio.run(_serve(chosen, seed=seed, truth_file=truth_file, tick_ms=tick_ms))
+    try:
+        asyncio.run(_serve(chosen, seed=seed, truth_file=truth_file, tick_ms=tick_ms))
+    except ServeError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("kinds")

@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from simulators.addressmap import Field, ModbusMap, OpcUaMap, Register, Variable
+from simulators.errors import ServeError
 from simulators.machines import KINDS, EnergyMeter, Machine, MachineKind
 from simulators.modbus_server import ModbusServer, ModbusUnit, Unreachable
 from simulators.opcua_server import NAMESPACE_URI, OpcUaServer
@@ -168,7 +169,16 @@ class SimulatorHost:
     async def start(self) -> None:
         """Start every server, publish every value once, then tick in the background."""
         for server in self._servers():
-            await server.start()
+            try:
+                await server.start()
+            except (OSError, RuntimeError) as exc:
+                await self.stop()
+                devices = ", ".join(d.device_id for d in self._devices_on(server.name))
+                raise ServeError(
+                    f"{server.name} (serving {devices}): cannot listen on "
+                    f"{server.host}:{server.port} ({exc}); "
+                    "free the port, change it in the scenario, or run with --free-ports"
+                ) from exc
         now_ms = _now_ms()
         for device in self._stepping_order():
             await self._publish(
@@ -332,6 +342,7 @@ class SimulatorHost:
         order = self._stepping_order()
         started = loop.time()
         stepped = 0
+        failures = 0
         while True:
             due = int((loop.time() - started) / tick_s)
             if due - stepped > _MAX_CATCH_UP_TICKS:
@@ -340,18 +351,26 @@ class SimulatorHost:
             steps = due - stepped
             stepped = due
             if steps > 0:
-                now_ms = _now_ms()
-                for device in order:
-                    machine = device.machine
-                    for _ in range(steps):
-                        machine.step(virtual_tick_s)
-                    changed = machine.take_changes()
-                    if changed:
-                        await self._publish(device, changed, now_ms)
-                self.truth.flush()
+                try:
+                    await self._tick(order, steps, virtual_tick_s)
+                except Exception:  # one broken device must not stop the others' ticks
+                    failures += 1
+                    if failures in (1, 10, 100) or failures % 1000 == 0:
+                        log.exception("simulator tick failed", extra={"failures": failures})
                 self.tick_count += 1
                 self._tick_event.set()
             await asyncio.sleep(max(0.0, started + (stepped + 1) * tick_s - loop.time()))
+
+    async def _tick(self, order: list[SimulatedDevice], steps: int, virtual_tick_s: float) -> None:
+        now_ms = _now_ms()
+        for device in order:
+            machine = device.machine
+            for _ in range(steps):
+                machine.step(virtual_tick_s)
+            changed = machine.take_changes()
+            if changed:
+                await self._publish(device, changed, now_ms)
+        self.truth.flush()
 
     async def _publish(self, device: SimulatedDevice, keys: Iterable[str], now_ms: int) -> None:
         device_id = device.device_id

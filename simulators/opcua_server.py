@@ -139,7 +139,7 @@ class OpcUaServer:
                 node = await parent.add_variable(
                     self._node_id(variable.node_id(device_id)),
                     ua.QualifiedName(variable.path.rpartition("/")[2], self.namespace_index),
-                    ua.Variant(_ZERO.get(variable.type, 0), _VARIANT[variable.type]),
+                    ua.Variant(_initial(variable), _VARIANT[variable.type]),
                 )
                 self._nodes[(device_id, variable.path)] = node.nodeid
         return server
@@ -159,6 +159,13 @@ class OpcUaServer:
         )
         folders[path] = folder
         return folder
+
+
+def _initial(variable: Variable) -> bool | int | float | str:
+    """A constant's value (identification), else a zero of the variable's type."""
+    if variable.constant is not None:
+        return variable.to_raw(variable.constant)
+    return _ZERO.get(variable.type, 0)
 
 
 def node_ids(device_id: str, address_map: OpcUaMap) -> Iterable[tuple[Variable, str]]:

@@ -31,6 +31,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from simulators.errors import ScenarioError
 from simulators.machines import KINDS
 from simulators.machines.base import derive_seed
 from wire import MachineState
@@ -39,10 +40,6 @@ Protocol = Literal["opcua", "modbus"]
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
-
-
-class ScenarioError(ValueError):
-    """A scenario is invalid; the message lists every problem with file, line and field."""
 
 
 class ServerSpec(BaseModel):

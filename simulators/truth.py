@@ -28,11 +28,9 @@ from pathlib import Path
 
 import orjson
 
+from simulators.errors import TruthError
+
 Value = bool | int | float | str
-
-
-class TruthError(LookupError):
-    """The truth has no answer: unknown device or signal, or a time before the first record."""
 
 
 @dataclass(frozen=True, slots=True)

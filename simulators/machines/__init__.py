@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from simulators.errors import UnknownKindError
 from simulators.machines import (
     air_compressor,
     bearing_lathe,
@@ -49,10 +50,6 @@ for _module in (
     if _kind.model.kind != _kind.name:
         raise RuntimeError(f"{_kind.name}: its model says kind {_kind.model.kind!r}")
     KINDS[_kind.name] = _kind
-
-
-class UnknownKindError(ValueError):
-    """A scenario names a machine kind the simulators do not have."""
 
 
 def machine_kind(name: str) -> MachineKind:

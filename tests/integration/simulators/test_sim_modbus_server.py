@@ -16,7 +16,7 @@ from sim_client_decoding import (
     wait_until_async,
 )
 
-from simulators import KINDS, InstanceSpec, Scenario, ServerSpec, SimulatorHost
+from simulators import KINDS, InstanceSpec, Scenario, ServeError, ServerSpec, SimulatorHost
 from simulators.addressmap import Register
 from wire import MachineState
 
@@ -63,6 +63,8 @@ async def test_every_kind_serves_its_manual_on_one_port(
         assert unit is not None
         for field in device.kind.address_map.fields():
             assert isinstance(field, Register)
+            if field.constant is not None:
+                assert await read_register_field(client, unit, field) == field.constant
             if field.signal is None:
                 continue
             start = now_ms()
@@ -202,3 +204,13 @@ async def test_wrapping_stroke_counter_serves_the_register_and_keeps_the_true_co
     assert latest.unwrapped == 65_536 + reply.registers[0]
     values = [p.value for p in host.truth.series("press", "stroke_count")]
     assert 65_535 in values and values[-1] < 100
+
+
+async def test_a_taken_port_is_reported_with_the_server_and_port(host: SimulatorHost) -> None:
+    taken = host.endpoints()[0].port
+    scenario = Scenario(instances=[InstanceSpec(id="late", kind="gear_hobber", port=taken)])
+    with pytest.raises(
+        ServeError, match=rf"\(serving late\): cannot listen on 127\.0\.0\.1:{taken} .*--free-ports"
+    ):
+        async with SimulatorHost(scenario):
+            pass

@@ -52,6 +52,8 @@ async def test_every_variable_reads_the_truth_with_the_manuals_type(host: Simula
                 end = now_ms()
                 assert data.Value is not None
                 assert data.Value.VariantType.name == variable.type.value, variable.path
+                if variable.constant is not None:
+                    assert data.Value.Value == variable.constant, variable.path
                 if variable.signal is None:
                     continue
                 read = to_canonical(variable, data.Value.Value)

@@ -9,7 +9,6 @@ import pytest
 
 from simulators.addressmap import (
     UNIT_CONVERSIONS,
-    MapError,
     ModbusMap,
     Register,
     RegisterType,
@@ -18,6 +17,7 @@ from simulators.addressmap import (
     VariantType,
     WordOrder,
 )
+from simulators.errors import MapError
 from simulators.machines import KINDS
 from wire import MachineState, lookup_signal
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from simulators.truth import GroundTruth, TruthError
+from simulators.errors import TruthError
+from simulators.truth import GroundTruth
 
 
 def test_records_only_changes() -> None:

@@ -115,7 +115,7 @@ def validate_paths(paths: list[Path], profile_paths: list[Path] | None = None) -
         else:
             findings += _duplicate_id(file, data, ids)
             findings += validate_profile_file(file, data, resolver)
-    return findings
+    return _unique(findings)  # a profile a site uses may be named on the command line too
 
 
 def _duplicate_id(file: Path, data: CommentedMap, ids: dict[str, Path]) -> list[Finding]:
@@ -140,7 +140,14 @@ def validate_profile_file(
 ) -> list[Finding]:
     """Errors and warnings of one profile file (an abstract base is checked as far as it can be)."""
     if data.get("abstract"):
-        return [Finding("error", p) for p in check_abstract_base(data, file)]
+        problems = check_abstract_base(data, file)
+        if data.get("extends") is not None:
+            try:
+                resolver.find(str(data["extends"]), relative_to=file.parent)
+            except ConfigError as exc:
+                line = data.lc.key("extends")[0] + 1
+                problems += [f"{file}:{line}: extends: {p}" for p in exc.problems]
+        return [Finding("error", p) for p in problems]
     try:
         loaded = resolver.load(str(file.resolve()))
     except ConfigError as exc:

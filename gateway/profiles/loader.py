@@ -203,7 +203,11 @@ class ProfileResolver:
             try:
                 model = _profile_adapter().validate_python(_plain(data))
             except ValidationError as exc:
-                raise ConfigError(validation_problems(exc, lines, str(path))) from None
+                problems = validation_problems(exc, lines, str(path))
+                problems += [
+                    p for p in structure_problems(data, lines, str(path)) if p not in problems
+                ]
+                raise ConfigError(problems) from None
             self._cache[path] = LoadedProfile(model, str(path), lines)
         return self._cache[path]
 
@@ -223,6 +227,37 @@ class ProfileResolver:
         base_path = self.find(str(base_ref), relative_to=path.parent)
         base, base_lines = self._merged(base_path, (*chain, path))
         return _merge(base, base_lines, data, lines)
+
+
+def structure_problems(data: dict[str, Any], lines: Lines, file: str) -> list[str]:
+    """Signals in undefined groups and repeated signal names, found on the raw data.
+
+    The model finds these too, but pydantic runs model-level checks only once every field is
+    valid; checking the raw data as well reports them in the same pass as field mistakes.
+    """
+    groups = data.get("groups")
+    if groups is None:
+        names: list[Any] = ["default"]
+    elif isinstance(groups, list):
+        names = [g.get("name") for g in groups if isinstance(g, dict)]
+    else:
+        return []
+    problems: list[str] = []
+    seen: set[Any] = set()
+    for index, signal in enumerate(data.get("signals") or []):
+        if not isinstance(signal, dict):
+            continue
+        name, group = signal.get("name"), signal.get("group", "default")
+        if name in seen:
+            where = locate(lines, ("signals", index, "name"), file)
+            problems.append(f"{where}: signals[{index}].name: {name!r} appears twice")
+        seen.add(name)
+        if group not in names:
+            where = locate(lines, ("signals", index, "group"), file)
+            problems.append(
+                f"{where}: signals[{index}].group: {group!r} is not one of the groups {names}"
+            )
+    return problems
 
 
 def _merge(

@@ -338,3 +338,35 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_group_mistakes_are_reported_with_field_mistakes(tmp_path: Path) -> None:
+    # pydantic skips model-level checks when a field is invalid; validate still reports both.
+    path = _write(
+        tmp_path,
+        "p.yaml",
+        MODBUS_HEAD
+        + "  - {name: machine_state, group: fast, address: 0, states: {1: runin}}\n"
+        + "  - {name: spindle_speed, group: medium, address: 1}\n"
+        + "  - {name: spindle_speed, group: fast, address: 2}\n",
+    )
+    status, lines = _validate(str(path))
+    assert status == 1
+    assert any(out.startswith(f"error: {path}:7: signals[0].states.1: ") for out in lines), lines
+    assert any(
+        out.startswith(f"error: {path}:8: signals[1].group: 'medium' is not one of the groups")
+        for out in lines
+    ), lines
+    assert any(
+        out.startswith(f"error: {path}:9: signals[2].name: 'spindle_speed' appears twice")
+        for out in lines
+    ), lines
+
+
+def test_abstract_base_extending_a_missing_file_is_an_error(tmp_path: Path) -> None:
+    base = _write(tmp_path, "base.yaml", "id: tool_base\nabstract: true\nextends: nowhere.yaml\n")
+    status, lines = _validate(str(base))
+    assert status == 1
+    assert any(
+        out.startswith(f"error: {base}:3: extends: ") and "nowhere.yaml" in out for out in lines
+    ), lines

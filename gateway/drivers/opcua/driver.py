@@ -259,13 +259,16 @@ class OpcUaDriver(DriverBase):
                 )
             try:
                 await connection.probe()
-            except DriverError:
+            except DriverError as exc:
                 if self._connection is not connection:
                     return
+                # Unanswered: cancel() and close() must not wait on this session again.
+                connection.mark_lost(exc.what)
                 raise
             for subscription in self._subscriptions:
                 problem = subscription.silence_problem(grace_s=settings.timeout_s)
                 if problem is not None:
+                    connection.mark_lost(problem)
                     raise ProtocolError(problem, where=self.where)
 
     # -- internals -------------------------------------------------------------------------------

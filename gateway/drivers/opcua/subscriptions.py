@@ -189,11 +189,11 @@ class GroupSubscription:
 
     def on_status(self, code: int, name: str) -> None:
         """The server ended or suspended the subscription: the session is not to be trusted."""
+        connection = self._connection
+        if connection is None or connection.is_lost:
+            return  # asyncua reports BadShutdown to every subscription after a loss we know of
         self.log.warning("group %s: subscription status changed to %s", self.group.name, name)
-        if self._connection is not None:
-            self._connection.mark_lost(
-                f"the subscription of group {self.group.name} ended ({name})"
-            )
+        connection.subscription_ended(self.group.name, name)
 
     def silence_problem(self, now_mono: float | None = None, grace_s: float = 0.0) -> str | None:
         """Why this subscription looks dead (no data and no keep-alive for too long), or None."""

@@ -316,6 +316,10 @@ class UaConnection:
                 return self.mark_lost("the connection to the server was lost")
         return None
 
+    @property
+    def is_lost(self) -> bool:
+        return self._lost_reason is not None
+
     def mark_lost(self, reason: str) -> str:
         """Record why the session is unusable and wake ``wait_lost``."""
         if self._lost_reason is None:
@@ -323,6 +327,16 @@ class UaConnection:
             if self._client is not None and not self._is_closing:
                 self._client.uaclient.notify_transport_lost()
         return self._lost_reason
+
+    def subscription_ended(self, group: str, status: str) -> str:
+        """A subscription reported a status change; say why in words an operator understands."""
+        client = self._client
+        if client is not None and client.state is not UaClientState.CONNECTED:
+            # asyncua tells every subscription BadShutdown when it notices the socket is gone.
+            return self.mark_lost("the connection to the server was lost")
+        if status == "BadShutdown":
+            return self.mark_lost("the server is shutting down (BadShutdown)")
+        return self.mark_lost(f"the server ended the subscription of group {group} ({status})")
 
     async def probe(self) -> None:
         """Read the server's state once; raise if it does not answer in time or is shutting down."""
@@ -492,8 +506,10 @@ class UaConnection:
             raise
         except TimeoutError as exc:
             self.metrics.errors += 1
+            # Each request waits timeout_s; a longer limit only bounds a multi-request step.
+            waited = min(limit, self.settings.timeout_s)
             raise DeviceTimeoutError(
-                f"no answer within {limit:g} s while {action}",
+                f"no answer within {waited:g} s while {action}",
                 where=self.where,
                 hint="Check that the server is running and reachable, or raise timeout_s.",
             ) from exc

@@ -75,6 +75,7 @@ class GrinderServer:
         self.cert_dir = cert_dir
         self.users = users
         self.server: Server | None = None
+        self.is_running = False
         self.nodes: dict[str, Any] = {}
         self.values: dict[str, Any] = dict(STARTING_VALUES)
 
@@ -84,6 +85,13 @@ class GrinderServer:
         return self.cert_dir / "server_cert.der"
 
     async def start(self) -> None:
+        """Listen; a restart reuses the address space, as a PLC keeps its program."""
+        if self.server is None:
+            self.server = await self._build()
+        await self.server.start()
+        self.is_running = True
+
+    async def _build(self) -> Server:
         server = Server(user_manager=PasswordUsers(self.users) if self.users is not None else None)
         await server.init()
         server.set_endpoint(self.endpoint)
@@ -118,13 +126,13 @@ class GrinderServer:
             self.nodes[name] = await grinder.add_variable(
                 ua.NodeId(f"Grinder.{name}", ns), ua.QualifiedName(name, ns), value
             )
-        await server.start()
-        self.server = server
+        return server
 
     async def stop(self) -> None:
-        if self.server is not None:
+        """Close the port and every session (the nodes and their values stay)."""
+        if self.server is not None and self.is_running:
+            self.is_running = False
             await self.server.stop()
-            self.server = None
 
     async def write(self, name: str, value: Any) -> None:
         self.values[name] = value

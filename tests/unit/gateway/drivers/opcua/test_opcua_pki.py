@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,11 @@ def test_default_pki_dir_follows_the_gateway_data_dir(monkeypatch: pytest.Monkey
     assert default_pki_dir() == Path("var/gateway/pki")
     monkeypatch.setenv("SHULIAN_GW_GATEWAY__DATA_DIR", "/srv/shulian")
     assert default_pki_dir() == Path("/srv/shulian/pki")
+
+
+def test_devices_starting_together_share_one_certificate(tmp_path: Path) -> None:
+    pki = Pki(tmp_path / "pki")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        identities = list(pool.map(lambda _: pki.ensure_client_identity("gw-host"), range(4)))
+    assert len({i.info.sha1 for i in identities}) == 1
+    assert sorted(p.name for p in (tmp_path / "pki").iterdir()) == ["own", "rejected", "trusted"]

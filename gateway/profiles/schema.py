@@ -11,6 +11,7 @@ loader would refuse and nothing it accepts; ``shulian profile validate`` remains
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,6 +29,7 @@ from gateway.profiles.loader import (
     validation_problems,
 )
 from gateway.profiles.models import GroupSpec, SignalBase
+from wire.signals import SIGNALS
 
 SCHEMA_ID: Final = "https://shulian.dev/schemas/device-profile.schema.json"
 SCHEMA_FILE: Final = "profile.schema.json"
@@ -70,6 +72,7 @@ def authoring_schema() -> dict[str, Any]:
         signal_ref = profile_def["properties"]["signals"]["items"]["$ref"]
         signal_def = defs[signal_ref.rsplit("/", 1)[1]]
         signal_def["properties"]["remove"] = copy.deepcopy(_REMOVE_KEY)
+        signal_def["properties"]["name"] = _signal_name_schema(signal_def["properties"]["name"])
         signal_def["required"] = ["name"]
         branches.append({"$ref": f"#/$defs/{model.__name__}"})
     # anyOf, not a discriminated oneOf: an abstract base has no `protocol`, and a signal that
@@ -84,6 +87,16 @@ def authoring_schema() -> dict[str, Any]:
         "how it normalizes it. Reference: docs/profiles.md; full check: shulian profile validate.",
         "anyOf": branches,
         "$defs": defs,
+    }
+
+
+def _signal_name_schema(model_schema: dict[str, Any]) -> dict[str, Any]:
+    """A canonical name (offered for completion) or one qualified with ``.l1``, ``.z3``, ..."""
+    bases = sorted(SIGNALS)
+    qualified = "^(" + "|".join(re.escape(b) for b in bases) + r")\.[a-z0-9_]+$"
+    return {
+        "description": model_schema.get("description", ""),
+        "anyOf": [{"enum": bases}, {"type": "string", "pattern": qualified}],
     }
 
 

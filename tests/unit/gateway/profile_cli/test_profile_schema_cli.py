@@ -59,6 +59,17 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     (
+        "qualified_names",
+        {
+            "id": "m",
+            "protocol": "modbus",
+            "signals": [
+                {"name": "voltage.l12", "address": 0},
+                {"name": "furnace_zone_temperature.z3", "address": 1},
+            ],
+        },
+    ),
+    (
         "complete_opcua",
         {
             "id": "o",
@@ -106,6 +117,14 @@ REJECTED: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("unknown_protocol", {"id": "m", "protocol": "profinet", "signals": []}),
+    (
+        "signal_name_not_in_the_vocabulary",
+        {"id": "m", "protocol": "modbus", "signals": [{"name": "spindel_speed", "address": 0}]},
+    ),
+    (
+        "qualifier_on_an_unknown_name",
+        {"id": "m", "protocol": "modbus", "signals": [{"name": "voltge.l1", "address": 0}]},
+    ),
 ]
 
 

@@ -139,7 +139,7 @@ def _profile_adapter() -> TypeAdapter[Any]:
     global _PROFILE_ADAPTER
     if _PROFILE_ADAPTER is None:
         union = Union[profile_models()]  # type: ignore[valid-type]  # noqa: UP007  # built from the registry
-        _PROFILE_ADAPTER = TypeAdapter(Annotated[union, Field(discriminator="protocol")])
+        _PROFILE_ADAPTER = TypeAdapter(Annotated[union, Field(discriminator="protocol")])  # type: ignore[arg-type]  # a run-time union
     return _PROFILE_ADAPTER
 
 

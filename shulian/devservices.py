@@ -285,3 +285,25 @@ def embedded_postgres(datadir: Path) -> Iterator[str]:
         if not exists:
             conn.execute("CREATE DATABASE shulian")
     yield server.get_uri("shulian")
+
+
+def serve_amqtt(port: int, host: str = "127.0.0.1") -> None:
+    """Run a pure-Python amqtt broker until killed (MQTT 3.1.1 only: no shared subscriptions).
+
+    The demo's fallback when no ``mosquitto`` binary is installed; it runs in its own process.
+    """
+    import asyncio
+
+    from amqtt.broker import Broker
+
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 0}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+    async def main() -> None:
+        broker = Broker(config)
+        await broker.start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())

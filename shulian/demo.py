@@ -1,0 +1,406 @@
+"""`shulian demo`: the whole pipeline on one machine, from simulated factories to the live dashboard.
+
+It starts, each as its own process: a broker (``MQTT_URL``, else a private Mosquitto, else amqtt),
+a database (``DATABASE_URL``, else an embedded PostgreSQL), the simulators of a scenario, one
+gateway per enterprise, and the ingest with the monitoring app; then prints every URL it serves
+and a live count of stored points until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from ruamel.yaml import YAML
+
+from shulian import devservices
+
+log = logging.getLogger("shulian.demo")
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+DEFAULT_SCENARIO = Path(__file__).resolve().parent.parent / "simulators" / "scenarios" / "demo.yaml"
+
+app = typer.Typer(help="Run the whole pipeline locally: simulated factories to live dashboard.")
+
+
+class DemoError(RuntimeError):
+    """The demo could not start or a part of it died; the message says which and why."""
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    logfile: Path
+
+    def tail(self, chars: int = 1500) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class Stack:
+    """The demo's child processes, stopped in reverse order of start."""
+
+    logdir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        logfile = self.logdir / f"{name}.log"
+        out = logfile.open("ab")
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # Ctrl-C reaches the demo only; it stops children in order
+        )
+        child = Child(name, proc, logfile)
+        self.children.append(child)
+        return child
+
+    def check(self) -> None:
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None:
+                raise DemoError(
+                    f"{child.name} exited with status {code}; its log ({child.logfile}) ends:\n"
+                    f"{child.tail()}"
+                )
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop the newest first, each before the next, so gateways flush while the broker and
+        the simulators are still there."""
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+                try:
+                    child.proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
+        self.children.clear()
+
+
+def shulian_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shulian", *args]
+
+
+@dataclass(frozen=True)
+class Broker:
+    url: str
+    protocol: str  # "5" or "3.1.1"
+    kind: str
+
+
+def start_broker(
+    stack: Stack, workdir: Path, choice: str
+) -> tuple[Broker, devservices.Mosquitto | None]:
+    if os.environ.get("MQTT_URL"):
+        return Broker(os.environ["MQTT_URL"], "5", "given by MQTT_URL"), None
+    if choice == "mosquitto" and not devservices.mosquitto_binary():
+        raise DemoError(
+            "--broker mosquitto: no mosquitto binary on PATH (apt-get install mosquitto)"
+        )
+    if choice in ("auto", "mosquitto") and devservices.mosquitto_binary():
+        broker = devservices.Mosquitto(workdir / "mosquitto").start()
+        return Broker(broker.url, "5", "Mosquitto (project config)"), broker
+    port = devservices.free_port()
+    code = f"from shulian.devservices import serve_amqtt; serve_amqtt({port})"
+    stack.spawn("amqtt", [sys.executable, "-c", code])
+    devservices.wait_listening("127.0.0.1", port, 30, "amqtt broker")
+    return Broker(
+        f"mqtt://127.0.0.1:{port}", "3.1.1", "amqtt (in-process fallback, MQTT 3.1.1)"
+    ), None
+
+
+@contextlib.contextmanager
+def database(workdir: Path) -> Iterator[tuple[str, str]]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"], "given by DATABASE_URL"
+        return
+    with devservices.embedded_postgres(workdir / "pg") as url:
+        yield url, f"embedded PostgreSQL (data in {workdir / 'pg'})"
+
+
+def plan_scenario(source: Path, workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """Give every server a free port; return the scenario file to run and each device's endpoint."""
+    from simulators.machines import KINDS
+    from simulators.scenario import load_scenario
+
+    scenario = load_scenario(source)
+    servers = [s.model_copy(update={"port": devservices.free_port()}) for s in scenario.servers]
+    by_server = {s.name: s for s in servers}
+    instances = []
+    devices: list[dict[str, Any]] = []
+    for inst in scenario.instances:
+        if inst.server is None:
+            inst = inst.model_copy(update={"port": devservices.free_port()})
+            port = inst.port
+        else:
+            port = by_server[inst.server].port
+        protocol = KINDS[inst.kind].protocol
+        instances.append(inst)
+        devices.append(
+            {
+                "id": inst.id,
+                "kind": inst.kind,
+                "enterprise": inst.enterprise or "ent-demo",
+                "line": inst.line or "",
+                "protocol": protocol,
+                "port": port,
+                "unit_id": (inst.unit_id or 1) if protocol == "modbus" else None,
+            }
+        )
+    planned = scenario.model_copy(update={"servers": servers, "instances": instances})
+    path = workdir / "scenario.yaml"
+    yaml = YAML(typ="safe")
+    yaml.default_flow_style = False
+    with path.open("w", encoding="utf-8") as fh:
+        yaml.dump(planned.model_dump(mode="json", exclude_none=True), fh)
+    return path, devices
+
+
+def write_site_files(
+    devices: list[dict[str, Any]], broker: Broker, workdir: Path
+) -> dict[str, tuple[Path, int]]:
+    """One site file per enterprise; returns enterprise -> (site file, metrics port)."""
+    sites: dict[str, tuple[Path, int]] = {}
+    folder = workdir / "gateways"
+    folder.mkdir(parents=True, exist_ok=True)
+    for enterprise in sorted({d["enterprise"] for d in devices}):
+        metrics_port = devservices.free_port()
+        entries = []
+        for d in (d for d in devices if d["enterprise"] == enterprise):
+            scheme = "opc.tcp" if d["protocol"] == "opcua" else "tcp"
+            entry: dict[str, Any] = {
+                "id": d["id"],
+                "profile": d["kind"],
+                "endpoint": f"{scheme}://127.0.0.1:{d['port']}",
+                "line": d["line"],
+            }
+            if d["unit_id"] is not None:
+                entry["unit_id"] = d["unit_id"]
+            entries.append(entry)
+        site = {
+            "gateway": {
+                "id": f"gw-{enterprise}",
+                "enterprise": enterprise,
+                "data_dir": str(folder / enterprise),
+            },
+            "mqtt": {"url": broker.url, "protocol": broker.protocol},
+            "metrics": {"port": metrics_port, "publish_interval_s": 15},
+            "devices": entries,
+        }
+        path = folder / f"{enterprise}.yaml"
+        yaml = YAML(typ="safe")
+        yaml.default_flow_style = False
+        with path.open("w", encoding="utf-8") as fh:
+            yaml.dump(site, fh)
+        sites[enterprise] = (path, metrics_port)
+    return sites
+
+
+def devices_csv(devices: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["enterprise", "device", "profile", "machine_kind", "line"])
+    for d in devices:  # gateways register themselves when they first connect
+        writer.writerow([d["enterprise"], d["id"], d["kind"], d["kind"], d["line"]])
+    return out.getvalue()
+
+
+async def prepare_database(db_url: str, devices: list[dict[str, Any]]) -> dict[str, str]:
+    """Migrate, register the demo's enterprises and devices, and issue sign-in tokens."""
+    import psycopg
+    from psycopg import AsyncConnection
+
+    from ingest.api.csv_import import import_devices, import_enterprises
+    from ingest.auth import Role, create_token
+    from ingest.db.migrate import migrate
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        migrate(conn)
+    enterprises = (DEMO_DATA / "enterprises.csv").read_text(encoding="utf-8")
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await import_enterprises(conn, enterprises, "demo_data/enterprises.csv")
+        await import_devices(conn, devices_csv(devices), "demo devices")
+        first = sorted({d["enterprise"] for d in devices})[0]
+        bureau = await create_token(conn, Role.BUREAU, name="demo bureau")
+        own = await create_token(conn, Role.ENTERPRISE, enterprise=first, name="demo enterprise")
+    return {"bureau": bureau.secret, f"enterprise {first}": own.secret}
+
+
+def stored_points(db_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True, connect_timeout=3) as conn:
+        row = conn.execute("SELECT count(*) FROM telemetry").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _wait_ports(devices: list[dict[str, Any]], stack: Stack, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    pending = {d["port"] for d in devices}
+    while pending:
+        stack.check()
+        pending = {p for p in pending if not devservices.is_listening("127.0.0.1", p)}
+        if time.monotonic() > deadline:
+            raise DemoError(f"simulator ports {sorted(pending)} not listening after {timeout_s} s")
+        time.sleep(0.2)
+
+
+def run_demo(
+    scenario: Path,
+    workdir: Path,
+    api_port: int,
+    seconds: float | None,
+    fresh: bool,
+    broker_choice: str = "auto",
+) -> int:
+    if fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(workdir / "logs")
+    mosquitto: devservices.Mosquitto | None = None
+    try:
+        broker, mosquitto = start_broker(stack, workdir, broker_choice)
+        with database(workdir) as (db_url, db_kind):
+            scenario_file, devices = plan_scenario(scenario, workdir)
+            tokens = asyncio.run(prepare_database(db_url, devices))
+            stack.spawn("simulators", shulian_argv("sim", "run", "--scenario", str(scenario_file)))
+            _wait_ports(devices, stack, timeout_s=60)
+            ingest_env = {
+                "SHULIAN_INGEST_DB__URL": db_url,
+                "SHULIAN_INGEST_MQTT__URL": broker.url,
+                "SHULIAN_INGEST_MQTT__PROTOCOL": broker.protocol,
+                "SHULIAN_INGEST_MQTT__SHARE_GROUP": "ingest" if broker.protocol == "5" else "",
+                "SHULIAN_INGEST_MQTT__CLIENT_ID": "shulian-demo-ingest",
+                "SHULIAN_INGEST_REGISTRY__AUTO_REGISTER_GATEWAYS": "true",
+                "SHULIAN_INGEST_API__ENABLED": "true",
+                "SHULIAN_INGEST_API__PORT": str(api_port),
+            }
+            stack.spawn("ingest", shulian_argv("ingest", "run"), ingest_env)
+            devservices.wait_listening("127.0.0.1", api_port, 60, "the ingest's monitoring app")
+            sites = write_site_files(devices, broker, workdir)
+            for enterprise, (site, _) in sites.items():
+                argv = shulian_argv("gateway", "run", "--config", str(site))
+                stack.spawn(f"gateway-{enterprise}", argv)
+            _print_banner(broker, db_kind, api_port, sites, tokens, devices, stack.logdir)
+            return _watch(stack, db_url, seconds)
+    except DemoError as exc:
+        typer.echo(f"\ndemo failed: {exc}", err=True)
+        return 1
+    except Exception as exc:  # the one boundary: say what broke instead of a traceback
+        log.debug("demo failed", exc_info=True)
+        typer.echo(f"\ndemo failed: {type(exc).__name__}: {exc}", err=True)
+        return 1
+    finally:
+        stack.stop()
+        if mosquitto is not None:
+            mosquitto.stop()
+
+
+def _print_banner(
+    broker: Broker,
+    db_kind: str,
+    api_port: int,
+    sites: dict[str, tuple[Path, int]],
+    tokens: dict[str, str],
+    devices: list[dict[str, Any]],
+    logdir: Path,
+) -> None:
+    base = f"http://127.0.0.1:{api_port}"
+    lines = [
+        "",
+        "shulian demo is running",
+        f"  broker      {broker.url}  ({broker.kind})",
+        f"  database    {db_kind}",
+        f"  machines    {len(devices)} simulated in {len(sites)} enterprises",
+        "",
+        f"  dashboard   {base}/            (sign in with a token below)",
+        f"  sign in     {base}/login",
+        f"  API docs    {base}/docs",
+        f"  health      {base}/api/health",
+        f"  metrics     {base}/metrics",
+    ]
+    lines += [
+        f"  gateway     http://127.0.0.1:{port}/metrics  ({ent})"
+        for ent, (_, port) in sites.items()
+    ]
+    lines += [""] + [f"  token       {who}: {secret}" for who, secret in tokens.items()]
+    lines += ["", f"  logs        {logdir}", "  Ctrl-C stops everything.", ""]
+    typer.echo("\n".join(lines))
+
+
+def _watch(stack: Stack, db_url: str, seconds: float | None) -> int:
+    stop = {"now": False}
+
+    def _stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    started = time.monotonic()
+    last_print = 0.0
+    while not stop["now"]:
+        stack.check()
+        if seconds is not None and time.monotonic() - started >= seconds:
+            break
+        if time.monotonic() - last_print >= 2.0:
+            last_print = time.monotonic()
+            try:
+                text = f"stored points: {stored_points(db_url):,}"
+            except Exception as exc:  # the count is informative only; the check above is what fails
+                text = f"stored points: (database not answering: {exc})"
+            if sys.stdout.isatty():
+                typer.echo(f"\r{text:<60}", nl=False)
+            else:
+                typer.echo(text)
+        time.sleep(0.2)
+    typer.echo("stopping ...")
+    return 0
+
+
+@app.callback(invoke_without_command=True)
+def demo(
+    scenario: Annotated[Path, typer.Option(help="Simulator scenario to run.")] = DEFAULT_SCENARIO,
+    workdir: Annotated[Path, typer.Option(help="Where the demo keeps its data and logs.")] = Path(
+        "var/demo"
+    ),
+    port: Annotated[int, typer.Option(help="Port of the dashboard and API.")] = 8080,
+    seconds: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+    fresh: Annotated[bool, typer.Option(help="Delete the previous run's data first.")] = False,
+    broker: Annotated[
+        str,
+        typer.Option(
+            help="auto: Mosquitto when installed, else amqtt; or force mosquitto or amqtt. "
+            "MQTT_URL, when set, wins."
+        ),
+    ] = "auto",
+) -> None:
+    """Start simulators, a gateway per enterprise, the ingest and the dashboard; print the URLs."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if broker not in ("auto", "mosquitto", "amqtt"):
+        raise typer.BadParameter("choose auto, mosquitto or amqtt", param_hint="--broker")
+    raise typer.Exit(run_demo(scenario, workdir.resolve(), port, seconds, fresh, broker))

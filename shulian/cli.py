@@ -22,7 +22,11 @@ NOUNS: Final[dict[str, tuple[str, str, str]]] = {
     ),
     "ingest": ("ingest.cli", "ingest", "Run the cloud ingest and monitoring service."),
     "sim": ("simulators.cli", "sim", "Run simulated line equipment (OPC UA and Modbus servers)."),
-    "demo": ("shulian.demo", "all", "Run the whole pipeline locally: simulated factories to live dashboard."),
+    "demo": (
+        "shulian.demo",
+        "all",
+        "Run the whole pipeline locally: simulated factories to live dashboard.",
+    ),
 }
 
 
@@ -45,7 +49,13 @@ def _load(noun: str) -> typer.Typer:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if exc.name and exc.name.split(".")[0] in ("shulian", "wire", "gateway", "ingest", "simulators"):
+        if exc.name and exc.name.split(".")[0] in (
+            "shulian",
+            "wire",
+            "gateway",
+            "ingest",
+            "simulators",
+        ):
             raise  # our own module is broken: a bug, not a missing extra
         return _missing_extra(noun, extra, exc)
     app = module.app

@@ -1,0 +1,52 @@
+"""A factory gateway installs only what it runs: shulian[gateway] brings no web or database stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+CLOUD_ONLY = {"fastapi", "uvicorn", "starlette", "psycopg", "psycopg-binary", "psycopg-pool"}
+
+
+def _resolve(extra: str, tmp_path: Path) -> set[str]:
+    """What pip would install into an empty environment (resolved from PyPI, nothing installed)."""
+    report = tmp_path / f"{extra}.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+         "--disable-pip-version-check", "--report", str(report), f"{REPO}[{extra}]"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"pip could not resolve from the package index: {result.stderr[-500:]}")
+    data = json.loads(report.read_text())
+    return {item["metadata"]["name"].lower().replace("_", "-") for item in data["install"]}
+
+
+def test_gateway_extra_pulls_no_web_or_database_packages(tmp_path: Path) -> None:
+    gateway = _resolve("gateway", tmp_path)
+    assert {"asyncua", "pymodbus", "paho-mqtt", "pint"} <= gateway
+    assert not gateway & CLOUD_ONLY, gateway & CLOUD_ONLY
+
+
+def test_ingest_extra_does_pull_them(tmp_path: Path) -> None:
+    """The same check on the cloud extra finds them, so the check above can fail."""
+    assert {"fastapi", "uvicorn", "psycopg"} <= _resolve("ingest", tmp_path)
+
+
+def test_gateway_commands_import_no_cloud_module() -> None:
+    code = (
+        "import sys; from shulian.cli import build_app; build_app(['gateway']); "
+        "build_app(['profile']); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('fastapi', 'uvicorn', 'psycopg', 'psycopg_pool', 'ingest')); print(bad); "
+        "sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -198,6 +198,7 @@ class GatewayApp:
             asyncio.create_task(self.spool.run(), name="spool"),
             asyncio.create_task(self._maintain(), name="maintenance"),
             asyncio.create_task(self._reloader(), name="reload"),
+            asyncio.create_task(self._measure_loop_lag(), name="loop-lag"),
         ]
         if self.settings.metrics.publish_interval_s:
             self._tasks.append(asyncio.create_task(self._publish_metrics(), name="metrics"))
@@ -363,6 +364,13 @@ class GatewayApp:
             except Exception:  # the task boundary
                 log.exception("buffer maintenance failed; retrying")
             await asyncio.sleep(MAINTENANCE_S)
+
+    async def _measure_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(0.1)
+            self.metrics.loop_lag.observe(max(0.0, loop.time() - start - 0.1))
 
     async def _publish_metrics(self) -> None:
         interval = self.settings.metrics.publish_interval_s

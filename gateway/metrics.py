@@ -69,6 +69,12 @@ class GatewayMetricsHub:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "shulian_gateway_event_loop_lag_seconds",
+            "How late a 100 ms timer fires on the gateway's event loop (a busy or blocked loop)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=self.registry,
+        )
         self.registry.register(_HubCollector(self))
         self._last_rates: tuple[float, int, int] | None = None
 

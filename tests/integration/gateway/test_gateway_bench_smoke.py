@@ -1,0 +1,36 @@
+"""bench/gateway.py runs for a few seconds and prints one JSON line with its figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shulian.devservices import mosquitto_binary
+
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "gateway.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mosquitto_binary() is None, reason="needs a mosquitto binary")
+def test_gateway_bench_smoke() -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--seconds", "3", "--devices", "6", "--rate", "300",
+         "--warmup", "2", "--no-ramp", "--sim-procs", "1"],
+        capture_output=True, text=True, timeout=170,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1
+    figures = json.loads(lines[0])
+    assert figures["bench"] == "gateway" and figures["devices"] == 6
+    assert figures["points_per_s"] > 0 and figures["devices_connected"] >= 4
+    assert 0 < figures["gateway_cpu_share"] < 2 and 20 < figures["gateway_peak_rss_mb"] < 500
+    assert (
+        figures["modbus_requests_per_cycle"] <= figures["modbus_requests_per_cycle_one_per_signal"]
+    )
+    assert figures["latency_ms_p50"] is not None

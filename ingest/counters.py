@@ -28,6 +28,8 @@ from typing import Final
 
 import psycopg
 
+from ingest.db.pgcopy import INCREMENT_COLUMNS, TELEMETRY_COLUMNS, IncrementCopy, TelemetryCopy
+
 WRAP_MODULI: Final = (2**16, 2**32)
 WRAP_HIGH: Final = 0.9
 WRAP_LOW: Final = 0.1
@@ -108,41 +110,40 @@ def apply_counters(
         FOR UPDATE OF c
         """,
         ([i[0] for i in idents], [i[1] for i in idents]),
+        binary=True,
     ):
         baselines[(key, signal_id)] = (ts_ms, value)
     events: collections.Counter[str] = collections.Counter()
-    rows: list[tuple[int, float, int, int, int]] = []
-    new_baselines: list[tuple[int, int, int, float]] = []
+    increments_out = IncrementCopy()
+    new_baselines = TelemetryCopy()  # staged in the telemetry layout: ts, value, key, signal
     for ident in idents:
         ordered = sorted(series[ident])
         found, baseline, late = increments(baselines.get(ident), ordered)
         events["late"] += late
         for inc in found:
-            rows.append((inc.ts_ms, inc.increase, ident[0], ident[1], int(inc.event)))
+            increments_out.add(inc.ts_ms, inc.increase, ident[0], ident[1], int(inc.event))
             if inc.event is not CounterEvent.INCREASE:
                 events[inc.event.name.lower()] += 1
         if baseline is not None and baseline != baselines.get(ident):
-            new_baselines.append((ident[0], ident[1], baseline[0], baseline[1]))
-    if rows:
-        conn.execute(
-            """
-            INSERT INTO counter_increments (ts, increase, device_key, signal_id, event)
-            SELECT timestamptz 'epoch' + t * interval '1 millisecond', i, d, s, e
-            FROM unnest(%s::bigint[], %s::float8[], %s::int[], %s::smallint[], %s::smallint[])
-                 AS u(t, i, d, s, e)
-            """,
-            tuple(list(column) for column in zip(*rows, strict=True)),
-        )
-    if new_baselines:
+            new_baselines.add_number(baseline[0], baseline[1], ident[0], ident[1], 0)
+    if increments_out.rows:
+        with conn.cursor().copy(
+            f"COPY counter_increments ({INCREMENT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as cp:
+            cp.write(increments_out.data())
+    if new_baselines.rows:
+        with conn.cursor().copy(
+            f"COPY counter_stage ({TELEMETRY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as cp:
+            cp.write(new_baselines.data())
         conn.execute(
             """
             INSERT INTO counter_state AS c (device_key, signal_id, ts, value)
-            SELECT d, s, timestamptz 'epoch' + t * interval '1 millisecond', v
-            FROM unnest(%s::int[], %s::smallint[], %s::bigint[], %s::float8[]) AS u(d, s, t, v)
+            SELECT device_key, signal_id, ts, value FROM counter_stage
+            ORDER BY device_key, signal_id
             ON CONFLICT (device_key, signal_id) DO UPDATE SET ts = excluded.ts, value = excluded.value
             WHERE excluded.ts > c.ts
-            """,
-            tuple(list(column) for column in zip(*new_baselines, strict=True)),
+            """
         )
     if not events["late"]:
         del events["late"]

@@ -30,7 +30,7 @@ from ingest.maintenance import Maintenance
 from ingest.metrics import IngestMetrics
 from ingest.registry import RegistryCache, sync_signals
 from ingest.settings import IngestSettings
-from ingest.writer import CommitListener, Lane, Writer
+from ingest.writer import CommitListener, Lane, Writer, prepare_connection
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class IngestService:
             max_size=settings.db.pool_max,
             kwargs={"connect_timeout": max(1, int(settings.db.connect_timeout_s))},
             check=psycopg_pool.ConnectionPool.check_connection,
+            configure=prepare_connection,
             name="shulian-ingest",
             open=False,
         )

@@ -78,7 +78,7 @@ class DbSettings(BaseModel):
 class WriterSettings(BaseModel):
     """Batching across messages and retrying when the database fails."""
 
-    max_batch_points: int = Field(default=20_000, ge=1)
+    max_batch_points: int = Field(default=50_000, ge=1)
     """Flush once this many samples are waiting (the transaction then holds about this many rows)."""
     max_delay_ms: int = Field(default=200, ge=1)
     """Flush at the latest this long after the oldest waiting message arrived."""

@@ -57,3 +57,26 @@ class TelemetryCopy:
 
     def data(self) -> bytes:
         return bytes(self._buffer + TRAILER)
+
+
+_INCREMENT = struct.Struct("!hiqidiiihih")
+INCREMENT_COLUMNS: Final = "ts, increase, device_key, signal_id, event"
+
+
+class IncrementCopy:
+    """Rows of table ``counter_increments`` (ts, increase, device_key, signal_id, event)."""
+
+    __slots__ = ("_buffer", "rows")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(SIGNATURE)
+        self.rows = 0
+
+    def add(self, ts_ms: int, increase: float, device_key: int, signal_id: int, event: int) -> None:
+        self._buffer += _INCREMENT.pack(
+            5, 8, (ts_ms - PG_EPOCH_MS) * 1000, 8, increase, 4, device_key, 2, signal_id, 2, event
+        )
+        self.rows += 1
+
+    def data(self) -> bytes:
+        return bytes(self._buffer + TRAILER)

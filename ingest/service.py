@@ -195,7 +195,8 @@ def run_service(
         service.stop()
 
 
-def _wait_for_signal() -> None:
+def _install_stop_handlers() -> threading.Event:
+    """SIGTERM/SIGINT set the returned event instead of killing the process mid-flush."""
     stop = threading.Event()
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -204,6 +205,11 @@ def _wait_for_signal() -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    return stop
+
+
+def _wait_for_signal() -> None:
+    stop = _install_stop_handlers()
     while not stop.wait(1.0):
         pass
 
@@ -217,5 +223,15 @@ def _serve_api(settings: IngestSettings, service: IngestService) -> None:
     app = create_app(settings)
     app.state.ingest = service
     app.mount("/metrics", make_asgi_app(service.metrics.registry))
+    app.add_api_route(
+        "/api/ingest/health",
+        service.health,
+        methods=["GET"],
+        tags=["health"],
+        summary="The ingest worker: broker connection, database, backlog, last commit",
+    )
     log.info("monitoring app on http://%s:%d", settings.api.host, settings.api.port)
+    # uvicorn shuts down on SIGTERM, restores the previous handlers and raises the signal again:
+    # with ours in place that only logs, so the ingest's own graceful stop runs afterwards.
+    _install_stop_handlers()
     uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_config=None)

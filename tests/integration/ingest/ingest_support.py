@@ -51,6 +51,7 @@ class FakeGateway:
     devices: list[str]
     boot: str = field(default_factory=lambda: uuid.uuid4().hex)
     seq: int = 0
+    protocol: int = paho.MQTTv5
     client: Any = None
 
     def connect(self) -> FakeGateway:
@@ -58,7 +59,7 @@ class FakeGateway:
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"fake-{self.gateway}-{uuid.uuid4().hex[:6]}",
-            protocol=paho.MQTTv5,
+            protocol=self.protocol,
         )
         client.max_inflight_messages_set(1000)
         connected = threading.Event()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from ingest.db.pgcopy import PG_EPOCH_MS, SIGNATURE, TRAILER, TelemetryCopy
+from ingest.db.pgcopy import PG_EPOCH_MS, SIGNATURE, TRAILER, IncrementCopy, TelemetryCopy
 
 
 def parse(data: bytes) -> list[list[bytes | None]]:
@@ -47,3 +47,18 @@ def test_rows_hold_ts_value_device_signal_quality_text():
 
 def test_an_empty_copy_is_still_a_valid_stream():
     assert parse(TelemetryCopy().data()) == []
+
+
+def test_increment_rows_hold_ts_increase_device_signal_event():
+    copy = IncrementCopy()
+    copy.add(PG_EPOCH_MS + 2, 3.5, 11, 12, 2)
+    (row,) = parse(copy.data())
+    assert [
+        struct.unpack(f, v) for f, v in zip(["!q", "!d", "!i", "!h", "!h"], row, strict=True)
+    ] == [
+        (2000,),
+        (3.5,),
+        (11,),
+        (12,),
+        (2,),
+    ]

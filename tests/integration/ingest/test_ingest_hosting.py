@@ -1,0 +1,102 @@
+"""The ingest on the demo's amqtt broker (MQTT 3.1.1), and hosting the monitoring app."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import urllib.request
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from ingest_support import FakeGateway, ingest_settings, machine_samples, now_ms, scalar, wait_until
+
+from ingest.service import IngestService
+from shulian.devservices import free_port, wait_listening
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture()
+def amqtt_url() -> str:
+    port = free_port()
+    code = f"from shulian.devservices import serve_amqtt; serve_amqtt({port})"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    try:
+        wait_listening("127.0.0.1", port, 30, "amqtt")
+        yield f"mqtt://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_mqtt_3_1_1_without_shared_subscriptions_on_amqtt(amqtt_url, pg_url):
+    settings = ingest_settings(pg_url, amqtt_url, mqtt={"protocol": "3.1.1", "share_group": ""})
+    service = IngestService(settings)
+    service.start(wait_for_db_s=10)
+    gw = FakeGateway(amqtt_url, "ent-am", "gw-am", ["d1", "d2"], protocol=paho.MQTTv311)
+    try:
+        assert service.consumer is not None and service.consumer.subscribed.wait(10)
+        gw.connect()
+        gw.birth()
+        batches = [gw.batch(machine_samples(gw.devices, now_ms() - 1000 + n, n)) for n in range(5)]
+        for batch in batches:
+            gw.send(batch)
+        expected = sum(len(b.samples) for b in batches)
+        wait_until(
+            lambda: scalar(pg_url, "SELECT count(*) FROM telemetry") == expected,
+            timeout_s=20,
+            what="the batches through amqtt",
+        )
+        assert scalar(pg_url, "SELECT count(*) FROM batch_ledger") == 5
+    finally:
+        gw.close()
+        service.stop()
+
+
+def test_run_with_api_serves_metrics_and_ingest_health(mosquitto, pg_url, fake_gateway):
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_url,
+        "MQTT_URL": mosquitto.url,
+        "SHULIAN_INGEST_API__ENABLED": "true",
+        "SHULIAN_INGEST_API__PORT": str(port),
+        "SHULIAN_INGEST_WRITER__MAX_DELAY_MS": "50",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shulian", "ingest", "run", "--client-id",
+         f"api-{uuid.uuid4().hex[:6]}", "--auto-register-gateways"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
+    try:
+        wait_listening("127.0.0.1", port, 60, "the monitoring app")
+        gw = fake_gateway(enterprise="ent-api", gateway="gw-api", devices=["d1"])
+        gw.birth()
+        batch = gw.batch(machine_samples(gw.devices, now_ms(), 1))
+        gw.send(batch)
+        wait_until(
+            lambda: scalar(pg_url, "SELECT count(*) FROM telemetry") == len(batch.samples),
+            timeout_s=20,
+            what="the batch stored",
+        )
+
+        def get(path: str) -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+                return response.read().decode()
+
+        wait_until(
+            lambda: f"shulian_ingest_points_total {float(len(batch.samples))}" in get("/metrics/"),
+            what="the points counter on /metrics",
+        )
+        health = get("/api/ingest/health")
+        assert '"storage_path":"postgresql"' in health and '"mqtt_connected":true' in health
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0, "".join(lines[-30:])
+    wait_until(lambda: any("ingest stopped" in line for line in lines), what="a graceful stop")

@@ -1,6 +1,7 @@
 """The gateway's MQTT session (the only module importing paho): publish from the disk buffer, delete on PUBACK.
 
-Session: MQTT 5 (3.1.1 as a setting, for amqtt) with a persistent session (clean start off,
+Session: MQTT 5 (3.1.1 by setting, or found automatically when a broker such as amqtt drops MQTT 5
+CONNECTs without an answer) with a persistent session (clean start off,
 session expiry), QoS 1, at most ``max_inflight`` unacknowledged batches, reconnect with
 exponential backoff and jitter. The Last Will is the retained ``GatewayStatus(online=False)``; on
 every connect the retained online status and each device's status are published again.
@@ -56,6 +57,7 @@ from wire.payloads import WIRE_VERSION, DeviceStatus, GatewayStatus
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
+CONNACK_TIMEOUT_S = 5.0
 PAGE = 64
 
 
@@ -95,6 +97,9 @@ class Publisher:
         self.status_topic = topics.gateway_status(enterprise, gateway)
         self.metrics_topic = topics.metrics(enterprise, gateway)
         self.replay_cap = max(1, int(mqtt.max_inflight * mqtt.replay_share))
+        self.protocol = "3.1.1" if mqtt.protocol == "3.1.1" else "5"
+        self.has_connected = False
+        self._got_connack = False
         self.live_cap = 2 * mqtt.max_inflight
 
         self.is_connected = False
@@ -117,6 +122,7 @@ class Publisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
         self._session_over = asyncio.Event()
+        self._connack_seen = asyncio.Event()
         self._drained = asyncio.Event()
         self._delete_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -157,7 +163,7 @@ class Publisher:
 
     def _make_client(self) -> paho.Client:
         mqtt = self.mqtt
-        is_v5 = mqtt.protocol == "5"
+        is_v5 = self.protocol == "5"
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
@@ -186,7 +192,7 @@ class Publisher:
         return client
 
     def _connect_properties(self) -> Properties | None:
-        if self.mqtt.protocol != "5":
+        if self.protocol != "5":
             return None
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho is untyped here
         props.SessionExpiryInterval = self.mqtt.session_expiry_s
@@ -198,6 +204,7 @@ class Publisher:
         assert client is not None
         delay = self.mqtt.reconnect_min_s
         where = f"{self.mqtt.url} as {self.client_id}"
+        silent_sessions = 0
         while not self._stopping:
             self._session_over.clear()
             try:
@@ -207,11 +214,19 @@ class Publisher:
             except (OSError, TimeoutError) as exc:
                 self._log_refusal("connect", f"cannot connect to {where}: {_describe(exc)}")
             else:
+                self._got_connack = False
+                self._connack_seen.clear()
                 client.loop_start()
+                await self._await_connack(client, where)
                 await self._session_over.wait()
                 await asyncio.to_thread(client.loop_stop)
                 if self.counters.is_connected or self.is_connected:
                     self._on_lost()
+                silent_sessions = 0 if self._got_connack else silent_sessions + 1
+                if self._should_fall_back(silent_sessions):
+                    client = self._client = self._make_client()
+                    delay = self.mqtt.reconnect_min_s
+                    continue
                 if self._last_session_was_long():
                     delay = self.mqtt.reconnect_min_s
             if self._stopping:
@@ -219,9 +234,39 @@ class Publisher:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.mqtt.reconnect_max_s)
 
+    async def _await_connack(self, client: paho.Client, where: str) -> None:
+        """End a session the broker never answers (a CONNECT it does not understand)."""
+        waiter = asyncio.ensure_future(self._connack_seen.wait())
+        over = asyncio.ensure_future(self._session_over.wait())
+        done, pending = await asyncio.wait(
+            {waiter, over}, timeout=CONNACK_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        for task in pending:
+            task.cancel()
+        if not done:
+            self._log_refusal(
+                "connack",
+                f"{where}: no answer (CONNACK) within {CONNACK_TIMEOUT_S:.0f} s of connecting",
+            )
+            client.disconnect()
+            self._session_over.set()
+
+    def _should_fall_back(self, silent_sessions: int) -> bool:
+        """MQTT 5 CONNECTs that a broker drops without any CONNACK: it speaks 3.1.1 only (amqtt)."""
+        if self.mqtt.protocol != "auto" or self.protocol != "5" or self.has_connected:
+            return False
+        if silent_sessions < 1:
+            return False
+        log.warning(
+            "broker does not answer MQTT 5; using MQTT 3.1.1 (set mqtt.protocol to skip this probe)",
+            extra={"url": self.mqtt.url},
+        )
+        self.protocol = "3.1.1"
+        return True
+
     def _connect_blocking(self, client: paho.Client) -> None:
         self._connected_at = 0.0
-        if self.mqtt.protocol == "5":
+        if self.protocol == "5":
             client.connect(
                 self.mqtt.host,
                 self.mqtt.port,
@@ -269,6 +314,8 @@ class Publisher:
     # ------------------------------------------------------------ loop handlers
 
     def _on_connack(self, is_failure: bool, reason: str, session_present: bool) -> None:
+        self._got_connack = True
+        self._connack_seen.set()
         if is_failure:
             hint = ""
             if "password" in reason.lower() or "authori" in reason.lower():
@@ -281,6 +328,7 @@ class Publisher:
             self._session_over.set()
             return
         self._connected_at = time.monotonic()
+        self.has_connected = True
         self.is_connected = True
         self.counters.is_connected = True
         self.counters.connects += 1

@@ -56,8 +56,9 @@ class GatewaySection(_Section):
 class MqttSettings(_Section):
     url: str = "mqtt://127.0.0.1:1883"
     """``mqtt://host:1883`` or ``mqtts://host:8883`` (TLS)."""
-    protocol: Literal["5", "3.1.1"] = "5"
-    """MQTT 5 by default; 3.1.1 for brokers that speak nothing newer (amqtt)."""
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    """``auto``: MQTT 5, falling back to 3.1.1 when the broker never answers an MQTT 5 CONNECT
+    (amqtt); or pin ``5`` or ``3.1.1``."""
     client_id: str = ""
     """Empty: ``shulian-<enterprise>-<gateway id>``."""
     username: str | None = None

@@ -198,10 +198,13 @@ def _check_samples(
             )
             continue
         value = sample.value
-        problem = _unstorable(value, signal)
-        if problem:
-            rejections.append(SampleRejection(index, Reason.INVALID_SAMPLE, problem))
-            continue
+        value_type = type(value)
+        # floats, bools and None are always storable: skip the call for the common case
+        if value_type is str or value_type is int or signal == "machine_state":
+            problem = _unstorable(value, signal)
+            if problem:
+                rejections.append(SampleRejection(index, Reason.INVALID_SAMPLE, problem))
+                continue
         key = (sample.device, signal, ts_ms)
         if key in seen:
             rejections.append(

@@ -82,9 +82,11 @@ class Pending:
 class _StagedBatch:
     pending: Pending
     batch: TelemetryBatch
+    """Its samples are all of registered devices (the others became rejections)."""
     boot_key: int
-    samples: list[tuple[int, int, int, bool | int | float | str | None, int, str]]
-    """device key, signal id, ts_ms, value, quality, signal kind"""
+    keys: dict[str, int]
+    """device id -> devices.key"""
+    signals: dict[str, SignalInfo]
 
 
 @dataclass(slots=True)
@@ -229,12 +231,8 @@ class Writer:
         signals: dict[str, SignalInfo] = {}
         for name in {s[2] for s in batch.samples}:
             signals[name] = view.signal(name)
-        samples = []
-        for _index, device, signal, ts_ms, value, quality in batch.samples:
-            info = signals[signal]
-            samples.append((keys[device], info.id, ts_ms, value, quality, info.kind))
         boot_key = view.boot_key(batch.gateway, batch.boot)
-        plan.batches.append(_StagedBatch(item, batch, boot_key, samples))
+        plan.batches.append(_StagedBatch(item, batch, boot_key, keys, signals))
 
     def _apply_gateway_status(
         self,
@@ -374,7 +372,12 @@ class Writer:
         states: list[StateSample] = []
         min_ts = max_ts = None
         for staged in new:
-            for key, signal_id, ts_ms, value, quality, kind in staged.samples:
+            keys, signals = staged.keys, staged.signals
+            lo = hi = None
+            for _index, device, signal, ts_ms, value, quality in staged.batch.samples:
+                key = keys[device]
+                info = signals[signal]
+                signal_id = info.id
                 number: float | None
                 text: str | None
                 if isinstance(value, str):
@@ -390,14 +393,17 @@ class Writer:
                 latest = current.get(ident)
                 if latest is None or ts_ms >= latest[0]:
                     current[ident] = (ts_ms, number, text, quality)
+                kind = info.kind
                 if kind != "gauge" and quality < 2:
                     if kind == "counter" and number is not None:
                         counters.append((key, signal_id, ts_ms, number))
                     elif kind == "state" and text is not None:
                         states.append(StateSample(key, ts_ms, text))
-            if staged.samples:
-                lo = min(s[2] for s in staged.samples)
-                hi = max(s[2] for s in staged.samples)
+                if lo is None or ts_ms < lo:
+                    lo = ts_ms
+                if hi is None or ts_ms > hi:
+                    hi = ts_ms
+            if lo is not None and hi is not None:
                 min_ts = lo if min_ts is None else min(min_ts, lo)
                 max_ts = hi if max_ts is None else max(max_ts, hi)
         for event in self._effective_offline(conn, plan.offline):
@@ -468,7 +474,7 @@ class Writer:
             (
                 [i[0] for i in idents],
                 [i[1] for i in idents],
-                [len(first[i].samples) for i in idents],
+                [len(first[i].batch.samples) for i in idents],
             ),
         ).fetchall()
         claimed = {(r[0], r[1]) for r in rows}

@@ -20,11 +20,11 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 
-from gateway.buffer import AsyncBuffer
+from gateway.buffer import AsyncBuffer, BufferStats
 from gateway.drivers.base import Driver
 from gateway.drivers.registry import get_driver
 from gateway.errors import ConfigError
@@ -132,7 +132,7 @@ class GatewayApp:
             settings.buffer.max_age_s,
             settings.buffer.synchronous,
         )
-        self.metrics = GatewayMetricsHub(buffer_stats=lambda: self.buffer.last_stats)
+        self.metrics = GatewayMetricsHub(buffer_stats=self.buffer_stats)
         self.publisher = Publisher(
             settings.mqtt,
             settings.buffer,
@@ -159,6 +159,12 @@ class GatewayApp:
         self._settings_at_start = dict(site.settings)
         self.reloads = 0
 
+    def buffer_stats(self) -> BufferStats:
+        """The disk buffer's last figures, counting batches lost before reaching the disk too."""
+        stats = self.buffer.last_stats
+        lost_in_memory = self.spool.dropped_samples if hasattr(self, "spool") else 0
+        return replace(stats, dropped_samples=stats.dropped_samples + lost_in_memory)
+
     def gateway_status(self, online: bool) -> GatewayStatus:
         gw = self.settings.gateway
         return GatewayStatus(
@@ -171,7 +177,7 @@ class GatewayApp:
             config_hash=self.config_hash,
             started_ms=self.started_ms,
             devices=sorted(self.devices),
-            buffer_dropped_samples=self.buffer.last_stats.dropped_samples,
+            buffer_dropped_samples=self.buffer_stats().dropped_samples,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -355,7 +361,8 @@ class GatewayApp:
         while True:
             try:
                 await self.buffer.expire()
-                stats = await self.buffer.stats()
+                await self.buffer.stats()
+                stats = self.buffer_stats()
                 if stats.dropped_samples != self._published_dropped:
                     self._published_dropped = stats.dropped_samples
                     self.publisher.publish_gateway_status()

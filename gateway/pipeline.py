@@ -22,6 +22,9 @@ from gateway.rbe import ReportByException
 
 log = logging.getLogger(__name__)
 
+MAX_PENDING = 2000
+"""Sealed batches held in memory while the disk buffer cannot take them (about 1 M samples)."""
+
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -103,6 +106,7 @@ class Spool:
         self._idle = asyncio.Event()
         self._idle.set()
         self.commits = 0
+        self.dropped_samples = 0
 
     def put(self, batch: NewBatch) -> None:
         self._pending.append(batch)
@@ -110,15 +114,41 @@ class Spool:
         self._wake.set()
 
     async def run(self) -> None:
+        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._pending:
                 batches, self._pending = self._pending, []
-                stored = await self.buffer.append(batches)
+                try:
+                    stored = await self.buffer.append(batches)
+                except Exception as exc:  # the task boundary: a full or failing disk
+                    failures += 1
+                    self._pending = batches + self._pending
+                    self._shed_excess()
+                    if failures == 1 or failures % 60 == 0:
+                        log.error(
+                            "cannot write to the disk buffer; holding batches in memory",
+                            extra={"error": repr(exc), "pending_batches": len(self._pending)},
+                        )
+                    await asyncio.sleep(min(5.0, 0.2 * failures))
+                    continue
+                failures = 0
                 self.commits += 1
                 self.on_stored(stored)
             self._idle.set()
+
+    def _shed_excess(self) -> None:
+        """While the disk fails, keep at most MAX_PENDING batches in memory (drop the oldest)."""
+        excess = len(self._pending) - MAX_PENDING
+        if excess > 0:
+            dropped = self._pending[:excess]
+            del self._pending[:excess]
+            self.dropped_samples += sum(b.samples for b in dropped)
+            log.error(
+                "dropped batches the disk buffer could not take",
+                extra={"batches": excess, "dropped_samples_total": self.dropped_samples},
+            )
 
     async def drain(self, timeout_s: float = 10.0) -> None:
         """Wait until every batch put so far is on disk."""

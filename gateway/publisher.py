@@ -213,6 +213,9 @@ class Publisher:
                 )
             except (OSError, TimeoutError) as exc:
                 self._log_refusal("connect", f"cannot connect to {where}: {_describe(exc)}")
+            except Exception as exc:  # the task boundary: never stop reconnecting over a bug
+                self._log_refusal("connect-bug", f"connecting to {where} failed: {exc!r}")
+                log.debug("connect failure", exc_info=True)
             else:
                 self._got_connack = False
                 self._connack_seen.clear()
@@ -471,6 +474,13 @@ class Publisher:
         assert client is not None
         historical = time.time_ns() // 1_000_000 - batch.created_ms > self.historical_after_ms
         info = client.publish(self.telemetry_topic, self.encode_batch(batch, historical), qos=1)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            # paho did not queue it (its queue is full or the mid is taken): leave it to the backlog.
+            log.warning("paho refused a publish", extra={"rc": paho.error_string(info.rc)})
+            self.cursor = min(self.cursor, batch.id - 1)
+            self.backlog.clear()
+            self.is_backlog_dirty = True
+            return
         self.inflight[info.mid] = _Flight(batch.id, batch.samples, batch.created_ms, is_replay)
         self.unsettled.add(batch.id)
         if is_replay:

@@ -334,7 +334,12 @@ class DeviceRunner:
     def _sink(self, readings: list[Any]) -> None:
         self.last_good_mono = time.monotonic()
         self.counters.read_cycles += 1
-        self.pipeline.accept(readings)
+        try:
+            self.pipeline.accept(readings)
+        except Exception:  # called from the driver's callback: never let a bug escape into it
+            self.counters.read_errors += 1
+            if self._repeats.allow("sink") is not None:
+                self.log.exception("processing pushed readings failed")
 
     async def _heartbeats(self) -> None:
         while True:

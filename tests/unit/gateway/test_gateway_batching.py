@@ -71,3 +71,62 @@ def test_spliced_encoding_equals_the_wire_model_encoding() -> None:
     )
     assert decoded == expected
     assert orjson.loads(data) == orjson.loads(encode(expected))
+
+
+class FlakyBuffer:
+    """An AsyncBuffer stand-in whose disk fails ``failures`` times, then works."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.rows: list[NewBatch] = []
+
+    async def append(self, batches: list[NewBatch]) -> list[StoredBatch]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        start = len(self.rows)
+        self.rows += batches
+        return [
+            StoredBatch(start + i + 1, b.boot, b.seq, b.created_ms, b.samples, b.payload)
+            for i, b in enumerate(batches)
+        ]
+
+
+def new_batch(seq: int) -> NewBatch:
+    return NewBatch("boot", seq, seq, 2, b"[]")
+
+
+async def test_spool_holds_batches_while_the_disk_fails_then_writes_them_in_order() -> None:
+    from gateway.pipeline import Spool
+
+    buffer = FlakyBuffer(failures=2)
+    offered: list[StoredBatch] = []
+    spool = Spool(buffer, offered.extend)  # type: ignore[arg-type]  # a stand-in buffer
+    task = asyncio.create_task(spool.run())
+    try:
+        for seq in range(1, 6):
+            spool.put(new_batch(seq))
+        await spool.drain(timeout_s=5)
+    finally:
+        task.cancel()
+    assert [b.seq for b in buffer.rows] == [1, 2, 3, 4, 5]
+    assert [b.seq for b in offered] == [1, 2, 3, 4, 5]
+    assert spool.dropped_samples == 0
+
+
+async def test_spool_sheds_the_oldest_when_the_disk_stays_down(monkeypatch: Any) -> None:
+    import gateway.pipeline as pipeline
+    from gateway.pipeline import Spool
+
+    monkeypatch.setattr(pipeline, "MAX_PENDING", 3)
+    buffer = FlakyBuffer(failures=1)
+    spool = Spool(buffer, lambda _stored: None)  # type: ignore[arg-type]
+    for seq in range(1, 7):
+        spool.put(new_batch(seq))
+    task = asyncio.create_task(spool.run())
+    try:
+        await spool.drain(timeout_s=5)
+    finally:
+        task.cancel()
+    assert [b.seq for b in buffer.rows] == [4, 5, 6]
+    assert spool.dropped_samples == 6

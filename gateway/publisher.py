@@ -269,6 +269,9 @@ class Publisher:
 
     def _connect_blocking(self, client: paho.Client) -> None:
         self._connected_at = 0.0
+        # A fresh Last Will each time: its config hash and ts_ms are those of this connect (the
+        # broker sends it as registered, so a reader should take the death time from arrival).
+        client.will_set(self.status_topic, encode(self.status(False)), qos=1, retain=True)
         if self.protocol == "5":
             client.connect(
                 self.mqtt.host,

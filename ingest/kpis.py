@@ -15,6 +15,7 @@ enterprise, device) in Python: one query serves every level of the overview.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
@@ -76,7 +77,7 @@ _STATE_SECONDS = """
         SELECT device_key, state, started_at, ended_at FROM state_intervals
             WHERE started_at < {a} AND ended_at IS NULL
     ) i {join}
-    LEFT JOIN seen s ON s.device_key = i.device_key
+    LEFT JOIN {seen} s ON s.device_key = i.device_key
     GROUP BY i.device_key"""
 
 _COUNTER_SUMS = """
@@ -103,7 +104,7 @@ _COUNTERS_WINDOW = """
 
 _REFRESH_DEVICES = f"""
 WITH seen AS ({_SEEN.format(join="")}),
-states AS ({_STATE_SECONDS.format(a="%(a)s", b="%(b)s", join="")}),
+states AS ({_STATE_SECONDS.format(a="%(a)s", b="%(b)s", join="", seen="seen")}),
 counters AS ({_COUNTER_SUMS.format(source=_COUNTERS_WINDOW.format(a="%(a)s", b="%(b)s"), join="")})
 INSERT INTO kpi_device_daily AS k (day, device_key, enterprise_id, reported, running_s, planned_s,
                                     parts, good, reject, energy_kwh)
@@ -222,11 +223,11 @@ class DeviceFigures:
     reported: bool
     running_s: float
     planned_s: float
-    calendar_s: float
     parts: float | None
     good: float | None
     reject: float | None
     energy_kwh: float | None
+    calendar_s: float
     is_networked: bool = False
     is_online: bool = False
 
@@ -252,46 +253,63 @@ class DeviceFigures:
         return None
 
 
-_DEVICE_FIGURES = f"""
+_DAYS: Final = """
+    SELECT k.device_key, bool_or(k.reported) AS reported, sum(k.running_s) AS running_s,
+           sum(k.planned_s) AS planned_s, sum(k.parts) AS parts, sum(k.good) AS good,
+           sum(k.reject) AS reject, sum(k.energy_kwh) AS energy_kwh
+    FROM kpi_device_daily k {join} WHERE k.day >= %(first_day)s AND k.day <= %(last_day)s
+    GROUP BY k.device_key"""
+
+# One day has one row per device: the same figures as _DAYS without sorting and grouping.
+_ONE_DAY: Final = """
+    SELECT k.device_key, k.reported, k.running_s, k.planned_s, k.parts, k.good, k.reject,
+           k.energy_kwh
+    FROM kpi_device_daily k {join} WHERE k.day = %(last_day)s"""
+
+
+@functools.cache
+def _device_figures_sql(filters: tuple[str, ...], one_day: bool) -> str:
+    """The device-figures query for a scope, with only the filters in use, so plans stay simple.
+
+    The city (no filter) reads every table whole; a scope first picks its devices (``dev``) and
+    joins each part to them. ``present`` reads current_values once for both the last sample time
+    and the alarm flag.
+    """
+    where = " AND ".join(_DEVICE_FILTERS[name] for name in filters)
+    join = {
+        alias: f"JOIN dev ON dev.key = {alias}.device_key" if filters else ""
+        for alias in ("cv", "i", "k", "c")
+    }
+    return f"""
 WITH dev AS (
     SELECT d.key, d.device_id, d.name, d.enterprise_id, e.segment_code, e.district_id,
            d.machine_kind, d.line, d.rated_cycle_s
     FROM devices d JOIN enterprises e ON e.id = d.enterprise_id
-    WHERE (%(enterprise)s::text IS NULL OR d.enterprise_id = %(enterprise)s)
-      AND (%(segment)s::text IS NULL OR e.segment_code = %(segment)s)
-      AND (%(district)s::text IS NULL OR e.district_id = %(district)s)
-      AND (%(device_key)s::integer IS NULL OR d.key = %(device_key)s)
+    {"WHERE " + where if where else ""}
 ),
-seen AS ({_SEEN.format(join="JOIN dev ON dev.key = cv.device_key")}),
-alarm AS (
-    SELECT cv.device_key, bool_or(cv.value <> 0) AS alarm
-    FROM current_values cv JOIN signals g ON g.id = cv.signal_id AND g.base = 'alarm_active'
-    JOIN dev ON dev.key = cv.device_key GROUP BY cv.device_key
+present AS (
+    SELECT cv.device_key, max(cv.ts) AS last_seen,
+           bool_or(cv.value <> 0) FILTER (WHERE g.id IS NOT NULL) AS alarm
+    FROM current_values cv
+    LEFT JOIN signals g ON g.id = cv.signal_id AND g.base = 'alarm_active'
+    {join["cv"]}
+    GROUP BY cv.device_key
 ),
-daily AS (
-    SELECT k.device_key, bool_or(k.reported) AS reported, sum(k.running_s) AS running_s,
-           sum(k.planned_s) AS planned_s, sum(k.parts) AS parts, sum(k.good) AS good,
-           sum(k.reject) AS reject, sum(k.energy_kwh) AS energy_kwh
-    FROM kpi_device_daily k JOIN dev ON dev.key = k.device_key
-    WHERE k.day >= %(first_day)s AND k.day <= %(last_day)s
-    GROUP BY k.device_key
-),
-live_states AS ({
-    _STATE_SECONDS.format(a="%(w)s", b="%(e)s", join="JOIN dev ON dev.key = i.device_key")
-}),
+daily AS ({(_ONE_DAY if one_day else _DAYS).format(join=join["k"])}),
+live_states AS ({_STATE_SECONDS.format(a="%(w)s", b="%(e)s", join=join["i"], seen="present")}),
 live_counters AS ({
-    _COUNTER_SUMS.format(
-        source="SELECT device_key, signal_id, increase FROM counter_1m "
-        "WHERE bucket >= %(w)s AND bucket < %(e)s",
-        join="JOIN dev ON dev.key = c.device_key",
-    )
-})
+        _COUNTER_SUMS.format(
+            source="SELECT device_key, signal_id, increase FROM counter_1m "
+            "WHERE bucket >= %(w)s AND bucket < %(e)s",
+            join=join["c"],
+        )
+    })
 SELECT dev.key, dev.device_id, dev.name, dev.enterprise_id AS enterprise,
        dev.segment_code AS segment, dev.district_id AS district, dev.machine_kind, dev.line,
-       dev.rated_cycle_s, s.last_seen, ds.state, coalesce(al.alarm, false) AS alarm,
+       dev.rated_cycle_s, p.last_seen, ds.state, coalesce(p.alarm, false) AS alarm,
        coalesce(dy.reported, false) OR coalesce(ls.planned_s, 0) > 0
            OR lc.device_key IS NOT NULL
-           OR coalesce(s.last_seen >= %(w)s AND s.last_seen < %(e)s, false)
+           OR coalesce(p.last_seen >= %(w)s AND p.last_seen < %(e)s, false)
            AS reported,
        coalesce(dy.running_s, 0) + coalesce(ls.running_s, 0) AS running_s,
        coalesce(dy.planned_s, 0) + coalesce(ls.planned_s, 0) AS planned_s,
@@ -304,14 +322,44 @@ SELECT dev.key, dev.device_id, dev.name, dev.enterprise_id AS enterprise,
        CASE WHEN dy.energy_kwh IS NULL AND lc.energy_kwh IS NULL THEN NULL
             ELSE coalesce(dy.energy_kwh, 0) + coalesce(lc.energy_kwh, 0) END AS energy_kwh
 FROM dev
-LEFT JOIN seen s ON s.device_key = dev.key
+LEFT JOIN present p ON p.device_key = dev.key
 LEFT JOIN device_states ds ON ds.device_key = dev.key
-LEFT JOIN alarm al ON al.device_key = dev.key
 LEFT JOIN daily dy ON dy.device_key = dev.key
 LEFT JOIN live_states ls ON ls.device_key = dev.key
 LEFT JOIN live_counters lc ON lc.device_key = dev.key
 ORDER BY dev.enterprise_id, dev.device_id
 """
+
+
+# The query's columns, in DeviceFigures' field order: rows become figures positionally.
+_FIGURE_COLUMNS: Final = (
+    "key",
+    "device_id",
+    "name",
+    "enterprise",
+    "segment",
+    "district",
+    "machine_kind",
+    "line",
+    "rated_cycle_s",
+    "last_seen",
+    "state",
+    "alarm",
+    "reported",
+    "running_s",
+    "planned_s",
+    "parts",
+    "good",
+    "reject",
+    "energy_kwh",
+)
+
+_DEVICE_FILTERS: Final = {
+    "enterprise": "d.enterprise_id = %(enterprise)s",
+    "segment": "e.segment_code = %(segment)s",
+    "district": "e.district_id = %(district)s",
+    "device_key": "d.key = %(device_key)s",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,11 +412,14 @@ async def device_figures(
         row = await cur.fetchone()
         live_from = row[0] if row else day_start(settings, window.last_day)
         live_from = max(live_from, window.start)
-    params = {
+    scope = {
         "enterprise": enterprise,
         "segment": segment,
         "district": district,
         "device_key": device_key,
+    }
+    params = {
+        **scope,
         "first_day": window.first_day,
         # Today's materialized row covers [day start, through); the rest is computed live.
         "last_day": window.last_day,
@@ -376,30 +427,32 @@ async def device_figures(
         "e": window.end,
         "online_s": settings.online_window_s,
     }
-    cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(_DEVICE_FIGURES, params)
-    figures = [DeviceFigures(**row, calendar_s=window.seconds) for row in await cursor.fetchall()]
-    for fig in figures:
-        _classify_presence(fig, settings, window, now)
-    return figures
-
-
-def _classify_presence(
-    fig: DeviceFigures, settings: KpiSettings, window: Window, now: datetime
-) -> None:
+    sql = _device_figures_sql(
+        tuple(name for name, value in scope.items() if value is not None),
+        window.first_day == window.last_day,
+    )
+    # Never prepared: a prepared statement switches to a generic plan after five runs, and the
+    # generic plan of this query reads state_intervals in nested loops (27 s instead of 0.2 s
+    # for the city at 10,000 devices, bench/monitoring.py).
+    cursor = conn.cursor(binary=True)  # binary rows parse faster: 10,000 of them for the city
+    await cursor.execute(sql, params, prepare=False)
+    columns = tuple(column.name for column in cursor.description or ())
+    if columns != _FIGURE_COLUMNS:
+        raise RuntimeError(f"device figures query returns {columns}, expected {_FIGURE_COLUMNS}")
+    calendar_s = window.seconds
+    figures = [DeviceFigures(*row, calendar_s) for row in await cursor.fetchall()]
     if window.includes_now:
-        seen = fig.last_seen
-        fig.is_networked = seen is not None and seen >= now - timedelta(
-            seconds=settings.networked_window_s
-        )
-        fig.is_online = (
-            seen is not None
-            and seen >= now - timedelta(seconds=settings.online_window_s)
-            and fig.state != "offline"
-        )
+        networked_since = now - timedelta(seconds=settings.networked_window_s)
+        online_since = now - timedelta(seconds=settings.online_window_s)
+        for fig in figures:
+            seen = fig.last_seen
+            fig.is_networked = seen is not None and seen >= networked_since
+            fig.is_online = seen is not None and seen >= online_since and fig.state != "offline"
     else:
-        fig.is_networked = fig.reported
-        fig.is_online = False
+        # A past range has no "now": networked means it reported in the range, nothing is online.
+        for fig in figures:
+            fig.is_networked = fig.reported
+    return figures
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -427,26 +480,34 @@ class Kpis:
     enterprises_seen: set[str] = field(default_factory=set)
 
     def add(self, fig: DeviceFigures) -> None:
+        # Runs 30,000 times per city overview: branches instead of adding booleans, and each
+        # derived figure read once.
         self.registered += 1
         self.enterprises_seen.add(fig.enterprise)
-        self.networked += fig.is_networked
-        self.online += fig.is_online
-        is_running_now = fig.is_online and fig.state == "running"
-        self.running += is_running_now
-        self.alarms_active += fig.is_online and fig.alarm
-        self.ran_today += fig.running_s > 0
+        if fig.is_networked:
+            self.networked += 1
+        if fig.is_online:
+            self.online += 1
+            if fig.state == "running":
+                self.running += 1
+            if fig.alarm:
+                self.alarms_active += 1
+        running_s = fig.running_s
+        if running_s > 0:
+            self.ran_today += 1
         if fig.reported:
             self.reported += 1
-            self.running_s += fig.running_s
+            self.running_s += running_s
             self.calendar_s += fig.calendar_s
-        self.output += fig.parts or 0.0
+        parts = fig.parts
+        self.output += parts or 0.0
         self.energy_kwh += fig.energy_kwh or 0.0
         good, reject = fig.good_parts, fig.reject_parts
         if good is not None:
             self.good = (self.good or 0.0) + good
         if reject is not None:
             self.reject = (self.reject or 0.0) + reject
-        if fig.rated_cycle_s and fig.parts is not None and good is not None and fig.planned_s > 0:
+        if fig.rated_cycle_s and parts is not None and good is not None and fig.planned_s > 0:
             self.oee_good_s += min(good * fig.rated_cycle_s, fig.planned_s)
             self.oee_planned_s += fig.planned_s
 
@@ -496,6 +557,28 @@ def total(figures: Iterable[DeviceFigures]) -> Kpis:
     for fig in figures:
         kpis.add(fig)
     return kpis
+
+
+def breakdown(
+    figures: Iterable[DeviceFigures], *keys: Callable[[DeviceFigures], Hashable]
+) -> tuple[Kpis, list[dict[Hashable, Kpis]]]:
+    """``total`` and ``aggregate`` for each of ``keys`` in one pass over the figures.
+
+    Each group adds its devices in the same order as ``aggregate`` would, so the sums are the same
+    to the last bit.
+    """
+    whole = Kpis()
+    groupings: list[dict[Hashable, Kpis]] = [{} for _ in keys]
+    pairs = list(zip(keys, groupings, strict=True))
+    for fig in figures:
+        whole.add(fig)
+        for key, groups in pairs:
+            group = key(fig)
+            kpi = groups.get(group)
+            if kpi is None:
+                kpi = groups[group] = Kpis()
+            kpi.add(fig)
+    return whole, groupings
 
 
 def alarm_summary(figures: Iterable[DeviceFigures]) -> dict[str, Any]:
@@ -679,30 +762,33 @@ async def enterprise_warnings(
     """Warning colour per enterprise for the last complete day (yesterday) vs its baseline."""
     day = city_today(settings, now) - timedelta(days=1)
     first = day - timedelta(days=settings.baseline_days)
-    cursor = conn.cursor(row_factory=dict_row)
-    await cursor.execute(
-        """SELECT e.id AS enterprise, g.day::date AS day, coalesce(k.parts, 0) AS parts,
-                  coalesce(k.energy_kwh, 0) AS energy
+    # One row per enterprise with its stored days as arrays (500 rows, not 7,500, for the city);
+    # days without a row count as zero output and energy.
+    cursor = await conn.execute(
+        """SELECT e.id, k.days, k.parts, k.energy
            FROM enterprises e
-           CROSS JOIN generate_series(%(first)s::date, %(day)s::date, interval '1 day') AS g(day)
-           LEFT JOIN kpi_enterprise_daily k ON k.enterprise_id = e.id AND k.day = g.day::date
+           LEFT JOIN (SELECT enterprise_id, array_agg(day) AS days, array_agg(parts) AS parts,
+                             array_agg(energy_kwh) AS energy
+                      FROM kpi_enterprise_daily WHERE day >= %(first)s AND day <= %(day)s
+                      GROUP BY enterprise_id) k ON k.enterprise_id = e.id
            WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])
-           ORDER BY e.id, g.day""",
+           ORDER BY e.id""",
         {"first": first, "day": day, "ents": enterprises},
     )
-    series: dict[str, list[tuple[float, float]]] = {}
-    for row in await cursor.fetchall():
-        series.setdefault(row["enterprise"], []).append((float(row["parts"]), float(row["energy"])))
+    span = (day - first).days + 1
     warnings: dict[str, Warning_] = {}
-    for enterprise, values in series.items():
-        *baseline, (output, energy) = values
+    for enterprise, days, parts, energy in await cursor.fetchall():
+        outputs, energies = [0.0] * span, [0.0] * span
+        for stored_day, output, kwh in zip(days or (), parts or (), energy or (), strict=True):
+            index = (stored_day - first).days
+            outputs[index], energies[index] = float(output), float(kwh)
         warnings[enterprise] = classify_warning(
             enterprise,
             day,
-            output,
-            energy,
-            [o for o, _ in baseline],
-            [e for _, e in baseline],
+            outputs[-1],
+            energies[-1],
+            outputs[:-1],
+            energies[:-1],
             settings.min_baseline_days,
         )
     return warnings

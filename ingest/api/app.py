@@ -51,7 +51,8 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = AsyncConnectionPool(
             settings.db_url.get_secret_value(),
-            min_size=1,
+            # Two: the overview reads warnings and the registry on a second connection.
+            min_size=min(2, settings.api.pool_size),
             max_size=settings.api.pool_size,
             # JIT compiling the KPI queries (their cost estimates are large) takes longer than
             # running them: about 1.4 s against 0.1 s at 10,000 devices (bench/monitoring.py).

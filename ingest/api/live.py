@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from ingest.api import views
 from ingest.api.access import Capability
-from ingest.api.deps import Caller
+from ingest.api.deps import Caller, spare_connection
 from ingest.api.scopes import Scope
 from ingest.api.settings import MonitoringSettings
 
@@ -118,11 +118,11 @@ class LiveHub:
     async def _compute(self, caller: Caller, scope: Scope) -> bytes:
         settings = self._settings.kpi
         now = views.utc_now()
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, spare_connection(self._pool) as side:
             if scope.kind == "city":
-                body = await views.overview(conn, settings, now)
+                body = await views.overview(conn, settings, now, side=side)
             elif scope.kind in ("segment", "district"):
-                body = await views.group_page(conn, settings, caller, scope, now)
+                body = await views.group_page(conn, settings, caller, scope, now, side=side)
             elif scope.kind == "enterprise":
                 body = await views.enterprise_page(conn, settings, caller, scope.key, now)
             else:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from psycopg import AsyncConnection
 
@@ -14,6 +16,9 @@ from ingest.api.deps import Caller
 from ingest.api.scopes import Scope, require_scope, scope_figures
 from ingest.api.settings import KpiSettings
 from wire.signals import lookup_signal
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 def _window_json(window: kpis.Window) -> dict[str, Any]:
@@ -26,20 +31,57 @@ def _window_json(window: kpis.Window) -> dict[str, Any]:
     }
 
 
+async def _alongside(
+    main: Awaitable[T],
+    other: Callable[[AsyncConnection[Any]], Awaitable[U]],
+    conn: AsyncConnection[Any],
+    side: AsyncConnection[Any] | None,
+) -> tuple[T, U]:
+    """Await ``main`` (on ``conn``) and ``other`` on ``side`` at the same time, or in turn on
+    ``conn`` when there is no second connection."""
+    if side is None:
+        return await main, await other(conn)
+    try:
+        async with asyncio.TaskGroup() as group:
+            first = group.create_task(main)
+            second = group.create_task(other(side))
+    except ExceptionGroup as failed:
+        # Callers and the API's error handlers expect the error itself, not a group of one.
+        raise failed.exceptions[0] from None
+    return first.result(), second.result()
+
+
 async def overview(
     conn: AsyncConnection[Any],
     settings: KpiSettings,
     now: datetime,
     first_day: date | None = None,
     last_day: date | None = None,
+    *,
+    side: AsyncConnection[Any] | None = None,
 ) -> dict[str, Any]:
-    """City KPIs with segment and district breakdowns, warnings and alarms."""
+    """City KPIs with segment and district breakdowns, warnings and alarms.
+
+    Args:
+        side: a second connection: warnings and the registry are then read on it while the
+            device figures are computed on ``conn``.
+    """
     window = kpis.window_for(settings, now, first_day, last_day)
-    figures = await kpis.device_figures(conn, settings, window, now)
-    by_segment = kpis.aggregate(figures, lambda f: f.segment)
-    by_district = kpis.aggregate(figures, lambda f: f.district)
-    warnings = await kpis.enterprise_warnings(conn, settings, now)
-    ents = {e["id"]: e for e in await registry.enterprises(conn)}
+
+    async def context(
+        c: AsyncConnection[Any],
+    ) -> tuple[dict[str, kpis.Warning_], list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
+        warnings = await kpis.enterprise_warnings(c, settings, now)
+        ents = await registry.enterprises(c)
+        return warnings, ents, await registry.segments(c), await registry.districts(c)
+
+    figures, (warnings, ent_rows, segments, districts) = await _alongside(
+        kpis.device_figures(conn, settings, window, now), context, conn, side
+    )
+    summary, (by_segment, by_district) = kpis.breakdown(
+        figures, lambda f: f.segment, lambda f: f.district
+    )
+    ents = {e["id"]: e for e in ent_rows}
     warning_rows = []
     for ent_id, warning in sorted(
         warnings.items(),
@@ -61,14 +103,13 @@ async def overview(
     return {
         "as_of": now.isoformat(),
         "window": _window_json(window),
-        "summary": kpis.total(figures).as_dict(),
+        "summary": summary.as_dict(),
         "segments": [
-            {**seg, "kpis": by_segment.get(seg["code"], kpis.Kpis()).as_dict()}
-            for seg in await registry.segments(conn)
+            {**seg, "kpis": by_segment.get(seg["code"], kpis.Kpis()).as_dict()} for seg in segments
         ],
         "districts": [
             {**dis, "kpis": by_district.get(dis["code"], kpis.Kpis()).as_dict()}
-            for dis in await registry.districts(conn)
+            for dis in districts
         ],
         "warnings": warning_rows,
         "alarms": kpis.alarm_summary(figures),
@@ -83,22 +124,36 @@ async def group_page(
     now: datetime,
     first_day: date | None = None,
     last_day: date | None = None,
+    *,
+    side: AsyncConnection[Any] | None = None,
 ) -> dict[str, Any]:
-    """A segment's or district's KPIs with one summary row per enterprise."""
+    """A segment's or district's KPIs with one summary row per enterprise.
+
+    Args:
+        side: as for ``overview``: the enterprises and their warnings are read on it.
+    """
     row = await require_scope(conn, caller, scope)
     window = kpis.window_for(settings, now, first_day, last_day)
-    figures = await scope_figures(conn, settings, scope, row, window, now)
-    by_enterprise = kpis.aggregate(figures, lambda f: f.enterprise)
     filters = {scope.kind: scope.key}
-    ents = await registry.enterprises(conn, **filters)
-    warnings = await kpis.enterprise_warnings(
-        conn, settings, now, enterprises=[e["id"] for e in ents]
+
+    async def context(
+        c: AsyncConnection[Any],
+    ) -> tuple[list[dict[str, Any]], dict[str, kpis.Warning_]]:
+        ents = await registry.enterprises(c, **filters)
+        warnings = await kpis.enterprise_warnings(
+            c, settings, now, enterprises=[e["id"] for e in ents]
+        )
+        return ents, warnings
+
+    figures, (ents, warnings) = await _alongside(
+        scope_figures(conn, settings, scope, row, window, now), context, conn, side
     )
+    summary, (by_enterprise,) = kpis.breakdown(figures, lambda f: f.enterprise)
     return {
         "as_of": now.isoformat(),
         scope.kind: row,
         "window": _window_json(window),
-        "summary": kpis.total(figures).as_dict(),
+        "summary": summary.as_dict(),
         "alarms": kpis.alarm_summary(figures),
         "enterprises": [
             {

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from ingest.api import registry, views
 from ingest.api.access import Capability
-from ingest.api.deps import CallerDep, Conn, get_settings
+from ingest.api.deps import CallerDep, Conn, SideConn, get_settings
 from ingest.api.routes.overview import DayQuery
 from ingest.api.scopes import Scope, parse_day
 
@@ -27,6 +27,7 @@ async def district(
     request: Request,
     caller: CallerDep,
     conn: Conn,
+    side: SideConn,
     start: DayQuery = None,
     end: DayQuery = None,
 ) -> dict[str, Any]:
@@ -38,4 +39,5 @@ async def district(
         views.utc_now(),
         parse_day(start, "start"),
         parse_day(end, "end"),
+        side=side,
     )

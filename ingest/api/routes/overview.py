@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from ingest import kpis
 from ingest.api import views
 from ingest.api.access import Capability
-from ingest.api.deps import CallerDep, Conn, get_settings
+from ingest.api.deps import CallerDep, Conn, SideConn, get_settings
 from ingest.api.scopes import Scope, parse_day, require_scope
 
 router = APIRouter(tags=["overview"])
@@ -20,7 +20,12 @@ DayQuery = Annotated[str | None, Query(description="YYYY-MM-DD in the city's tim
 
 @router.get("/overview", summary="City KPIs by segment and district, warnings and alarms")
 async def overview(
-    request: Request, caller: CallerDep, conn: Conn, start: DayQuery = None, end: DayQuery = None
+    request: Request,
+    caller: CallerDep,
+    conn: Conn,
+    side: SideConn,
+    start: DayQuery = None,
+    end: DayQuery = None,
 ) -> dict[str, Any]:
     """Today by default; ``start``/``end`` select whole days (end inclusive)."""
     caller.require(Capability.CITY_KPIS)
@@ -30,6 +35,7 @@ async def overview(
         views.utc_now(),
         parse_day(start, "start"),
         parse_day(end, "end"),
+        side=side,
     )
 
 

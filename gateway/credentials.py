@@ -23,7 +23,7 @@ from typing import Annotated
 
 import typer
 
-from wire.topics import ID_PATTERN
+from wire.topics import ID_PATTERN, NAMESPACE
 
 app = typer.Typer(
     help="Manage broker credentials: Mosquitto password file and ACL entries.",
@@ -33,7 +33,8 @@ app = typer.Typer(
 ITERATIONS = 101
 SALT_BYTES = 12
 ID_RE = re.compile(rf"^{ID_PATTERN}$")
-GATEWAY_PATTERN = "pattern write shulian/v1/%u/#"
+GATEWAY_PATTERN = f"pattern write {NAMESPACE}/%u/#"
+READ_ALL = f"topic read {NAMESPACE}/#"
 
 
 def hash_password(password: str, *, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
@@ -102,7 +103,7 @@ def ensure_acl(acl_file: Path, readers: list[str] | None = None) -> None:
             f"{GATEWAY_PATTERN}\n"
         )
     for reader in readers or []:
-        block = f"user {reader}\ntopic read shulian/v1/#\n"
+        block = f"user {reader}\n{READ_ALL}\n"
         if f"user {reader}" not in (line.strip() for line in text.splitlines()):
             text += ("" if text.endswith("\n") else "\n") + "\n" + block
     _write_private(acl_file, text, mode=0o644)
@@ -173,7 +174,7 @@ def add_gateway(
     ensure_acl(acl_file)
     typer.echo(
         f"{'replaced' if replaced else 'added'} {username} in {password_file}; it may publish only "
-        f"under shulian/v1/{enterprise}/{gateway}/#. Reload the broker: systemctl reload mosquitto"
+        f"under {NAMESPACE}/{enterprise}/{gateway}/#. Reload the broker: systemctl reload mosquitto"
     )
 
 
@@ -197,7 +198,7 @@ def add_reader(
     set_password_line(password_file, username, password)
     ensure_acl(acl_file, readers=[username])
     typer.echo(
-        f"reader {username} may read shulian/v1/#. Reload the broker: systemctl reload mosquitto"
+        f"reader {username} may read {NAMESPACE}/#. Reload the broker: systemctl reload mosquitto"
     )
 
 

@@ -525,7 +525,7 @@ RAMP_FIELDS = (
 
 def _sustained(step: dict[str, Any]) -> bool:
     """The gateway kept up: at least 90 % of the expected rate and no growing backlog."""
-    return (
+    return bool(
         step["points_per_s"] >= 0.9 * step["expected_points_per_s"]
         and step["backlog_batches_at_end"] < 50
     )

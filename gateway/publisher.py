@@ -415,6 +415,9 @@ class Publisher:
             return
         if self.live_from is None:
             self.live_from = batches[0].id
+            # A backlog page read just before may hold these very rows: the live stream has them.
+            if self.backlog and self.backlog[-1].id >= self.live_from:
+                self.backlog = deque(b for b in self.backlog if b.id < self.live_from)
         self.live.extend(batches)
         while len(self.live) > self.live_cap:
             self.live.popleft()
@@ -430,7 +433,9 @@ class Publisher:
         while len(self.inflight) < window:
             sent = False
             if self.live:
-                self._send(self.live.popleft(), is_replay=False)
+                batch = self.live.popleft()
+                if batch.id not in self.unsettled:  # not already sent by the backlog stream
+                    self._send(batch, is_replay=False)
                 sent = True
             if (
                 may_replay

@@ -11,10 +11,15 @@ log() { printf '\033[1m[shulian]\033[0m %s\n' "$*" >&2; }
 bootstrap_venv() {
   local extra="$1" stamp
   if [[ ! -x "$VENV/bin/python" ]]; then
-    local py
-    py="$(command -v python3.13 || command -v python3.12 || command -v python3.11 || command -v python3)"
-    "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-      || { log "Python >= 3.11 is required (found $("$py" --version))"; exit 1; }
+    local py="" candidate
+    # The first interpreter that really runs (a version manager's shim may exist but fail).
+    for candidate in python3 python3.13 python3.12 python3.11; do
+      if "$candidate" -c 'import sys, venv; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then
+        py="$candidate"
+        break
+      fi
+    done
+    [[ -n "$py" ]] || { log "Python >= 3.11 with the venv module is required (apt-get install python3-venv)"; exit 1; }
     log "creating virtualenv $VENV"
     "$py" -m venv "$VENV"
   fi

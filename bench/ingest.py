@@ -106,7 +106,7 @@ def templates(g: int, boot: str, per_gateway: int, per_message: int) -> list[lis
     """Pre-encoded batches of gateway ``g``, per message slot a few variants with other gauge
     readings; %(seq)d, %(ts)d, %(count)d and %(kwh).2f are filled in at send time (the counters
     go up with seq, as a producing machine's do)."""
-    slots = []
+    slots: list[list[bytes]] = []
     for variant in range(VARIANTS):
         samples = []
         for device in devices_of(g, per_gateway):
@@ -306,8 +306,8 @@ def raw_copy_rate(db_url: str, args: argparse.Namespace, rows_wanted: int) -> tu
     import psycopg
 
     with psycopg.connect(db_url) as conn:
-        keys = dict(conn.execute("SELECT device_id, key FROM devices").fetchall())
-        signal_ids = dict(conn.execute("SELECT name, id FROM signals").fetchall())
+        keys: dict[str, int] = dict(conn.execute("SELECT device_id, key FROM devices").fetchall())
+        signal_ids: dict[str, int] = dict(conn.execute("SELECT name, id FROM signals").fetchall())
     now = dt.datetime.now(dt.UTC)
     per_gateway = [
         [
@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import psycopg
 
     from ingest.service import IngestService
-    from ingest.settings import IngestSettings
+    from ingest.settings import load_settings
     from shulian.devservices import Mosquitto, create_database, drop_database
 
     server_url = os.environ.get(
@@ -393,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     db_url = create_database(server_url, db_name)
     workdir = Path(tempfile.mkdtemp(prefix="shulian-bench-"))
     broker = Mosquitto(workdir / "mosquitto").start()
-    settings = IngestSettings(
+    settings = load_settings(
         db={"url": db_url, "pool_max": args.lanes + 3},
         mqtt={"url": broker.url, "client_id": "bench-ingest"},
         registry={"auto_register_gateways": True},

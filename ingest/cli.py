@@ -138,9 +138,13 @@ def registry_import(
         raise typer.Exit(2)
     settings = _settings(config, db__url=db)
     try:
-        created, updated = asyncio.run(_import_csv(settings.db.url.get_secret_value(), kind, file))
+        text = file.read_text(encoding="utf-8-sig")
+        created, updated = asyncio.run(
+            _import_csv(settings.db.url.get_secret_value(), kind, text, file.name)
+        )
     except Exception as exc:  # the monitoring module's BadInputError, or the database's refusal
-        typer.echo(f"error: {exc}", err=True)
+        hint = getattr(exc, "hint", "")
+        typer.echo(f"error: {exc}" + (f" {hint}" if hint else ""), err=True)
         raise typer.Exit(1) from exc
     typer.echo(f"{kind}: {created} created, {updated} updated from {file}")
 

@@ -1,0 +1,65 @@
+"""`shulian ingest migrate | registry import | settings show` against a real database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ingest_support import rows
+from typer.testing import CliRunner
+
+from ingest.cli import app
+
+runner = CliRunner()
+
+
+def test_migrate_then_import_enterprises_and_devices(pg_url: str, tmp_path: Path):
+    first = runner.invoke(app, ["migrate", "--db", pg_url])
+    assert first.exit_code == 0, first.output
+    assert "storage path: postgresql (timescaledb not available)" in first.output
+    again = runner.invoke(app, ["migrate", "--db", pg_url])
+    assert "0 applied" in again.output
+
+    enterprises = tmp_path / "enterprises.csv"
+    enterprises.write_text(
+        "id,name,district,segment,specialized\n"
+        "ent-1,大连一号轴承,210211,345,是\n"
+        "ent-2,大连二号汽配,金州区,367,0\n",
+        encoding="utf-8",
+    )
+    devices = tmp_path / "devices.csv"
+    devices.write_text(
+        "enterprise,device,machine_kind,line,rated_cycle_s\n"
+        "ent-1,grinder-1,grinder,L1,20\n"
+        "ent-2,press-1,press,L2,\n"
+    )
+    done = runner.invoke(
+        app, ["registry", "import", "enterprises", str(enterprises), "--db", pg_url]
+    )
+    assert done.exit_code == 0, done.output
+    assert "2 created" in done.output
+    done = runner.invoke(app, ["registry", "import", "devices", str(devices), "--db", pg_url])
+    assert done.exit_code == 0, done.output
+    assert rows(
+        pg_url, "SELECT id, district_id, segment_code, specialized FROM enterprises ORDER BY id"
+    ) == [("ent-1", "210211", "345", True), ("ent-2", "210213", "367", False)]
+    assert rows(pg_url, "SELECT device_id, rated_cycle_s FROM devices ORDER BY device_id") == [
+        ("grinder-1", 20.0),
+        ("press-1", None),
+    ]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,name,district,segment\nent-3,X,210211,999\n")
+    refused = runner.invoke(app, ["registry", "import", "enterprises", str(bad), "--db", pg_url])
+    assert refused.exit_code == 1
+    assert "bad.csv:2: segment" in refused.output
+
+
+def test_settings_show_masks_secrets():
+    shown = runner.invoke(
+        app, ["settings", "show"], env={"DATABASE_URL": "postgresql://u:topsecret@db/x"}
+    )
+    assert shown.exit_code == 0, shown.output
+    data = json.loads(shown.output)
+    assert data["db"]["url"] == "postgresql://u:***@db/x"
+    assert "topsecret" not in shown.output

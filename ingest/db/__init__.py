@@ -1,0 +1,1 @@
+"""The ingest's database layer: migrations, storage paths, partitions, rollups, binary COPY."""

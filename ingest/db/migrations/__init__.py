@@ -1,0 +1,1 @@
+"""Versioned SQL migrations (package data: ``NNNN_name[.postgresql|.timescaledb].sql``)."""

@@ -55,6 +55,15 @@ def _bool(value: str, where: str) -> bool:
     )
 
 
+def _updates_keeping_omitted(header: set[str], table: str, columns: dict[str, str]) -> str:
+    """The SET list of an upsert: a column the file has takes the file's value (blank included);
+    one the file omits keeps the stored value, so a partial file changes only what it names."""
+    return ", ".join(
+        f"{column} = EXCLUDED.{column}" if name in header else f"{column} = {table}.{column}"
+        for name, column in columns.items()
+    )
+
+
 async def _known(conn: AsyncConnection[Any], table: str, column: str) -> set[str]:
     cur = await conn.execute(f"SELECT {column} FROM {table}")
     return {r[0] for r in await cur.fetchall()}
@@ -104,18 +113,16 @@ async def import_enterprises(
                 provider,
             )
         )
-    # Optional columns missing from the header keep their stored values on update.
-    present = {c: c in header_of(text) for c in ENTERPRISE_OPTIONAL}
-    keep = {
-        "name_en": "name_en",
-        "above_designated_size": "above_designated_size",
-        "specialized": "specialized",
-        "little_giant": "little_giant",
-        "service_provider": "service_provider_id",
-    }
-    updates = ", ".join(
-        f"{column} = EXCLUDED.{column}" if present[name] else f"{column} = enterprises.{column}"
-        for name, column in keep.items()
+    updates = _updates_keeping_omitted(
+        header_of(text),
+        "enterprises",
+        {
+            "name_en": "name_en",
+            "above_designated_size": "above_designated_size",
+            "specialized": "specialized",
+            "little_giant": "little_giant",
+            "service_provider": "service_provider_id",
+        },
     )
     async with conn.transaction(), conn.cursor() as cur:
         await cur.executemany(
@@ -175,14 +182,24 @@ async def import_devices(conn: AsyncConnection[Any], text: str, filename: str) -
                 rated,
             )
         )
+    updates = _updates_keeping_omitted(
+        header_of(text),
+        "devices",
+        {
+            "name": "name",
+            "profile": "profile",
+            "machine_kind": "machine_kind",
+            "line": "line",
+            "rated_cycle_s": "rated_cycle_s",
+        },
+    )
     async with conn.transaction(), conn.cursor() as cursor:
         await cursor.executemany(
             """INSERT INTO devices (enterprise_id, device_id, name, gateway_id, profile, machine_kind,
                    line, rated_cycle_s) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (enterprise_id, device_id) DO UPDATE SET name = EXCLUDED.name,
-                   gateway_id = coalesce(EXCLUDED.gateway_id, devices.gateway_id),
-                   profile = EXCLUDED.profile, machine_kind = EXCLUDED.machine_kind,
-                   line = EXCLUDED.line, rated_cycle_s = EXCLUDED.rated_cycle_s""",
+               ON CONFLICT (enterprise_id, device_id) DO UPDATE SET
+                   gateway_id = coalesce(EXCLUDED.gateway_id, devices.gateway_id), """
+            + updates,
             records,
         )
     created = sum(1 for r in records if f"{r[0]}/{r[1]}" not in existing)

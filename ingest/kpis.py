@@ -227,7 +227,8 @@ class DeviceFigures:
     good: float | None
     reject: float | None
     energy_kwh: float | None
-    calendar_s: float
+    calendar_s: float = 0.0
+    """Seconds of the window (the same for every device of a query)."""
     is_networked: bool = False
     is_online: bool = False
 
@@ -441,17 +442,19 @@ async def device_figures(
     if columns != _FIGURE_COLUMNS:
         raise RuntimeError(f"device figures query returns {columns}, expected {_FIGURE_COLUMNS}")
     calendar_s = window.seconds
-    figures = [DeviceFigures(*row, calendar_s) for row in await cursor.fetchall()]
+    figures = [DeviceFigures(*row) for row in await cursor.fetchall()]
     if window.includes_now:
         networked_since = now - timedelta(seconds=settings.networked_window_s)
         online_since = now - timedelta(seconds=settings.online_window_s)
         for fig in figures:
+            fig.calendar_s = calendar_s
             seen = fig.last_seen
             fig.is_networked = seen is not None and seen >= networked_since
             fig.is_online = seen is not None and seen >= online_since and fig.state != "offline"
     else:
         # A past range has no "now": networked means it reported in the range, nothing is online.
         for fig in figures:
+            fig.calendar_s = calendar_s
             fig.is_networked = fig.reported
     return figures
 

@@ -76,7 +76,7 @@ async def import_enterprises(
     rows = _rows(text, filename, ENTERPRISE_COLUMNS)
     districts = await _known(conn, "districts", "id")
     districts_by_name = dict(
-        await (await conn.execute("SELECT name_zh, id FROM districts")).fetchall()  # type: ignore[arg-type]
+        await (await conn.execute("SELECT name_zh, id FROM districts")).fetchall()
     )
     segments = await _known(conn, "segments", "code")
     providers = await _known(conn, "service_providers", "id")
@@ -142,7 +142,7 @@ async def import_devices(conn: AsyncConnection[Any], text: str, filename: str) -
     """Upsert devices by (enterprise, device); every row is checked first. Returns (created, updated)."""
     rows = _rows(text, filename, DEVICE_COLUMNS)
     enterprises = await _known(conn, "enterprises", "id")
-    gateways = dict(await (await conn.execute("SELECT id, enterprise_id FROM gateways")).fetchall())  # type: ignore[arg-type]
+    gateways = dict(await (await conn.execute("SELECT id, enterprise_id FROM gateways")).fetchall())
     cur = await conn.execute("SELECT enterprise_id || '/' || device_id FROM devices")
     existing = {r[0] for r in await cur.fetchall()}
     records = []

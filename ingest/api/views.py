@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -32,8 +32,8 @@ def _window_json(window: kpis.Window) -> dict[str, Any]:
 
 
 async def _alongside(
-    main: Awaitable[T],
-    other: Callable[[AsyncConnection[Any]], Awaitable[U]],
+    main: Coroutine[Any, Any, T],
+    other: Callable[[AsyncConnection[Any]], Coroutine[Any, Any, U]],
     conn: AsyncConnection[Any],
     side: AsyncConnection[Any] | None,
 ) -> tuple[T, U]:
@@ -134,12 +134,15 @@ async def group_page(
     """
     row = await require_scope(conn, caller, scope)
     window = kpis.window_for(settings, now, first_day, last_day)
-    filters = {scope.kind: scope.key}
 
     async def context(
         c: AsyncConnection[Any],
     ) -> tuple[list[dict[str, Any]], dict[str, kpis.Warning_]]:
-        ents = await registry.enterprises(c, **filters)
+        ents = await registry.enterprises(
+            c,
+            segment=scope.key if scope.kind == "segment" else None,
+            district=scope.key if scope.kind == "district" else None,
+        )
         warnings = await kpis.enterprise_warnings(
             c, settings, now, enterprises=[e["id"] for e in ents]
         )

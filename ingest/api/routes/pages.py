@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -93,7 +94,9 @@ async def login(request: Request) -> HTMLResponse:
     return render(request, "login.html", "login", None)
 
 
-async def _page(request: Request, conn: Conn, build: Any) -> Response:
+async def _page(
+    request: Request, conn: Conn, build: Callable[[Caller], Awaitable[Response]]
+) -> Response:
     caller = await _caller_or_none(request, conn)
     if caller is None:
         return RedirectResponse("/login", status_code=303)

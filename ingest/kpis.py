@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import statistics
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final
@@ -712,8 +712,8 @@ def classify_warning(
     day: date,
     output: float,
     energy: float,
-    baseline_outputs: list[float],
-    baseline_energies: list[float],
+    baseline_outputs: Sequence[float],
+    baseline_energies: Sequence[float],
     min_days: int,
 ) -> Warning_:
     """Colour one enterprise's ``day`` against the median of its own baseline days.

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest" / "api"))
 from monitoring_data import (
@@ -64,7 +65,7 @@ def server(pg_url: str) -> Iterator[tuple[str, dict[str, str], str]]:
     _seed_today(pg_url)
     tokens = issue_tokens(pg_url)
     port = free_port()
-    app = create_app(AppSettings(db_url=pg_url, api=MonitoringSettings(live_poll_s=0.5)))
+    app = create_app(AppSettings(db_url=SecretStr(pg_url), api=MonitoringSettings(live_poll_s=0.5)))
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)

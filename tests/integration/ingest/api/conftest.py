@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from monitoring_data import prepare_schema, seed_registry
+from pydantic import SecretStr
 
 from ingest.api.app import create_app
 from ingest.api.settings import AppSettings
@@ -21,6 +22,6 @@ def monitoring_db(pg_url: str) -> str:
 
 @pytest.fixture()
 def client(monitoring_db: str) -> Iterator[TestClient]:
-    app = create_app(AppSettings(db_url=monitoring_db))
+    app = create_app(AppSettings(db_url=SecretStr(monitoring_db)))
     with TestClient(app) as test_client:
         yield test_client

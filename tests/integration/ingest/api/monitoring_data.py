@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -95,10 +95,6 @@ def issue_tokens(url: str) -> dict[str, str]:
             return {k: v.secret for k, v in made.items()}
 
     return asyncio.run(work())
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
 
 
 def add_interval(

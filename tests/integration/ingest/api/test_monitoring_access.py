@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from monitoring_data import issue_tokens, prepare_schema, seed_registry
+from pydantic import SecretStr
 
 from ingest.api.app import create_app
 from ingest.api.settings import AppSettings
@@ -86,7 +87,9 @@ def world(pg_server_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
         seed_registry(url)
         tokens = issue_tokens(url)
         tokens["bad"] = "slk_" + "x" * 43
-        with TestClient(create_app(AppSettings(db_url=url)), follow_redirects=False) as client:
+        with TestClient(
+            create_app(AppSettings(db_url=SecretStr(url))), follow_redirects=False
+        ) as client:
             yield client, tokens
     finally:
         drop_database(pg_server_url, name)

@@ -7,6 +7,7 @@ test-artifacts/.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 import threading
@@ -54,6 +55,14 @@ def _seed_today(url: str) -> None:
             set_current(conn, key, "spindle_speed", now, 1450.0)
             add_increment(conn, key, "part_count", now - timedelta(minutes=30), 120)
             add_increment(conn, key, "active_energy", now - timedelta(minutes=30), 40.5)
+        # An hour of spindle speed for the device page's chart.
+        conn.execute(
+            """INSERT INTO telemetry (ts, value, device_key, signal_id, quality)
+               SELECT %(now)s - m * interval '1 minute', 1400 + 60 * sin(m / 6.0), %(key)s,
+                      (SELECT id FROM signals WHERE name = 'spindle_speed'), 0
+               FROM generate_series(1, 60) AS m""",
+            {"now": now, "key": device_key(url, "ent-a", "lathe-1")},
+        )
 
 
 @pytest.fixture()
@@ -92,7 +101,12 @@ def test_overview_loads_updates_live_and_switches_language(
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            # Reduced motion: charts draw at once, so screenshots show them finished.
+            page = browser.new_page(
+                viewport={"width": 1600, "height": 1000},
+                reduced_motion="reduce",
+                timezone_id="Asia/Shanghai",
+            )
             page.goto(base + "/")
             expect(page).to_have_url(base + "/login")
             page.fill("#token", tokens["bureau"])
@@ -128,9 +142,54 @@ def test_overview_loads_updates_live_and_switches_language(
             page.set_viewport_size({"width": 1366, "height": 768})
             page.goto(base + "/enterprises/ent-a")
             expect(page.locator('.tile[data-kpi="registered"] .num')).to_have_text("3")
+            # The stream starts after the trend is drawn: its first update means a full page.
+            expect(page.locator("body")).to_have_attribute("data-updates", re.compile(r"^\d+$"))
             page.screenshot(
                 path=str(artifacts_dir / "monitoring-enterprise-laptop.png"), full_page=True
             )
+        finally:
+            browser.close()
+
+
+def test_enterprise_opens_its_device_page_from_the_device_list(
+    server: tuple[str, dict[str, str], str], artifacts_dir: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, tokens, _ = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(
+                viewport={"width": 1366, "height": 768},
+                reduced_motion="reduce",
+                timezone_id="Asia/Shanghai",
+            )
+            page.goto(base + "/login")
+            page.fill("#token", tokens["ent-a"])
+            page.click("button[type=submit]")
+            expect(page).to_have_url(base + "/enterprises/ent-a")
+            expect(page.locator("#device-table tbody tr")).to_have_count(3)
+            expect(page.locator("#device-table")).to_contain_text("数控车床")  # cnc_lathe
+            page.click("#device-table a:text('LATHE-1')")
+            expect(page).to_have_url(base + "/enterprises/ent-a/devices/lathe-1")
+            expect(page.locator("#device-state")).to_have_text("运行")
+            expect(page.locator("#signal-table")).to_contain_text("spindle_speed")
+            expect(page.locator("#signal-table tbody tr").first).to_contain_text("运行")
+            expect(page.locator('.tile[data-kpi="output"] .num')).to_have_text("120")
+            expect(page.locator("#series-signal")).to_have_value("spindle_speed")
+            expect(page.locator("body")).to_have_attribute("data-updates", re.compile(r"^\d+$"))
+            page.wait_for_function(
+                "echarts.getInstanceByDom(document.getElementById('series-chart'))"
+                ".getOption().series[0].data.length === 60"
+            )
+            page.screenshot(path=str(artifacts_dir / "monitoring-device-zh.png"), full_page=True)
+
+            page.click("#lang-switch")
+            expect(page.locator("#device-state")).to_have_text("Running")
+            expect(page.locator("#signal-table")).to_contain_text("spindle speed")
+            expect(page.locator(".meta")).to_contain_text("CNC lathe")
+            page.screenshot(path=str(artifacts_dir / "monitoring-device-en.png"), full_page=True)
         finally:
             browser.close()
 

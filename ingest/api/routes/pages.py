@@ -59,6 +59,8 @@ def render(
         "page": page,
         "caller": caller,
         "t": lambda key: strings.get(key, key),
+        # Machine kinds come from profiles: an unknown one shows as it is.
+        "kind": lambda name: strings.get(f"kind.{name}", name) if name else "–",
         # </ cannot end the script element it is embedded in
         "i18n_json": json.dumps(strings, ensure_ascii=False).replace("</", "<\\/"),
         **extra,

@@ -6,6 +6,8 @@ const t = (key) => I18N[key] ?? key;
 const body = document.body;
 const LANG = body.dataset.lang;
 const charts = {};
+// Charts draw at once for people who ask for less motion (and for screenshots taken by tests).
+const ANIMATE = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
 
 function fmtNum(value, digits = 0) {
   if (value === null || value === undefined || Number.isNaN(value)) return "–";
@@ -21,6 +23,9 @@ function fmtTime(iso) {
 function esc(text) {
   return String(text ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
+function kindName(kind) {  // machine kinds come from profiles: unknown ones show as they are
+  return kind ? (I18N["kind." + kind] ?? kind) : "–";
+}
 function localName(row) {
   return LANG === "en" ? (row.name_en || row.name) : (row.name || row.name_en);
 }
@@ -33,8 +38,9 @@ async function api(path, options = {}) {
 }
 
 /* ---- tiles ---- */
+const ONE_ENTERPRISE = new Set(["enterprise", "device"]);  // no "enterprises: 1" under the device count
 const TILE_FORMAT = {
-  registered: (k) => [fmtNum(k.registered), `${t("kpi.enterprises")} ${fmtNum(k.enterprises)}`],
+  registered: (k) => [fmtNum(k.registered), ONE_ENTERPRISE.has(body.dataset.page) ? "" : `${t("kpi.enterprises")} ${fmtNum(k.enterprises)}`],
   networked_rate: (k) => [fmtPct(k.networked_rate), `${fmtNum(k.networked)} / ${fmtNum(k.registered)}`],
   online_rate: (k) => [fmtPct(k.online_rate), `${t("kpi.online")} ${fmtNum(k.online)}`],
   running_rate: (k) => [fmtPct(k.running_rate), `${t("kpi.running")} ${fmtNum(k.running)} · ${t("kpi.ran_today")} ${fmtNum(k.ran_today)}`],
@@ -69,7 +75,7 @@ function chart(id) {
 window.addEventListener("resize", () => Object.values(charts).forEach((c) => c.resize()));
 const AXIS = { axisLine: { lineStyle: { color: "#24406b" } }, splitLine: { lineStyle: { color: "#1b3050" } } };
 const BASE = { backgroundColor: "transparent", textStyle: { fontFamily: "inherit" }, tooltip: { trigger: "axis" },
-  grid: { left: 60, right: 60, top: 36, bottom: 30 } };
+  grid: { left: 60, right: 60, top: 36, bottom: 30 }, animation: ANIMATE };
 
 function renderTrend(data) {
   const c = chart("trend-chart");
@@ -86,8 +92,8 @@ function renderTrend(data) {
     ],
     series: [
       { name: t("trend.output"), type: "bar", data: data.days.map((d) => d.output), itemStyle: { color: "#3fc1ff" } },
-      { name: t("trend.energy"), type: "line", yAxisIndex: 1, smooth: true, data: data.days.map((d) => d.energy_kwh), itemStyle: { color: "#ff9f1a" } },
-      { name: t("trend.utilization"), type: "line", yAxisIndex: 2, smooth: true, data: data.days.map((d) => d.utilization), itemStyle: { color: "#2ecc71" },
+      { name: t("trend.energy"), type: "line", yAxisIndex: 1, data: data.days.map((d) => d.energy_kwh), itemStyle: { color: "#ff9f1a" } },
+      { name: t("trend.utilization"), type: "line", yAxisIndex: 2, data: data.days.map((d) => d.utilization), itemStyle: { color: "#2ecc71" },
         tooltip: { valueFormatter: (v) => fmtPct(v) } },
     ],
   });
@@ -121,10 +127,11 @@ function renderAlarms(alarms) {
     ...BASE,
     tooltip: { trigger: "item" },
     legend: { bottom: 0, type: "scroll" },
-    title: entries.length ? { show: false } : { text: "0", left: "center", top: "center", textStyle: { color: "#2ecc71", fontSize: 36 } },
-    series: [{ type: "pie", radius: ["40%", "68%"], center: ["50%", "45%"],
-      data: entries.map(([name, value]) => ({ name, value })), label: { formatter: "{b}: {c}" } }],
-  });
+    graphic: entries.length ? [] : [{ type: "text", left: "center", top: "middle",
+      style: { text: t("alarm.none"), fill: "#2ecc71", fontSize: 20 } }],
+    series: [{ type: "pie", radius: ["40%", "68%"], center: ["50%", "45%"], showEmptyCircle: false,
+      data: entries.map(([kind, value]) => ({ name: kindName(kind), value })), label: { formatter: "{b}: {c}" } }],
+  }, true);  // replace, not merge: the "none" text must go when an alarm comes
 }
 
 function warningBadge(colour) {
@@ -173,10 +180,19 @@ function renderDevices(devices) {
   if (!tbody) return;
   tbody.innerHTML = devices.map((d) => {
     const k = d.kpis || {};
-    return `<tr><td><a href="/devices/${encodeURIComponent(d.id)}">${esc(d.name || d.id)}</a></td><td>${esc(d.machine_kind)}</td><td>${esc(d.line)}</td>` +
+    return `<tr><td><a href="${devicePath("", d.enterprise, d.id)}">${esc(d.name || d.id)}</a></td><td>${esc(kindName(d.machine_kind))}</td><td>${esc(d.line)}</td>` +
       `<td>${stateBadge(d.state)}</td><td>${fmtTime(d.last_seen)}</td><td class="num">${fmtPct(k.utilization)}</td>` +
       `<td class="num">${fmtNum(k.output)}</td><td class="num">${fmtNum(k.energy_kwh, 1)}</td></tr>`;
   }).join("");
+}
+
+/* A device is addressed as enterprise + device id, in pages and in the API alike. */
+function devicePath(prefix, enterprise, device) {
+  return `${prefix}/enterprises/${encodeURIComponent(enterprise)}/devices/${encodeURIComponent(device)}`;
+}
+function scopeDevicePath(prefix) {
+  const [enterprise, device] = body.dataset.scope.split(":")[1].split("/");
+  return devicePath(prefix, enterprise, device);
 }
 
 const STATE_COLOURS = { running: "#2ecc71", idle: "#d4b106", setup: "#3d8bfd", fault: "#ff4d4f", off: "#555", offline: "#7d8799" };
@@ -190,7 +206,7 @@ function renderTimeline(intervals, start, end) {
     ...BASE,
     grid: { left: 20, right: 20, top: 10, bottom: 30 },
     tooltip: { formatter: (p) => `${t("state." + p.value[3])}<br>${fmtTime(new Date(p.value[1]).toISOString())} – ${fmtTime(new Date(p.value[2]).toISOString())}` },
-    xAxis: { type: "time", min: Date.parse(start), max: Date.parse(end), ...AXIS },
+    xAxis: { type: "time", min: Date.parse(start), max: Date.parse(end), ...AXIS, axisLabel: { hideOverlap: true } },
     yAxis: { type: "category", data: [""], show: false },
     series: [{ type: "custom", encode: { x: [1, 2], y: 0 }, data,
       renderItem: (params, api) => {
@@ -202,11 +218,17 @@ function renderTimeline(intervals, start, end) {
   });
 }
 
+function signalValue(s) {
+  if (typeof s.value === "number") return fmtNum(s.value, 2);
+  if (s.signal === "machine_state" && I18N["state." + s.value]) return esc(t("state." + s.value));
+  return esc(s.value);
+}
+
 function renderSignals(signals) {
   const tbody = document.querySelector("#signal-table tbody");
   if (!tbody) return;
   tbody.innerHTML = signals.length ? signals.map((s) => `<tr><td>${esc(s.signal)} <span class="help">${esc(LANG === "en" ? s.meaning : s.zh)}</span></td>` +
-    `<td class="num">${typeof s.value === "number" ? fmtNum(s.value, 2) : esc(s.value)} ${esc(s.unit)}</td><td>${fmtTime(s.ts)}</td></tr>`).join("")
+    `<td class="num">${signalValue(s)} ${esc(s.unit)}</td><td>${fmtTime(s.ts)}</td></tr>`).join("")
     : `<tr><td colspan="3">${esc(t("device.no_data"))}</td></tr>`;
   const select = document.getElementById("series-signal");
   if (select && !select.options.length) {
@@ -220,11 +242,10 @@ function renderSignals(signals) {
 async function loadSeries(signal) {
   const c = chart("series-chart");
   if (!c || !signal) return;
-  const device = body.dataset.scope.split(":")[1];
-  const data = await api(`/api/devices/${encodeURIComponent(device)}/series?signal=${encodeURIComponent(signal)}&hours=6`);
+  const data = await api(`${scopeDevicePath("/api")}/series?signal=${encodeURIComponent(signal)}&hours=6`);
   c.setOption({
     ...BASE,
-    xAxis: { type: "time", ...AXIS },
+    xAxis: { type: "time", ...AXIS, axisLabel: { hideOverlap: true } },
     yAxis: { type: "value", scale: true, ...AXIS },
     series: [{ name: signal, type: "line", showSymbol: false, data: data.points.map((p) => [p.ts, p.avg]) }],
   }, true);
@@ -252,7 +273,7 @@ const PAGE_SOURCES = {
   segment: (key) => `/api/segments/${encodeURIComponent(key)}`,
   district: (key) => `/api/districts/${encodeURIComponent(key)}`,
   enterprise: (key) => `/api/enterprises/${encodeURIComponent(key)}`,
-  device: (key) => `/api/devices/${encodeURIComponent(key)}/live`,
+  device: () => scopeDevicePath("/api"),
 };
 
 async function loadPage(page) {

@@ -30,6 +30,7 @@ class PublisherCounters:
     batches_published: int = 0
     points_published: int = 0
     batches_refused: int = 0
+    batches_unrouted: int = 0
     replayed_batches: int = 0
     connects: int = 0
     inflight: int = 0
@@ -190,6 +191,11 @@ class _HubCollector(Collector):
             "shulian_gateway_batches_refused",
             "Batches the broker refused (PUBACK with an error code)",
             value=pub.batches_refused,
+        )
+        yield CounterMetricFamily(
+            "shulian_gateway_batches_unrouted",
+            "Batches the broker took with no subscriber to give them to (kept and sent again)",
+            value=pub.batches_unrouted,
         )
         yield CounterMetricFamily(
             "shulian_gateway_mqtt_connects", "Successful MQTT connections", value=pub.connects

@@ -18,6 +18,13 @@ Replay policy: two streams share the in-flight window.
   using at most ``replay_share`` of the window, so replay never starves live data and live
   data never starves replay.
 
+A batch is deleted only on a PUBACK that says it was routed: an MQTT 5 broker that answers
+"No matching subscribers" (0x10) took the batch but gave it to nobody, so it stays in the buffer
+and is sent again after a pause (1 s, doubling to 30 s, ended early by the next routed batch).
+Mosquitto loses shared subscriptions (the ingest's ``$share/ingest/...``) when it restarts, until
+each subscriber reconnects and subscribes again: batches sent in that window would otherwise be
+deleted here and never stored.
+
 A batch sent more than ``historical_after_s`` after it was sealed goes out with
 ``historical: true``. If the live queue grows past two windows (a slow link), its oldest entries
 are left to the backlog stream; nothing is lost, they are only sent later.
@@ -59,6 +66,10 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10.0
 CONNACK_TIMEOUT_S = 5.0
 PAGE = 64
+NO_MATCHING_SUBSCRIBERS = 0x10
+"""MQTT 5 PUBACK reason: accepted, but no subscription matched (nobody received it)."""
+UNROUTED_PAUSE_S = (1.0, 30.0)
+"""First and longest pause before batches that reached no subscriber are sent again."""
 
 
 @dataclass(slots=True)
@@ -129,6 +140,7 @@ class Publisher:
         self._stopping = False
         self._refusals = RateLimitedLog(60.0)
         self.refusals_in_a_row = 0
+        self.unrouted_in_a_row = 0
         self.replay_paused_until = 0.0
 
     # ---------------------------------------------------------------- lifecycle
@@ -287,10 +299,10 @@ class Publisher:
         started = getattr(self, "_connected_at", 0.0)
         return bool(started) and time.monotonic() - started > 30
 
-    def _log_refusal(self, key: str, message: str) -> None:
+    def _log_refusal(self, key: str, message: str, level: int = logging.ERROR) -> None:
         suppressed = self._refusals.allow(key)
         if suppressed is not None:
-            log.error(message, extra={"suppressed": suppressed} if suppressed else None)
+            log.log(level, message, extra={"suppressed": suppressed} if suppressed else None)
 
     # ------------------------------------------------------- paho thread -> loop
 
@@ -315,7 +327,8 @@ class Publisher:
     def _cb_publish(
         self, client: Any, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
-        self._post(self._on_ack, mid, reason.is_failure, str(reason))
+        is_unrouted = reason.value == NO_MATCHING_SUBSCRIBERS
+        self._post(self._on_ack, mid, reason.is_failure, str(reason), is_unrouted)
 
     # ------------------------------------------------------------ loop handlers
 
@@ -359,7 +372,7 @@ class Publisher:
         self.live_from = None
         self.is_backlog_dirty = True
 
-    def _on_ack(self, mid: int, is_failure: bool, reason: str) -> None:
+    def _on_ack(self, mid: int, is_failure: bool, reason: str, is_unrouted: bool = False) -> None:
         if mid in self._status_mids:
             self._status_mids.discard(mid)
             return
@@ -370,10 +383,15 @@ class Publisher:
             self.replay_inflight -= 1
         if is_failure:
             self._on_refused(flight, reason)
+        elif is_unrouted:
+            self._on_unrouted(flight)
         else:
             self.acked.append(flight.row_id)
             self._delete_wake.set()
             self.refusals_in_a_row = 0
+            if self.unrouted_in_a_row:  # a subscriber is back: resume replay at once
+                self.unrouted_in_a_row = 0
+                self.replay_paused_until = 0.0
             self.counters.batches_published += 1
             self.counters.points_published += flight.samples
             self.metrics.publish_latency.observe(max(0.0, time.time() - flight.created_ms / 1000))
@@ -390,19 +408,38 @@ class Publisher:
             f"broker refused a batch on {self.telemetry_topic}: {reason}. The batch stays in the "
             "buffer; check the broker's ACL for this gateway's user.",
         )
+        self.refusals_in_a_row += 1
+        self._send_again_later(flight, min(60.0, 5.0 * 2 ** (self.refusals_in_a_row - 1)))
+
+    def _on_unrouted(self, flight: _Flight) -> None:
+        """Nobody was subscribed to telemetry: keep the batch until a consumer is back."""
+        self.counters.batches_unrouted += 1
+        self._log_refusal(
+            "unrouted",
+            f"broker {self.mqtt.url} has no subscriber for {self.telemetry_topic} (is the ingest "
+            "connected?); the batches stay in the buffer and are sent again",
+            level=logging.WARNING,
+        )
+        if time.monotonic() < self.replay_paused_until:
+            self._send_again_later(flight, 0.0)  # one pause per episode, not per batch
+            return
+        first, longest = UNROUTED_PAUSE_S
+        self.unrouted_in_a_row += 1
+        self._send_again_later(flight, min(longest, first * 2 ** (self.unrouted_in_a_row - 1)))
+
+    def _send_again_later(self, flight: _Flight, pause_s: float) -> None:
+        """Hand everything not yet sent to the backlog stream (the row may be a live one), and
+        pause replay rather than retrying at network speed."""
         self.unsettled.discard(flight.row_id)
-        # Hand everything not yet sent to the backlog stream (the row may be a live one), and
-        # pause replay with a growing delay rather than retrying at network speed.
         self.cursor = min(self.cursor, flight.row_id - 1)
         self.backlog.clear()
         self.live.clear()
         self.live_from = None
         self.is_backlog_dirty = True
-        self.refusals_in_a_row += 1
-        pause_s = min(60.0, 5.0 * 2 ** (self.refusals_in_a_row - 1))
-        self.replay_paused_until = time.monotonic() + pause_s
-        if self._loop is not None:
-            self._loop.call_later(pause_s, self._pump)
+        if pause_s > 0:
+            self.replay_paused_until = time.monotonic() + pause_s
+            if self._loop is not None:
+                self._loop.call_later(pause_s, self._pump)
 
     # ------------------------------------------------------------------ sending
 

@@ -24,6 +24,7 @@ async def test_prometheus_endpoint_and_mqtt_metrics(
 
     port = free_port()
     sub = collect(mosquitto.url, "shulian/v1/ent-a/gw-1/metrics")
+    collect(mosquitto.url, "shulian/v1/ent-a/gw-1/telemetry")  # batches count once routed
     settings = fake_settings(
         mosquitto.url, tmp_path / "gw", metrics={"port": port, "publish_interval_s": 0.2}
     )

@@ -42,6 +42,7 @@ from wire.payloads import DeviceConnection, DeviceStatus, GatewayStatus
 log = logging.getLogger(__name__)
 
 BUFFER_FILE = "buffer.sqlite3"
+PKI_FOLDER = "pki"
 MAINTENANCE_S = 5.0
 
 
@@ -56,6 +57,17 @@ def device_fingerprint(device: DeviceConfig) -> str:
     """Changes exactly when the device's spec or its resolved profile changes (not its line)."""
     text = device.model_dump_json(exclude={"source"})
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def with_data_dir(device: DeviceConfig, data_dir: Path) -> DeviceConfig:
+    """The device as its driver gets it: an OPC UA device keeps its client certificate and trust
+    list in ``<gateway.data_dir>/pki`` unless its site entry or its profile names a ``pki_dir``
+    (the driver alone would fall back to the working directory's var/gateway/pki)."""
+    profile_pki_dir = getattr(getattr(device.profile, "opcua", None), "pki_dir", None)
+    if device.profile.protocol != "opcua" or "pki_dir" in device.settings or profile_pki_dir:
+        return device
+    settings = {**device.settings, "pki_dir": str(data_dir / PKI_FOLDER)}
+    return device.model_copy(update={"settings": settings})
 
 
 def config_hash(devices: list[DeviceConfig]) -> str:
@@ -248,6 +260,7 @@ class GatewayApp:
     # ------------------------------------------------------------------ devices
 
     def _start_device(self, device: DeviceConfig) -> None:
+        device = with_data_dir(device, Path(self.settings.gateway.data_dir))
         driver_cls = self.driver_for(device.profile.protocol)
         counters = DeviceCounters()
         pipeline = DevicePipeline(

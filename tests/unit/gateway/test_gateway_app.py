@@ -1,0 +1,77 @@
+"""The composition root hands each driver its device with the gateway's data folder filled in."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+from gateway_fakes import FakeDriver, eventually, fake_app, fake_settings, make_device
+
+from gateway.app import with_data_dir
+from gateway.drivers.base import DriverMetrics
+from gateway.drivers.opcua.models import OpcUaProfile
+from gateway.profiles.models import DeviceConfig
+
+
+def opcua_device(
+    settings: dict[str, Any] | None = None, opcua: dict[str, Any] | None = None
+) -> DeviceConfig:
+    profile = OpcUaProfile.model_validate(
+        {
+            "id": "grinder",
+            "protocol": "opcua",
+            "groups": [{"name": "fast", "interval_ms": 1000}],
+            "signals": [{"name": "part_count", "node_id": "ns=2;s=G.PartCount", "group": "fast"}],
+            "opcua": opcua or {},
+        }
+    )
+    return DeviceConfig(
+        id="grinder-01",
+        enterprise="ent-a",
+        endpoint="opc.tcp://127.0.0.1:4840",
+        unit_id=None,
+        line="",
+        profile=profile,
+        settings=settings or {},
+    )
+
+
+def test_opcua_devices_keep_their_certificate_in_the_gateway_data_dir(tmp_path: Path) -> None:
+    device = with_data_dir(opcua_device(), tmp_path / "data")
+    assert device.settings["pki_dir"] == str(tmp_path / "data" / "pki")
+
+
+def test_a_pki_dir_from_the_site_or_the_profile_wins(tmp_path: Path) -> None:
+    from_site = opcua_device(settings={"pki_dir": "/etc/shulian/pki"})
+    assert with_data_dir(from_site, tmp_path).settings["pki_dir"] == "/etc/shulian/pki"
+    from_profile = opcua_device(opcua={"pki_dir": "/srv/pki"})
+    assert "pki_dir" not in with_data_dir(from_profile, tmp_path).settings
+
+
+def test_modbus_devices_get_no_pki_dir(tmp_path: Path) -> None:
+    device = make_device("m1")
+    assert with_data_dir(device, tmp_path) is device
+
+
+class _Recording(FakeDriver):
+    devices: ClassVar[list[DeviceConfig]] = []
+
+    def __init__(
+        self, device: DeviceConfig, logger: logging.LoggerAdapter[Any], metrics: DriverMetrics
+    ) -> None:
+        _Recording.devices.append(device)
+        super().__init__(device, logger, metrics)
+
+
+async def test_the_running_gateway_gives_the_driver_its_data_dir_pki(tmp_path: Path) -> None:
+    data_dir = tmp_path / "gw"
+    settings = fake_settings("mqtt://127.0.0.1:9", data_dir)
+    app = fake_app(settings, [opcua_device()], driver_for=lambda _protocol: _Recording)
+    _Recording.devices.clear()
+    await app.start()
+    try:
+        await eventually(lambda: _Recording.devices, what="the driver created")
+    finally:
+        await app.stop()
+    assert _Recording.devices[0].settings["pki_dir"] == str(data_dir / "pki")

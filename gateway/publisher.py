@@ -25,8 +25,9 @@ Mosquitto loses shared subscriptions (the ingest's ``$share/ingest/...``) when i
 each subscriber reconnects and subscribes again: batches sent in that window would otherwise be
 deleted here and never stored.
 
-A batch sent more than ``historical_after_s`` after it was sealed goes out with
-``historical: true``. If the live queue grows past two windows (a slow link), its oldest entries
+A batch sent from the backlog, or more than ``historical_after_s`` after it was sealed, goes out
+with ``historical: true``: live batches are sent in order among themselves, and a batch that
+waited in the buffer through an outage is a replay however young it is. If the live queue grows past two windows (a slow link), its oldest entries
 are left to the backlog stream; nothing is lost, they are only sent later.
 
 paho calls back from its own network thread; every callback is handed to the event loop with
@@ -120,6 +121,8 @@ class Publisher:
         self.backlog: deque[StoredBatch] = deque()
         self.cursor = 0
         """Highest row id the backlog stream has read."""
+        self.rewinds = 0
+        """How often the cursor was moved back (a page read meanwhile is stale)."""
         self.is_backlog_dirty = True
         self.is_loading = False
         self.inflight: dict[int, _Flight] = {}
@@ -427,11 +430,16 @@ class Publisher:
         self.unrouted_in_a_row += 1
         self._send_again_later(flight, min(longest, first * 2 ** (self.unrouted_in_a_row - 1)))
 
+    def _rewind(self, row_id: int) -> None:
+        """Make the backlog stream read ``row_id`` again."""
+        self.cursor = min(self.cursor, row_id - 1)
+        self.rewinds += 1
+
     def _send_again_later(self, flight: _Flight, pause_s: float) -> None:
         """Hand everything not yet sent to the backlog stream (the row may be a live one), and
         pause replay rather than retrying at network speed."""
         self.unsettled.discard(flight.row_id)
-        self.cursor = min(self.cursor, flight.row_id - 1)
+        self._rewind(flight.row_id)
         self.backlog.clear()
         self.live.clear()
         self.live_from = None
@@ -497,11 +505,15 @@ class Publisher:
     async def _load_backlog(self) -> None:
         try:
             self.is_backlog_dirty = False
-            before = self.live_from
+            before, rewinds = self.live_from, self.rewinds
             rows = await self.buffer.read_after(self.cursor, before, PAGE)
             if self.live_from != before:
                 self.is_backlog_dirty = True  # the live/backlog boundary moved meanwhile
-            if rows:
+            if False and self.rewinds != rewinds:
+                # Rows were handed back (cursor moved below this page) while it was read:
+                # advancing the cursor past them now would leave them unsent until a restart.
+                self.is_backlog_dirty = True
+            elif rows:
                 self.cursor = max(self.cursor, rows[-1].id)
                 self.backlog.extend(r for r in rows if r.id not in self.unsettled)
                 if len(rows) == PAGE:
@@ -517,12 +529,13 @@ class Publisher:
     def _send(self, batch: StoredBatch, *, is_replay: bool) -> None:
         client = self._client
         assert client is not None
-        historical = time.time_ns() // 1_000_000 - batch.created_ms > self.historical_after_ms
+        age_ms = time.time_ns() // 1_000_000 - batch.created_ms
+        historical = is_replay or age_ms > self.historical_after_ms
         info = client.publish(self.telemetry_topic, self.encode_batch(batch, historical), qos=1)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             # paho did not queue it (its queue is full or the mid is taken): leave it to the backlog.
             log.warning("paho refused a publish", extra={"rc": paho.error_string(info.rc)})
-            self.cursor = min(self.cursor, batch.id - 1)
+            self._rewind(batch.id)
             self.backlog.clear()
             self.is_backlog_dirty = True
             return

@@ -1,6 +1,7 @@
 """Fault drills through real Mosquitto and PostgreSQL: nothing lost, nothing stored twice.
 
-- the ingest SIGKILLed every few seconds under load (SHULIAN_FAULT_SECONDS, default 40 s);
+- the ingest SIGKILLed every 10 s for 2 minutes under load, as issue 5 asks
+  (SHULIAN_FAULT_SECONDS shortens it for a quick local run);
 - its database stopped for 30 s under load;
 - two workers in one shared-subscription group.
 """
@@ -29,7 +30,8 @@ from shulian.devservices import Mosquitto, PrivatePostgres, create_database
 from wire.payloads import Sample
 
 REPO = Path(__file__).resolve().parents[3]
-FAULT_SECONDS = float(os.environ.get("SHULIAN_FAULT_SECONDS", "40"))
+FAULT_SECONDS = float(os.environ.get("SHULIAN_FAULT_SECONDS", "120"))
+KILL_PERIOD_S = 10.0
 
 
 @dataclass
@@ -140,7 +142,7 @@ def _spawn_ingest(db_url: str, mqtt_url: str, client_id: str, log: Path) -> subp
 
 
 @pytest.mark.slow
-def test_sigkill_every_few_seconds_under_load_loses_and_duplicates_nothing(
+def test_sigkill_every_10_s_under_load_loses_and_duplicates_nothing(
     mosquitto: Mosquitto, pg_url: str, tmp_path: Path
 ):
     client_id = f"killed-{uuid.uuid4().hex[:6]}"
@@ -156,7 +158,7 @@ def test_sigkill_every_few_seconds_under_load_loses_and_duplicates_nothing(
     try:
         deadline = time.monotonic() + FAULT_SECONDS
         while time.monotonic() < deadline:
-            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))  # the drill's period
+            time.sleep(min(KILL_PERIOD_S, max(0.0, deadline - time.monotonic())))  # the period
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
@@ -166,7 +168,7 @@ def test_sigkill_every_few_seconds_under_load_loses_and_duplicates_nothing(
     finally:
         proc.kill()
         proc.wait()
-    assert kills >= FAULT_SECONDS // 5
+    assert kills >= FAULT_SECONDS // KILL_PERIOD_S
     text = log.read_text(errors="replace")
     assert text.count("session present: True") >= kills  # each restart resumed the session
     assert load.sent_samples >= FAULT_SECONDS * 0.8 * load.batches_per_s * load.samples_per_batch

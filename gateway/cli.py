@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -105,9 +106,23 @@ def run(
     except ConfigError as exc:
         raise _fail(exc) from None
     try:
-        asyncio.run(run_gateway(settings, site))
+        _run_event_loop(run_gateway(settings, site))
     except ConfigError as exc:
         raise _fail(exc) from None
+
+
+def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (the gateway extra brings it), else asyncio's.
+
+    uvloop spends about half of asyncio's CPU per socket event; with thousands of Modbus
+    requests a second that is the largest single saving (bench/README.md).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 @settings_app.command("show")

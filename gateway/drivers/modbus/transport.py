@@ -34,7 +34,7 @@ import socket
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -147,7 +147,8 @@ class _TcpLink(asyncio.Protocol):
         return self._transport is not None and not self._transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike: no isinstance.
+        transport = cast("asyncio.Transport", transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # One small request at a time: never let Nagle hold it back for an ACK.

@@ -162,3 +162,26 @@ async def test_an_unanswered_request_times_out_and_is_forgotten(
 
     link = driver._transport._link if driver._transport else None
     assert link is not None and not link._waiting, "a timed-out request is not waited for"
+
+
+def test_the_link_runs_on_uvloop_as_the_gateway_does() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def read_once() -> list[object]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while request := await reader.read(12):
+                writer.write(reply(request, 7))
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        driver = make_driver(
+            make_device([{"name": "tool_number", "address": 0}], f"tcp://127.0.0.1:{port}")
+        )
+        try:
+            await driver.connect()
+            return [r.raw for r in (await driver.read(DEFAULT)).readings]
+        finally:
+            await driver.close()
+            server.close()
+
+    assert uvloop.run(read_once()) == [7]

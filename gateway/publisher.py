@@ -435,12 +435,18 @@ class Publisher:
         self.cursor = min(self.cursor, row_id - 1)
         self.rewinds += 1
 
+    def _drop_backlog_page(self) -> None:
+        """Forget the rows read but not sent yet; the backlog stream reads them again."""
+        if self.backlog:
+            self._rewind(self.backlog[0].id)
+            self.backlog.clear()
+
     def _send_again_later(self, flight: _Flight, pause_s: float) -> None:
         """Hand everything not yet sent to the backlog stream (the row may be a live one), and
         pause replay rather than retrying at network speed."""
         self.unsettled.discard(flight.row_id)
         self._rewind(flight.row_id)
-        self.backlog.clear()
+        self._drop_backlog_page()
         self.live.clear()
         self.live_from = None
         self.is_backlog_dirty = True
@@ -509,7 +515,7 @@ class Publisher:
             rows = await self.buffer.read_after(self.cursor, before, PAGE)
             if self.live_from != before:
                 self.is_backlog_dirty = True  # the live/backlog boundary moved meanwhile
-            if False and self.rewinds != rewinds:
+            if self.rewinds != rewinds:
                 # Rows were handed back (cursor moved below this page) while it was read:
                 # advancing the cursor past them now would leave them unsent until a restart.
                 self.is_backlog_dirty = True
@@ -536,7 +542,7 @@ class Publisher:
             # paho did not queue it (its queue is full or the mid is taken): leave it to the backlog.
             log.warning("paho refused a publish", extra={"rc": paho.error_string(info.rc)})
             self._rewind(batch.id)
-            self.backlog.clear()
+            self._drop_backlog_page()
             self.is_backlog_dirty = True
             return
         self.inflight[info.mid] = _Flight(batch.id, batch.samples, batch.created_ms, is_replay)

@@ -51,6 +51,15 @@ async def test_batches_no_one_subscribed_to_stay_buffered_until_a_subscriber_com
         await app.stop()
 
 
+def _state(p: Any) -> str:
+    return (
+        f"inflight={len(p.inflight)} replay_inflight={p.replay_inflight} backlog="
+        f"{[b.id for b in p.backlog][:3]}+{len(p.backlog)} live={len(p.live)} cursor={p.cursor} "
+        f"live_from={p.live_from} paused_for={p.replay_paused_until - time.monotonic():.1f} "
+        f"loading={p.is_loading} dirty={p.is_backlog_dirty} unsettled={sorted(p.unsettled)[:5]}"
+    )
+
+
 def _shared_subscriber(url: str, client_id: str, received: set[int]) -> paho.Client:
     """A persistent-session subscriber on a shared subscription, as the ingest is."""
     host, port = url.removeprefix("mqtt://").split(":")
@@ -70,20 +79,28 @@ def _shared_subscriber(url: str, client_id: str, received: set[int]) -> paho.Cli
 async def test_a_broker_restart_losing_the_shared_subscription_loses_no_batch(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
+    """A backlog big enough that batches come back unrouted while a backlog page is being read
+    or waits to be sent. Both used to leave rows behind the replay cursor, unsent until the
+    gateway restarted: a stale page moved the cursor past rows handed back meanwhile, and a
+    page dropped on a refusal was not read again."""
     received: set[int] = set()
     client_id = f"ingest-{uuid.uuid4().hex[:6]}"
     subscriber = await asyncio.to_thread(_shared_subscriber, mosquitto.url, client_id, received)
-    devices = [make_device("n2", profile=make_profile(interval_ms=50))]
-    app = fake_app(fake_settings(mosquitto.url, tmp_path / "gw"), devices)
+    devices = [make_device(f"n{i}", profile=make_profile(interval_ms=20)) for i in range(8)]
+    settings = fake_settings(
+        mosquitto.url, tmp_path / "gw", buffer={"batch_max_samples": 50, "batch_max_delay_ms": 200}
+    )
+    app = fake_app(settings, devices)
     await app.start()
     try:
         await eventually(lambda: app.metrics.publisher.batches_published >= 3, what="flow")
         subscriber.loop_stop()
         await asyncio.to_thread(mosquitto.stop)
+        await eventually(lambda: app.batcher.seq >= 100, what="a backlog")
         await asyncio.to_thread(mosquitto.start)
-        # The gateway is back before the subscriber: its batches reach no one for a while.
+        # The gateway is back before the subscriber: its replay reaches no one for a while.
         await eventually(
-            lambda: app.metrics.publisher.batches_unrouted > 0, timeout_s=15, what="unrouted"
+            lambda: app.metrics.publisher.batches_unrouted > 150, timeout_s=20, what="unrouted"
         )
         subscriber = await asyncio.to_thread(_shared_subscriber, mosquitto.url, client_id, received)
         await app.scheduler.stop_all()
@@ -92,7 +109,10 @@ async def test_a_broker_restart_losing_the_shared_subscription_loses_no_batch(
         sealed = app.batcher.seq
         deadline = time.monotonic() + 20
         while (await app.buffer.stats()).batches or app.publisher.inflight:
-            assert time.monotonic() < deadline, "the buffer drains once the subscriber is back"
+            assert time.monotonic() < deadline, (
+                f"the buffer drains once the subscriber is back: {await app.buffer.stats()} "
+                f"{_state(app.publisher)} left: {[b.id for b in await app.buffer.read_after(0)]}"
+            )
             await asyncio.sleep(0.05)
         await eventually(
             lambda: received == set(range(1, sealed + 1)), what="every batch at the subscriber"

@@ -212,7 +212,7 @@ class GroupSubscription:
         """Stop delivering without talking to the server (its session is being closed)."""
         sub, self._subscription = self._subscription, None
         if sub is not None:
-            sub.is_deleted = True
+            sub.detach()
 
     async def cancel(self) -> None:
         """Stop delivering and delete the subscription on the server; bounded, idempotent."""

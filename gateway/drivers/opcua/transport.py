@@ -15,19 +15,31 @@ asyncua 2.x quirks held here:
 - Subscriptions are created on the session directly (not ``Client.create_subscription``) so that
   one publish response becomes one batch for the sink, without a task per value, and so that
   asyncua's stale-subscription watchdog never recreates them behind the scheduler's back.
+
+Sharing: devices on one server endpoint with the same settings (security, user, timeouts) share
+one session (``_Session``, reference-counted in a per-loop pool), and groups with the same
+publishing interval share one server subscription, each device's monitored items routed back to
+it by client handle. Forty machines on one server cost one session and one publish stream instead
+of forty (and eighty), which is most of the OPC UA CPU and memory of a gateway (bench/README.md).
+Each device keeps its own ``UaConnection`` handle: its errors name the device, and closing it
+removes only its monitored items. What a session's loss means is unchanged: the server or the
+network is gone, so every device on it reports disconnected and reconnects with its own backoff
+(the first one back opens a new session; the others join it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import enum
 import logging
 import math
 import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -56,8 +68,10 @@ __all__ = [
     "DataSample",
     "MonitorItem",
     "Resolution",
+    "SessionPool",
     "UaConnection",
     "UaSubscription",
+    "session_pool",
     "status_name",
 ]
 
@@ -67,6 +81,8 @@ _T = TypeVar("_T")
 
 _CHUNK = 500
 """Nodes per Read / CreateMonitoredItems request; below every server limit we know of."""
+_MAX_SHARED_ITEMS = 5000
+"""Monitored items one shared server subscription takes before another one is opened."""
 _CLOSE_TIMEOUT_S = 2.0
 _ROOT = ua.NodeId(ua.Int32(ObjectIds.RootFolder))
 _HIERARCHICAL = ua.NodeId(ua.Int32(ObjectIds.HierarchicalReferences))
@@ -136,8 +152,12 @@ def status_name(code: int) -> str:
     return name if name else f"0x{code:08X}"
 
 
-class UaConnection:
-    """One client session to one server; every await is bounded by ``timeout_s``."""
+class _Session:
+    """One client session to one server, shared by the devices whose settings match.
+
+    Every await is bounded by ``timeout_s``. Errors name ``where`` (the device that opened it);
+    each device's ``UaConnection`` renames them to itself.
+    """
 
     def __init__(
         self,
@@ -163,9 +183,15 @@ class UaConnection:
         self._session_name = session_name
         self._client: Client | None = None
         self._states: Any = None
+        self._state_task: asyncio.Task[None] | None = None
         self._lost_reason: str | None = None
+        self._lost = asyncio.Event()
         self._is_closing = False
         self._node_ids: dict[NodeAddress, ua.NodeId] = {}
+        self._subscriptions: dict[tuple[float, int, int], list[_ServerSubscription]] = {}
+        self._subscribing: dict[tuple[float, int, int], asyncio.Lock] = {}
+        self._probe: asyncio.Future[None] | None = None
+        self._probed_ok_mono = -math.inf
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -207,9 +233,18 @@ class UaConnection:
                 raise
             self._states = client.subscribe_state()
             await self._states.__aenter__()
+            self._state_task = asyncio.create_task(self._follow_state(), name="opcua-state")
         except BaseException:
             await self.close()
             raise
+
+    async def _follow_state(self) -> None:
+        """Mark the session lost when asyncua says the connection left CONNECTED."""
+        while True:
+            state = await self._states.next_change()
+            if state is not UaClientState.CONNECTED:
+                self.mark_lost("the connection to the server was lost")
+                return
 
     async def _secure(self, client: Client) -> None:
         if self._identity is None or self._pki is None:
@@ -276,6 +311,10 @@ class UaConnection:
         if client is None:
             return
         self._is_closing = True
+        if self._state_task is not None:
+            self._state_task.cancel()
+            await asyncio.gather(self._state_task, return_exceptions=True)
+            self._state_task = None
         if self._states is not None:
             await self._states.__aexit__(None, None, None)
             self._states = None
@@ -303,18 +342,11 @@ class UaConnection:
             return "the connection is closed"
         if client.state is not UaClientState.CONNECTED:
             return self.mark_lost("the connection to the server was lost")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while (remaining := deadline - loop.time()) > 0:
-            try:
-                state = await self._states.next_change(remaining)
-            except TimeoutError:
-                return None
-            if self._lost_reason is not None:
-                return self._lost_reason
-            if state is not UaClientState.CONNECTED:
-                return self.mark_lost("the connection to the server was lost")
-        return None
+        try:
+            await asyncio.wait_for(self._lost.wait(), timeout_s)
+        except TimeoutError:
+            return None
+        return self._lost_reason
 
     @property
     def is_lost(self) -> bool:
@@ -324,6 +356,7 @@ class UaConnection:
         """Record why the session is unusable and wake ``wait_lost``."""
         if self._lost_reason is None:
             self._lost_reason = reason
+            self._lost.set()
             if self._client is not None and not self._is_closing:
                 self._client.uaclient.notify_transport_lost()
         return self._lost_reason
@@ -338,13 +371,28 @@ class UaConnection:
             return self.mark_lost("the server is shutting down (BadShutdown)")
         return self.mark_lost(f"the server ended the subscription of group {group} ({status})")
 
-    async def probe(self) -> None:
-        """Read the server's state once; raise if it does not answer in time or is shutting down."""
+    async def probe(self, metrics: DriverMetrics) -> None:
+        """Check the server answers and is not shutting down; raise if not.
+
+        Every device on the session asks each ``keepalive_s``: one read answers all those that
+        ask while it runs, and a good answer stands for half a keep-alive period.
+        """
+        if time.monotonic() - self._probed_ok_mono < self.settings.keepalive_s / 2:
+            return
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._probe_once(metrics))
+        await asyncio.shield(self._probe)
+
+    async def _probe_once(self, metrics: DriverMetrics) -> None:
         client = self._require_client()
         timeout_s = min(self.settings.timeout_s, self.settings.keepalive_s)
         state = await self._call(
-            client.nodes.server_state.read_value(), "checking the server is alive", timeout_s
+            client.nodes.server_state.read_value(),
+            "checking the server is alive",
+            timeout_s,
+            metrics=metrics,
         )
+        self._probed_ok_mono = time.monotonic()
         if state in _DEAD_SERVER_STATES:
             raise DeviceUnreachableError(
                 f"the server reports state {ua.ServerState(state).name}", where=self.where
@@ -352,7 +400,7 @@ class UaConnection:
 
     # -- services ------------------------------------------------------------------------------
 
-    async def read(self, nodes: Sequence[NodeAddress]) -> list[DataSample]:
+    async def read(self, nodes: Sequence[NodeAddress], metrics: DriverMetrics) -> list[DataSample]:
         """Read the Value attribute of every node, in as few requests as the chunk size allows."""
         client = self._require_client()
         samples: list[DataSample] = []
@@ -363,12 +411,14 @@ class UaConnection:
                 ua.ReadValueId(NodeId=self._node_id(node), AttributeId=AttributeIds.Value)
                 for node in nodes[start : start + _CHUNK]
             ]
-            values = await self._call(client.uaclient.read(params), "reading values")
+            values = await self._call(
+                client.uaclient.read(params), "reading values", metrics=metrics
+            )
             samples += [_sample(value) for value in values]
         return samples
 
     async def resolve(
-        self, addresses: Sequence[NodeAddress | tuple[BrowseStep, ...]]
+        self, addresses: Sequence[NodeAddress | tuple[BrowseStep, ...]], metrics: DriverMetrics
     ) -> list[Resolution]:
         """Turn configured addresses into this server's node ids (namespace URIs, browse paths)."""
         client = self._require_client()
@@ -376,7 +426,9 @@ class UaConnection:
         namespaces: list[str] | None = None
         if any(isinstance(a, NodeAddress) and a.namespace_uri for a in addresses):
             node = client.get_node(ua.NodeId(ua.Int32(ObjectIds.Server_NamespaceArray)))
-            namespaces = list(await self._call(node.read_value(), "reading the namespace array"))
+            namespaces = list(
+                await self._call(node.read_value(), "reading the namespace array", metrics=metrics)
+            )
         paths: list[tuple[int, tuple[BrowseStep, ...]]] = []
         for index, address in enumerate(addresses):
             if isinstance(address, NodeAddress):
@@ -390,6 +442,7 @@ class UaConnection:
                     [_browse_path(p) for _, p in chunk]
                 ),
                 "resolving browse paths",
+                metrics=metrics,
             )
             for (index, path), result in zip(chunk, results, strict=True):
                 out[index] = _path_resolution(path, result)
@@ -404,14 +457,44 @@ class UaConnection:
         items: Sequence[MonitorItem],
         on_samples: Callable[[SampleBatch], None],
         on_status: Callable[[int, str], None],
+        metrics: DriverMetrics,
     ) -> tuple[UaSubscription, list[tuple[int, str]]]:
-        """Create one subscription with a monitored item per entry of ``items``.
+        """Monitor ``items`` in a server subscription with these parameters (shared with other
+        devices asking for the same ones); ``on_samples`` gets them with the caller's handles.
 
         Returns:
-            The subscription and the items the server refused, as (handle, status name).
+            The caller's share of the subscription, and the items the server refused, as
+            (handle, status name).
         """
-        client = self._require_client()
-        session = client.uaclient.session
+        key = (interval_ms, keepalive_count, lifetime_count)
+        async with self._subscribing.setdefault(key, asyncio.Lock()):
+            server = self._shared_subscription(key, len(items))
+            if server is None:
+                server = await self._create_subscription(key, metrics)
+            member = UaSubscription(server, on_samples, on_status)
+            server.members.add(member)
+        try:
+            refused = await self._add_items(server, member, items, metrics)
+        except BaseException:
+            await member.delete()
+            raise
+        return member, refused
+
+    def _shared_subscription(
+        self, key: tuple[float, int, int], count: int
+    ) -> _ServerSubscription | None:
+        live = [s for s in self._subscriptions.get(key, []) if not s.is_deleted]
+        self._subscriptions[key] = live
+        for server in live:
+            if server.item_count + count <= _MAX_SHARED_ITEMS:
+                return server
+        return None
+
+    async def _create_subscription(
+        self, key: tuple[float, int, int], metrics: DriverMetrics
+    ) -> _ServerSubscription:
+        interval_ms, keepalive_count, lifetime_count = key
+        session = self._require_client().uaclient.session
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=interval_ms,
             RequestedLifetimeCount=lifetime_count,
@@ -420,36 +503,50 @@ class UaConnection:
             PublishingEnabled=True,
             Priority=0,
         )
-        subscription = UaSubscription(self, on_samples, on_status)
+        server = _ServerSubscription(self)
         result = await self._call(
-            session.create_subscription(params, subscription.on_publish), "creating a subscription"
+            session.create_subscription(params, server.on_publish),
+            "creating a subscription",
+            metrics=metrics,
         )
-        subscription.started(result)
-        refused: list[tuple[int, str]] = []
-        try:
-            for start in range(0, len(items), _CHUNK):
-                chunk = items[start : start + _CHUNK]
-                create = ua.CreateMonitoredItemsParameters(
-                    SubscriptionId=result.SubscriptionId,
-                    TimestampsToReturn=ua.TimestampsToReturn.Both,
-                    ItemsToCreate=[self._monitored_item(item) for item in chunk],
-                )
-                results = await self._call(
-                    session.create_monitored_items(create), "creating monitored items"
-                )
-                refused += [
-                    (item.handle, status_name(res.StatusCode.value))
-                    for item, res in zip(chunk, results, strict=True)
-                    if not res.StatusCode.is_good()
-                ]
-        except BaseException:
-            await subscription.delete()
-            raise
-        return subscription, refused
+        server.started(result)
+        self._subscriptions.setdefault(key, []).append(server)
+        return server
 
-    def _monitored_item(self, item: MonitorItem) -> ua.MonitoredItemCreateRequest:
+    async def _add_items(
+        self,
+        server: _ServerSubscription,
+        member: UaSubscription,
+        items: Sequence[MonitorItem],
+        metrics: DriverMetrics,
+    ) -> list[tuple[int, str]]:
+        session = self._require_client().uaclient.session
+        refused: list[tuple[int, str]] = []
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            handles = [server.claim(member, item.handle) for item in chunk]
+            create = ua.CreateMonitoredItemsParameters(
+                SubscriptionId=server.subscription_id,
+                TimestampsToReturn=ua.TimestampsToReturn.Both,
+                ItemsToCreate=[
+                    self._monitored_item(item, handle)
+                    for item, handle in zip(chunk, handles, strict=True)
+                ],
+            )
+            results = await self._call(
+                session.create_monitored_items(create), "creating monitored items", metrics=metrics
+            )
+            for item, handle, res in zip(chunk, handles, results, strict=True):
+                if res.StatusCode.is_good():
+                    member.item_ids[handle] = res.MonitoredItemId
+                else:
+                    server.unclaim(handle)
+                    refused.append((item.handle, status_name(res.StatusCode.value)))
+        return refused
+
+    def _monitored_item(self, item: MonitorItem, handle: int) -> ua.MonitoredItemCreateRequest:
         parameters = ua.MonitoringParameters(
-            ClientHandle=item.handle,
+            ClientHandle=handle,
             SamplingInterval=item.sampling_interval_ms,
             QueueSize=item.queue_size,
             DiscardOldest=True,
@@ -468,15 +565,32 @@ class UaConnection:
             RequestedParameters=parameters,
         )
 
-    async def delete_subscription(self, subscription_id: int) -> None:
+    async def delete_items(self, server: _ServerSubscription, item_ids: list[int]) -> None:
+        """Delete one device's monitored items; the subscription too if nobody else uses it."""
         client = self._client
-        if client is None or client.state is not UaClientState.CONNECTED:
+        if client is None or client.state is not UaClientState.CONNECTED or self.is_lost:
             return  # the session (and its subscriptions) is gone or going anyway
-        await self._call(
-            client.uaclient.session.delete_subscriptions([subscription_id]),
-            "deleting a subscription",
-            timeout_s=min(self.settings.timeout_s, _CLOSE_TIMEOUT_S),
-        )
+        limit = min(self.settings.timeout_s, _CLOSE_TIMEOUT_S)
+        session = client.uaclient.session
+        if not server.members:
+            server.is_deleted = True
+            await self._call(
+                session.delete_subscriptions([server.subscription_id]),
+                "deleting a subscription",
+                timeout_s=limit,
+                metrics=self.metrics,
+            )
+        elif item_ids:
+            await self._call(
+                session.delete_monitored_items(
+                    ua.DeleteMonitoredItemsParameters(
+                        SubscriptionId=server.subscription_id, MonitoredItemIds=item_ids
+                    )
+                ),
+                "deleting monitored items",
+                timeout_s=limit,
+                metrics=self.metrics,
+            )
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -494,18 +608,25 @@ class UaConnection:
         return cached
 
     async def _call(
-        self, awaitable: Awaitable[_T], action: str, timeout_s: float | None = None
+        self,
+        awaitable: Awaitable[_T],
+        action: str,
+        timeout_s: float | None = None,
+        *,
+        metrics: DriverMetrics | None = None,
     ) -> _T:
-        """Await one asyncua operation within a time limit, mapping its errors to ours."""
+        """Await one asyncua operation within a time limit, mapping its errors to ours; count
+        it in ``metrics`` (the asking device's), else the session's own."""
+        metrics = metrics or self.metrics
         limit = self.settings.timeout_s if timeout_s is None else timeout_s
-        self.metrics.requests += 1
+        metrics.requests += 1
         try:
             return await asyncio.wait_for(awaitable, limit)
         except DriverError:
-            self.metrics.errors += 1
+            metrics.errors += 1
             raise
         except TimeoutError as exc:
-            self.metrics.errors += 1
+            metrics.errors += 1
             # Each request waits timeout_s; a longer limit only bounds a multi-request step.
             waited = min(limit, self.settings.timeout_s)
             raise DeviceTimeoutError(
@@ -514,7 +635,7 @@ class UaConnection:
                 hint="Check that the server is running and reachable, or raise timeout_s.",
             ) from exc
         except (OSError, UaError) as exc:
-            self.metrics.errors += 1
+            metrics.errors += 1
             raise self._map_error(exc, action) from exc
 
     def _map_error(self, exc: OSError | UaError, action: str) -> DriverError:
@@ -592,25 +713,26 @@ class UaConnection:
         return ProtocolError(f"the server answered {name} while {action}", where=where)
 
 
-class UaSubscription:
-    """One server subscription; ``on_publish`` runs on the event loop inside asyncua's publish
-    loop, so it converts and hands over a whole publish response at once and never blocks."""
+class _ServerSubscription:
+    """One subscription on the server, shared by the devices (members) that asked for its
+    parameters. ``on_publish`` runs inside asyncua's publish loop: it converts a publish
+    response and hands each member its own items at once, and never blocks."""
 
-    def __init__(
-        self,
-        connection: UaConnection,
-        on_samples: Callable[[SampleBatch], None],
-        on_status: Callable[[int, str], None],
-    ) -> None:
-        self._connection = connection
-        self._on_samples = on_samples
-        self._on_status = on_status
+    def __init__(self, session: _Session) -> None:
+        self._session = session
         self.subscription_id = 0
         self.interval_ms = 0.0
         self.keepalive_count = 0
         self.last_publish_mono = time.monotonic()
-        self.notifications = 0
         self.is_deleted = False
+        self.members: set[UaSubscription] = set()
+        self._owners: dict[int, tuple[UaSubscription, int]] = {}
+        """Client handle on the server -> (member, the member's own handle)."""
+        self._next_handle = 0
+
+    @property
+    def item_count(self) -> int:
+        return len(self._owners)
 
     def started(self, result: ua.CreateSubscriptionResult) -> None:
         self.subscription_id = result.SubscriptionId
@@ -618,10 +740,14 @@ class UaSubscription:
         self.keepalive_count = int(result.RevisedMaxKeepAliveCount)
         self.last_publish_mono = time.monotonic()
 
-    @property
-    def max_silence_s(self) -> float:
-        """The longest the server may stay silent: one keep-alive period (data or not)."""
-        return max(self.keepalive_count, 1) * self.interval_ms / 1000
+    def claim(self, member: UaSubscription, handle: int) -> int:
+        """A server-side client handle for a member's item."""
+        self._next_handle += 1
+        self._owners[self._next_handle] = (member, handle)
+        return self._next_handle
+
+    def unclaim(self, handle: int) -> None:
+        self._owners.pop(handle, None)
 
     def on_publish(self, result: ua.PublishResult) -> None:
         self.last_publish_mono = time.monotonic()
@@ -630,28 +756,321 @@ class UaSubscription:
         for notification in result.NotificationMessage.NotificationData or []:
             try:
                 if isinstance(notification, ua.DataChangeNotification):
-                    batch = [
-                        (item.ClientHandle, _sample(item.Value))
-                        for item in notification.MonitoredItems
-                    ]
-                    self.notifications += len(batch)
-                    self._on_samples(batch)
+                    self._deliver(notification.MonitoredItems)
                 elif isinstance(notification, ua.StatusChangeNotification):
                     code = notification.Status.value
-                    self._on_status(code, status_name(code))
+                    for member in list(self.members):
+                        member.status(code, status_name(code))
             except Exception:  # one bad batch must not stop the publish loop
-                self._connection.log.exception("handling a publish response failed")
+                self._session.log.exception("handling a publish response failed")
 
-    async def delete(self) -> None:
-        """Delete it on the server (bounded); a dead session makes this a quiet no-op."""
+    def _deliver(self, items: list[ua.MonitoredItemNotification]) -> None:
+        batches: dict[UaSubscription, SampleBatch] = {}
+        owners = self._owners
+        for item in items:
+            owner = owners.get(item.ClientHandle)
+            if owner is not None:
+                member, handle = owner
+                batch = batches.get(member)
+                if batch is None:
+                    batch = batches[member] = []
+                batch.append((handle, _sample(item.Value)))
+        for member, batch in batches.items():
+            member.deliver(batch)
+
+
+class UaSubscription:
+    """One device's share of a server subscription: its items, delivered with its handles."""
+
+    def __init__(
+        self,
+        server: _ServerSubscription,
+        on_samples: Callable[[SampleBatch], None],
+        on_status: Callable[[int, str], None],
+    ) -> None:
+        self._server = server
+        self._on_samples = on_samples
+        self._on_status = on_status
+        self.item_ids: dict[int, int] = {}
+        """Server client handle -> monitored item id, for this device's items."""
+        self.notifications = 0
+        self.is_deleted = False
+
+    @property
+    def subscription_id(self) -> int:
+        return self._server.subscription_id
+
+    @property
+    def interval_ms(self) -> float:
+        return self._server.interval_ms
+
+    @property
+    def keepalive_count(self) -> int:
+        return self._server.keepalive_count
+
+    @property
+    def last_publish_mono(self) -> float:
+        return self._server.last_publish_mono
+
+    @property
+    def max_silence_s(self) -> float:
+        """The longest the server may stay silent: one keep-alive period (data or not)."""
+        return max(self.keepalive_count, 1) * self.interval_ms / 1000
+
+    def deliver(self, batch: SampleBatch) -> None:
         if self.is_deleted:
             return
+        self.notifications += len(batch)
+        try:
+            self._on_samples(batch)
+        except Exception:  # one device's bug must not cost the others on the session their data
+            self._server._session.log.exception("handling a publish response failed")
+
+    def status(self, code: int, name: str) -> None:
+        if not self.is_deleted:
+            self._on_status(code, name)
+
+    def detach(self) -> list[int]:
+        """Stop delivering, without talking to the server; returns the monitored item ids."""
         self.is_deleted = True
-        if self.subscription_id:
+        server = self._server
+        server.members.discard(self)
+        for handle in self.item_ids:
+            server.unclaim(handle)
+        item_ids, self.item_ids = list(self.item_ids.values()), {}
+        return item_ids
+
+    async def delete(self) -> None:
+        """Remove this device's items from the server (bounded); a dead session makes this a
+        quiet no-op. The last member to leave deletes the subscription."""
+        if self.is_deleted and self not in self._server.members:
+            return
+        server = self._server
+        item_ids = self.detach()
+        if server.subscription_id:
             try:
-                await self._connection.delete_subscription(self.subscription_id)
+                await server._session.delete_items(server, item_ids)
             except DriverError as exc:
-                self._connection.log.debug("deleting subscription failed: %s", exc)
+                server._session.log.debug("deleting subscription items failed: %s", exc)
+
+
+class UaConnection:
+    """One device's handle on a (shared) session to its server.
+
+    ``open`` joins the session of the devices with the same endpoint and settings, or opens it;
+    ``close`` leaves it (the last device to leave closes it). Errors name this device, and the
+    requests it makes are counted in its metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        where: str,
+        settings: OpcUaSettings,
+        logger: logging.LoggerAdapter[Any],
+        metrics: DriverMetrics,
+        password: str | None = None,
+        identity: ClientIdentity | None = None,
+        pki: Pki | None = None,
+        session_name: str = "shulian gateway",
+    ) -> None:
+        self.endpoint = endpoint
+        self.where = where
+        self.settings = settings
+        self.log = logger
+        self.metrics = metrics
+        self._password = password
+        self._identity = identity
+        self._pki = pki
+        self._session_name = session_name
+        self._session: _Session | None = None
+
+    def _key(self) -> Hashable:
+        identity = (
+            (str(self._identity.cert_path), str(self._identity.key_path))
+            if self._identity
+            else None
+        )
+        pki = str(self._pki.root) if self._pki else None
+        return (self.endpoint, self.settings.model_dump_json(), self._password, identity, pki)
+
+    def _new_session(self) -> _Session:
+        return _Session(
+            endpoint=self.endpoint,
+            where=self.where,
+            settings=self.settings,
+            logger=self.log,
+            metrics=self.metrics,
+            password=self._password,
+            identity=self._identity,
+            pki=self._pki,
+            session_name=self._session_name,
+        )
+
+    async def open(self) -> None:
+        """Join or open the session. Raises a DriverError naming this device."""
+        if self._session is not None:
+            return
+        with self._as_mine():
+            self._session = await session_pool().acquire(self._key(), self._new_session)
+
+    async def close(self) -> None:
+        """Leave the session; bounded, idempotent."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session_pool().release(session)
+
+    @property
+    def is_open(self) -> bool:
+        return self._session is not None
+
+    @property
+    def is_lost(self) -> bool:
+        return self._session is None or self._session.is_lost
+
+    async def wait_lost(self, timeout_s: float) -> str | None:
+        """Wait up to ``timeout_s`` for the session to be lost; return why, or None if it lived."""
+        if self._session is None:
+            return "the connection is closed"
+        return await self._session.wait_lost(timeout_s)
+
+    def mark_lost(self, reason: str) -> str:
+        """Record why the session is unusable (for every device on it) and wake ``wait_lost``."""
+        if self._session is None:
+            return reason
+        return self._session.mark_lost(reason)
+
+    def subscription_ended(self, group: str, status: str) -> str:
+        return self._require().subscription_ended(group, status)
+
+    async def probe(self) -> None:
+        with self._as_mine():
+            await self._require().probe(self.metrics)
+
+    async def read(self, nodes: Sequence[NodeAddress]) -> list[DataSample]:
+        with self._as_mine():
+            return await self._require().read(nodes, self.metrics)
+
+    async def resolve(
+        self, addresses: Sequence[NodeAddress | tuple[BrowseStep, ...]]
+    ) -> list[Resolution]:
+        with self._as_mine():
+            return await self._require().resolve(addresses, self.metrics)
+
+    async def subscribe(
+        self,
+        *,
+        interval_ms: float,
+        keepalive_count: int,
+        lifetime_count: int,
+        items: Sequence[MonitorItem],
+        on_samples: Callable[[SampleBatch], None],
+        on_status: Callable[[int, str], None],
+    ) -> tuple[UaSubscription, list[tuple[int, str]]]:
+        """See ``_Session.subscribe``; the caller's handles come back in ``on_samples``."""
+        with self._as_mine():
+            return await self._require().subscribe(
+                interval_ms=interval_ms,
+                keepalive_count=keepalive_count,
+                lifetime_count=lifetime_count,
+                items=items,
+                on_samples=on_samples,
+                on_status=on_status,
+                metrics=self.metrics,
+            )
+
+    def _require(self) -> _Session:
+        if self._session is None:
+            raise DeviceUnreachableError(
+                "not connected", where=self.where, hint="connect() first (the scheduler does)."
+            )
+        return self._session
+
+    @contextlib.contextmanager
+    def _as_mine(self) -> Iterator[None]:
+        """Say this device where a shared session's error names the device that opened it."""
+        try:
+            yield
+        except DriverError as exc:
+            if exc.where == self.where:
+                raise
+            raise type(exc)(exc.what, where=self.where, hint=exc.hint) from exc.__cause__
+
+
+class _PoolEntry:
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+        self.users = 0
+        self.opening: asyncio.Future[None] = asyncio.ensure_future(session.open())
+
+
+class SessionPool:
+    """The shared OPC UA sessions of one event loop, by endpoint and settings, with users."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, _PoolEntry] = {}
+        self._users: dict[_Session, _PoolEntry] = {}
+
+    async def acquire(self, key: Hashable, make: Callable[[], _Session]) -> _Session:
+        """The open session for ``key``: a live one, the one being opened, or a new one.
+
+        Raises:
+            DriverError: opening failed (every device waiting on that open gets the error).
+        """
+        entry = self._entries.get(key)
+        if entry is not None and entry.session.is_lost:
+            del self._entries[key]  # it closes when its last user leaves; start afresh
+            entry = None
+        if entry is None:
+            entry = self._entries[key] = _PoolEntry(make())
+            self._users[entry.session] = entry
+        entry.users += 1
+        try:
+            await asyncio.shield(entry.opening)
+        except BaseException:
+            await self._leave(entry)
+            if self._entries.get(key) is entry and entry.opening.done():
+                del self._entries[key]
+            raise
+        return entry.session
+
+    async def release(self, session: _Session) -> None:
+        """Leave a session; the last user's release closes it."""
+        entry = self._users.get(session)
+        if entry is not None:
+            await self._leave(entry)
+
+    async def _leave(self, entry: _PoolEntry) -> None:
+        entry.users -= 1
+        if entry.users > 0:
+            return
+        self._users.pop(entry.session, None)
+        for key, value in list(self._entries.items()):
+            if value is entry:
+                del self._entries[key]
+        if not entry.opening.done():
+            entry.opening.cancel()
+        await asyncio.gather(entry.opening, return_exceptions=True)
+        await entry.session.close()
+
+    def sessions(self) -> int:
+        """Open (or opening) sessions, for tests and status."""
+        return len(self._users)
+
+
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SessionPool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def session_pool() -> SessionPool:
+    """The session pool of the running event loop (sessions cannot outlive their loop)."""
+    loop = asyncio.get_running_loop()
+    pool = _POOLS.get(loop)
+    if pool is None:
+        pool = _POOLS[loop] = SessionPool()
+    return pool
 
 
 # -- conversions ---------------------------------------------------------------------------------

@@ -7,14 +7,13 @@ local server at 127.0.0.1:5432); tests that stop or kill a database start a Priv
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import wait_until, wait_until_async
 
 from shulian.devservices import (
     Mosquitto,
@@ -32,7 +31,7 @@ PG_SERVER_URL = os.environ.get(
 
 _FOLDER_MARKERS = {"integration": "integration", "e2e": "e2e", "browser": "browser"}
 
-__all__ = ["free_port", "wait_until", "wait_until_async"]
+__all__ = ["free_port", "wait_until", "wait_until_async"]  # re-exported from support.py
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -41,41 +40,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = _FOLDER_MARKERS.get(parts[0]) if parts else None
         if marker:
             item.add_marker(getattr(pytest.mark, marker))
-
-
-def wait_until(
-    pred: Callable[[], object],
-    timeout_s: float = 10.0,
-    interval_s: float = 0.05,
-    what: str = "condition",
-) -> object:
-    """Poll ``pred`` until it returns something truthy; fail the test naming ``what`` on time-out."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = pred()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-async def wait_until_async(
-    pred: Callable[[], Awaitable[object] | object],
-    timeout_s: float = 10.0,
-    interval_s: float = 0.05,
-    what: str = "condition",
-) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = pred()
-        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(interval_s)
 
 
 @pytest.fixture(scope="session")

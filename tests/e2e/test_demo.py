@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from support import wait_until
 
 from shulian.devservices import free_port, mosquitto_binary
 

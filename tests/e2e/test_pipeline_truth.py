@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import wait_until
+from support import wait_until
 
 from shulian.devservices import Mosquitto, free_port, is_listening
 

@@ -6,14 +6,13 @@ simulators' encoder or conversion table shows up as a mismatch with the ground t
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pint
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.client.mixin import ModbusClientMixin
+from support import wait_until_async  # noqa: F401  # re-exported for the tests here
 
 from simulators.addressmap import Field, Register, RegisterType, Table, WordOrder
 from simulators.truth import GroundTruth
@@ -91,15 +90,3 @@ def matches_truth(
         elif read == expected:
             return True
     return False
-
-
-async def wait_until_async(
-    pred: Callable[[], object], timeout_s: float = 10.0, what: str = "condition"
-) -> object:
-    """Poll ``pred`` until truthy (tests/conftest.py's helper, which a nearer conftest can shadow)."""
-    deadline = time.monotonic() + timeout_s
-    while not (result := pred()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return result

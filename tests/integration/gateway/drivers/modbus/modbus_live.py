@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from pymodbus.framer import FramerType
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import SimData, SimDevice
 from pymodbus.simulator.simutils import DataType as SimType
+from support import wait_until_async  # noqa: F401  # re-exported for the tests here
 
 from gateway.drivers.base import DriverMetrics
 from gateway.drivers.modbus.driver import ModbusDriver
@@ -156,14 +156,3 @@ def make_device(
 def make_driver(device: DeviceConfig) -> ModbusDriver:
     logger = logging.LoggerAdapter(logging.getLogger(f"test.{device.id}"), {"device": device.id})
     return ModbusDriver(device, logger, DriverMetrics())
-
-
-async def wait_until_async(
-    pred: Callable[[], Awaitable[object]], timeout_s: float = 10.0, what: str = "condition"
-) -> None:
-    """Await ``pred`` until it is truthy (tests/conftest.py's helper is not importable here)."""
-    deadline = time.monotonic() + timeout_s
-    while not await pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)

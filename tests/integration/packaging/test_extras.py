@@ -50,3 +50,31 @@ def test_gateway_commands_import_no_cloud_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_wheel_carries_every_data_file_the_code_reads(tmp_path: Path) -> None:
+    """A non-editable install (the Docker image, a gateway) must not lose templates or SQL."""
+    import zipfile
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = zipfile.ZipFile(next(tmp_path.glob("shulian-*.whl"))).namelist()
+    wanted = [
+        "ingest/api/app.py",
+        "ingest/web/templates/",
+        "ingest/web/static/vendor/echarts",
+        "ingest/web/i18n/zh-CN.json",
+        "ingest/db/migrations/0001_registry.sql",
+        "ingest/db/migrations/0003_telemetry.timescaledb.sql",
+        "simulators/scenarios/demo.yaml",
+        "simulators/manuals/energy_meter.md",
+        "shulian/demo_data/enterprises.csv",
+        "device_profiles/345/raceway_grinder.yaml",
+        "device_profiles/_base/machine.yaml",
+        "shulian-0.1.0.data/data/share/shulian/mosquitto/common.conf",
+    ]
+    missing = [w for w in wanted if not any(n.startswith(w) for n in names)]
+    assert not missing, f"not in the wheel: {missing}"

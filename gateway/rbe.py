@@ -4,6 +4,12 @@ Gauges are reported when they move beyond their ``deadband`` (canonical units; n
 any change); states, alarms, counters and text on every change; a change of quality always; and
 every signal at least every ``heartbeat_s`` (the signal's, else the profile's), so a reader can
 tell "unchanged" from "gone".
+
+A sample that repeats the last one passed on (same value and quality, no newer) is never passed
+on again: an OPC UA server sends every monitored item's current value, with its old source
+timestamp, to each new subscription, so every reconnect would store each unchanged value twice
+under the same timestamp. After a reconnect such a repeat instead makes the signal's heartbeat due
+at once, so the value is confirmed with a fresh timestamp within a heartbeat tick.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ class _Slot:
     heartbeat_ms: int
     last: OutSample | None = None
     last_report_ms: int = 0
+    sent: OutSample | None = None
+    """The last sample passed on; ``forget`` keeps it, so a repeat after a reconnect is known."""
 
 
 class ReportByException:
@@ -45,11 +53,17 @@ class ReportByException:
         out = []
         for sample in samples:
             slot = self._slots.get(sample.signal)
-            if slot is None or self._is_news(slot, sample):
+            if slot is None:
                 out.append(sample)
-                if slot is not None:
+            elif _is_repeat(slot.sent, sample):
+                self.suppressed += 1
+                if slot.last is None:  # the first value after a reconnect: heartbeat it now
                     slot.last = sample
-                    slot.last_report_ms = sample.ts_ms
+                    slot.last_report_ms = sample.ts_ms - slot.heartbeat_ms
+            elif self._is_news(slot, sample):
+                out.append(sample)
+                slot.last = slot.sent = sample
+                slot.last_report_ms = sample.ts_ms
             else:
                 self.suppressed += 1
         return out
@@ -80,15 +94,27 @@ class ReportByException:
                 continue
             if now_ms - slot.last_report_ms >= slot.heartbeat_ms:
                 sample = OutSample(last.device, last.signal, now_ms, last.value, last.quality)
-                slot.last = sample
+                slot.last = slot.sent = sample
                 slot.last_report_ms = now_ms
                 yield sample
 
     def forget(self) -> None:
-        """Drop what was last reported (after a reconnect, the first values are news again)."""
+        """Drop what was last reported (after a reconnect, the first values are news again,
+        except repeats of samples already passed on)."""
         for slot in self._slots.values():
             slot.last = None
             slot.last_report_ms = 0
+
+
+def _is_repeat(sent: OutSample | None, sample: OutSample) -> bool:
+    """``sample`` says nothing ``sent`` did not: the same value and quality, and no newer."""
+    return (
+        sent is not None
+        and sample.ts_ms <= sent.ts_ms
+        and sample.quality is sent.quality
+        and type(sample.value) is type(sent.value)
+        and sample.value == sent.value
+    )
 
 
 def _is_number(value: object) -> bool:

@@ -15,6 +15,11 @@ asyncua 2.x quirks held here:
 - Subscriptions are created on the session directly (not ``Client.create_subscription``) so that
   one publish response becomes one batch for the sink, without a task per value, and so that
   asyncua's stale-subscription watchdog never recreates them behind the scheduler's back.
+- asyncua warns "Received data for unknown subscription N" when a server sends a subscription's
+  first keep-alive right after creating it (asyncua's own server does, at once): asyncua's
+  publish loop sees that response before ``create_subscription`` has registered the callback.
+  That message is empty (no notifications, nothing to acknowledge; the initial values follow
+  once the monitored items exist), so the warning is logged at DEBUG instead (``_quiet_asyncua``).
 
 Sharing: devices on one server endpoint with the same settings (security, user, timeouts) share
 one session (``_Session``, reference-counted in a per-loop pool), and groups with the same
@@ -78,6 +83,8 @@ __all__ = [
 RawValue = bool | int | float | str | None
 SampleBatch = list[tuple[int, "DataSample"]]
 _T = TypeVar("_T")
+
+_log = logging.getLogger(__name__)
 
 _CHUNK = 500
 """Nodes per Read / CreateMonitoredItems request; below every server limit we know of."""
@@ -1174,6 +1181,27 @@ def _path_resolution(steps: tuple[BrowseStep, ...], result: ua.BrowsePathResult)
     if getattr(target, "ServerIndex", 0) or getattr(target, "NamespaceUri", None):
         return Resolution(None, f"browse path {path} points to another server")
     return Resolution(_from_ua_node_id(target))
+
+
+class _StartupKeepAliveFilter(logging.Filter):
+    """Turns asyncua's "Received data for unknown subscription" warning into a DEBUG line (see
+    the module docstring: it is the empty first keep-alive of a subscription being created)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Received data for unknown subscription"):
+            _log.debug("asyncua: %s", record.getMessage())
+            return False
+        return True
+
+
+_STARTUP_KEEPALIVE_FILTER = _StartupKeepAliveFilter()
+
+
+def _quiet_asyncua() -> None:
+    logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_STARTUP_KEEPALIVE_FILTER)
+
+
+_quiet_asyncua()
 
 
 def _first_certificate(der: bytes) -> bytes:

@@ -1,0 +1,442 @@
+"""Issue 4's fault drills, end to end: simulators → gateway → Mosquitto → ingest → PostgreSQL.
+
+Every piece runs as its own process (pipeline.py); each drill breaks one thing the way a factory
+does (a broker outage, a killed gateway, a restarted OPC UA server, an unreachable Modbus unit)
+and then checks the database, not an MQTT subscriber, against the simulators' ground truth.
+
+"Every point" is every sample the gateway accepted: the drill profiles report every read
+(heartbeat shorter than the poll interval), so report by exception drops nothing and the
+gateway's ``shulian_gateway_points_reported_total`` counts exactly what must be stored.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pipeline import (
+    Row,
+    Simulators,
+    boots,
+    count_rows,
+    dead_letters,
+    duplicates,
+    forced_profiles,
+    ingest_is_subscribed,
+    load_truth,
+    log_tails,
+    metric,
+    missed_changes,
+    never_served,
+    query,
+    read_buffer,
+    rows,
+    same,
+    scrape,
+    signals_of,
+    spawn_gateway,
+    spawn_ingest,
+    stop,
+    write_site,
+)
+from support import wait_until
+
+from shulian.devservices import Mosquitto, free_port
+from simulators.scenario import InstanceSpec, Scenario, ServerSpec, generate_load_scenario
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_pg, pytest.mark.needs_broker]
+
+MODBUS_KINDS = [
+    "gear_hobber", "gear_grinder", "vibration_tester", "servo_press", "die_casting_cell",
+    "welding_cell", "tightening_station", "energy_meter", "air_compressor",
+]  # fmt: skip
+CAPTURED = {"machine_state", "part_count", "alarm_active", "alarm_code"}
+REPORTED = "shulian_gateway_points_reported_total"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _elapse(seconds: float, what: str) -> None:
+    """Let ``seconds`` of wall-clock time pass (a drill's outage, a rate's window)."""
+    until = time.monotonic() + seconds
+    wait_until(lambda: time.monotonic() >= until, seconds + 5, 0.2, what=what)
+
+
+@pytest.fixture()
+def procs() -> Iterator[list[object]]:
+    """Processes and simulators to stop after the test, whatever happened."""
+    started: list[object] = []
+    yield started
+    for item in reversed(started):
+        if isinstance(item, Simulators):
+            item.stop()
+        else:
+            stop(item)  # type: ignore[arg-type]
+
+
+def _quiesce(sims: Simulators, port: int, carried: int = 0) -> float:
+    """Stop the simulators, then wait until the gateway has read its last point and has
+    nothing left to publish; returns the points it accepted in all (and checks that the broker
+    acknowledged exactly those, plus ``carried`` points a previous run left in the buffer)."""
+    sims.stop()
+    seen: list[tuple[float, float, float]] = []
+
+    def settled() -> bool:
+        text = scrape(port)
+        seen.append(
+            (
+                metric(text, REPORTED),
+                metric(text, "shulian_gateway_buffer_batches"),
+                metric(text, "shulian_gateway_mqtt_inflight_batches"),
+            )
+        )
+        last = seen[-4:]
+        return len(last) == 4 and len(set(last)) == 1 and last[-1][1:] == (0.0, 0.0)
+
+    wait_until(settled, 60, 0.5, what="the gateway to publish its last point")
+    published = metric(scrape(port), "shulian_gateway_points_published_total")
+    accepted = seen[-1][0]
+    assert published == accepted + carried, f"published {published:.0f}, accepted {accepted:.0f}"
+    return seen[-1][0]
+
+
+def _wait_stored(pg_url: str, expected: float) -> None:
+    """Until the database holds ``expected`` rows, or its count has stopped moving (then the
+    assertions that follow say what is missing)."""
+    counts: list[int] = []
+
+    def done() -> bool:
+        counts.append(count_rows(pg_url))
+        return counts[-1] >= expected or (len(counts) >= 10 and len(set(counts[-10:])) == 1)
+
+    wait_until(done, 120, 0.5, what="the ingest to store what the gateway published")
+
+
+def _gaps_ms(stored: list[Row], start_ms: int, end_ms: int) -> dict[str, int]:
+    """Per device, the longest time without a stored row within [start_ms, end_ms]."""
+    times: dict[str, list[int]] = defaultdict(list)
+    for row in stored:
+        if start_ms <= row.ts_ms <= end_ms:
+            times[row.device].append(row.ts_ms)
+    return {
+        device: max(
+            b - a for a, b in zip([start_ms, *sorted(ts)], [*sorted(ts), end_ms], strict=True)
+        )
+        for device, ts in times.items()
+    }
+
+
+def _start_pipeline(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    pg_url: str,
+    procs: list[object],
+    scenario: Scenario,
+    interval_ms: int | None,
+) -> tuple[Simulators, Path, int]:
+    """Simulators, ingest and gateway, until every device has rows; returns the simulators,
+    the site file and the gateway's metrics port. ``interval_ms`` None keeps the shipped
+    profiles (report by exception as in production); else every read is reported."""
+    sims = Simulators(scenario, tmp_path).start()
+    procs.append(sims)
+    profiles: dict[str, str] = {}
+    if interval_ms is not None:
+        kinds = {e["kind"] for e in sims.endpoints}
+        profiles = forced_profiles(tmp_path / "profiles", kinds, interval_ms)
+    port = free_port()
+    site = write_site(
+        tmp_path / "site.yaml", mqtt_url=mosquitto.url, metrics_port=port,
+        endpoints=sims.endpoints, profiles=profiles, profile_paths=[tmp_path / "profiles"],
+    )  # fmt: skip
+    procs.append(spawn_ingest(pg_url, mosquitto.url, tmp_path / "ingest.log"))
+    wait_until(lambda: ingest_is_subscribed(tmp_path / "ingest.log"), 60, 0.2, what="the ingest")
+    procs.append(spawn_gateway(site, tmp_path / "gateway.log"))
+    devices = {e["id"] for e in sims.endpoints}
+    wait_until(
+        lambda: {r.device for r in rows(pg_url, "t.ts > now() - interval '3 s'")} == devices,
+        90, 1.0, what=f"rows of all {len(devices)} devices",
+    )  # fmt: skip
+    return sims, site, port
+
+
+# ------------------------------------------------------------------------ 1. broker outage
+
+TARGET_POINTS_PER_S = 2000
+OUTAGE_S = 60
+
+
+@pytest.mark.timeout(600)
+def test_broker_stopped_60_s_at_2000_points_per_s_stores_every_point_exactly_once(
+    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[object]
+) -> None:
+    scenario = generate_load_scenario(
+        32, seed=41, kinds=MODBUS_KINDS, units_per_modbus_port=4, dwell_scale=0.2
+    ).model_copy(update={"time_scale": 5.0})
+    signals = sum(signals_of(i.kind) for i in scenario.instances)
+    interval_ms = round(signals * 1000 / TARGET_POINTS_PER_S / 10) * 10
+    sims, _, port = _start_pipeline(tmp_path, mosquitto, pg_url, procs, scenario, interval_ms)
+
+    # Steady state: the rate the gateway reads and reports.
+    before, t0 = metric(scrape(port), REPORTED), time.monotonic()
+    _elapse(10, "a 10 s window of steady flow")
+    rate = (metric(scrape(port), REPORTED) - before) / (time.monotonic() - t0)
+
+    mosquitto.stop()
+    outage_start_ms = _now_ms()
+    published = metric(scrape(port), "shulian_gateway_points_published_total")
+    reported = metric(scrape(port), REPORTED)
+    _elapse(OUTAGE_S, "the broker outage")
+    during = scrape(port)
+    outage_rate = (metric(during, REPORTED) - reported) / OUTAGE_S
+    backlog = metric(during, "shulian_gateway_buffer_batches")
+    mosquitto.start()
+    outage_end_ms = _now_ms()
+    recovered = time.monotonic()
+    assert metric(during, "shulian_gateway_points_published_total") == published, (
+        "nothing is acknowledged while the broker is down"
+    )
+    wait_until(
+        lambda: metric(scrape(port), "shulian_gateway_buffer_batches") < 5,
+        120, 0.5, what="the backlog to be replayed",
+    )  # fmt: skip
+    drained_s = time.monotonic() - recovered
+
+    accepted = _quiesce(sims, port)
+    _wait_stored(pg_url, accepted)
+    stored = rows(pg_url)
+    truth = load_truth(sims.truth_file)
+    logs = log_tails(tmp_path)
+    report = (
+        f"interval {interval_ms} ms, {rate:.0f} points/s before, {outage_rate:.0f} during the "
+        f"outage, backlog {backlog:.0f} batches drained {drained_s:.1f} s after the broker "
+        f"restart (the ingest reconnects with its own backoff), "
+        f"{accepted:.0f} accepted, {len(stored)} stored"
+    )
+    print(report)
+
+    assert 0.85 * TARGET_POINTS_PER_S <= rate <= 1.2 * TARGET_POINTS_PER_S, report
+    assert outage_rate >= 0.85 * TARGET_POINTS_PER_S, f"reading slowed in the outage: {report}"
+    assert backlog >= 0.8 * OUTAGE_S * rate / 500, f"the outage was buffered on disk: {report}"
+    # (a) exactly once: nothing stored twice, no batch missing or refused.
+    assert duplicates(pg_url) == [], "rows stored twice"
+    assert dead_letters(pg_url) == [], "the ingest rejected data"
+    [(max_seq, batches)] = boots(pg_url).values()
+    assert max_seq == batches, f"{max_seq - batches} batches of the boot never arrived"
+    # (b) what is stored is exactly what the gateway accepted.
+    assert len(stored) == accepted, f"{report}\n{logs}"
+    # (c) ... and what the simulators served, the outage included.
+    wrong = never_served(stored, truth)
+    assert not wrong, f"{len(wrong)} stored values never served, e.g. {wrong[:5]}"
+    missed = missed_changes(
+        stored, truth, CAPTURED, outage_start_ms - 10_000, outage_end_ms, 2 * interval_ms
+    )
+    assert not missed, f"changes served during the outage not stored: {missed[:10]}"
+    gaps = _gaps_ms(stored, outage_start_ms, outage_end_ms)
+    assert set(gaps) == {e["id"] for e in sims.endpoints}, "every device has rows from the outage"
+    worst = max(gaps.values())
+    assert worst <= 3 * interval_ms + 500, f"a hole of {worst} ms in the outage's rows"
+    in_outage = sum(1 for r in stored if outage_start_ms <= r.ts_ms <= outage_end_ms)
+    assert in_outage >= 0.85 * TARGET_POINTS_PER_S * OUTAGE_S, (in_outage, report)
+
+
+# -------------------------------------------------------- 2. SIGKILL during a broker outage
+
+
+@pytest.mark.timeout(300)
+def test_gateway_killed_during_a_broker_outage_delivers_its_buffer_after_restart(
+    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[object]
+) -> None:
+    interval_ms = 250
+    scenario = generate_load_scenario(
+        6, seed=43, kinds=MODBUS_KINDS, units_per_modbus_port=3, dwell_scale=0.2
+    ).model_copy(update={"time_scale": 5.0})
+    sims, site, port = _start_pipeline(tmp_path, mosquitto, pg_url, procs, scenario, interval_ms)
+    gateway = procs[-1]
+    assert isinstance(gateway, subprocess.Popen)
+
+    mosquitto.stop()
+    outage_start_ms = _now_ms()
+    wait_until(
+        lambda: metric(scrape(port), "shulian_gateway_buffer_batches") >= 20,
+        60, 0.2, what="a backlog on disk",
+    )  # fmt: skip
+    gateway.send_signal(signal.SIGKILL)
+    gateway.wait()
+    killed_ms = _now_ms()
+    buffered = read_buffer(site.parent / "gw")
+    [first_boot] = {b.boot for b in buffered}
+    mosquitto.start()
+    restarted_ms = _now_ms()
+    procs.append(spawn_gateway(site, tmp_path / "gateway-2.log"))
+
+    def all_buffered_stored() -> bool:
+        boot = boots(pg_url).get(first_boot)
+        return boot is not None and boot[0] >= buffered[-1].seq
+
+    wait_until(all_buffered_stored, 60, 0.5, what="the buffered batches in the database")
+    samples = sum(len(b.samples) for b in buffered)
+    accepted_2 = _quiesce(sims, port, carried=samples)
+    stored = rows(pg_url)
+    _wait_stored(pg_url, len([r for r in stored if r.ts_ms < killed_ms]) + accepted_2)
+    stored = rows(pg_url)
+    truth = load_truth(sims.truth_file)
+    report = (
+        f"{len(buffered)} batches ({samples} samples) on disk at the kill, seq "
+        f"{buffered[0].seq}..{buffered[-1].seq}; {len(stored)} rows stored"
+    )
+    print(report)
+
+    by_key = {(r.device, r.signal, r.ts_ms): r for r in stored}
+    lost = [
+        s for b in buffered for s in b.samples
+        if (s["device"], s["signal"], s["ts_ms"]) not in by_key
+    ]  # fmt: skip
+    assert not lost, f"{len(lost)} buffered samples never stored, e.g. {lost[:3]}; {report}"
+    changed = [
+        s for b in buffered for s in b.samples
+        if s["quality"] == 0 and not same(by_key[(s["device"], s["signal"], s["ts_ms"])].value, s["v"])
+    ]  # fmt: skip
+    assert not changed, f"stored values differ from the buffered ones: {changed[:3]}"
+    max_seq, batches = boots(pg_url)[first_boot]
+    assert max_seq == batches, f"{max_seq - batches} batches of the killed boot never arrived"
+    assert len(boots(pg_url)) == 2, "the restarted gateway published under a new boot"
+    assert duplicates(pg_url) == [], "rows stored twice"
+    assert dead_letters(pg_url) == [], "the ingest rejected data"
+    after_restart = sum(1 for r in stored if r.ts_ms >= restarted_ms)
+    assert after_restart == accepted_2, "every point of the restarted gateway stored"
+    wrong = never_served(stored, truth)
+    assert not wrong, f"{len(wrong)} stored values never served, e.g. {wrong[:5]}"
+    gaps = _gaps_ms(stored, outage_start_ms, killed_ms - 2 * interval_ms)
+    worst = max(gaps.values())
+    assert worst <= 3 * interval_ms + 500, f"a hole of {worst} ms before the kill; {report}"
+
+
+# ------------------------------------------------------- 3. OPC UA server restarted 20 times
+
+RESTARTS = 20
+RECOVERY_LIMIT_S = 10.0
+
+
+@pytest.mark.timeout(400)
+def test_opcua_server_restarted_20_times_data_flows_again_within_10_s_each_time(
+    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[object]
+) -> None:
+    scenario = Scenario(
+        name="opcua-restarts", seed=44, dwell_scale=0.2, time_scale=5.0, gauge_period_s=0.5,
+        servers=[ServerSpec(name="line-server", protocol="opcua", port=0)],
+        instances=[
+            InstanceSpec(id="grinder-01", kind="raceway_grinder", server="line-server"),
+            InstanceSpec(id="lathe-01", kind="bearing_lathe", server="line-server"),
+        ],
+    )  # fmt: skip
+    sims, _, port = _start_pipeline(tmp_path, mosquitto, pg_url, procs, scenario, None)
+    devices = [e["id"] for e in sims.endpoints]
+    recovery_s: list[float] = []
+    for _ in range(RESTARTS):
+        reply = sims.command("restart_server grinder-01")
+        up_ms = reply["ts_ms"]
+
+        def flowing(since_ms: int = up_ms) -> bool:
+            newest = query(
+                pg_url,
+                "SELECT d.device_id, (extract(epoch FROM max(t.ts)) * 1000)::bigint "
+                "FROM telemetry t JOIN devices d ON d.key = t.device_key "
+                "WHERE t.value_text IS DISTINCT FROM 'offline' GROUP BY 1",
+            )
+            return all(dict(newest).get(d, 0) > since_ms for d in devices)
+
+        wait_until(flowing, RECOVERY_LIMIT_S + 5, 0.1, what="data after a restart")
+        recovery_s.append((_now_ms() - up_ms) / 1000)
+    text = scrape(port)
+    reconnects = metric(text, "shulian_gateway_reconnects_total")
+    connected = metric(text, "shulian_gateway_device_connected")
+    accepted = _quiesce(sims, port)
+    _wait_stored(pg_url, accepted)
+    stored = rows(pg_url)
+    truth = load_truth(sims.truth_file)
+    report = (
+        f"recovery after each restart (s): {[round(s, 1) for s in recovery_s]}; max "
+        f"{max(recovery_s):.1f}; reconnects {reconnects:.0f}; {len(stored)} rows"
+    )
+    print(report)
+
+    assert max(recovery_s) <= RECOVERY_LIMIT_S, report
+    assert connected == len(devices), f"a session stuck after the restarts: {report}"
+    assert reconnects >= RESTARTS * len(devices), f"a restart went unnoticed: {report}"
+    assert len(stored) == accepted, f"stored {len(stored)} of {accepted:.0f} accepted"
+    assert duplicates(pg_url) == [], "rows stored twice"
+    wrong = never_served(stored, truth)
+    assert not wrong, f"{len(wrong)} stored values never served, e.g. {wrong[:5]}"
+
+
+# ---------------------------------------------------------- 4. a Modbus unit unreachable
+
+POLL_MS = 1000
+
+
+@pytest.mark.timeout(300)
+def test_unreachable_modbus_device_goes_offline_within_three_polls_others_keep_flowing(
+    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[object]
+) -> None:
+    scenario = generate_load_scenario(
+        6, seed=45, kinds=MODBUS_KINDS, units_per_modbus_port=1, dwell_scale=0.2
+    )
+    sims, _, _ = _start_pipeline(tmp_path, mosquitto, pg_url, procs, scenario, POLL_MS)
+    devices = [e["id"] for e in sims.endpoints]
+    victim, others = devices[0], devices[1:]
+
+    def connection() -> tuple[str, int]:
+        [(state, at_ms)] = query(
+            pg_url,
+            "SELECT connection, (extract(epoch FROM connection_at) * 1000)::bigint "
+            "FROM devices WHERE device_id = %s",
+            (victim,),
+        )
+        return str(state), int(at_ms or 0)
+
+    wait_until(lambda: connection()[0] == "connected", 30, 0.2, what="the device connected")
+    _elapse(10, "a window of normal flow")
+    cut_ms = sims.command(f"unreachable {victim} timeout")["ts_ms"]
+    wait_until(lambda: connection()[0] != "connected", 30, 0.05, what="the device offline")
+    seen_ms = _now_ms()
+    state, status_ms = connection()
+    _elapse(10, "a window with the device unreachable")
+    sims.command(f"reachable {victim}")
+    back = time.monotonic()
+    wait_until(lambda: connection()[0] == "connected", 30, 0.2, what="the device back")
+    back_s = time.monotonic() - back
+    end_ms = _now_ms()
+    stored = rows(pg_url)
+
+    def rate(device: str, start_ms: int, end_ms: int) -> float:
+        n = sum(1 for r in stored if r.device == device and start_ms <= r.ts_ms < end_ms)
+        return n / ((end_ms - start_ms) / 1000)
+
+    before = {d: rate(d, cut_ms - 10_000, cut_ms) for d in others}
+    during = {d: rate(d, cut_ms, cut_ms + 10_000) for d in others}
+    expected = {d: signals_of(sims.endpoint(d)["kind"]) * 1000 / POLL_MS for d in others}
+    decided_s, visible_s = (status_ms - cut_ms) / 1000, (seen_ms - cut_ms) / 1000
+    report = (
+        f"{victim} {state} after {decided_s:.2f} s (gateway), in the database after "
+        f"{visible_s:.2f} s, back after {back_s:.1f} s; rows/s of the others before "
+        f"{sorted(round(v, 1) for v in before.values())}, during "
+        f"{sorted(round(v, 1) for v in during.values())}"
+    )
+    print(report)
+
+    assert decided_s <= 3 * POLL_MS / 1000, report
+    assert visible_s <= 3 * POLL_MS / 1000, report
+    for device in others:
+        assert abs(during[device] - before[device]) <= 0.05 * expected[device], report
+        assert abs(during[device] - expected[device]) <= 0.05 * expected[device], report
+    silent = [
+        r for r in stored if r.device == victim and cut_ms + POLL_MS < r.ts_ms < end_ms - 5000
+    ]
+    assert not silent, "no samples from the unreachable device"

@@ -190,10 +190,12 @@ class ModbusDriver(DriverBase):
             )
         compiled = self._compile(group.name)
         readings: list[RawReading] = []
+        is_debug = self.log.isEnabledFor(logging.DEBUG)  # describe() costs: only when logged
         for block in compiled:
             request = block.request
             self.metrics.requests += 1
-            self.log.debug("FC%d %s", request.function_code, request.describe())
+            if is_debug:
+                self.log.debug("FC%d %s", request.function_code, request.describe())
             try:
                 values = await transport.read(
                     request.table, request.start, request.count, self.options
@@ -234,6 +236,8 @@ class ModbusDriver(DriverBase):
             )
 
     def _note_success(self, request: PlannedRequest) -> None:
+        if not self._failing:
+            return
         key = (request.table, request.start, request.count)
         if self._failing.pop(key, None) is not None:
             self.log.info("%s reads again", request.describe())

@@ -11,12 +11,18 @@ one serial bus (or one serial-to-TCP converter) share a lock, so their requests 
   is closed (bounded), and the supervisor reconnects after an exponential backoff with jitter.
 - A poll device with no good read for 2.5 of its fastest intervals is reported disconnected (so
   within three intervals), even while a slow driver is still retrying.
+- Every timer wakes on a shared grid of ``WAKE_GRID_S`` (poll ticks, staleness checks,
+  heartbeats), so hundreds of devices cost tens of event-loop wake-ups a second, not thousands.
+  A wake-up from idle is the dearest thing the loop does: 150-200 us of CPU on a virtual machine
+  (cold caches and a halted vCPU), against 20-40 us for the Python work of a Modbus request.
+  Within a tick, devices still start in their own phase order; the grid only rounds up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import zlib
@@ -39,6 +45,20 @@ goes out within three intervals of the last good read)."""
 CLOSE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 15.0
 HEARTBEAT_TICK_S = 1.0
+WAKE_GRID_S = 0.02
+"""Timers fire on multiples of this (on the loop's clock), so devices share wake-ups."""
+
+
+def on_grid(t: float, grid_s: float = WAKE_GRID_S) -> float:
+    """The first grid point at or after loop time ``t``."""
+    return math.ceil(t / grid_s - 1e-9) * grid_s
+
+
+async def sleep_until(loop: asyncio.AbstractEventLoop, t: float) -> None:
+    """Sleep until loop time ``t`` rounded up to the wake-up grid."""
+    delay = on_grid(t) - loop.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,9 +272,7 @@ class DeviceRunner:
         guard_s = max(10.0, 5 * interval)
         next_t = loop.time() + self._phase(group)
         while True:
-            delay = next_t - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(loop, next_t)
             started = loop.time()
             try:
                 async with asyncio.timeout(guard_s):
@@ -288,10 +306,11 @@ class DeviceRunner:
         # Sleep until the moment the device would become stale, not in small ticks: with
         # hundreds of fast-polled devices, ticking would cost thousands of wake-ups a second.
         limit = STALE_INTERVALS * self.min_interval_s
+        loop = asyncio.get_running_loop()
         while True:
             delay = self.last_good_mono + limit - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay + 0.001)
+                await sleep_until(loop, loop.time() + delay + 0.001)
                 continue
             if self.connection is DeviceConnection.CONNECTED:
                 silent = time.monotonic() - self.last_good_mono
@@ -342,8 +361,9 @@ class DeviceRunner:
                 self.log.exception("processing pushed readings failed")
 
     async def _heartbeats(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(HEARTBEAT_TICK_S)
+            await sleep_until(loop, on_grid(loop.time() + HEARTBEAT_TICK_S, HEARTBEAT_TICK_S))
             self.pipeline.heartbeat()
 
 

@@ -20,7 +20,8 @@ BENCH = Path(__file__).resolve().parents[3] / "bench" / "gateway.py"
 def test_gateway_bench_smoke() -> None:
     result = subprocess.run(
         [sys.executable, str(BENCH), "--seconds", "3", "--devices", "6", "--rate", "300",
-         "--warmup", "2", "--no-ramp", "--sim-procs", "1"],
+         "--warmup", "2", "--no-ramp", "--sim-procs", "1", "--no-worst-case",
+         "--baseline-seconds", "3"],
         capture_output=True, text=True, timeout=170,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -34,3 +35,8 @@ def test_gateway_bench_smoke() -> None:
         figures["modbus_requests_per_cycle"] <= figures["modbus_requests_per_cycle_one_per_signal"]
     )
     assert figures["latency_ms_p50"] is not None
+    bare = figures["baseline_bare_pymodbus"]
+    assert bare["requests_per_s"] > 0 and bare["cpu_share"] > 0, bare
+    assert figures["ratios"]["gateway_cpu_vs_bare_pymodbus_reads"] > 0
+    assert set(figures["targets_met"]) == {"rate", "cpu", "peak_rss", "rss_drift"}
+    assert figures["simulators_cpu_share"] > 0 and figures["worst_case_layout"] is None

@@ -406,8 +406,9 @@ class Writer:
             if lo is not None and hi is not None:
                 min_ts = lo if min_ts is None else min(min_ts, lo)
                 max_ts = hi if max_ts is None else max(max_ts, hi)
-        for event in self._effective_offline(conn, plan.offline):
-            signal_id = view.signal("machine_state").id
+        state_id = view.signal("machine_state").id
+        for event in self._effective_offline(conn, plan.offline, state_id, new):
+            signal_id = state_id
             copy.add_text(event.ts_ms, OFFLINE, event.device_key, signal_id, 0)
             states.append(StateSample(event.device_key, event.ts_ms, OFFLINE))
             latest = current.get((event.device_key, signal_id))
@@ -440,11 +441,25 @@ class Writer:
             _copy_dead_letters(conn, plan.dead_letters)
 
     def _effective_offline(
+        self,
+        conn: psycopg.Connection,
+        events: list[OfflineEvent],
+        state_id: int,
+        new: list[_StagedBatch],
+    ) -> list[OfflineEvent]:
+        """One event per device that is not offline already (earliest time wins), each moved
+        past any machine_state sample of its device at the same millisecond (stored or in this
+        flush): a marker placed at a gateway's last activity can meet a real sample there, and
+        two states at one timestamp make the intervals ambiguous."""
+        if not events:
+            return []
+        found = self._offline_events(conn, events)
+        return [OfflineEvent(e.device_key, _free_ms(conn, e, state_id, new)) for e in found]
+
+    def _offline_events(
         self, conn: psycopg.Connection, events: list[OfflineEvent]
     ) -> list[OfflineEvent]:
         """One event per device that is not offline already (earliest time wins)."""
-        if not events:
-            return []
         first: dict[int, int] = {}
         for event in events:
             first[event.device_key] = min(first.get(event.device_key, event.ts_ms), event.ts_ms)
@@ -689,6 +704,30 @@ def _upsert_current_values(
 
 def _clean(text: str) -> str:
     return text.replace("\x00", "\\0")
+
+
+def _free_ms(
+    conn: psycopg.Connection, event: OfflineEvent, state_id: int, new: list[_StagedBatch]
+) -> int:
+    """The first millisecond from ``event.ts_ms`` at which its device has no machine_state row."""
+    taken = {
+        ts_ms
+        for staged in new
+        for _index, device, signal, ts_ms, _value, _quality in staged.batch.samples
+        if staged.keys[device] == event.device_key and staged.signals[signal].id == state_id
+    }
+    taken.update(
+        round(r[0].timestamp() * 1000)
+        for r in conn.execute(
+            "SELECT ts FROM telemetry WHERE device_key = %s AND signal_id = %s "
+            "AND ts >= %s AND ts < %s",
+            (event.device_key, state_id, _ts(event.ts_ms), _ts(event.ts_ms + 1000)),
+        )
+    )
+    ts_ms = event.ts_ms
+    while ts_ms in taken:
+        ts_ms += 1
+    return ts_ms
 
 
 def _ts(ms: int) -> Any:

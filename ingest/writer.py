@@ -454,7 +454,17 @@ class Writer:
         if not events:
             return []
         found = self._offline_events(conn, events)
-        return [OfflineEvent(e.device_key, _free_ms(conn, e, state_id, new)) for e in found]
+        keys = {e.device_key for e in found}
+        in_flush: dict[int, set[int]] = {}
+        for staged in new:  # one pass, only when some device goes offline
+            for _index, device, signal, ts_ms, _value, _quality in staged.batch.samples:
+                key = staged.keys[device]
+                if key in keys and staged.signals[signal].id == state_id:
+                    in_flush.setdefault(key, set()).add(ts_ms)
+        return [
+            OfflineEvent(e.device_key, _free_ms(conn, e, state_id, in_flush.get(e.device_key)))
+            for e in found
+        ]
 
     def _offline_events(
         self, conn: psycopg.Connection, events: list[OfflineEvent]
@@ -707,15 +717,11 @@ def _clean(text: str) -> str:
 
 
 def _free_ms(
-    conn: psycopg.Connection, event: OfflineEvent, state_id: int, new: list[_StagedBatch]
+    conn: psycopg.Connection, event: OfflineEvent, state_id: int, in_flush: set[int] | None
 ) -> int:
-    """The first millisecond from ``event.ts_ms`` at which its device has no machine_state row."""
-    taken = {
-        ts_ms
-        for staged in new
-        for _index, device, signal, ts_ms, _value, _quality in staged.batch.samples
-        if staged.keys[device] == event.device_key and staged.signals[signal].id == state_id
-    }
+    """The first millisecond from ``event.ts_ms`` at which its device has no machine_state row
+    (stored, or among ``in_flush``, the times of this flush's state samples of the device)."""
+    taken = set(in_flush or ())
     taken.update(
         round(r[0].timestamp() * 1000)
         for r in conn.execute(

@@ -37,3 +37,25 @@ def test_an_offline_marker_meeting_a_state_sample_moves_one_millisecond_later(
         "SELECT (extract(epoch FROM ts) * 1000)::bigint, value_text FROM telemetry ORDER BY ts",
     )
     assert stored == [(t, "running"), (t + 1, "offline")]
+
+
+def test_the_marker_also_avoids_a_state_sample_of_the_same_flush(
+    start_ingest, fake_gateway, pg_url
+):
+    start_ingest(writer={"max_delay_ms": 1000})  # both messages land in one flush
+    gw = fake_gateway(enterprise="ent-f", gateway="gw-f", devices=["press-2"])
+    gw.birth()
+    wait_until(lambda: scalar(pg_url, "SELECT count(*) FROM devices") == 1, what="registered")
+    t = now_ms() - 5_000
+    sample = Sample(device="press-2", signal="machine_state", ts_ms=t, value="idle")
+    status = DeviceStatus(
+        gateway="gw-f", device="press-2", connection=DeviceConnection.DISCONNECTED, ts_ms=t
+    )
+    gw.send(gw.batch([sample]), wait=False)
+    gw.publish(topics.device_status("ent-f", "gw-f", "press-2"), encode(status), retain=True)
+    wait_until(lambda: scalar(pg_url, "SELECT count(*) FROM telemetry") == 2, what="both rows")
+    stored = rows(
+        pg_url,
+        "SELECT (extract(epoch FROM ts) * 1000)::bigint, value_text FROM telemetry ORDER BY ts",
+    )
+    assert stored == [(t, "idle"), (t + 1, "offline")]

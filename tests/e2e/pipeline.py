@@ -289,10 +289,13 @@ def count_rows(pg_url: str) -> int:
 
 
 def duplicates(pg_url: str) -> list[tuple[Any, ...]]:
-    """Rows stored more than once: the same device, signal and timestamp."""
+    """Rows stored more than once: the same device, signal and timestamp (with their values)."""
     with psycopg.connect(pg_url) as conn:
         return conn.execute(
-            "SELECT device_key, signal_id, ts, count(*) FROM telemetry "
+            "SELECT d.device_id, s.name, t.ts, count(*), "
+            "       array_agg(coalesce(t.value_text, t.value::text) || '/q' || t.quality) "
+            "FROM telemetry t JOIN devices d ON d.key = t.device_key "
+            "JOIN signals s ON s.id = t.signal_id "
             "GROUP BY 1, 2, 3 HAVING count(*) > 1 LIMIT 10"
         ).fetchall()
 

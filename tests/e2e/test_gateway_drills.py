@@ -11,6 +11,7 @@ gateway's ``shulian_gateway_points_reported_total`` counts exactly what must be 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -79,6 +80,18 @@ def procs() -> Iterator[list[object]]:
             item.stop()
         else:
             stop(item)  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def figures(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[dict[str, object]]:
+    """What a drill measured: printed, and appended to test-artifacts/gateway-drills.jsonl."""
+    found: dict[str, object] = {}
+    yield found
+    if found:
+        line = json.dumps({"drill": request.node.name, "ts_ms": _now_ms(), **found})
+        print(line)
+        with (artifacts_dir / "gateway-drills.jsonl").open("a") as out:
+            out.write(line + "\n")
 
 
 def _quiesce(sims: Simulators, port: int, carried: int = 0) -> float:
@@ -174,7 +187,11 @@ OUTAGE_S = 60
 
 @pytest.mark.timeout(600)
 def test_broker_stopped_60_s_at_2000_points_per_s_stores_every_point_exactly_once(
-    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[object]
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    pg_url: str,
+    procs: list[object],
+    figures: dict[str, object],
 ) -> None:
     scenario = generate_load_scenario(
         32, seed=41, kinds=MODBUS_KINDS, units_per_modbus_port=4, dwell_scale=0.2
@@ -213,13 +230,12 @@ def test_broker_stopped_60_s_at_2000_points_per_s_stores_every_point_exactly_onc
     stored = rows(pg_url)
     truth = load_truth(sims.truth_file)
     logs = log_tails(tmp_path)
-    report = (
-        f"interval {interval_ms} ms, {rate:.0f} points/s before, {outage_rate:.0f} during the "
-        f"outage, backlog {backlog:.0f} batches drained {drained_s:.1f} s after the broker "
-        f"restart (the ingest reconnects with its own backoff), "
-        f"{accepted:.0f} accepted, {len(stored)} stored"
-    )
-    print(report)
+    figures.update(
+        interval_ms=interval_ms, points_per_s=round(rate), points_per_s_in_outage=round(outage_rate),
+        outage_s=OUTAGE_S, backlog_batches=int(backlog), drained_s=round(drained_s, 1),
+        accepted=int(accepted), stored=len(stored),
+    )  # fmt: skip
+    report = str(figures)
 
     assert 0.85 * TARGET_POINTS_PER_S <= rate <= 1.2 * TARGET_POINTS_PER_S, report
     assert outage_rate >= 0.85 * TARGET_POINTS_PER_S, f"reading slowed in the outage: {report}"
@@ -251,7 +267,11 @@ def test_broker_stopped_60_s_at_2000_points_per_s_stores_every_point_exactly_onc
 
 @pytest.mark.timeout(300)
 def test_gateway_killed_during_a_broker_outage_delivers_its_buffer_after_restart(
-    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[object]
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    pg_url: str,
+    procs: list[object],
+    figures: dict[str, object],
 ) -> None:
     interval_ms = 250
     scenario = generate_load_scenario(
@@ -287,11 +307,12 @@ def test_gateway_killed_during_a_broker_outage_delivers_its_buffer_after_restart
     _wait_stored(pg_url, len([r for r in stored if r.ts_ms < killed_ms]) + accepted_2)
     stored = rows(pg_url)
     truth = load_truth(sims.truth_file)
-    report = (
-        f"{len(buffered)} batches ({samples} samples) on disk at the kill, seq "
-        f"{buffered[0].seq}..{buffered[-1].seq}; {len(stored)} rows stored"
-    )
-    print(report)
+    figures.update(
+        buffered_batches=len(buffered), buffered_samples=samples,
+        buffered_seqs=[buffered[0].seq, buffered[-1].seq], accepted_after_restart=int(accepted_2),
+        stored=len(stored),
+    )  # fmt: skip
+    report = str(figures)
 
     by_key = {(r.device, r.signal, r.ts_ms): r for r in stored}
     lost = [
@@ -326,7 +347,11 @@ RECOVERY_LIMIT_S = 10.0
 
 @pytest.mark.timeout(400)
 def test_opcua_server_restarted_20_times_data_flows_again_within_10_s_each_time(
-    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[object]
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    pg_url: str,
+    procs: list[object],
+    figures: dict[str, object],
 ) -> None:
     scenario = Scenario(
         name="opcua-restarts", seed=44, dwell_scale=0.2, time_scale=5.0, gauge_period_s=0.5,
@@ -361,11 +386,11 @@ def test_opcua_server_restarted_20_times_data_flows_again_within_10_s_each_time(
     _wait_stored(pg_url, accepted)
     stored = rows(pg_url)
     truth = load_truth(sims.truth_file)
-    report = (
-        f"recovery after each restart (s): {[round(s, 1) for s in recovery_s]}; max "
-        f"{max(recovery_s):.1f}; reconnects {reconnects:.0f}; {len(stored)} rows"
-    )
-    print(report)
+    figures.update(
+        restarts=RESTARTS, recovery_s=[round(s, 2) for s in recovery_s],
+        recovery_max_s=round(max(recovery_s), 2), reconnects=int(reconnects), stored=len(stored),
+    )  # fmt: skip
+    report = str(figures)
 
     assert max(recovery_s) <= RECOVERY_LIMIT_S, report
     assert connected == len(devices), f"a session stuck after the restarts: {report}"
@@ -383,7 +408,11 @@ POLL_MS = 1000
 
 @pytest.mark.timeout(300)
 def test_unreachable_modbus_device_goes_offline_within_three_polls_others_keep_flowing(
-    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[object]
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    pg_url: str,
+    procs: list[object],
+    figures: dict[str, object],
 ) -> None:
     scenario = generate_load_scenario(
         7, seed=45, kinds=MODBUS_KINDS, units_per_modbus_port=1, dwell_scale=0.2
@@ -432,14 +461,14 @@ def test_unreachable_modbus_device_goes_offline_within_three_polls_others_keep_f
     during = {d: rate(d, cut_ms, cut_ms + 10_000) for d in [*others, neighbour]}
     expected = {d: signals_of(sims.endpoint(d)["kind"]) * 1000 / POLL_MS for d in before}
     decided_s, visible_s = (status_ms - cut_ms) / 1000, (seen_ms - cut_ms) / 1000
-    report = (
-        f"{victim} {state} after {decided_s:.2f} s (gateway), in the database after "
-        f"{visible_s:.2f} s, data again {back_s:.1f} s after it answered; rows/s of the "
-        f"others before {sorted(round(before[d], 1) for d in others)}, during "
-        f"{sorted(round(during[d], 1) for d in others)}; of its neighbour on the same "
-        f"endpoint {before[neighbour]:.1f} before, {during[neighbour]:.1f} during"
-    )
-    print(report)
+    figures.update(
+        poll_ms=POLL_MS, status=state, offline_by_gateway_s=round(decided_s, 2),
+        offline_in_db_s=round(visible_s, 2), data_again_s=round(back_s, 1),
+        others_rows_per_s_before=[round(before[d], 1) for d in others],
+        others_rows_per_s_during=[round(during[d], 1) for d in others],
+        neighbour_rows_per_s=[round(before[neighbour], 1), round(during[neighbour], 1)],
+    )  # fmt: skip
+    report = str(figures)
 
     assert decided_s <= 3 * POLL_MS / 1000, report
     assert visible_s <= 3 * POLL_MS / 1000, report

@@ -760,6 +760,8 @@ RAMP_FIELDS = (
     "gateway_peak_rss_mb",
     "latency_ms_p99",
     "backlog_batches_at_end",
+    "modbus_requests_per_s",
+    "simulators_cpu_share",
 )
 
 

@@ -38,6 +38,7 @@ def test_gateway_bench_smoke() -> None:
     bare = figures["baseline_bare_pymodbus"]
     # A 3 s baseline may cost less than one /proc clock tick (10 ms) of CPU: its share can read 0.
     assert bare["requests_per_s"] > 0 and bare["failures"] == 0 and bare["cpu_share"] >= 0, bare
-    assert figures["ratios"]["gateway_cpu_vs_bare_pymodbus_reads"] > 0
+    ratio = figures["ratios"]["gateway_cpu_vs_bare_pymodbus_reads"]
+    assert (ratio > 0) if bare["cpu_share"] > 0 else (ratio is None), (ratio, bare)
     assert set(figures["targets_met"]) == {"rate", "cpu", "peak_rss", "rss_drift"}
     assert figures["simulators_cpu_share"] > 0 and figures["worst_case_layout"] is None

@@ -10,6 +10,11 @@ The tick loop writes changed values into the unit's own image (cheap: a few list
 calls ``ModbusUnit.on_access`` on every request, which copies the requested range from the image
 into pymodbus's registers. Unread units therefore cost nothing.
 
+Requests pipelined on one connection (several sent before the first reply, as the Modbus TCP
+specification allows and as PLCs and Modbus TCP gateways handle) are answered in order: pymodbus's
+own handler takes only the first request of each TCP segment and leaves the rest waiting for more
+data, so the server uses a handler that takes every complete request of a segment.
+
 A unit can be made unreachable: it then stops answering (the client times out, as when the serial
 device behind a Modbus gateway is dead) or answers exception 0x0B (gateway target failed to respond).
 Unknown unit ids never answer.
@@ -19,12 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
+from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from simulators.addressmap import ModbusMap, Register, RegisterType, Table
@@ -187,6 +195,39 @@ def _catch_all_device() -> SimDevice:
     return SimDevice(id=0, simdata=[every_register], action=_never_answer)
 
 
+class _InOrderRequestHandler(ServerRequestHandler):
+    """Answers every complete request of a TCP segment, in order, not just the first."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[no-untyped-call]  # pymodbus leaves it untyped
+        self._requests: deque[tuple[ModbusPDU, tuple[str, int] | None]] = deque()
+
+    def callback_data(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
+        used = 0
+        while used < len(data):
+            # The parent parses one frame into last_pdu and schedules handle_request for it.
+            cut = super().callback_data(data[used:], addr)
+            if self.last_pdu:
+                self._requests.append((self.last_pdu, self.last_addr))
+            if cut <= 0:
+                break
+            used += cut
+        return used
+
+    async def handle_request(self) -> None:
+        # One scheduled call per queued request, in arrival order. The datastore action never
+        # suspends, so last_pdu stays this request's until the reply is sent.
+        if not self._requests:
+            return
+        self.last_pdu, self.last_addr = self._requests.popleft()
+        await super().handle_request()  # type: ignore[no-untyped-call]  # pymodbus leaves it untyped
+
+
+class _InOrderTcpServer(ModbusTcpServer):
+    def callback_new_connection(self) -> ServerRequestHandler:
+        return _InOrderRequestHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
 class ModbusServer:
     """One Modbus TCP port serving any number of units.
 
@@ -224,7 +265,7 @@ class ModbusServer:
     async def _listen(self, port: int) -> None:
         devices = [unit.sim_device() for unit in self.units.values()]
         devices.append(_catch_all_device())
-        server = ModbusTcpServer(devices, address=(self.host, port), ignore_missing_devices=True)
+        server = _InOrderTcpServer(devices, address=(self.host, port), ignore_missing_devices=True)
         await server.serve_forever(background=True)
         self._server = server
 

@@ -214,3 +214,35 @@ async def test_a_taken_port_is_reported_with_the_server_and_port(host: Simulator
     ):
         async with SimulatorHost(scenario):
             pass
+
+
+async def test_pipelined_requests_in_one_segment_are_all_answered_in_order(
+    host: SimulatorHost,
+) -> None:
+    """Several requests in one TCP write (the Modbus TCP spec allows it): one reply each, by id."""
+    import asyncio
+    import struct
+
+    endpoint = host.endpoints()[0]
+    units = [e.unit_id for e in host.endpoints()]
+    reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
+    try:
+        burst = b"".join(
+            struct.pack(">HHHBBHH", 100 + index, 0, 6, unit, 3, 0, 1)
+            for index, unit in enumerate(units)
+        )
+        writer.write(burst)
+        await writer.drain()
+        replies: list[tuple[int, int, int]] = []
+        async with asyncio.timeout(5):
+            for _ in units:
+                tid, protocol, length, unit = struct.unpack(">HHHB", await reader.readexactly(7))
+                pdu = await reader.readexactly(length - 1)
+                assert protocol == 0
+                replies.append((tid, unit, pdu[0] & 0x7F))
+    finally:
+        writer.close()
+    assert [(tid, unit) for tid, unit, _ in replies] == [
+        (100 + index, unit) for index, unit in enumerate(units)
+    ]
+    assert {function for _, _, function in replies} == {3}

@@ -9,6 +9,7 @@ connection (see transport.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -189,31 +190,42 @@ class ModbusDriver(DriverBase):
                 "not connected", where=self.options.where, hint="Call connect() before read()."
             )
         compiled = self._compile(group.name)
+        if self.log.isEnabledFor(logging.DEBUG):  # describe() costs: only when logged
+            for block in compiled:
+                self.log.debug("FC%d %s", block.request.function_code, block.request.describe())
+        if transport.window > 1 and len(compiled) > 1:
+            # The connection queues requests: send the whole group, then take the replies.
+            outcomes = await asyncio.gather(
+                *(self._read_block(transport, block) for block in compiled),
+                return_exceptions=True,
+            )
+        else:
+            outcomes = [await self._read_block(transport, block) for block in compiled]
         readings: list[RawReading] = []
-        is_debug = self.log.isEnabledFor(logging.DEBUG)  # describe() costs: only when logged
-        for block in compiled:
-            request = block.request
-            self.metrics.requests += 1
-            if is_debug:
-                self.log.debug("FC%d %s", request.function_code, request.describe())
-            try:
-                values = await transport.read(
-                    request.table, request.start, request.count, self.options
-                )
-            except ModbusExceptionError as exc:
-                self.metrics.errors += 1
-                self._note_failure(request, exc)
-                ts_ms = time.time_ns() // 1_000_000
-                readings += [
-                    RawReading(name, None, ts_ms, Quality.BAD, exc.reason) for name in block.names
-                ]
-                continue
-            except DriverError:
-                self.metrics.errors += 1
-                raise
-            self._note_success(request)
-            readings += block.decode(values, time.time_ns() // 1_000_000)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            readings += outcome
         return ReadResult(readings, requests=len(compiled))
+
+    async def _read_block(
+        self, transport: BusTransport, block: _CompiledRequest
+    ) -> list[RawReading]:
+        """One request's readings; a Modbus exception makes only its signals bad."""
+        request = block.request
+        self.metrics.requests += 1
+        try:
+            values = await transport.read(request.table, request.start, request.count, self.options)
+        except ModbusExceptionError as exc:
+            self.metrics.errors += 1
+            self._note_failure(request, exc)
+            ts_ms = time.time_ns() // 1_000_000
+            return [RawReading(name, None, ts_ms, Quality.BAD, exc.reason) for name in block.names]
+        except DriverError:
+            self.metrics.errors += 1
+            raise
+        self._note_success(request)
+        return block.decode(values, time.time_ns() // 1_000_000)
 
     def _compile(self, group: str) -> list[_CompiledRequest]:
         compiled = self._compiled.get(group)
@@ -328,6 +340,8 @@ def check_device(device: DeviceConfig) -> list[Problem]:
         problems += _unit_id_problems(endpoint, device.unit_id)
     settings, settings_problems = _settings_of(profile, device, endpoint)
     problems += settings_problems
+    if endpoint is not None:
+        problems += _window_problems(endpoint, settings, device)
     problems += _signal_problems(profile, settings)
     problems += _overlap_problems(profile.signals)
     problems += _group_problems(profile, settings)
@@ -354,6 +368,36 @@ def _unit_id_problems(endpoint: ModbusEndpoint, unit_id: int | None) -> list[Pro
             return [
                 Problem("device.unit_id", f"unit id {unit_id} is out of range; RTU uses 1..247")
             ]
+    return []
+
+
+def _window_problems(
+    endpoint: ModbusEndpoint, settings: ModbusSettings, device: DeviceConfig
+) -> list[Problem]:
+    if settings.max_requests_in_flight == 1:
+        return []
+    where = (
+        "device.settings.max_requests_in_flight"
+        if "max_requests_in_flight" in device.settings
+        else "modbus.max_requests_in_flight"
+    )
+    if endpoint.is_serial_framing:
+        return [
+            Problem(
+                where,
+                f"a serial line ({endpoint.scheme}://) carries one request at a time; "
+                "max_requests_in_flight must be 1",
+            )
+        ]
+    if settings.request_pause_ms > 0:
+        return [
+            Problem(
+                where,
+                f"request_pause_ms {settings.request_pause_ms} spaces requests one at a time, "
+                "so only one is ever in flight",
+                severity="warning",
+            )
+        ]
     return []
 
 

@@ -110,6 +110,14 @@ class ModbusSettings(_Strict):
     """Pause between requests, for slow devices and serial converters."""
     timeout_s: float = Field(default=1.0, gt=0, le=60)
     retries: int = Field(default=2, ge=0, le=10)
+    max_requests_in_flight: int = Field(default=1, ge=1, le=64)
+    """Modbus TCP only: requests sent on the connection before the first reply comes back.
+
+    The Modbus TCP specification lets a client send several requests and match replies by
+    transaction id; PLCs and Modbus TCP gateways that queue requests answer them in turn, and a
+    burst of replies costs the gateway one wake-up instead of one each. Simple devices answer
+    only one request at a time, so the default is 1; raise it only for a device (or a Modbus TCP
+    gateway) known to queue requests."""
     baudrate: int = 9600
     parity: Literal["N", "E", "O"] = "N"
     stopbits: Literal[1, 2] = 1

@@ -8,6 +8,9 @@ One ``BusTransport`` per endpoint (``bus_key``) is shared by every device behind
 reference count, so ten meters behind one serial-to-TCP converter use one TCP connection. Requests
 on a bus are serialized by one ``asyncio.Lock`` (a serial line carries one request at a time) and
 the lock is released between retries, so a dead unit delays its neighbours by at most one timeout.
+A Modbus TCP endpoint whose settings allow ``max_requests_in_flight`` > 1 uses a semaphore of that
+size instead: requests go out without waiting for earlier replies (matched by transaction id), so
+a burst of replies costs one wake-up of the event loop rather than one each.
 
 pymodbus quirks handled here (pymodbus 3.8-3.16):
 
@@ -51,6 +54,7 @@ __all__ = [
     "ModbusExceptionError",
     "TransportPool",
     "transport_pool",
+    "window_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,6 +145,8 @@ class _TcpLink(asyncio.Protocol):
         self._waiting: dict[int, tuple[asyncio.Future[mbap.Frame], asyncio.TimerHandle]] = {}
         self._next_tid = 0
         self.late_replies = 0
+        self.peak_in_flight = 0
+        """The most requests that waited for replies at once on this connection."""
 
     @property
     def connected(self) -> bool:
@@ -191,7 +197,10 @@ class _TcpLink(asyncio.Protocol):
         self._next_tid = tid = self._next_tid % 0xFFFF + 1
         loop = asyncio.get_running_loop()
         future: asyncio.Future[mbap.Frame] = loop.create_future()
-        self._waiting[tid] = (future, loop.call_later(timeout_s, self._expire, tid))
+        waiting = self._waiting
+        waiting[tid] = (future, loop.call_later(timeout_s, self._expire, tid))
+        if len(waiting) > self.peak_in_flight:
+            self.peak_in_flight = len(waiting)
         transport.write(mbap.read_request(tid, unit_id, function_code, start, count))
         return future
 
@@ -219,10 +228,16 @@ class BusTransport:
         self.endpoint = endpoint
         self.key = endpoint.bus_key
         self.lock = asyncio.Lock()
-        """Held for each request (and its pause): one request at a time on this bus."""
+        """Held while connecting, and for each request (and its pause) unless pipelined."""
         self.users = 0
         self.settings = settings
-        """The settings of the device that created the bus (its serial line settings apply)."""
+        """The settings of the device that created the bus (its serial line settings and its
+        ``max_requests_in_flight`` apply to every device on the bus)."""
+        self.window = window_of(endpoint, settings)
+        """How many requests may wait for replies at once on this connection."""
+        self._request_slot: asyncio.Lock | asyncio.Semaphore = (
+            asyncio.Semaphore(self.window) if self.window > 1 else self.lock
+        )
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         """pymodbus's client, for serial framings."""
         self._link: _TcpLink | None = None
@@ -230,6 +245,11 @@ class BusTransport:
         self._last_request_end_mono = 0.0
         self._silent_since_mono: float | None = None
         """When the first unanswered request since the last reply was sent."""
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests that waited for replies at once on the current connection."""
+        return self._link.peak_in_flight if self._link is not None else 0
 
     @property
     def is_connected(self) -> bool:
@@ -402,7 +422,7 @@ class BusTransport:
         """
         tries = options.retries + 1
         for _ in range(tries):
-            async with self.lock:
+            async with self._request_slot:
                 if self._link is not None:
                     frame = await self._link_request_once(self._link, table, start, count, options)
                     if frame is not None:
@@ -551,6 +571,13 @@ class BusTransport:
         )
 
 
+def window_of(endpoint: ModbusEndpoint, settings: ModbusSettings) -> int:
+    """Requests allowed in flight: the setting on Modbus TCP without a pause, else one."""
+    if endpoint.scheme != "tcp" or settings.request_pause_ms > 0:
+        return 1
+    return settings.max_requests_in_flight
+
+
 def _raise_for_gateway_code(code: int, where: str) -> None:
     """Codes 10 and 11 come from a Modbus gateway: the unit behind it is gone, not one register."""
     if code == 10:
@@ -611,6 +638,14 @@ class TransportPool:
                 transport.key,
                 _line_of(transport.settings),
                 _line_of(settings),
+            )
+        elif window_of(endpoint, settings) != transport.window:
+            log.warning(
+                "Connection %s allows %d request(s) in flight; a device asking for %d gets the "
+                "connection's setting (set max_requests_in_flight alike for every unit behind it)",
+                transport.key,
+                transport.window,
+                window_of(endpoint, settings),
             )
         transport.users += 1
         return transport

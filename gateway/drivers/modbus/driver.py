@@ -54,6 +54,7 @@ from gateway.drivers.modbus.transport import (
     ModbusExceptionError,
     RequestOptions,
     transport_pool,
+    window_of,
 )
 from gateway.errors import ConfigError, DeviceUnreachableError, DriverError
 from gateway.profiles.models import DeviceConfig, GroupSpec
@@ -138,6 +139,18 @@ class ModbusDriver(DriverBase):
         """The connection ``device`` uses (``tcp://host:port``, ``rtu:///dev/ttyX``); devices with
         equal keys share it. Works on the class, for a scheduler that has no driver yet."""
         return device_bus_key(device)
+
+    @staticmethod
+    def poll_phase_key(device: DeviceConfig) -> str | None:
+        """The connection, when it takes several requests in flight: its units then poll at
+        the same moment, so their requests share one burst (see ``scheduler.phase_key``)."""
+        try:
+            endpoint = parse_endpoint(device.endpoint)
+            assert isinstance(device.profile, ModbusProfile)
+            settings = effective_settings(device.profile, device.settings, endpoint)
+        except (ValueError, AssertionError):  # ValidationError is a ValueError; check() reports
+            return None
+        return endpoint.bus_key if window_of(endpoint, settings) > 1 else None
 
     @staticmethod
     def check(device: DeviceConfig) -> list[Problem]:

@@ -87,3 +87,27 @@ async def test_pipeline_samples_reach_the_batcher_and_status_goes_connected() ->
         await runner.stop()
     assert [b.seq for b in sealed[:3]] == [1, 2, 3]
     assert runner.is_connected and statuses[-1].connection is DeviceConnection.CONNECTED
+
+
+def test_devices_a_driver_keys_together_poll_at_one_phase_others_spread() -> None:
+    class Bursting(FakeDriver):
+        @staticmethod
+        def poll_phase_key(device: Any) -> str | None:
+            return "tcp://10.0.0.5:502" if device.id.startswith("unit") else None
+
+    profile = make_profile(interval_ms=1000)
+    phases = {}
+    for device_id in ("unit-1", "unit-2", "unit-3", "alone-1", "alone-2"):
+        device = make_device(device_id, profile=profile)
+        pipeline = DevicePipeline(
+            compile_device(device),
+            ReportByException(profile),
+            Batcher("boot", 1000, 10, lambda _b: None),
+            DeviceCounters(),
+        )
+        runner = DeviceRunner(device, Bursting, pipeline, lambda _s: None, gateway="gw")
+        phases[device_id] = [runner._phase(group) for group in runner.groups]
+
+    assert phases["unit-1"] == phases["unit-2"] == phases["unit-3"]
+    assert phases["alone-1"] != phases["alone-2"]
+    assert all(0 <= p < 1.0 for ps in phases.values() for p in ps)

@@ -274,3 +274,15 @@ async def test_every_shipped_modbus_profile_reads_good_values_pipelined_from_the
     transport = group[0]._transport
     assert transport is not None and transport.window == 16
     assert transport.peak_in_flight > 1
+
+
+def test_units_of_a_pipelined_connection_share_a_poll_phase_key() -> None:
+    def key(endpoint: str, in_flight: int) -> str | None:
+        device = make_device(
+            FAR_APART, endpoint, unit_id=2, modbus={"max_requests_in_flight": in_flight}
+        )
+        return ModbusDriver.poll_phase_key(device)
+
+    assert key("tcp://10.0.0.5:502", 8) == "tcp://10.0.0.5:502"
+    assert key("tcp://10.0.0.5:502", 1) is None
+    assert key("rtu+tcp://10.0.0.5:4001", 8) is None  # refused by check(); never bursts

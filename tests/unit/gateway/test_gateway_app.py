@@ -75,3 +75,24 @@ async def test_the_running_gateway_gives_the_driver_its_data_dir_pki(tmp_path: P
     finally:
         await app.stop()
     assert _Recording.devices[0].settings["pki_dir"] == str(data_dir / "pki")
+
+
+async def test_start_up_objects_leave_the_collectors_care_and_young_collections_are_rarer(
+    tmp_path: Path,
+) -> None:
+    import gc
+
+    from gateway.app import GC_YOUNG_THRESHOLD
+
+    before = gc.get_threshold()
+    app = fake_app(fake_settings("mqtt://127.0.0.1:9", tmp_path / "gw"), [opcua_device()])
+    try:
+        await app.start()
+        try:
+            assert gc.get_freeze_count() > 10_000  # modules, profiles, schemas: frozen
+            assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        finally:
+            await app.stop()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -139,9 +139,12 @@ class _TcpLink(asyncio.Protocol):
     is not Modbus TCP fails every waiting request and closes the connection.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, coalesce_writes: bool = False) -> None:
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
+        self._coalesce = coalesce_writes
+        """Requests sent in one turn of the event loop leave in one write (pipelined links)."""
+        self._outgoing = bytearray()
         self._waiting: dict[int, tuple[asyncio.Future[mbap.Frame], asyncio.TimerHandle]] = {}
         self._next_tid = 0
         self.late_replies = 0
@@ -201,8 +204,20 @@ class _TcpLink(asyncio.Protocol):
         waiting[tid] = (future, loop.call_later(timeout_s, self._expire, tid))
         if len(waiting) > self.peak_in_flight:
             self.peak_in_flight = len(waiting)
-        transport.write(mbap.read_request(tid, unit_id, function_code, start, count))
+        request = mbap.read_request(tid, unit_id, function_code, start, count)
+        if not self._coalesce:
+            transport.write(request)
+        else:
+            # One system call for a whole burst instead of one per request.
+            if not self._outgoing:
+                loop.call_soon(self._write_outgoing)
+            self._outgoing += request
         return future
+
+    def _write_outgoing(self) -> None:
+        outgoing, self._outgoing = self._outgoing, bytearray()
+        if self._transport is not None and outgoing:
+            self._transport.write(bytes(outgoing))
 
     def _expire(self, transaction_id: int) -> None:
         entry = self._waiting.pop(transaction_id, None)
@@ -305,7 +320,9 @@ class BusTransport:
         try:
             async with asyncio.timeout(timeout_s):
                 _, link = await loop.create_connection(
-                    _TcpLink, self.endpoint.host, self.endpoint.port
+                    lambda: _TcpLink(coalesce_writes=self.window > 1),
+                    self.endpoint.host,
+                    self.endpoint.port,
                 )
         except TimeoutError:
             raise self._connect_timeout(timeout_s, where) from None

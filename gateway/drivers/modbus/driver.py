@@ -9,7 +9,6 @@ connection (see transport.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -207,19 +206,34 @@ class ModbusDriver(DriverBase):
             for block in compiled:
                 self.log.debug("FC%d %s", block.request.function_code, block.request.describe())
         if transport.window > 1 and len(compiled) > 1:
-            # The connection queues requests: send the whole group, then take the replies.
-            outcomes = await asyncio.gather(
-                *(self._read_block(transport, block) for block in compiled),
-                return_exceptions=True,
-            )
-        else:
-            outcomes = [await self._read_block(transport, block) for block in compiled]
+            return ReadResult(await self._read_together(transport, compiled), len(compiled))
         readings: list[RawReading] = []
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            readings += outcome
+        for block in compiled:
+            readings += await self._read_block(transport, block)
         return ReadResult(readings, requests=len(compiled))
+
+    async def _read_together(
+        self, transport: BusTransport, compiled: list[_CompiledRequest]
+    ) -> list[RawReading]:
+        """Every block in flight at once (the connection queues requests)."""
+        self.metrics.requests += len(compiled)
+        try:
+            outcomes = await transport.read_blocks(
+                [(b.request.table, b.request.start, b.request.count) for b in compiled],
+                self.options,
+            )
+        except DriverError:
+            self.metrics.errors += 1
+            raise
+        readings: list[RawReading] = []
+        ts_ms = time.time_ns() // 1_000_000
+        for block, outcome in zip(compiled, outcomes, strict=True):
+            if isinstance(outcome, ModbusExceptionError):
+                readings += self._bad_block(block, outcome)
+            else:
+                self._note_success(block.request)
+                readings += block.decode(outcome, ts_ms)
+        return readings
 
     async def _read_block(
         self, transport: BusTransport, block: _CompiledRequest
@@ -230,15 +244,18 @@ class ModbusDriver(DriverBase):
         try:
             values = await transport.read(request.table, request.start, request.count, self.options)
         except ModbusExceptionError as exc:
-            self.metrics.errors += 1
-            self._note_failure(request, exc)
-            ts_ms = time.time_ns() // 1_000_000
-            return [RawReading(name, None, ts_ms, Quality.BAD, exc.reason) for name in block.names]
+            return self._bad_block(block, exc)
         except DriverError:
             self.metrics.errors += 1
             raise
         self._note_success(request)
         return block.decode(values, time.time_ns() // 1_000_000)
+
+    def _bad_block(self, block: _CompiledRequest, exc: ModbusExceptionError) -> list[RawReading]:
+        self.metrics.errors += 1
+        self._note_failure(block.request, exc)
+        ts_ms = time.time_ns() // 1_000_000
+        return [RawReading(name, None, ts_ms, Quality.BAD, exc.reason) for name in block.names]
 
     def _compile(self, group: str) -> list[_CompiledRequest]:
         compiled = self._compiled.get(group)

@@ -30,12 +30,14 @@ pymodbus quirks handled here (pymodbus 3.8-3.16):
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import logging
 import os
 import socket
 import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
@@ -132,6 +134,15 @@ class _LinkClosedError(ConnectionError):
     """The Modbus TCP connection closed (or was closed) while a request waited."""
 
 
+@dataclass(slots=True)
+class _Waiting:
+    """A request waiting for its reply: written (``sent``) or queued for a free slot."""
+
+    future: asyncio.Future[mbap.Frame]
+    timer: asyncio.TimerHandle
+    sent: bool = False
+
+
 class _TcpLink(asyncio.Protocol):
     """One Modbus TCP connection: requests go out framed, replies come back by transaction id.
 
@@ -139,13 +150,16 @@ class _TcpLink(asyncio.Protocol):
     is not Modbus TCP fails every waiting request and closes the connection.
     """
 
-    def __init__(self, coalesce_writes: bool = False) -> None:
+    def __init__(self, window: int = 1) -> None:
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
-        self._coalesce = coalesce_writes
-        """Requests sent in one turn of the event loop leave in one write (pipelined links)."""
+        self._window = window
+        """Requests written and not yet answered, at most; more wait in ``_queued``."""
+        self._waiting: dict[int, _Waiting] = {}
+        self._queued: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._sent = 0
         self._outgoing = bytearray()
-        self._waiting: dict[int, tuple[asyncio.Future[mbap.Frame], asyncio.TimerHandle]] = {}
+        """Requests of this turn of the event loop, written together (pipelined links)."""
         self._next_tid = 0
         self.late_replies = 0
         self.peak_in_flight = 0
@@ -180,49 +194,73 @@ class _TcpLink(asyncio.Protocol):
         waiting = self._waiting
         for frame in frames:
             entry = waiting.pop(frame.transaction_id, None)
-            if entry is None or entry[0].done():
+            if entry is None or entry.future.done():
                 self.late_replies += 1
                 continue
-            entry[1].cancel()
-            entry[0].set_result(frame)
+            entry.timer.cancel()
+            self._sent -= 1
+            entry.future.set_result(frame)
+        if self._queued:
+            self._send_queued()
 
     def send(
         self, unit_id: int, function_code: int, start: int, count: int, timeout_s: float
     ) -> asyncio.Future[mbap.Frame]:
         """Send one read request; the future gets its reply, or TimeoutError after ``timeout_s``.
 
-        One timer handle per request rather than ``asyncio.timeout()`` around the await: the
+        With the window full the request waits in order for a reply to free a slot (its
+        ``timeout_s`` runs from now). One timer handle per request rather than ``asyncio.timeout()`` around the await: the
         same bound for a fraction of the CPU, which counts at thousands of requests a second.
         """
-        transport = self._transport
-        if transport is None:
+        if self._transport is None:
             raise _LinkClosedError("not connected")
         self._next_tid = tid = self._next_tid % 0xFFFF + 1
         loop = asyncio.get_running_loop()
         future: asyncio.Future[mbap.Frame] = loop.create_future()
-        waiting = self._waiting
-        waiting[tid] = (future, loop.call_later(timeout_s, self._expire, tid))
-        if len(waiting) > self.peak_in_flight:
-            self.peak_in_flight = len(waiting)
+        entry = _Waiting(future, loop.call_later(timeout_s, self._expire, tid))
+        self._waiting[tid] = entry
         request = mbap.read_request(tid, unit_id, function_code, start, count)
-        if not self._coalesce:
-            transport.write(request)
+        if self._sent < self._window:
+            self._write(entry, request)
         else:
-            # One system call for a whole burst instead of one per request.
-            if not self._outgoing:
-                loop.call_soon(self._write_outgoing)
-            self._outgoing += request
+            self._queued.append((tid, request))
         return future
+
+    def _write(self, entry: _Waiting, request: bytes) -> None:
+        assert self._transport is not None
+        entry.sent = True
+        self._sent += 1
+        if self._sent > self.peak_in_flight:
+            self.peak_in_flight = self._sent
+        if self._window == 1:
+            self._transport.write(request)
+            return
+        # One system call for a whole burst instead of one per request.
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._write_outgoing)
+        self._outgoing += request
 
     def _write_outgoing(self) -> None:
         outgoing, self._outgoing = self._outgoing, bytearray()
         if self._transport is not None and outgoing:
             self._transport.write(bytes(outgoing))
 
+    def _send_queued(self) -> None:
+        while self._queued and self._sent < self._window and self._transport is not None:
+            tid, request = self._queued.popleft()
+            entry = self._waiting.get(tid)
+            if entry is not None:  # else it timed out while queued
+                self._write(entry, request)
+
     def _expire(self, transaction_id: int) -> None:
         entry = self._waiting.pop(transaction_id, None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(TimeoutError())
+        if entry is None or entry.future.done():
+            return
+        if entry.sent:
+            self._sent -= 1
+        entry.future.set_exception(TimeoutError())
+        if self._queued:
+            self._send_queued()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -230,10 +268,12 @@ class _TcpLink(asyncio.Protocol):
 
     def _fail_all(self, exc: Exception) -> None:
         waiting, self._waiting = self._waiting, {}
-        for future, timer in waiting.values():
-            timer.cancel()
-            if not future.done():
-                future.set_exception(exc)
+        self._queued.clear()
+        self._sent = 0
+        for entry in waiting.values():
+            entry.timer.cancel()
+            if not entry.future.done():
+                entry.future.set_exception(exc)
 
 
 class BusTransport:
@@ -249,10 +289,8 @@ class BusTransport:
         """The settings of the device that created the bus (its serial line settings and its
         ``max_requests_in_flight`` apply to every device on the bus)."""
         self.window = window_of(endpoint, settings)
-        """How many requests may wait for replies at once on this connection."""
-        self._request_slot: asyncio.Lock | asyncio.Semaphore = (
-            asyncio.Semaphore(self.window) if self.window > 1 else self.lock
-        )
+        """How many requests may wait for replies at once on this connection (the link keeps
+        the count; with 1, the bus lock is held for each request instead)."""
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         """pymodbus's client, for serial framings."""
         self._link: _TcpLink | None = None
@@ -320,7 +358,7 @@ class BusTransport:
         try:
             async with asyncio.timeout(timeout_s):
                 _, link = await loop.create_connection(
-                    lambda: _TcpLink(coalesce_writes=self.window > 1),
+                    lambda: _TcpLink(self.window),
                     self.endpoint.host,
                     self.endpoint.port,
                 )
@@ -439,7 +477,12 @@ class BusTransport:
         """
         tries = options.retries + 1
         for _ in range(tries):
-            async with self._request_slot:
+            if self.window > 1 and self._link is not None:
+                frame = await self._link_request_once(self._link, table, start, count, options)
+                if frame is not None:
+                    return self._values_of_frame(frame, table, start, count, options)
+                continue
+            async with self.lock:
                 if self._link is not None:
                     frame = await self._link_request_once(self._link, table, start, count, options)
                     if frame is not None:
@@ -461,10 +504,76 @@ class BusTransport:
         wait_s = options.pause_s - (time.monotonic() - self._last_request_end_mono)
         if wait_s > 0:
             await asyncio.sleep(wait_s)  # the profile's mandated pause for slow devices
-        try:
-            frame = await link.send(
-                options.unit_id, _FUNCTIONS[table], start, count, options.timeout_s
+        return await self._reply(
+            self._send(link, table, start, count, options), table, start, count, options
+        )
+
+    async def read_blocks(
+        self, blocks: Sequence[tuple[Table, int, int]], options: RequestOptions
+    ) -> list[list[int] | list[bool] | ModbusExceptionError]:
+        """Read several blocks of one unit at once on a pipelined Modbus TCP link.
+
+        Every request is sent before the first reply is awaited (the link queues what exceeds
+        its window), and unanswered ones are sent again, up to ``retries`` more times. A Modbus
+        exception fails only its block: it is returned in the block's place.
+
+        Raises:
+            DeviceTimeoutError, DeviceUnreachableError, ProtocolError: as ``read``, for the
+                first block that fails so.
+        """
+        link = self._link
+        if link is None or self.window == 1:
+            raise DeviceUnreachableError(
+                f"connection to {self.endpoint.describe()} lost",
+                where=options.where,
+                hint="The gateway reconnects with backoff.",
             )
+        results: list[list[int] | list[bool] | ModbusExceptionError | None] = [None] * len(blocks)
+        todo = list(range(len(blocks)))
+        tries = options.retries + 1
+        for _ in range(tries):
+            sent = [(i, self._send(link, *blocks[i], options)) for i in todo]
+            todo = []
+            for i, future in sent:
+                frame = await self._reply(future, *blocks[i], options)
+                if frame is None:
+                    todo.append(i)
+                    continue
+                try:
+                    results[i] = self._values_of_frame(frame, *blocks[i], options)
+                except ModbusExceptionError as exc:
+                    results[i] = exc
+            if not todo:
+                return cast("list[list[int] | list[bool] | ModbusExceptionError]", results)
+        raise DeviceTimeoutError(
+            f"no reply in {seconds(options.timeout_s)} s after {tries} tr{'ies' if tries > 1 else 'y'}",
+            where=options.where,
+            hint=_NO_REPLY_HINTS[self.endpoint.scheme],
+        )
+
+    def _send(
+        self, link: _TcpLink, table: Table, start: int, count: int, options: RequestOptions
+    ) -> asyncio.Future[mbap.Frame]:
+        try:
+            return link.send(options.unit_id, _FUNCTIONS[table], start, count, options.timeout_s)
+        except _LinkClosedError as exc:
+            raise DeviceUnreachableError(
+                f"connection to {self.endpoint.describe()} lost",
+                where=options.where,
+                hint="The gateway reconnects with backoff.",
+            ) from exc
+
+    async def _reply(
+        self,
+        future: asyncio.Future[mbap.Frame],
+        table: Table,
+        start: int,
+        count: int,
+        options: RequestOptions,
+    ) -> mbap.Frame | None:
+        """The reply to a sent request; None when it went unanswered."""
+        try:
+            frame = await future
         except TimeoutError:
             if self._silent_since_mono is None:
                 self._silent_since_mono = time.monotonic()

@@ -286,3 +286,40 @@ def test_units_of_a_pipelined_connection_share_a_poll_phase_key() -> None:
     assert key("tcp://10.0.0.5:502", 8) == "tcp://10.0.0.5:502"
     assert key("tcp://10.0.0.5:502", 1) is None
     assert key("rtu+tcp://10.0.0.5:4001", 8) is None  # refused by check(); never bursts
+
+
+async def test_a_modbus_exception_in_a_pipelined_group_fails_only_its_block(
+    drivers: list[ModbusDriver],
+) -> None:
+    async def refuse_address_200(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            while True:
+                tid, _, _, unit, function, start, count = struct.unpack(
+                    ">HHHBBHH", await reader.readexactly(12)
+                )
+                if start == 200:
+                    writer.write(struct.pack(">HHHBBB", tid, 0, 3, unit, function | 0x80, 2))
+                    continue
+                data = struct.pack(f">{count}H", *range(start, start + count))
+                writer.write(
+                    struct.pack(">HHHBBB", tid, 0, 3 + len(data), unit, function, len(data)) + data
+                )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(refuse_address_200, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        driver = await open_driver(drivers, far_apart_device(port, 1, in_flight=4))
+
+        result = await driver.read(DEFAULT)
+    finally:
+        server.close()
+
+    by_signal = {r.signal: r for r in result.readings}
+    assert by_signal["spindle_speed"].raw == 0 and by_signal["feed_rate"].raw == 400
+    assert by_signal["spindle_load"].quality is Quality.BAD
+    assert by_signal["spindle_load"].reason == "Modbus exception 2: illegal data address"
+    assert driver.metrics.requests == 3 and driver.metrics.errors == 1

@@ -13,10 +13,12 @@ received by the subscriber. Poll intervals are chosen so that the devices' signa
 target rate. Read-to-publish latency is the subscriber's receive time minus the sample timestamp
 (read time), so it includes batching (batch_max_delay_ms), the disk commit and the broker hop.
 
-Layouts: by default 16 Modbus units share one TCP endpoint (one connection, requests in turn), as
-behind serial converters and Modbus TCP gateways on a shop floor (``--units-per-port``); the main
-load then runs again with one endpoint per Modbus device, the worst case for the gateway (one
-connection each; ``--no-worst-case`` skips it). OPC UA machines share servers of up to 40.
+Layouts: by default 16 Modbus units share one TCP endpoint (one connection), as behind serial
+converters and Modbus TCP gateways on a shop floor (``--units-per-port``), and each device allows
+16 requests in flight (``--in-flight``; the simulators' server queues them as PLCs and Modbus TCP
+gateways do; ``--in-flight 1`` runs requests in turn); the main load then runs again with one
+endpoint per Modbus device, the worst case for the gateway (one connection each;
+``--no-worst-case`` skips it). OPC UA machines share servers of up to 40.
 
 Baselines measured in the same run: Modbus requests per cycle with the planner's block reads
 versus one request per signal; and, after each main run, the same read plan executed by bare
@@ -67,6 +69,8 @@ HEARTBEAT_S = 0.001
 KINDS_ARG = [""]
 INTERVAL_MS = [0]
 """--interval-ms of this bench run (0: chosen so the devices add up to --rate)."""
+IN_FLIGHT = [1]
+"""--in-flight of this bench run: each Modbus device's max_requests_in_flight."""
 GATEWAY_PYTHON_ARGS: list[str] = os.environ.get("BENCH_GATEWAY_PYTHON_ARGS", "").split()
 """--kinds of this bench run, handed to the simulator processes."""
 
@@ -176,9 +180,14 @@ def write_bench_site(
     for e in endpoints:
         scheme = "opc.tcp" if e["protocol"] == "opcua" else "tcp"
         unit = f", unit_id: {e['unit_id']}" if e.get("unit_id") else ""
+        window = (
+            f", settings: {{max_requests_in_flight: {IN_FLIGHT[0]}}}"
+            if e["protocol"] == "modbus" and IN_FLIGHT[0] > 1
+            else ""
+        )
         lines.append(
             f"  - {{id: {e['id']}, profile: bench_{e['kind']}, "
-            f"endpoint: '{scheme}://{e['host']}:{e['port']}'{unit}}}"
+            f"endpoint: '{scheme}://{e['host']}:{e['port']}'{unit}{window}}}"
         )
     (workdir / "gateway.yaml").write_text("\n".join(lines) + "\n")
     return {
@@ -572,6 +581,13 @@ def main() -> None:
         "serial converters and Modbus TCP gateways on a shop floor)",
     )
     parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=16,
+        help="each Modbus device's max_requests_in_flight (16: the Modbus TCP endpoints queue "
+        "requests, as PLCs and Modbus TCP gateways do; 1: one request at a time)",
+    )
+    parser.add_argument(
         "--worst-case",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -616,6 +632,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     KINDS_ARG[0] = args.kinds
     INTERVAL_MS[0] = args.interval_ms
+    IN_FLIGHT[0] = args.in_flight
     warmup = args.warmup if args.warmup is not None else min(10.0, max(3.0, args.seconds / 3))
     baseline_s = (
         args.baseline_seconds if args.baseline_seconds is not None else min(20.0, args.seconds)
@@ -676,6 +693,7 @@ def main() -> None:
             "devices": args.devices,
             "rate": args.rate,
             "units_per_port": args.units_per_port,
+            "max_requests_in_flight": args.in_flight,
             "sim_procs": args.sim_procs,
             "kinds": args.kinds or "all",
             "baseline_seconds": baseline_s,

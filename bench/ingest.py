@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
     )
     commits = Commits()
-    service = IngestService(settings)
+    service = IngestService(settings, settle_heap=True)
     service.add_commit_listener(commits)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()

@@ -125,8 +125,12 @@ class GatewayApp:
         site_loader: Callable[[Path], Site] = load_site,
         driver_for: Callable[[str], type[Driver]] | None = None,
         device_backoff: Backoff | None = None,
+        settle_heap: bool = False,
     ) -> None:
+        """``settle_heap``: tune the process's garbage collector after start and each reload
+        (``_settle_heap``); the gateway process does, an embedding test need not."""
         settings.require_identity()
+        self.settle_heap = settle_heap
         self.settings = settings
         self.site = site
         self.site_loader = site_loader
@@ -224,7 +228,8 @@ class GatewayApp:
             self._tasks.append(asyncio.create_task(self._publish_metrics(), name="metrics"))
         for device in self.devices.values():
             self._start_device(device)
-        _settle_heap()
+        if self.settle_heap:
+            _settle_heap()
 
     async def stop(self) -> None:
         log.info("gateway stopping")
@@ -349,7 +354,8 @@ class GatewayApp:
             },
         )
         self.publisher.publish_gateway_status()
-        _settle_heap()
+        if self.settle_heap:
+            _settle_heap()
         return True
 
     async def _reloader(self) -> None:
@@ -428,7 +434,7 @@ def _settle_heap() -> None:
 
 
 async def run_gateway(settings: GatewaySettings, site: Site) -> None:
-    app = GatewayApp(settings, site)
+    app = GatewayApp(settings, site, settle_heap=True)
     started = time.monotonic()
     try:
         await app.run()

@@ -9,13 +9,14 @@ lane finish and acknowledge its current flush, leaves the rest unacknowledged, a
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 import psycopg_pool
@@ -75,8 +76,17 @@ def prepare_database(settings: IngestSettings, *, wait_s: float = 0.0) -> Migrat
 class IngestService:
     """Everything that runs in one ingest worker, started and stopped together."""
 
-    def __init__(self, settings: IngestSettings, metrics: IngestMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: IngestSettings,
+        metrics: IngestMetrics | None = None,
+        *,
+        settle_heap: bool = False,
+    ) -> None:
+        """``settle_heap``: tune the process's garbage collector once started (``settle_heap``
+        below); the ingest process does, an embedding test need not."""
         self.settings = settings
+        self.settle_heap = settle_heap
         self.metrics = metrics or IngestMetrics()
         self.registry = RegistryCache()
         self.pool: psycopg_pool.ConnectionPool | None = None
@@ -136,6 +146,8 @@ class IngestService:
             target=self._watch_backlog, name="ingest-backlog", daemon=True
         )
         self._backlog_thread.start()
+        if self.settle_heap:
+            settle_heap()
         log.info(
             "ingest running: %d lanes, share group %r", len(self.lanes), settings.mqtt.share_group
         )
@@ -178,11 +190,31 @@ class IngestService:
             self.metrics.backlog.set(sum(lane.backlog() for lane in self.lanes))
 
 
+GC_YOUNG_THRESHOLD: Final = 100_000
+"""Allocations between young collections (CPython's default: 700)."""
+
+
+def settle_heap() -> None:
+    """Exempt what start-up built from the cyclic garbage collector, and collect the young
+    generation less often.
+
+    Every decoded sample is a few container objects that live until their flush commits
+    (tens of thousands per lane); with CPython's default thresholds the collector walked them
+    again and again, about an eighth of the ingest's CPU at 140,000 points/s (perf:
+    gc_collect_main, visit_decref, visit_reachable). Reference counting frees them after the
+    flush; the collector is only needed for cycles, which are rare here.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def run_service(
     settings: IngestSettings, *, on_started: Callable[[IngestService], None] | None = None
 ) -> None:
     """Run until SIGTERM or SIGINT; with ``api.enabled`` also serve the monitoring app."""
-    service = IngestService(settings)
+    service = IngestService(settings, settle_heap=True)
     service.start()
     if on_started:
         on_started(service)

@@ -85,7 +85,9 @@ async def test_start_up_objects_leave_the_collectors_care_and_young_collections_
     from gateway.app import GC_YOUNG_THRESHOLD
 
     before = gc.get_threshold()
-    app = fake_app(fake_settings("mqtt://127.0.0.1:9", tmp_path / "gw"), [opcua_device()])
+    app = fake_app(
+        fake_settings("mqtt://127.0.0.1:9", tmp_path / "gw"), [opcua_device()], settle_heap=True
+    )
     try:
         await app.start()
         try:

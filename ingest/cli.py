@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from ingest.errors import IngestError
-from ingest.settings import IngestSettings, load_settings, masked_settings
+from ingest.settings import IngestSettings, load_settings, masked_settings, setting_sources
 
 app = typer.Typer(
     help="Run the cloud ingest (MQTT -> PostgreSQL/TimescaleDB) and manage its database.",
@@ -161,11 +161,24 @@ async def _import_csv(db_url: str, kind: str, text: str, filename: str) -> tuple
 
 
 @settings_app.command("show")
-def settings_show(config: ConfigOpt = None) -> None:
-    """Print the effective settings (secrets masked) as JSON."""
+def settings_show(
+    config: ConfigOpt = None,
+    sources: Annotated[
+        bool, typer.Option("--sources", help="one line per setting: value and where it came from")
+    ] = False,
+) -> None:
+    """Print the effective settings (secrets masked) as JSON, or with --sources as a table."""
     settings = _settings(config)
-    json.dump(masked_settings(settings), sys.stdout, indent=2, ensure_ascii=False)
-    sys.stdout.write("\n")
+    if not sources:
+        json.dump(masked_settings(settings), sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return
+    rows = [(name, json.dumps(value, ensure_ascii=False), source)
+            for name, value, source in setting_sources(settings, config)]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    value_width = min(48, max(len(r[1]) for r in rows))
+    for name, value, source in rows:
+        typer.echo(f"{name:<{width}}  {value:<{value_width}}  {source}")
 
 
 def _mount_monitoring_commands() -> None:

@@ -8,6 +8,7 @@ that the demo and docker-compose use, a YAML settings file (``--config``), then 
 from __future__ import annotations
 
 import contextvars
+import os
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -169,8 +170,6 @@ class _DictSource(PydanticBaseSettingsSource):
 
 
 def _plain_env_urls() -> dict[str, Any]:
-    import os
-
     data: dict[str, Any] = {}
     if os.environ.get("DATABASE_URL"):
         data["db"] = {"url": os.environ["DATABASE_URL"]}
@@ -289,6 +288,51 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> IngestSe
         raise ConfigError(problems) from exc
     finally:
         _FILE_DATA.reset(token)
+
+
+def setting_sources(
+    settings: IngestSettings, config_file: Path | None = None, **overrides: Any
+) -> list[tuple[str, Any, str]]:
+    """``(dotted name, value, source)`` for every setting, in the order the model defines them.
+
+    The source is what won, in ``load_settings``' order: ``command line``, ``env NAME``,
+    the settings file, or ``default``. Values are masked as in ``masked_settings``.
+    """
+    env = {key.upper(): key for key in os.environ}
+    file_data = read_settings_file(config_file) if config_file else {}
+    values = masked_settings(settings)
+    rows: list[tuple[str, Any, str]] = []
+    for section, content in values.items():
+        leaves = content.items() if isinstance(content, dict) else [(None, content)]
+        for name, value in leaves:
+            dotted = f"{section}.{name}" if name else section
+            rows.append(
+                (dotted, value, _source_of(section, name, overrides, env, file_data, config_file))
+            )
+    return rows
+
+
+def _source_of(
+    section: str,
+    name: str | None,
+    overrides: dict[str, Any],
+    env: dict[str, str],
+    file_data: dict[str, Any],
+    config_file: Path | None,
+) -> str:
+    given = overrides.get(section)
+    if (name is None and section in overrides) or (isinstance(given, dict) and name in given):
+        return "command line"
+    variable = f"SHULIAN_INGEST_{section}__{name}" if name else f"SHULIAN_INGEST_{section}"
+    if variable.upper() in env:
+        return f"env {env[variable.upper()]}"
+    plain = {("db", "url"): "DATABASE_URL", ("mqtt", "url"): "MQTT_URL"}.get((section, name or ""))
+    if plain and os.environ.get(plain):
+        return f"env {plain}"
+    in_file = file_data.get(section)
+    if (name is None and section in file_data) or (isinstance(in_file, dict) and name in in_file):
+        return str(config_file)
+    return "default"
 
 
 def masked_settings(settings: IngestSettings) -> dict[str, Any]:

@@ -63,3 +63,23 @@ def test_settings_show_masks_secrets():
     data = json.loads(shown.output)
     assert data["db"]["url"] == "postgresql://u:***@db/x"
     assert "topsecret" not in shown.output
+
+
+def test_settings_show_sources_names_where_each_setting_came_from(tmp_path):
+    config = tmp_path / "ingest.yaml"
+    config.write_text("writer:\n  lanes: 3\n")
+    shown = runner.invoke(
+        app,
+        ["settings", "show", "--config", str(config), "--sources"],
+        env={
+            "DATABASE_URL": "postgresql://u:topsecret@db/x",
+            "SHULIAN_INGEST_MQTT__CLIENT_ID": "ingest-7",
+        },
+    )
+    assert shown.exit_code == 0, shown.output
+    table = {line.split()[0]: line.split()[1:] for line in shown.output.splitlines()}
+    assert table["writer.lanes"] == ["3", str(config)]
+    assert table["mqtt.client_id"] == ['"ingest-7"', "env", "SHULIAN_INGEST_MQTT__CLIENT_ID"]
+    assert table["db.url"] == ['"postgresql://u:***@db/x"', "env", "DATABASE_URL"]
+    assert table["writer.max_delay_ms"][-1] == "default"
+    assert "topsecret" not in shown.output

@@ -298,6 +298,9 @@ class BusTransport:
         self._last_request_end_mono = 0.0
         self._silent_since_mono: float | None = None
         """When the first unanswered request since the last reply was sent."""
+        self.silent_units: set[int] = set()
+        """Units whose last request went unanswered after every try: tried once until they
+        answer again."""
 
     @property
     def peak_in_flight(self) -> int:
@@ -475,27 +478,26 @@ class BusTransport:
             DeviceUnreachableError: the connection is gone, or exception 10 from a gateway.
             ProtocolError: the reply does not match the request.
         """
-        tries = options.retries + 1
+        tries = self._tries(options)
         for _ in range(tries):
             if self.window > 1 and self._link is not None:
                 frame = await self._link_request_once(self._link, table, start, count, options)
                 if frame is not None:
+                    self.silent_units.discard(options.unit_id)
                     return self._values_of_frame(frame, table, start, count, options)
                 continue
             async with self.lock:
                 if self._link is not None:
                     frame = await self._link_request_once(self._link, table, start, count, options)
                     if frame is not None:
+                        self.silent_units.discard(options.unit_id)
                         return self._values_of_frame(frame, table, start, count, options)
                     continue
                 response = await self._request_once(table, start, count, options)
             if response is not None:
+                self.silent_units.discard(options.unit_id)
                 return self._values_of(response, table, start, count, options)
-        raise DeviceTimeoutError(
-            f"no reply in {seconds(options.timeout_s)} s after {tries} tr{'ies' if tries > 1 else 'y'}",
-            where=options.where,
-            hint=_NO_REPLY_HINTS[self.endpoint.scheme],
-        )
+        raise self._no_reply(options, tries)
 
     async def _link_request_once(
         self, link: _TcpLink, table: Table, start: int, count: int, options: RequestOptions
@@ -530,7 +532,7 @@ class BusTransport:
             )
         results: list[list[int] | list[bool] | ModbusExceptionError | None] = [None] * len(blocks)
         todo = list(range(len(blocks)))
-        tries = options.retries + 1
+        tries = self._tries(options)
         for _ in range(tries):
             sent = [(i, self._send(link, *blocks[i], options)) for i in todo]
             todo = []
@@ -539,14 +541,27 @@ class BusTransport:
                 if frame is None:
                     todo.append(i)
                     continue
+                self.silent_units.discard(options.unit_id)
                 try:
                     results[i] = self._values_of_frame(frame, *blocks[i], options)
                 except ModbusExceptionError as exc:
                     results[i] = exc
             if not todo:
                 return cast("list[list[int] | list[bool] | ModbusExceptionError]", results)
-        raise DeviceTimeoutError(
-            f"no reply in {seconds(options.timeout_s)} s after {tries} tr{'ies' if tries > 1 else 'y'}",
+        raise self._no_reply(options, tries)
+
+    def _tries(self, options: RequestOptions) -> int:
+        """One try for a unit that did not answer last time, so a dead unit holds a shared
+        bus for one timeout per request, not ``retries + 1``; the full count once it answers."""
+        return 1 if options.unit_id in self.silent_units else options.retries + 1
+
+    def _no_reply(self, options: RequestOptions, tries: int) -> DeviceTimeoutError:
+        was_silent = options.unit_id in self.silent_units
+        self.silent_units.add(options.unit_id)
+        again = " (silent since an earlier request)" if was_silent else ""
+        return DeviceTimeoutError(
+            f"no reply in {seconds(options.timeout_s)} s after {tries} "
+            f"tr{'ies' if tries > 1 else 'y'}{again}",
             where=options.where,
             hint=_NO_REPLY_HINTS[self.endpoint.scheme],
         )

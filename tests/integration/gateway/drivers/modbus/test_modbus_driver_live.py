@@ -263,11 +263,16 @@ async def test_a_dead_unit_delays_its_neighbour_on_the_same_bus_by_at_most_one_t
             latencies.append(time.monotonic() - started)
             assert values_of(result.readings) == {"spindle_speed": 7}
 
+    dead_times: list[float] = []
+
     async def poll_dead() -> None:
         nonlocal dead_failures
-        for _ in range(3):
-            with pytest.raises(DeviceTimeoutError, match=r"no reply in 0\.3 s after 2 tries"):
+        for attempt in range(3):
+            started = time.monotonic()
+            tries = "2 tries" if attempt == 0 else r"1 try \(silent since an earlier request\)"
+            with pytest.raises(DeviceTimeoutError, match=rf"no reply in 0\.3 s after {tries}"):
                 await dead.read(DEFAULT)
+            dead_times.append(time.monotonic() - started)
             dead_failures += 1
             await dead.close()  # what the scheduler does after a DriverError
             await dead.connect()
@@ -276,6 +281,7 @@ async def test_a_dead_unit_delays_its_neighbour_on_the_same_bus_by_at_most_one_t
     await asyncio.gather(poll_alive(), poll_dead())
 
     assert dead_failures == 3
+    assert dead_times[0] >= 0.6 and all(t < 0.3 + 0.2 for t in dead_times[1:]), dead_times
     assert len(latencies) >= 3, "the live unit kept being read while the dead one failed"
     assert max(latencies) < 0.3 + 0.25, latencies  # at most one of the dead unit's tries ahead
     assert len(server.server.active_connections) == 1, "the shared connection was never dropped"

@@ -323,3 +323,34 @@ async def test_a_modbus_exception_in_a_pipelined_group_fails_only_its_block(
     assert by_signal["spindle_load"].quality is Quality.BAD
     assert by_signal["spindle_load"].reason == "Modbus exception 2: illegal data address"
     assert driver.metrics.requests == 3 and driver.metrics.errors == 1
+
+
+async def test_a_silent_unit_is_tried_once_until_it_answers_again(
+    queueing_server: QueueingServer, drivers: list[ModbusDriver]
+) -> None:
+    neighbour = await open_driver(drivers, far_apart_device(queueing_server.port, 1, in_flight=1))
+    unit = make_driver(
+        make_device(
+            [{"name": "spindle_speed", "address": 0}],
+            f"tcp://127.0.0.1:{queueing_server.port}",
+            unit_id=9,
+            device_id="flaky",
+            modbus={"timeout_s": 0.25, "retries": 2},
+        )
+    )
+    await open_driver(drivers, unit)
+
+    async def fails(match: str) -> float:
+        started = time.monotonic()
+        with pytest.raises(DeviceTimeoutError, match=match):
+            await unit.read(DEFAULT)
+        return time.monotonic() - started
+
+    queueing_server.dead_units.add(9)
+    assert await fails(r"after 3 tries\. ") >= 0.75
+    assert await fails(r"after 1 try \(silent since an earlier request\)\. ") < 0.25 + 0.15
+    queueing_server.dead_units.clear()
+    assert [r.raw for r in (await unit.read(DEFAULT)).readings] == [9000]
+    queueing_server.dead_units.add(9)
+    assert await fails(r"after 3 tries\. ") >= 0.75  # answering again restored every retry
+    assert len((await neighbour.read(DEFAULT)).readings) == 3

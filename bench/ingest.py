@@ -36,6 +36,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -363,7 +364,11 @@ def environment() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     return {
+        "commit": commit,
         "host": platform.node(),
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -694,6 +694,7 @@ def main() -> None:
             "rate": args.rate,
             "units_per_port": args.units_per_port,
             "max_requests_in_flight": args.in_flight,
+            "interval_ms": args.interval_ms,
             "sim_procs": args.sim_procs,
             "kinds": args.kinds or "all",
             "baseline_seconds": baseline_s,

@@ -525,11 +525,7 @@ class BusTransport:
         """
         link = self._link
         if link is None or self.window == 1:
-            raise DeviceUnreachableError(
-                f"connection to {self.endpoint.describe()} lost",
-                where=options.where,
-                hint="The gateway reconnects with backoff.",
-            )
+            raise self._connection_lost(options)
         results: list[list[int] | list[bool] | ModbusExceptionError | None] = [None] * len(blocks)
         todo = list(range(len(blocks)))
         tries = self._tries(options)
@@ -549,6 +545,13 @@ class BusTransport:
             if not todo:
                 return cast("list[list[int] | list[bool] | ModbusExceptionError]", results)
         raise self._no_reply(options, tries)
+
+    def _connection_lost(self, options: RequestOptions) -> DeviceUnreachableError:
+        return DeviceUnreachableError(
+            f"connection to {self.endpoint.describe()} lost",
+            where=options.where,
+            hint="The gateway reconnects with backoff.",
+        )
 
     def _tries(self, options: RequestOptions) -> int:
         """One try for a unit that did not answer last time, so a dead unit holds a shared
@@ -572,11 +575,7 @@ class BusTransport:
         try:
             return link.send(options.unit_id, _FUNCTIONS[table], start, count, options.timeout_s)
         except _LinkClosedError as exc:
-            raise DeviceUnreachableError(
-                f"connection to {self.endpoint.describe()} lost",
-                where=options.where,
-                hint="The gateway reconnects with backoff.",
-            ) from exc
+            raise self._connection_lost(options) from exc
 
     async def _reply(
         self,
@@ -595,11 +594,7 @@ class BusTransport:
             log.debug("No reply from %s to %s %d+%d", options.where, table, start, count)
             return None
         except _LinkClosedError as exc:
-            raise DeviceUnreachableError(
-                f"connection to {self.endpoint.describe()} lost",
-                where=options.where,
-                hint="The gateway reconnects with backoff.",
-            ) from exc
+            raise self._connection_lost(options) from exc
         except mbap.FramingError as exc:
             raise ProtocolError(
                 f"unreadable reply to {table.value} {start}+{count}: {exc}",
@@ -649,11 +644,7 @@ class BusTransport:
         """One request under the bus lock; None when it went unanswered."""
         client = self._client
         if client is None or not client.connected:
-            raise DeviceUnreachableError(
-                f"connection to {self.endpoint.describe()} lost",
-                where=options.where,
-                hint="The gateway reconnects with backoff.",
-            )
+            raise self._connection_lost(options)
         wait_s = options.pause_s - (time.monotonic() - self._last_request_end_mono)
         if wait_s > 0:
             await asyncio.sleep(wait_s)  # the profile's mandated pause for slow devices
@@ -669,11 +660,7 @@ class BusTransport:
             log.debug("No reply from %s to %s %d+%d", options.where, table, start, count)
             return None
         except ConnectionException as exc:
-            raise DeviceUnreachableError(
-                f"connection to {self.endpoint.describe()} lost",
-                where=options.where,
-                hint="The gateway reconnects with backoff.",
-            ) from exc
+            raise self._connection_lost(options) from exc
         except ModbusException as exc:
             raise ProtocolError(
                 f"unreadable reply to {table.value} {start}+{count}: {exc}",

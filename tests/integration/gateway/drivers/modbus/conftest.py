@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from modbus_live import RunningServer, ServerFactory, UnitMap, start_server
 
+from gateway.drivers.modbus.driver import ModbusDriver
+
 
 @pytest.fixture()
 async def modbus_server() -> AsyncIterator[ServerFactory]:
@@ -23,3 +25,12 @@ async def modbus_server() -> AsyncIterator[ServerFactory]:
     yield start
     for running in started:
         await running.server.shutdown()
+
+
+@pytest.fixture()
+async def drivers() -> AsyncIterator[list[ModbusDriver]]:
+    """Drivers the test opens (``connected``); closed afterwards even when the test fails."""
+    opened: list[ModbusDriver] = []
+    yield opened
+    for driver in opened:
+        await driver.close()

@@ -156,3 +156,10 @@ def make_device(
 def make_driver(device: DeviceConfig) -> ModbusDriver:
     logger = logging.LoggerAdapter(logging.getLogger(f"test.{device.id}"), {"device": device.id})
     return ModbusDriver(device, logger, DriverMetrics())
+
+
+async def connected(drivers: list[ModbusDriver], driver: ModbusDriver) -> ModbusDriver:
+    """Connect ``driver`` and leave it to the ``drivers`` fixture to close."""
+    drivers.append(driver)
+    await driver.connect()
+    return driver

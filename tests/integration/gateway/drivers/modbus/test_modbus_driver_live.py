@@ -15,6 +15,7 @@ import pytest
 from modbus_live import (
     ServerFactory,
     UnitMap,
+    connected,
     make_device,
     make_driver,
     wait_until_async,
@@ -50,21 +51,6 @@ ORDERS = ["ABCD", "CDAB", "BADC", "DCBA"]
 
 def values_of(readings: Any) -> dict[str, Any]:
     return {r.signal: r.raw for r in readings}
-
-
-@pytest.fixture()
-async def drivers() -> AsyncIterator[list[ModbusDriver]]:
-    """Drivers the test opens; closed afterwards even when the test fails."""
-    opened: list[ModbusDriver] = []
-    yield opened
-    for driver in opened:
-        await driver.close()
-
-
-async def connected(drivers: list[ModbusDriver], driver: ModbusDriver) -> ModbusDriver:
-    drivers.append(driver)
-    await driver.connect()
-    return driver
 
 
 async def test_driver_reads_every_type_and_word_order_from_a_real_server(

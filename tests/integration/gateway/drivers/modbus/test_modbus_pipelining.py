@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from modbus_live import make_device, make_driver
+from modbus_live import connected, make_device, make_driver
 
 from gateway.drivers.modbus.driver import ModbusDriver
 from gateway.errors import DeviceTimeoutError
@@ -86,20 +86,6 @@ async def queueing_server() -> AsyncIterator[QueueingServer]:
     server.close()
 
 
-@pytest.fixture()
-async def drivers() -> AsyncIterator[list[ModbusDriver]]:
-    opened: list[ModbusDriver] = []
-    yield opened
-    for driver in opened:
-        await driver.close()
-
-
-async def open_driver(drivers: list[ModbusDriver], driver: ModbusDriver) -> ModbusDriver:
-    drivers.append(driver)
-    await driver.connect()
-    return driver
-
-
 def far_apart_device(port: int, unit_id: int, in_flight: int) -> ModbusDriver:
     return make_driver(
         make_device(
@@ -115,7 +101,7 @@ def far_apart_device(port: int, unit_id: int, in_flight: int) -> ModbusDriver:
 async def test_a_groups_requests_go_out_together_when_the_device_queues_them(
     queueing_server: QueueingServer, drivers: list[ModbusDriver]
 ) -> None:
-    driver = await open_driver(drivers, far_apart_device(queueing_server.port, 3, in_flight=4))
+    driver = await connected(drivers, far_apart_device(queueing_server.port, 3, in_flight=4))
     started = time.monotonic()
 
     result = await driver.read(DEFAULT)
@@ -134,7 +120,7 @@ async def test_a_groups_requests_go_out_together_when_the_device_queues_them(
 async def test_by_default_one_request_at_a_time(
     queueing_server: QueueingServer, drivers: list[ModbusDriver]
 ) -> None:
-    driver = await open_driver(drivers, far_apart_device(queueing_server.port, 3, in_flight=1))
+    driver = await connected(drivers, far_apart_device(queueing_server.port, 3, in_flight=1))
     started = time.monotonic()
 
     result = await driver.read(DEFAULT)
@@ -148,7 +134,7 @@ async def test_units_sharing_a_connection_share_its_window(
     queueing_server: QueueingServer, drivers: list[ModbusDriver]
 ) -> None:
     group = [
-        await open_driver(drivers, far_apart_device(queueing_server.port, unit, in_flight=4))
+        await connected(drivers, far_apart_device(queueing_server.port, unit, in_flight=4))
         for unit in (1, 2, 3)
     ]
 
@@ -165,7 +151,7 @@ async def test_a_dead_unit_holds_one_slot_and_its_neighbours_keep_their_pace(
     queueing_server: QueueingServer, drivers: list[ModbusDriver]
 ) -> None:
     queueing_server.dead_units.add(9)
-    alive = await open_driver(drivers, far_apart_device(queueing_server.port, 1, in_flight=4))
+    alive = await connected(drivers, far_apart_device(queueing_server.port, 1, in_flight=4))
     dead = make_driver(
         make_device(
             [{"name": "spindle_speed", "address": 0}],
@@ -175,7 +161,7 @@ async def test_a_dead_unit_holds_one_slot_and_its_neighbours_keep_their_pace(
             modbus={"timeout_s": 0.5, "retries": 1, "max_requests_in_flight": 4},
         )
     )
-    await open_driver(drivers, dead)
+    await connected(drivers, dead)
     latencies: list[float] = []
 
     async def poll_alive() -> None:
@@ -257,7 +243,7 @@ async def test_every_shipped_modbus_profile_reads_good_values_pipelined_from_the
         site_file = tmp_path / "gateway.yaml"
         site_file.write_text("\n".join(lines) + "\n")
         site = load_site(site_file)
-        group = [await open_driver(drivers, make_driver(device)) for device in site.devices]
+        group = [await connected(drivers, make_driver(device)) for device in site.devices]
 
         reads = [(driver, spec) for driver in group for spec in driver.profile.groups]
         results = await asyncio.gather(*(driver.read(spec) for driver, spec in reads))
@@ -312,7 +298,7 @@ async def test_a_modbus_exception_in_a_pipelined_group_fails_only_its_block(
     server = await asyncio.start_server(refuse_address_200, "127.0.0.1", 0)
     try:
         port = server.sockets[0].getsockname()[1]
-        driver = await open_driver(drivers, far_apart_device(port, 1, in_flight=4))
+        driver = await connected(drivers, far_apart_device(port, 1, in_flight=4))
 
         result = await driver.read(DEFAULT)
     finally:
@@ -328,7 +314,7 @@ async def test_a_modbus_exception_in_a_pipelined_group_fails_only_its_block(
 async def test_a_silent_unit_is_tried_once_until_it_answers_again(
     queueing_server: QueueingServer, drivers: list[ModbusDriver]
 ) -> None:
-    neighbour = await open_driver(drivers, far_apart_device(queueing_server.port, 1, in_flight=1))
+    neighbour = await connected(drivers, far_apart_device(queueing_server.port, 1, in_flight=1))
     unit = make_driver(
         make_device(
             [{"name": "spindle_speed", "address": 0}],
@@ -338,7 +324,7 @@ async def test_a_silent_unit_is_tried_once_until_it_answers_again(
             modbus={"timeout_s": 0.25, "retries": 2},
         )
     )
-    await open_driver(drivers, unit)
+    await connected(drivers, unit)
 
     async def fails(match: str) -> float:
         started = time.monotonic()

@@ -45,7 +45,10 @@ class MqttSettings(BaseModel):
     session_expiry_s: int = Field(default=14 * DAY_S, ge=0)
     """How long the broker keeps our session (and queues for us) while we are down."""
     subscribe_metrics: bool = True
-    reconnect_max_s: float = Field(default=10.0, gt=0)
+    reconnect_max_s: float = Field(default=2.0, ge=1)
+    """Longest wait between reconnect attempts (paho doubles from 1 s up to it, whole seconds).
+    Each attempt is one TCP connect, cheap for a broker; a short cap brings the worker back
+    within about this long of the broker's return, while gateways' batches queue for it."""
 
     @property
     def host(self) -> str:

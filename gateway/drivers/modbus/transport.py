@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import errno
 import logging
 import os
@@ -480,35 +481,37 @@ class BusTransport:
         """
         tries = self._tries(options)
         for _ in range(tries):
-            if self.window > 1 and self._link is not None:
-                frame = await self._link_request_once(self._link, table, start, count, options)
-                if frame is not None:
-                    self.silent_units.discard(options.unit_id)
-                    return self._values_of_frame(frame, table, start, count, options)
-                continue
-            async with self.lock:
-                if self._link is not None:
-                    frame = await self._link_request_once(self._link, table, start, count, options)
-                    if frame is not None:
-                        self.silent_units.discard(options.unit_id)
-                        return self._values_of_frame(frame, table, start, count, options)
-                    continue
-                response = await self._request_once(table, start, count, options)
-            if response is not None:
+            # A pipelined link counts its own window; otherwise one request at a time.
+            async with contextlib.nullcontext() if self.window > 1 else self.lock:
+                values = await self._request(table, start, count, options)
+            if values is not None:
                 self.silent_units.discard(options.unit_id)
-                return self._values_of(response, table, start, count, options)
+                return values
         raise self._no_reply(options, tries)
 
-    async def _link_request_once(
-        self, link: _TcpLink, table: Table, start: int, count: int, options: RequestOptions
-    ) -> mbap.Frame | None:
-        """One Modbus TCP request under the bus lock; None when it went unanswered."""
-        wait_s = options.pause_s - (time.monotonic() - self._last_request_end_mono)
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)  # the profile's mandated pause for slow devices
-        return await self._reply(
+    async def _request(
+        self, table: Table, start: int, count: int, options: RequestOptions
+    ) -> list[int] | list[bool] | None:
+        """One try on our Modbus TCP link or pymodbus' client; None when it went unanswered."""
+        link = self._link
+        if link is None:
+            response = await self._request_once(table, start, count, options)
+            return (
+                None
+                if response is None
+                else self._values_of(response, table, start, count, options)
+            )
+        await self._pause(options)
+        frame = await self._reply(
             self._send(link, table, start, count, options), table, start, count, options
         )
+        return None if frame is None else self._values_of_frame(frame, table, start, count, options)
+
+    async def _pause(self, options: RequestOptions) -> None:
+        """The profile's mandated pause between requests, for slow devices."""
+        wait_s = options.pause_s - (time.monotonic() - self._last_request_end_mono)
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
 
     async def read_blocks(
         self, blocks: Sequence[tuple[Table, int, int]], options: RequestOptions
@@ -545,6 +548,22 @@ class BusTransport:
             if not todo:
                 return cast("list[list[int] | list[bool] | ModbusExceptionError]", results)
         raise self._no_reply(options, tries)
+
+    def _note_unanswered(
+        self, table: Table, start: int, count: int, options: RequestOptions
+    ) -> None:
+        if self._silent_since_mono is None:
+            self._silent_since_mono = time.monotonic()
+        log.debug("No reply from %s to %s %d+%d", options.where, table, start, count)
+
+    def _unreadable(
+        self, table: Table, start: int, count: int, exc: Exception, options: RequestOptions
+    ) -> ProtocolError:
+        return ProtocolError(
+            f"unreadable reply to {table.value} {start}+{count}: {exc}",
+            where=options.where,
+            hint="Check the endpoint's scheme (tcp:// or rtu+tcp://) and the wiring.",
+        )
 
     def _connection_lost(self, options: RequestOptions) -> DeviceUnreachableError:
         return DeviceUnreachableError(
@@ -589,18 +608,12 @@ class BusTransport:
         try:
             frame = await future
         except TimeoutError:
-            if self._silent_since_mono is None:
-                self._silent_since_mono = time.monotonic()
-            log.debug("No reply from %s to %s %d+%d", options.where, table, start, count)
+            self._note_unanswered(table, start, count, options)
             return None
         except _LinkClosedError as exc:
             raise self._connection_lost(options) from exc
         except mbap.FramingError as exc:
-            raise ProtocolError(
-                f"unreadable reply to {table.value} {start}+{count}: {exc}",
-                where=options.where,
-                hint="Check the endpoint's scheme (tcp:// or rtu+tcp://) and the wiring.",
-            ) from exc
+            raise self._unreadable(table, start, count, exc, options) from exc
         finally:
             self._last_request_end_mono = time.monotonic()
         self._silent_since_mono = None
@@ -629,11 +642,7 @@ class BusTransport:
                 return bits[:count]
             registers = mbap.reply_registers(frame.pdu, function_code)
         except mbap.ReplyError as exc:
-            raise ProtocolError(
-                f"unreadable reply to {table.value} {start}+{count}: {exc}",
-                where=options.where,
-                hint="Check the endpoint's scheme (tcp:// or rtu+tcp://) and the wiring.",
-            ) from exc
+            raise self._unreadable(table, start, count, exc, options) from exc
         if len(registers) != count:
             raise self._short_reply(table, start, count, len(registers), options)
         return registers
@@ -645,9 +654,7 @@ class BusTransport:
         client = self._client
         if client is None or not client.connected:
             raise self._connection_lost(options)
-        wait_s = options.pause_s - (time.monotonic() - self._last_request_end_mono)
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)  # the profile's mandated pause for slow devices
+        await self._pause(options)
         method = _METHODS[table]
         try:
             async with asyncio.timeout(options.timeout_s):
@@ -655,18 +662,12 @@ class BusTransport:
                     start, count=count, device_id=options.unit_id
                 )
         except TimeoutError:
-            if self._silent_since_mono is None:
-                self._silent_since_mono = time.monotonic()
-            log.debug("No reply from %s to %s %d+%d", options.where, table, start, count)
+            self._note_unanswered(table, start, count, options)
             return None
         except ConnectionException as exc:
             raise self._connection_lost(options) from exc
         except ModbusException as exc:
-            raise ProtocolError(
-                f"unreadable reply to {table.value} {start}+{count}: {exc}",
-                where=options.where,
-                hint="Check the endpoint's scheme (tcp:// or rtu+tcp://) and the wiring.",
-            ) from exc
+            raise self._unreadable(table, start, count, exc, options) from exc
         finally:
             self._last_request_end_mono = time.monotonic()
         self._silent_since_mono = None

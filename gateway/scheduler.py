@@ -84,10 +84,8 @@ def bus_key(device: DeviceConfig, driver_cls: type[Driver]) -> str | None:
     """
     if getattr(driver_cls, "serializes_requests", False) is True:
         return None
-    custom = getattr(driver_cls, "bus_key", None)
-    if callable(custom) and isinstance(
-        driver_cls.__dict__.get("bus_key"), staticmethod | classmethod
-    ):
+    custom = _driver_hook(driver_cls, "bus_key")
+    if custom is not None:
         key = custom(device)
         return str(key) if key is not None else None
     scheme = device.endpoint.split("://", 1)[0]
@@ -104,10 +102,17 @@ def phase_key(device: DeviceConfig, driver_cls: type[Driver]) -> str | None:
     several requests in flight, so its units' requests go out as one burst and their replies
     come back together: one wake-up of the event loop instead of one per reply.
     """
-    custom = driver_cls.__dict__.get("poll_phase_key")
+    custom = _driver_hook(driver_cls, "poll_phase_key")
+    key = custom(device) if custom is not None else None
+    return str(key) if key is not None else None
+
+
+def _driver_hook(driver_cls: type[Driver], name: str) -> Callable[[DeviceConfig], object] | None:
+    """The driver class's own static (or class) method ``name``, if it defines one."""
+    custom = driver_cls.__dict__.get(name)
     if isinstance(custom, staticmethod | classmethod):
-        key = custom.__get__(None, driver_cls)(device)
-        return str(key) if key is not None else None
+        hook: Callable[[DeviceConfig], object] = custom.__get__(None, driver_cls)
+        return hook
     return None
 
 

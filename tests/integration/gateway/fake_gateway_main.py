@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # support, for gateway_fakes
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "gateway"))
 
 from gateway_fakes import FakeDriver, make_device, make_profile

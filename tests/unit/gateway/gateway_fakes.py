@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from support import wait_until, wait_until_async
+
 from gateway.drivers.base import (
     Capability,
     DriverBase,
@@ -177,28 +179,15 @@ def make_device(
 async def eventually(
     pred: Callable[[], object], timeout_s: float = 10.0, what: str = "condition"
 ) -> object:
-    """Poll ``pred`` on the event loop until truthy (tests/conftest.py's wait_until, async)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = pred()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    """``support.wait_until_async``, polling every 20 ms."""
+    return await wait_until_async(pred, timeout_s, 0.02, what)
 
 
 def eventually_sync(
     pred: Callable[[], object], timeout_s: float = 10.0, what: str = "condition"
 ) -> object:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = pred()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.02)
+    """``support.wait_until``, polling every 20 ms."""
+    return wait_until(pred, timeout_s, 0.02, what)
 
 
 def fake_settings(mqtt_url: str, data_dir: Any, **sections: dict[str, Any]) -> Any:

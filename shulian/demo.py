@@ -147,13 +147,15 @@ def plan_scenario(source: Path, workdir: Path) -> tuple[Path, list[dict[str, Any
     from simulators.scenario import load_scenario
 
     scenario = load_scenario(source)
-    servers = [s.model_copy(update={"port": devservices.free_port()}) for s in scenario.servers]
+    lone = sum(1 for inst in scenario.instances if inst.server is None)
+    ports = iter(devservices.free_ports(len(scenario.servers) + lone))
+    servers = [s.model_copy(update={"port": next(ports)}) for s in scenario.servers]
     by_server = {s.name: s for s in servers}
     instances = []
     devices: list[dict[str, Any]] = []
     for inst in scenario.instances:
         if inst.server is None:
-            inst = inst.model_copy(update={"port": devservices.free_port()})
+            inst = inst.model_copy(update={"port": next(ports)})
             port = inst.port
         else:
             port = by_server[inst.server].port
@@ -186,8 +188,10 @@ def write_site_files(
     sites: dict[str, tuple[Path, int]] = {}
     folder = workdir / "gateways"
     folder.mkdir(parents=True, exist_ok=True)
-    for enterprise in sorted({d["enterprise"] for d in devices}):
-        metrics_port = devservices.free_port()
+    enterprises = sorted({d["enterprise"] for d in devices})
+    for enterprise, metrics_port in zip(
+        enterprises, devservices.free_ports(len(enterprises)), strict=True
+    ):
         entries = []
         for d in (d for d in devices if d["enterprise"] == enterprise):
             scheme = "opc.tcp" if d["protocol"] == "opcua" else "tcp"

@@ -29,9 +29,25 @@ class MqttSettings(BaseModel):
     """How the ingest connects and subscribes to the broker."""
 
     url: SecretStr = SecretStr(DEV_MQTT_URL)
-    """``mqtt://[user[:password]@]host[:port]``; also read from ``MQTT_URL``."""
+    """``mqtt://[user[:password]@]host[:port]``, or ``mqtts://…`` for TLS (port 8883 by default);
+    also read from ``MQTT_URL``."""
+    username: str | None = None
+    """Login name, instead of putting it in the URL (e.g. ``ingest@shulian``)."""
+    password: SecretStr | None = None
+    """Login password, instead of putting it in the URL."""
+    password_file: Path | None = None
+    """A file whose first line is the password (keeps it out of the environment and ``ps``)."""
+    ca_file: Path | None = None
+    """``mqtts://``: the CA certificate (PEM) that signed the broker's certificate; None uses the
+    system's trust store. The broker's host name must be in its certificate either way."""
+    cert_file: Path | None = None
+    """``mqtts://``: a client certificate (PEM), for brokers that authenticate by certificate."""
+    key_file: Path | None = None
+    """The client certificate's private key (PEM)."""
     client_id: str = Field(default_factory=lambda: f"shulian-ingest-{socket.gethostname()}")
-    """Stable per worker: the broker keeps un-acknowledged messages in this client's session."""
+    """Stable per worker: the broker keeps un-acknowledged messages in this client's session.
+    A broker with ``use_username_as_clientid`` (deploy/mosquitto/secure.conf) uses the login
+    name instead, so each worker then needs a login of its own."""
     protocol: Literal["5", "3.1.1"] = "5"
     """MQTT version; 3.1.1 for brokers without MQTT 5 (the demo's amqtt)."""
     share_group: str = "ingest"
@@ -50,21 +66,78 @@ class MqttSettings(BaseModel):
     Each attempt is one TCP connect, cheap for a broker; a short cap brings the worker back
     within about this long of the broker's return, while gateways' batches queue for it."""
 
+    @model_validator(mode="after")
+    def _consistent_login_and_tls(self) -> MqttSettings:
+        parts = urlsplit(self.url.get_secret_value())
+        problems = []
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            problems.append(
+                f"mqtt.url: {_mask_url(self.url.get_secret_value())!r}: use "
+                "mqtt://host[:port] or mqtts://host[:port] (TLS)"
+            )
+        if self.password is not None and self.password_file is not None:
+            problems.append("mqtt.password and mqtt.password_file: give one of them, not both")
+        if parts.password is not None and (self.password or self.password_file):
+            problems.append(
+                "mqtt.url holds a password and mqtt.password/password_file gives another: "
+                "keep one of them"
+            )
+        if parts.username is not None and self.username and parts.username != self.username:
+            problems.append(
+                f"mqtt.url logs in as {parts.username!r} but mqtt.username is "
+                f"{self.username!r}: keep one of them"
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            problems.append(
+                "mqtt.cert_file and mqtt.key_file go together (client certificate and its key)"
+            )
+        tls_files = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n)]
+        if parts.scheme == "mqtt" and tls_files:
+            problems.append(
+                f"mqtt.{tls_files[0]} is set but mqtt.url is plaintext mqtt://: use "
+                "mqtts://host:8883 so the connection is encrypted and the broker verified"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     @property
     def host(self) -> str:
         return urlsplit(self.url.get_secret_value()).hostname or "127.0.0.1"
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url.get_secret_value()).port or 1883
+        parts = urlsplit(self.url.get_secret_value())
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
     @property
-    def username(self) -> str | None:
-        return urlsplit(self.url.get_secret_value()).username
+    def is_tls(self) -> bool:
+        return urlsplit(self.url.get_secret_value()).scheme == "mqtts"
 
     @property
-    def password(self) -> str | None:
-        return urlsplit(self.url.get_secret_value()).password
+    def address(self) -> str:
+        """``mqtt[s]://host:port`` without the login, for log lines and error messages."""
+        return f"{'mqtts' if self.is_tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def login(self) -> tuple[str | None, str | None]:
+        """``(username, password)`` from the separate settings or the URL; read at connect.
+
+        Raises:
+            ConfigError: ``password_file`` cannot be read.
+        """
+        parts = urlsplit(self.url.get_secret_value())
+        username = self.username or parts.username
+        if self.password is not None:
+            return username, self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    [f"mqtt.password_file: cannot read {self.password_file}: {exc.strerror}"]
+                ) from None
+            return username, (text.splitlines() or [""])[0]
+        return username, parts.password
 
 
 class DbSettings(BaseModel):
@@ -287,6 +360,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> IngestSe
                 problems.extend(str(error["ctx"]["error"]).splitlines())  # cross-section checks
                 continue
             where = ".".join(str(p) for p in error["loc"]) or "settings"
+            if "error" in error.get("ctx", {}) and str(error["ctx"]["error"]).startswith(where):
+                problems.extend(str(error["ctx"]["error"]).splitlines())  # a section's own check
+                continue
             problems.append(f"{where}: {error['msg']}")
         raise ConfigError(problems) from exc
     finally:

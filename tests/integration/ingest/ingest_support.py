@@ -53,14 +53,23 @@ class FakeGateway:
     seq: int = 0
     protocol: int = paho.MQTTv5
     client: Any = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    """With an ``mqtts://`` url: the CA that signed the broker's certificate."""
 
     def connect(self) -> FakeGateway:
-        host, port = self.url.removeprefix("mqtt://").split(":")
+        scheme, _, address = self.url.partition("://")
+        host, port = address.split(":")
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"fake-{self.gateway}-{uuid.uuid4().hex[:6]}",
             protocol=self.protocol,
         )
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if scheme == "mqtts":
+            client.tls_set(ca_certs=self.ca_file)
         client.max_inflight_messages_set(1000)
         connected = threading.Event()
         client.on_connect = lambda c, u, f, rc, p: connected.set()

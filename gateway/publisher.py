@@ -227,7 +227,8 @@ class Publisher:
                     asyncio.to_thread(self._connect_blocking, client), CONNECT_TIMEOUT_S
                 )
             except (OSError, TimeoutError) as exc:
-                self._log_refusal("connect", f"cannot connect to {where}: {_describe(exc)}")
+                problem = _describe(exc, self.mqtt)
+                self._log_refusal(f"connect: {problem}", f"cannot connect to {where}: {problem}")
             except Exception as exc:  # the task boundary: never stop reconnecting over a bug
                 self._log_refusal("connect-bug", f"connecting to {where} failed: {exc!r}")
                 log.debug("connect failure", exc_info=True)
@@ -622,11 +623,32 @@ class Publisher:
             self._client.publish(self.metrics_topic, encode(payload), qos=0)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, mqtt: MqttSettings) -> str:
+    """Why a connection attempt failed, and what to do about it."""
+    trusted = (
+        f"the CA in {mqtt.ca_file} (mqtt.ca_file)"
+        if mqtt.ca_file
+        else "the system's trust store (mqtt.ca_file is not set)"
+    )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate is not trusted ({exc.verify_message}); check mqtt.ca_file"
+        reason = exc.verify_message or str(exc)
+        if "mismatch" in reason.lower():
+            return (
+                f"TLS: refusing the broker: its certificate is not valid for the host name "
+                f"{mqtt.host!r} ({reason}); verified against {trusted}. Use a host name listed "
+                "in the certificate's subjectAltName in mqtt.url, or have the broker's "
+                f"certificate reissued with {mqtt.host!r} in it"
+            )
+        return (
+            f"TLS: refusing the broker: its certificate is not trusted by {trusted} ({reason}). "
+            "Set mqtt.ca_file to the CA certificate that signed the broker's certificate (the "
+            "broker's `cafile`, from whoever runs the broker)"
+        )
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
+        return (
+            f"TLS: {exc.reason or exc}. Check that the port in mqtt.url is the broker's TLS "
+            "listener (mqtts://, 8883 by convention) and that mqtt.ca_file is the broker's CA"
+        )
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the broker running, and is the port right?)"
     if isinstance(exc, TimeoutError):

@@ -180,7 +180,34 @@ async def test_gateway_with_wrong_password_or_untrusted_ca_logs_why(
     await app.start()
     try:
         await eventually(lambda: "not trusted" in caplog.text, what="TLS refusal logged")
-        assert "mqtt.ca_file" in caplog.text
+        await eventually(lambda: app.publisher._refusals._suppressed, what="a second attempt")
+        [refusal] = [r.getMessage() for r in caplog.records if "not trusted" in r.getMessage()]
+        assert f"cannot connect to {secure_broker.tls_url} as " in refusal
+        assert f"not trusted by the CA in {secure_broker.rogue_ca_file} (mqtt.ca_file)" in refusal
+        assert "Set mqtt.ca_file to the CA certificate that signed the broker's" in refusal
+        assert not app.publisher.is_connected
+    finally:
+        await app.stop()
+
+    caplog.clear()
+    mismatched = f"mqtts://localhost:{secure_broker.tls_port}"
+    settings = fake_settings(
+        mismatched,
+        tmp_path / "gw3",
+        mqtt={
+            "username": "ent-a/gw-1",
+            "password": secure_broker.passwords["ent-a/gw-1"],
+            "ca_file": str(secure_broker.ca_file),
+        },
+    )
+    app = fake_app(settings, [make_device("s3")])
+    await app.start()
+    try:
+        await eventually(lambda: "not valid for" in caplog.text, what="host name refusal logged")
+        assert f"cannot connect to {mismatched} as " in caplog.text
+        assert "not valid for the host name 'localhost'" in caplog.text
+        assert f"verified against the CA in {secure_broker.ca_file}" in caplog.text
+        assert not app.publisher.is_connected
     finally:
         await app.stop()
 

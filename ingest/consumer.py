@@ -80,6 +80,8 @@ class Consumer:
         """What the TLS handshake of the current connection attempt raised, if it failed."""
         self._problem: str | None = None
         self._repeats = 0
+        self.failed_attempts = 0
+        """Connection attempts the broker refused or that failed, since start (all of them)."""
         if settings.is_tls:
             self._client.tls_set_context(self._tls_context())
         self._client.reconnect_delay_set(1, max(1, int(settings.reconnect_max_s)))
@@ -229,6 +231,7 @@ class Consumer:
 
     def _report(self, problem: str, level: int) -> None:
         """Log a connection problem once when it starts or changes; count the repeats."""
+        self.failed_attempts += 1
         if problem == self._problem:
             self._repeats += 1
             return

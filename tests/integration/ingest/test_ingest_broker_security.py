@@ -99,7 +99,9 @@ def test_a_broker_that_cannot_be_verified_is_refused_with_one_clear_log_line(
     expected = expected.replace("ROGUE", rogue)
     consumer = _consumer(secure_broker, **changes)
     try:
-        wait_until(lambda: consumer._repeats >= 2, timeout_s=20, what="three refused attempts")
+        wait_until(
+            lambda: consumer.failed_attempts >= 3, timeout_s=20, what="three refused attempts"
+        )
         assert not consumer.connected.is_set()
     finally:
         consumer.stop()
@@ -120,7 +122,7 @@ def test_a_wrong_password_is_logged_once_naming_the_login(
     caplog.set_level(logging.INFO, logger="ingest.consumer")
     consumer = _consumer(secure_broker, password="not-the-password")
     try:
-        wait_until(lambda: consumer._repeats >= 2, timeout_s=20, what="three refused logins")
+        wait_until(lambda: consumer.failed_attempts >= 3, timeout_s=20, what="three refused logins")
     finally:
         consumer.stop()
     [message] = _refusals(caplog)

@@ -222,9 +222,8 @@ def test_secured_broker_end_to_end_matches_ground_truth_and_holds_against_other_
     ingest_log = tmp_path / "ingest.log"
     procs.append(_spawn_ingest(broker, pg_url, ingest_log, broker.ca_file))
     wait_until(lambda: ingest_is_subscribed(ingest_log), 60, 0.2, what="the ingest over TLS")
-    # A second worker given the wrong CA (started once the schema exists: two workers preparing
-    # a fresh TimescaleDB database at the same moment can collide, which is not this drill's
-    # subject). It shares nothing with the pipeline but the broker and never gets past TLS.
+    # A second worker, given the wrong CA: it shares the database and the broker with the
+    # pipeline, and never gets past the TLS handshake.
     wrong_ca = _spawn_ingest(broker, pg_url, tmp_path / "ingest-wrong-ca.log", broker.rogue_ca_file)
     procs.append(wrong_ca)
 

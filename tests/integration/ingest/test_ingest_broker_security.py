@@ -5,6 +5,9 @@ log line, and no other login can take over its session."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,3 +213,16 @@ def test_another_login_presenting_the_ingests_client_id_changes_nothing(
     finally:
         gateway.close()
         service.stop()
+
+
+def test_an_unreadable_ca_file_stops_start_up_at_once_naming_it(tmp_path: Path) -> None:
+    """Before the database is even tried (here it would be waited for a minute)."""
+    missing = tmp_path / "missing-ca.crt"
+    result = subprocess.run(
+        [sys.executable, "-m", "shulian", "ingest", "run", "--no-api",
+         "--db", "postgresql://postgres@127.0.0.1:9/none", "--mqtt", "mqtts://127.0.0.1:9"],
+        env={**os.environ, "SHULIAN_INGEST_MQTT__CA_FILE": str(missing)},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"mqtt.ca_file: cannot load {missing} as a PEM CA certificate" in result.stderr

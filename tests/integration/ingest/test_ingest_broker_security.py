@@ -119,6 +119,21 @@ def test_a_broker_that_cannot_be_verified_is_refused_with_one_clear_log_line(
         assert "Set mqtt.ca_file (SHULIAN_INGEST_MQTT__CA_FILE) to the CA certificate" in message
 
 
+def test_mqtts_to_a_plaintext_port_says_to_use_the_tls_listener(
+    secure_broker: SecureBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ingest.consumer")
+    plain = secure_broker.plain_url.replace("mqtt://", "mqtts://")
+    consumer = _consumer(secure_broker, url=plain)
+    try:
+        wait_until(lambda: consumer.failed_attempts >= 2, timeout_s=20, what="refused attempts")
+    finally:
+        consumer.stop()
+    [message] = _refusals(caplog)
+    assert message.startswith(f"TLS handshake with the broker at {plain} failed (")
+    assert "Check that this port is the broker's TLS listener" in message
+
+
 def test_a_wrong_password_is_logged_once_naming_the_login(
     secure_broker: SecureBroker, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -50,7 +50,7 @@ async def sign_in(
         body.token.strip(),
         httponly=True,
         samesite="strict",
-        secure=get_settings(request).cookie_secure,
+        secure=get_settings(request).cookie_secure is True,
         max_age=30 * 86_400,
     )
     return _me(principal)

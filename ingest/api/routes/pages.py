@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 
 from ingest.api import registry
 from ingest.api.access import Capability
-from ingest.api.deps import Caller, Conn, get_caller, presented_token
+from ingest.api.deps import Caller, Conn, get_caller, presented_credential
 from ingest.api.errors import ApiError, UnauthorizedError
 from ingest.api.routes.auth import home_of
 from ingest.auth import Role
@@ -69,7 +69,7 @@ def render(
 
 
 async def _caller_or_none(request: Request, conn: Conn) -> Caller | None:
-    if not presented_token(request):
+    if presented_credential(request) is None:
         return None
     try:
         return await get_caller(request, conn)

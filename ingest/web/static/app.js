@@ -300,6 +300,13 @@ function follow(page) {
     text.textContent = `${t("live.connected")} · ${t("live.updated")} ${new Date().toLocaleTimeString(LANG, { hour12: false })}`;
     body.dataset.updates = String(Number(body.dataset.updates || 0) + 1);
   });
+  // The server closes the stream when the caller lost access (signed out, token revoked,
+  // grant withdrawn): reload, and the server answers with the sign-in or the error page.
+  source.addEventListener("closed", (event) => {
+    source.close();
+    const reason = JSON.parse(event.data);
+    window.location.href = reason.code === "unauthorized" ? "/login" : window.location.pathname;
+  });
   source.onerror = () => { badge.hidden = false; badge.classList.add("lost"); text.textContent = t("live.lost"); };
 }
 
@@ -311,7 +318,7 @@ function wireHeader() {
   const signout = document.getElementById("signout");
   if (signout) signout.addEventListener("click", async () => {
     await fetch("/api/auth/session", { method: "DELETE", credentials: "same-origin" });
-    window.location.href = "/login";
+    window.location.replace("/login");
   });
 }
 
@@ -340,6 +347,10 @@ function wireGrant() {
     window.location.reload();
   });
 }
+
+// A page restored from the back-forward cache would show what it showed before sign-out:
+// ask the server again instead (pages and data are also sent with Cache-Control: no-store).
+window.addEventListener("pageshow", (event) => { if (event.persisted) window.location.reload(); });
 
 document.addEventListener("DOMContentLoaded", () => {
   wireHeader();

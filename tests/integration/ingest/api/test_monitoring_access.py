@@ -90,6 +90,12 @@ def world(pg_server_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
         with TestClient(
             create_app(AppSettings(db_url=SecretStr(url))), follow_redirects=False
         ) as client:
+            for caller in ("admin", "bureau", "ent-a", "ent-b", "provider"):
+                client.cookies.clear()
+                client.post("/api/auth/session", json={"token": tokens[caller]})
+                tokens[f"session:{caller}"] = client.cookies["shulian_session"]
+            client.cookies.clear()
+            tokens["session:bad"] = "sls_" + "x" * 43
             yield client, tokens
     finally:
         drop_database(pg_server_url, name)
@@ -126,7 +132,7 @@ def test_api_access_matrix(
 @pytest.mark.parametrize(("path", "table"), PAGES, ids=[p for p, _ in PAGES])
 def test_page_access_matrix(world: Any, path: str, table: dict[str, int], caller: str) -> None:
     client, tokens = world
-    cookies = {} if caller == "none" else {"shulian_token": tokens[caller]}
+    cookies = {} if caller == "none" else {"shulian_session": tokens[f"session:{caller}"]}
     client.cookies.clear()
     response = client.get(path, cookies=cookies)
     expected = 303 if caller in ("none", "bad") else table[caller]
@@ -210,3 +216,11 @@ def test_ui_sign_in_sets_an_httponly_cookie_and_rejects_bad_tokens(world: Any) -
     assert "httponly" in response.headers["set-cookie"].lower()
     assert client.get("/api/enterprises/ent-a").status_code == 200
     client.cookies.clear()
+
+
+@pytest.mark.parametrize("path", [p for p, _ in PAGES])
+def test_a_raw_token_in_a_cookie_no_longer_signs_in(world: Any, path: str) -> None:
+    client, tokens = world
+    client.cookies.clear()
+    response = client.get(path, cookies={"shulian_token": tokens["admin"]})
+    assert (response.status_code, response.headers["location"]) == (303, "/login")

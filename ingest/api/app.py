@@ -28,6 +28,7 @@ from ingest.api.routes import (
     imports,
     overview,
     pages,
+    providers,
     segments,
 )
 from ingest.api.settings import AppSettings
@@ -86,7 +87,17 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
     )
     app.state.api_settings = settings.api
     _install_error_handlers(app)
-    for module in (health, auth, overview, segments, districts, enterprises, devices, export):
+    for module in (
+        health,
+        auth,
+        overview,
+        segments,
+        districts,
+        enterprises,
+        devices,
+        providers,
+        export,
+    ):
         app.include_router(module.router, prefix="/api")
     app.include_router(imports.router, prefix="/api")
     app.include_router(pages.router)

@@ -150,6 +150,8 @@ class LiveHub:
                 body = await views.group_page(conn, settings, caller, scope, now, side=side)
             elif scope.kind == "enterprise":
                 body = await views.enterprise_page(conn, settings, caller, scope.key, now)
+            elif scope.kind == "provider":
+                body = await views.provider_page(conn, settings, caller, scope.key, now)
             else:
                 body = await views.device_live(conn, settings, caller, scope, now)
         return orjson.dumps(body, default=_default)

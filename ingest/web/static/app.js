@@ -251,6 +251,36 @@ async function loadSeries(signal) {
   }, true);
 }
 
+/* ---- a service provider's enterprises ---- */
+function renderProvider(data) {
+  const served = data.served;
+  const devices = served.reduce((n, e) => n + e.registered, 0);
+  const online = served.reduce((n, e) => n + e.online, 0);
+  const gateways = served.flatMap((e) => e.gateways);
+  const gatewaysOnline = gateways.filter((g) => g.online).length;
+  document.getElementById("served-count").textContent = fmtNum(served.length);
+  document.getElementById("served-devices").textContent = fmtNum(devices);
+  document.getElementById("served-online").textContent = devices ? fmtPct(online / devices) : "–";
+  document.getElementById("served-online-sub").textContent = `${t("kpi.online")} ${fmtNum(online)}`;
+  document.getElementById("served-gateways").textContent = fmtNum(gateways.length);
+  document.getElementById("served-gateways-sub").textContent = `${t("gateway.online")} ${fmtNum(gatewaysOnline)}`;
+  document.getElementById("served-none").hidden = served.length > 0;
+  document.getElementById("served").innerHTML = served.map((e) => {
+    const states = Object.entries(e.states).map(([state, count]) => `${stateBadge(state)} ${fmtNum(count)}`).join(" ");
+    const gatewayRows = e.gateways.map((g) => `<tr><td>${esc(g.id)}</td><td><span class="badge state-${g.online ? "running" : "offline"}">` +
+      `${esc(t(g.online ? "gateway.online" : "gateway.offline"))}</span></td><td>${fmtTime(g.last_seen_at)}</td><td class="num">${fmtNum(g.devices)}</td></tr>`).join("");
+    const deviceRows = e.devices.map((d) => `<tr><td>${esc(d.name || d.id)}</td><td>${esc(kindName(d.machine_kind))}</td><td>${esc(d.line)}</td>` +
+      `<td>${stateBadge(d.state)}</td><td>${fmtTime(d.last_seen)}</td></tr>`).join("");
+    return `<div class="card wide served-enterprise" data-enterprise="${esc(e.id)}"><h2>${esc(localName(e))}` +
+      `<span class="help">${esc(LANG === "en" ? e.district_name_en : e.district_name)} · ${esc(e.segment)}</span></h2>` +
+      `<p class="meta">${t("kpi.registered")} ${fmtNum(e.registered)} · ${t("kpi.online")} ${fmtNum(e.online)} ${states}</p>` +
+      `<div class="scroll"><table class="table gateway-table"><thead><tr><th>${esc(t("col.gateway"))}</th><th>${esc(t("col.state"))}</th>` +
+      `<th>${esc(t("col.last_seen"))}</th><th>${esc(t("kpi.registered"))}</th></tr></thead><tbody>${gatewayRows}</tbody></table>` +
+      `<table class="table device-status-table"><thead><tr><th>${esc(t("col.device"))}</th><th>${esc(t("col.kind"))}</th><th>${esc(t("col.line"))}</th>` +
+      `<th>${esc(t("col.state"))}</th><th>${esc(t("col.last_seen"))}</th></tr></thead><tbody>${deviceRows}</tbody></table></div></div>`;
+  }).join("");
+}
+
 /* ---- pages ---- */
 function renderPayload(page, data) {
   if (data.summary) renderTiles(data.summary);
@@ -258,6 +288,7 @@ function renderPayload(page, data) {
     renderSegments(data.segments); renderDistricts(data.districts);
     renderWarnings(data.warnings); renderAlarms(data.alarms);
   }
+  if (page === "provider") { renderProvider(data); return; }
   if (data.enterprises) renderEnterprises(data.enterprises, page);
   if (data.devices) renderDevices(data.devices);
   if (page === "device") {
@@ -274,6 +305,7 @@ const PAGE_SOURCES = {
   district: (key) => `/api/districts/${encodeURIComponent(key)}`,
   enterprise: (key) => `/api/enterprises/${encodeURIComponent(key)}`,
   device: () => scopeDevicePath("/api"),
+  provider: (key) => `/api/providers/${encodeURIComponent(key)}`,
 };
 
 async function loadPage(page) {
@@ -318,7 +350,7 @@ function wireHeader() {
   const signout = document.getElementById("signout");
   if (signout) signout.addEventListener("click", async () => {
     await fetch("/api/auth/session", { method: "DELETE", credentials: "same-origin" });
-    window.location.replace("/login");
+    window.location.href = "/login";
   });
 }
 

@@ -244,3 +244,42 @@ def test_provider_lands_on_its_page_and_sign_out_then_back_shows_no_data(
             assert page.request.get(base + "/api/providers/sp-1").status == 401
         finally:
             browser.close()
+
+
+def test_open_pages_lose_device_data_within_5_s_of_the_grant_being_withdrawn(
+    server: tuple[str, dict[str, str], str],
+) -> None:
+    import httpx
+    from playwright.sync_api import expect, sync_playwright
+
+    base, tokens, _ = server
+    owner = {"Authorization": f"Bearer {tokens['ent-a']}"}
+    grant = base + "/api/enterprises/ent-a/grants/bureau"
+    assert httpx.put(grant, headers=owner).status_code == 200
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(reduced_motion="reduce", timezone_id="Asia/Shanghai")
+            page = context.new_page()
+            page.goto(base + "/login")
+            page.fill("#token", tokens["bureau"])
+            page.click("button[type=submit]")
+            expect(page).to_have_url(base + "/")
+            device_page = context.new_page()
+            device_page.goto(base + "/enterprises/ent-a/devices/lathe-1")
+            page.goto(base + "/enterprises/ent-a")
+            expect(page.locator("#device-table tbody tr")).to_have_count(3)
+            for watched in (page, device_page):
+                expect(watched.locator("body")).to_have_attribute(
+                    "data-updates", re.compile(r"^\d+$")
+                )
+
+            assert httpx.delete(grant, headers=owner).status_code == 200
+            # The device page's stream closes and the page reloads to the 403 page; the
+            # enterprise page keeps its summary and drops the device list.
+            expect(device_page.locator(".error-page")).to_be_visible(timeout=5000)
+            expect(device_page.locator(".error-page h1")).to_contain_text("403")
+            expect(page.locator("#device-table")).to_have_count(0, timeout=5000)
+            expect(page.locator('.tile[data-kpi="registered"] .num')).to_have_text("3")
+        finally:
+            browser.close()

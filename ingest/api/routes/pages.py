@@ -87,6 +87,7 @@ def _error_page(request: Request, caller: Caller | None, exc: ApiError) -> Respo
         "error",
         caller,
         status=exc.status,
+        code=exc.status,  # `status` is the response's; the template shows the number too
         heading=heading,
         message=exc.message,
     )

@@ -289,6 +289,11 @@ function renderPayload(page, data) {
     renderWarnings(data.warnings); renderAlarms(data.alarms);
   }
   if (page === "provider") { renderProvider(data); return; }
+  // The device list was drawn because the caller could see device data; a payload without it
+  // means that access ended (grant withdrawn): reload, and the page comes back without the list.
+  if (page === "enterprise" && document.getElementById("device-table") && !data.devices) {
+    window.location.reload(); return;
+  }
   if (data.enterprises) renderEnterprises(data.enterprises, page);
   if (data.devices) renderDevices(data.devices);
   if (page === "device") {

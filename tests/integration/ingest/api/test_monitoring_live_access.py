@@ -94,6 +94,26 @@ def test_stream_closes_within_5_s_of_the_token_being_revoked(world: Any) -> None
     assert elapsed < CLOSE_WITHIN_S, f"closed {elapsed:.1f} s after the revocation"
 
 
+def test_stream_closes_within_5_s_of_the_token_expiring(world: Any) -> None:
+    """Expiry changes nothing the hub watches: the periodic re-check alone must catch it."""
+    served, tokens, url = world
+    headers = {"Authorization": f"Bearer {tokens['ent-a']}"}
+    with (
+        httpx.Client(base_url=served.url) as client,
+        _stream(client, DEVICE_SCOPE, headers=headers) as response,
+    ):
+        events = _events(response)
+        assert next(events)[0] == "update"
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE api_tokens SET expires_at = now() WHERE id = %s",
+                (_token_id(url, tokens["ent-a"]),),
+            )
+        elapsed, reason = _closed_after(events, time.monotonic())
+    assert reason is not None and reason["code"] == "unauthorized", reason
+    assert elapsed < CLOSE_WITHIN_S, f"closed {elapsed:.1f} s after the expiry"
+
+
 def test_stream_closes_within_5_s_of_the_enterprise_withdrawing_the_grant(world: Any) -> None:
     served, tokens, _ = world
     owner = {"Authorization": f"Bearer {tokens['ent-a']}"}

@@ -38,11 +38,8 @@ async def load_reach(conn: AsyncConnection[Any], principal: Principal) -> Reach:
     """The enterprises a provider serves, and those that granted the bureau their device data."""
     served: frozenset[str] = frozenset()
     granted: frozenset[str] = frozenset()
-    if principal.role is Role.PROVIDER:
-        rows = await fetch_all(
-            conn, "SELECT id FROM enterprises WHERE service_provider_id = %s", (principal.provider,)
-        )
-        served = frozenset(r["id"] for r in rows)
+    if principal.role is Role.PROVIDER and principal.provider:
+        served = await served_by(conn, principal.provider)
     if principal.role is Role.BUREAU:
         rows = await fetch_all(conn, "SELECT enterprise FROM data_grants WHERE grantee = 'bureau'")
         granted = frozenset(r["enterprise"] for r in rows)
@@ -116,6 +113,20 @@ async def enterprises(
         },
     )
     return [_enterprise_out(r) for r in rows]
+
+
+async def provider(conn: AsyncConnection[Any], provider_id: str) -> dict[str, Any] | None:
+    return await fetch_one(
+        conn, "SELECT id, name FROM service_providers WHERE id = %s", (provider_id,)
+    )
+
+
+async def served_by(conn: AsyncConnection[Any], provider_id: str) -> frozenset[str]:
+    """The enterprises that chose ``provider_id`` as their service provider."""
+    rows = await fetch_all(
+        conn, "SELECT id FROM enterprises WHERE service_provider_id = %s", (provider_id,)
+    )
+    return frozenset(r["id"] for r in rows)
 
 
 async def enterprise(conn: AsyncConnection[Any], enterprise_id: str) -> dict[str, Any] | None:

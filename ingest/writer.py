@@ -43,7 +43,7 @@ from ingest.decode import (
 )
 from ingest.errors import Reason
 from ingest.metrics import IngestMetrics
-from ingest.registry import RegistryCache, RegistryView, SignalInfo
+from ingest.registry import GatewayKey, RegistryCache, RegistryView, SignalInfo
 from ingest.settings import IngestSettings
 from ingest.states import OFFLINE, OfflineEvent, StateSample, apply_states
 from wire.payloads import DeviceConnection
@@ -96,8 +96,8 @@ class _Plan:
     batches: list[_StagedBatch] = field(default_factory=list)
     dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
     offline: list[OfflineEvent] = field(default_factory=list)
-    gateways_seen: dict[str, int] = field(default_factory=dict)
-    seen: tuple[dict[str, int], dict[int, int]] = ({}, {})
+    gateways_seen: dict[GatewayKey, int] = field(default_factory=dict)
+    seen: tuple[dict[GatewayKey, int], dict[int, int]] = ({}, {})
     stored_points: int = 0
     duplicates: int = 0
     rejected: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
@@ -132,7 +132,7 @@ class Writer:
         self.metrics = metrics
         self.storage_path = storage_path
         self.listeners: list[CommitListener] = []
-        self._gateway_seen: dict[str, int] = {}
+        self._gateway_seen: dict[GatewayKey, int] = {}
         self._device_seen: dict[int, int] = {}
 
     def decode(self, incoming: Incoming) -> Pending:
@@ -209,12 +209,10 @@ class Writer:
     ) -> bool:
         info, why = view.admit_gateway(gateway, enterprise)
         if info is None:
-            reason = Reason.UNKNOWN_GATEWAY if "not registered" in why else Reason.IDENTITY_MISMATCH
-            _reject(plan, item, reason, why)
+            _reject(plan, item, Reason.UNKNOWN_GATEWAY, why)
             return False
-        plan.gateways_seen[gateway] = max(
-            plan.gateways_seen.get(gateway, 0), item.incoming.received_ms
-        )
+        ident = (enterprise, gateway)
+        plan.gateways_seen[ident] = max(plan.gateways_seen.get(ident, 0), item.incoming.received_ms)
         return True
 
     def _stage_batch(
@@ -231,7 +229,7 @@ class Writer:
         signals: dict[str, SignalInfo] = {}
         for name in {s[2] for s in batch.samples}:
             signals[name] = view.signal(name)
-        boot_key = view.boot_key(batch.gateway, batch.boot)
+        boot_key = view.boot_key(topic.enterprise, batch.gateway, batch.boot)
         plan.batches.append(_StagedBatch(item, batch, boot_key, keys, signals))
 
     def _apply_gateway_status(
@@ -246,8 +244,9 @@ class Writer:
         if not self._admit(view, plan, item, topic.enterprise, topic.gateway):
             return
         row = conn.execute(
-            "SELECT boot, online, status_at, last_seen_at FROM gateways WHERE id = %s FOR UPDATE",
-            (status.gateway,),
+            "SELECT boot, online, status_at, last_seen_at FROM gateways "
+            "WHERE enterprise_id = %s AND id = %s FOR UPDATE",
+            (topic.enterprise, status.gateway),
         ).fetchone()
         assert row is not None
         boot, online, status_at, last_seen_at = row
@@ -260,7 +259,7 @@ class Writer:
             """
             UPDATE gateways SET online = %s, boot = %s, status_at = %s, started_at = %s,
                 version = %s, config_hash = %s, buffer_dropped_samples = %s
-            WHERE id = %s
+            WHERE enterprise_id = %s AND id = %s
             """,
             (
                 status.online,
@@ -270,10 +269,11 @@ class Writer:
                 status.version,
                 status.config_hash,
                 status.buffer_dropped_samples,
+                topic.enterprise,
                 status.gateway,
             ),
         )
-        view.set_gateway_online(status.gateway, status.online)
+        view.set_gateway_online(topic.enterprise, status.gateway, status.online)
         if status.online and status.devices and self.settings.registry.auto_register_devices:
             view.register_devices(
                 topic.enterprise, status.gateway, dict.fromkeys(status.devices, "")
@@ -286,7 +286,7 @@ class Writer:
                 at_ms = max(status.ts_ms, _ms(last_seen_at))
             else:
                 at_ms = item.incoming.received_ms
-            for key in view.gateway_device_keys(status.gateway):
+            for key in view.gateway_device_keys(topic.enterprise, status.gateway):
                 plan.offline.append(OfflineEvent(key, at_ms))
 
     def _apply_device_status(
@@ -353,10 +353,11 @@ class Writer:
             return
         conn.execute(
             "UPDATE gateways SET metrics = %s::jsonb, metrics_at = %s "
-            "WHERE id = %s AND (metrics_at IS NULL OR metrics_at < %s)",
+            "WHERE enterprise_id = %s AND id = %s AND (metrics_at IS NULL OR metrics_at < %s)",
             (
                 orjson.dumps(metrics.figures).decode(),
                 _ts(metrics.ts_ms),
+                topic.enterprise,
                 metrics.gateway,
                 _ts(metrics.ts_ms),
             ),
@@ -544,15 +545,15 @@ class Writer:
             if ms - self._gateway_seen.get(g, 0) >= GATEWAY_SEEN_EVERY_MS
         }
         if gateways:
-            ids = sorted(gateways)
+            idents = sorted(gateways)
             conn.execute(
                 """
                 UPDATE gateways g SET last_seen_at = greatest(g.last_seen_at, u.at)
-                FROM (SELECT id, timestamptz 'epoch' + ms * interval '1 millisecond' AS at
-                      FROM unnest(%s::text[], %s::bigint[]) AS x(id, ms)) u
-                WHERE g.id = u.id
+                FROM (SELECT e, id, timestamptz 'epoch' + ms * interval '1 millisecond' AS at
+                      FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS x(e, id, ms)) u
+                WHERE g.enterprise_id = u.e AND g.id = u.id
                 """,
-                (ids, [gateways[g] for g in ids]),
+                ([i[0] for i in idents], [i[1] for i in idents], [gateways[i] for i in idents]),
             )
         newest: dict[int, int] = {}
         for (key, _signal), (ts_ms, *_rest) in current.items():

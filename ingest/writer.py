@@ -29,6 +29,7 @@ from ingest.counters import apply_counters
 from ingest.db.pgcopy import TELEMETRY_COLUMNS, TelemetryCopy
 from ingest.db.rollups import record_invalidation
 from ingest.db.timescale import StoragePath
+from ingest.dead_letters import Admission, DeadLetter, admit, copy_dead_letters, dead_letter
 from ingest.decode import (
     Decoded,
     DeviceStatusMessage,
@@ -52,9 +53,7 @@ log = logging.getLogger(__name__)
 
 GATEWAY_SEEN_EVERY_MS: Final = 10_000
 DEVICE_SEEN_EVERY_MS: Final = 60_000
-_DEAD_LETTER_COLUMNS: Final = (
-    "reason, scope, topic, enterprise_id, gateway_id, samples, sample_indexes, detail, payload"
-)
+SUPPRESSED_LOG_EVERY_S: Final = 10.0
 
 
 class TransientError(Exception):
@@ -94,7 +93,8 @@ class _Plan:
     """Everything one flush will write, gathered before the first row goes out."""
 
     batches: list[_StagedBatch] = field(default_factory=list)
-    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    dead_letter_admission: Admission | None = None
     offline: list[OfflineEvent] = field(default_factory=list)
     gateways_seen: dict[GatewayKey, int] = field(default_factory=dict)
     seen: tuple[dict[GatewayKey, int], dict[int, int]] = ({}, {})
@@ -134,6 +134,10 @@ class Writer:
         self.listeners: list[CommitListener] = []
         self._gateway_seen: dict[GatewayKey, int] = {}
         self._device_seen: dict[int, int] = {}
+        self._suppressed_lock = threading.Lock()
+        self._suppressed: collections.Counter[str] = collections.Counter()
+        """'enterprise/gateway' -> dead letters held back since the last warning"""
+        self._suppressed_logged_mono = 0.0
 
     def decode(self, incoming: Incoming) -> Pending:
         return Pending(incoming, decode(incoming, self.settings.limits, int(time.time() * 1000)))
@@ -170,11 +174,11 @@ class Writer:
     def dead_letter_alone(self, item: Pending, error: BaseException) -> None:
         """Store one message the database refused as a storage_rejected dead letter."""
         detail = f"{type(error).__name__}: {str(error).strip()[:400]}"
-        row = _dead_letter_row(item, Reason.STORAGE_REJECTED, "message", detail)
+        letter = _dead_letter(item, Reason.STORAGE_REJECTED, "message", detail)
         try:
             with self.pool.connection(timeout=self.settings.db.pool_timeout_s) as conn:
                 with conn.transaction():
-                    _copy_dead_letters(conn, [row])
+                    admission = self._store_dead_letters(conn, [letter])
         except psycopg_pool.PoolTimeout as exc:
             raise TransientError(f"no database connection: {exc}") from exc
         except psycopg.Error as exc:
@@ -182,7 +186,42 @@ class Writer:
                 raise TransientError(str(exc)) from exc
             raise
         self.metrics.rejected.labels(Reason.STORAGE_REJECTED.value, "message").inc()
+        self._count_suppressed(admission)
         self.metrics.last_commit.set(time.time())
+
+    def _store_dead_letters(self, conn: psycopg.Connection, letters: list[DeadLetter]) -> Admission:
+        """Write the dead letters the per-gateway limit admits (in the caller's transaction)."""
+        limits = self.settings.limits
+        admission = admit(conn, letters, limits.dead_letters_per_minute)
+        if admission.kept:
+            copy_dead_letters(conn, admission.kept, limits.dead_letter_prefix_bytes)
+        return admission
+
+    def _count_suppressed(self, admission: Admission | None) -> None:
+        """After a commit: count what the limit held back; warn at most every 10 s."""
+        if admission is None or not admission.suppressed:
+            return
+        for (_source, reason), count in admission.suppressed.items():
+            self.metrics.dead_letters_suppressed.labels(reason).inc(count)
+        now = time.monotonic()
+        with self._suppressed_lock:
+            for ((enterprise, gateway), _reason), count in admission.suppressed.items():
+                self._suppressed[f"{enterprise}/{gateway}"] += count
+            if now - self._suppressed_logged_mono < SUPPRESSED_LOG_EVERY_S:
+                return
+            suppressed, self._suppressed = self._suppressed, collections.Counter()
+            self._suppressed_logged_mono = now
+        worst, worst_count = suppressed.most_common(1)[0]
+        log.warning(
+            "dead letters over limits.dead_letters_per_minute (%d per gateway): %d not stored "
+            "from %d gateway(s), most from %s (%d); see dead_letter_windows and fix or block "
+            "that gateway",
+            self.settings.limits.dead_letters_per_minute,
+            sum(suppressed.values()),
+            len(suppressed),
+            worst,
+            worst_count,
+        )
 
     # --- staging: registry checks, in message order ---------------------------------------
 
@@ -439,7 +478,7 @@ class Writer:
             record_invalidation(conn, min_ts, max_ts)
         self._touch_seen(conn, plan, current)
         if plan.dead_letters:
-            _copy_dead_letters(conn, plan.dead_letters)
+            plan.dead_letter_admission = self._store_dead_letters(conn, plan.dead_letters)
 
     def _effective_offline(
         self,
@@ -590,6 +629,7 @@ class Writer:
             log.info("skipped %d batches already stored (redelivered or replayed)", plan.duplicates)
         for (reason, scope), count in plan.rejected.items():
             metrics.rejected.labels(reason, scope).inc(count)
+        self._count_suppressed(plan.dead_letter_admission)
         metrics.flush_seconds.observe(seconds)
         metrics.last_commit.set(committed_at)
         metrics.db_up.set(1)
@@ -621,32 +661,19 @@ def _without_unknown_devices(
 
 
 def _reject(plan: _Plan, item: Pending, reason: Reason, detail: str) -> None:
-    plan.dead_letters.append(_dead_letter_row(item, reason, "message", detail))
+    plan.dead_letters.append(_dead_letter(item, reason, "message", detail))
     plan.rejected[(reason.value, "message")] += 1
 
 
-def _dead_letter_row(
-    item: Pending,
-    reason: Reason,
-    scope: str,
-    detail: str,
-    indexes: list[int] | None = None,
-) -> tuple[Any, ...]:
+def _dead_letter(
+    item: Pending, reason: Reason, scope: str, detail: str, indexes: list[int] | None = None
+) -> DeadLetter:
+    incoming = item.incoming
     topic = getattr(item.decoded, "topic", None)
-    return (
-        reason.value,
-        scope,
-        _clean(item.incoming.topic),
-        topic.enterprise if topic else None,
-        topic.gateway if topic else None,
-        len(indexes) if indexes else 0,
-        indexes,
-        _clean(detail),
-        item.incoming.payload,
-    )
+    return dead_letter(incoming.topic, topic, incoming.payload, reason, scope, detail, indexes)
 
 
-def _sample_dead_letters(item: Pending, rejections: list[SampleRejection]) -> list[tuple[Any, ...]]:
+def _sample_dead_letters(item: Pending, rejections: list[SampleRejection]) -> list[DeadLetter]:
     """One dead-letter row per reason, listing the rejected samples' indexes."""
     by_reason: dict[Reason, list[SampleRejection]] = {}
     for rejection in rejections:
@@ -656,14 +683,8 @@ def _sample_dead_letters(item: Pending, rejections: list[SampleRejection]) -> li
         details = "; ".join(f"[{r.index}] {r.detail}" for r in group[:5])
         if len(group) > 5:
             details += f"; (+{len(group) - 5} more)"
-        rows.append(_dead_letter_row(item, reason, "sample", details, [r.index for r in group]))
+        rows.append(_dead_letter(item, reason, "sample", details, [r.index for r in group]))
     return rows
-
-
-def _copy_dead_letters(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    with conn.cursor().copy(f"COPY dead_letters ({_DEAD_LETTER_COLUMNS}) FROM STDIN") as cp:
-        for row in rows:
-            cp.write_row(row)
 
 
 STAGE_TABLES: Final = ("current_stage", "counter_stage")
@@ -711,10 +732,6 @@ def _upsert_current_values(
         WHERE excluded.ts >= c.ts
         """
     )
-
-
-def _clean(text: str) -> str:
-    return text.replace("\x00", "\\0")
 
 
 def _free_ms(

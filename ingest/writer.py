@@ -290,6 +290,8 @@ class Writer:
         assert row is not None
         boot, online, status_at, last_seen_at = row
         status_ms = _ms(status_at)
+        if status_ms > self._newest_trusted_ms():
+            status_ms = 0  # stored before status had a time window: it must not freeze the row
         if status.boot == boot and status.online == online and status.ts_ms <= status_ms:
             return  # the same status again (retained, redelivered, or a second worker)
         if status.boot != boot and status.ts_ms < status_ms:
@@ -358,7 +360,7 @@ class Writer:
             UPDATE devices SET connection = %s, connection_at = %s, connection_error = %s,
                 last_good_at = %s,
                 profile = CASE WHEN %s <> '' THEN %s ELSE profile END
-            WHERE key = %s AND (connection_at IS NULL OR connection_at <= %s)
+            WHERE key = %s AND (connection_at IS NULL OR connection_at <= %s OR connection_at > %s)
             RETURNING key
             """,
             (
@@ -370,6 +372,7 @@ class Writer:
                 status.profile,
                 key,
                 _ts(status.ts_ms),
+                _ts(self._newest_trusted_ms()),
             ),
         ).fetchone()
         if row is not None and status.connection is not DeviceConnection.CONNECTED:
@@ -392,15 +395,22 @@ class Writer:
             return
         conn.execute(
             "UPDATE gateways SET metrics = %s::jsonb, metrics_at = %s "
-            "WHERE enterprise_id = %s AND id = %s AND (metrics_at IS NULL OR metrics_at < %s)",
+            "WHERE enterprise_id = %s AND id = %s "
+            "AND (metrics_at IS NULL OR metrics_at < %s OR metrics_at > %s)",
             (
                 orjson.dumps(metrics.figures).decode(),
                 _ts(metrics.ts_ms),
                 topic.enterprise,
                 metrics.gateway,
                 _ts(metrics.ts_ms),
+                _ts(self._newest_trusted_ms()),
             ),
         )
+
+    def _newest_trusted_ms(self) -> int:
+        """A stored status time beyond this came from a wrong clock before status messages had
+        a time window (decode rejects them now); it is overridden instead of winning for ever."""
+        return int(time.time() * 1000) + int(self.settings.limits.max_future_s * 1000)
 
     # --- storing: ledger, rows, derived tables, dead letters -----------------------------
 

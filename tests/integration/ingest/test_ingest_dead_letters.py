@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 
 import pytest
 from ingest_support import machine_samples, now_ms, rows, scalar, wait_until
@@ -63,6 +64,7 @@ def test_a_flood_from_one_gateway_is_rate_limited_while_others_are_recorded(
     caplog.set_level(logging.WARNING, logger="ingest.writer")
     per_minute, flood = 20, 200
     service = start_ingest(limits={"dead_letters_per_minute": per_minute})
+    started = time.monotonic()
     flooder = fake_gateway(enterprise="ent-f", gateway="gw-01", devices=["dev-1"])
     other = fake_gateway(enterprise="ent-g", gateway="gw-01", devices=["dev-1"])
     other.birth()
@@ -113,4 +115,4 @@ def test_a_flood_from_one_gateway_is_rate_limited_while_others_are_recorded(
     assert service.metrics.rejected.labels("malformed_json", "message")._value.get() == flood + 5
     warnings = [r for r in caplog.records if "dead_letters_per_minute" in r.getMessage()]
     assert warnings and "ent-f/gw-01" in warnings[0].getMessage()
-    assert len(warnings) <= 3  # at most one every 10 s
+    assert len(warnings) <= 1 + (time.monotonic() - started) // 10  # at most one every 10 s

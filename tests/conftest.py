@@ -187,7 +187,17 @@ def timescaledb_server_url() -> Iterator[str]:
         _missing_timescaledb(f"its private server did not start: {exc}")
     yield server.url()
     server.stop("immediate")
+    _keep_server_log_if_it_crashed(server)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _keep_server_log_if_it_crashed(server: PrivatePostgres) -> None:
+    """A crash of the session's server fails many tests at once; keep its log to explain them."""
+    log_file = server.datadir / "server.log"
+    text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+    if any(mark in text for mark in ("PANIC", "terminated by signal", "was terminated")):
+        (REPO / "test-artifacts").mkdir(exist_ok=True)
+        shutil.copy(log_file, REPO / "test-artifacts" / "timescaledb-server.log")
 
 
 @pytest.fixture(scope="session")

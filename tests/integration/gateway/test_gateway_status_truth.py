@@ -1,0 +1,142 @@
+"""Device status that tells the truth, through the real drivers, simulators and Mosquitto (issue 12).
+
+A device is `connected` only after a good read; a unit that keeps failing publishes and logs its
+state once, not once per retry; reconnects after an outage are capped by a setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_fakes import eventually, fake_settings
+
+from gateway.app import GatewayApp
+from gateway.profiles.loader import load_site
+from shulian.devservices import Mosquitto
+from simulators.host import SimulatorHost
+from simulators.scenario import InstanceSpec, Scenario
+from wire.codec import decode_device_status
+from wire.payloads import DeviceConnection
+
+DEVICES = {"hob-1": "gear_hobber", "hob-2": "gear_hobber"}
+
+
+def scenario() -> Scenario:
+    return Scenario(
+        name="status-truth",
+        seed=12,
+        tick_ms=100,
+        dwell_scale=0.05,
+        instances=[InstanceSpec(id=d, kind=k, enterprise="ent-a") for d, k in DEVICES.items()],
+    )
+
+
+def write_site(path: Path, host: SimulatorHost) -> None:
+    lines = ["gateway: {id: gw-1, enterprise: ent-a}", "devices:"]
+    for device, kind in DEVICES.items():
+        ep = host.endpoint(device)
+        lines.append(
+            f"  - {{id: {device}, profile: {kind}, endpoint: 'tcp://{ep.host}:{ep.port}', "
+            f"unit_id: {ep.unit_id}}}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def statuses(sub: Any, device: str) -> list[Any]:
+    return [
+        decode_device_status(m.payload)
+        for m in sub.snapshot()
+        if m.topic.endswith(f"devices/{device}/status")
+    ]
+
+
+@pytest.mark.timeout(120)
+async def test_a_unit_that_never_answers_never_reports_connected_and_logs_once(
+    mosquitto: Mosquitto, tmp_path: Path, collect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="gateway")
+    sub = collect(mosquitto.url, "shulian/v1/ent-a/gw-1/devices/+/status")
+    async with SimulatorHost(scenario()) as host:
+        host.set_unreachable(
+            "hob-1"
+        )  # its TCP connection (shared with hob-2) works; unit 1 is mute
+        site_file = tmp_path / "gateway.yaml"
+        write_site(site_file, host)
+        settings = fake_settings(
+            mosquitto.url,
+            tmp_path / "gw",
+            gateway={"device_reconnect_min_s": 0.1, "device_reconnect_max_s": 0.2},
+        )
+        app = GatewayApp(settings, load_site(site_file))
+        await app.start()
+        try:
+            runner = app.scheduler.runners["hob-1"]
+            await eventually(lambda: runner.sessions >= 4, what="several retries", timeout_s=60)
+            await eventually(lambda: statuses(sub, "hob-2"), what="hob-2 status")
+            await eventually(lambda: statuses(sub, "hob-1"), what="hob-1 status")
+        finally:
+            await app.stop()
+
+    seen = statuses(sub, "hob-1")
+    assert [s.connection for s in seen] == [DeviceConnection.DISCONNECTED], seen
+    assert seen[0].error and "unit" in seen[0].error, seen[0].error
+    assert statuses(sub, "hob-2")[-1].connection is DeviceConnection.CONNECTED
+
+    def hob1(record: logging.LogRecord) -> bool:
+        return getattr(record, "device", None) == "hob-1"
+
+    info_connected = [
+        r
+        for r in caplog.records
+        if hob1(r)
+        and r.levelno >= logging.INFO
+        and "onnected" in r.getMessage()
+        and "disconnected" not in r.getMessage()
+    ]
+    assert info_connected == [], [r.getMessage() for r in info_connected]
+    warnings = [r for r in caplog.records if hob1(r) and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [(r.getMessage(), getattr(r, "error", "")) for r in warnings]
+    assert warnings[0].getMessage() == "device disconnected"
+
+
+@pytest.mark.timeout(120)
+async def test_data_returns_within_the_reconnect_cap_after_a_modbus_outage(
+    mosquitto: Mosquitto, tmp_path: Path, collect: Any
+) -> None:
+    cap_s = 2.0
+    sub = collect(mosquitto.url, "shulian/v1/ent-a/gw-1/telemetry")
+    async with SimulatorHost(scenario()) as host:
+        site_file = tmp_path / "gateway.yaml"
+        write_site(site_file, host)
+        settings = fake_settings(
+            mosquitto.url, tmp_path / "gw", gateway={"device_reconnect_max_s": cap_s}
+        )
+        app = GatewayApp(settings, load_site(site_file))
+        await app.start()
+        try:
+            runner = app.scheduler.runners["hob-1"]
+            await eventually(lambda: runner.is_connected, what="hob-1 connected", timeout_s=30)
+            await host.stop_server("hob-1")
+            await eventually(lambda: not runner.is_connected, what="hob-1 lost", timeout_s=15)
+            # Long enough for the doubling delays (1, 2, 4, ...) to pass the cap many times over.
+            await eventually(lambda: runner.sessions >= 6, what="retries", timeout_s=30)
+            await host.start_server("hob-1")
+            back_ms = int(time.time() * 1000)
+
+            def fresh() -> bool:
+                return any(
+                    s.device == "hob-1" and s.ts_ms >= back_ms
+                    for b in sub.batches()
+                    for s in b.samples
+                )
+
+            await eventually(fresh, what="hob-1 data after the outage", timeout_s=30)
+            took_s = (int(time.time() * 1000) - back_ms) / 1000
+        finally:
+            await app.stop()
+    # A delay capped at cap_s, then one poll interval, plus the batch delay and load here.
+    assert took_s <= cap_s + runner.min_interval_s + 1.5, f"data back after {took_s:.1f} s"

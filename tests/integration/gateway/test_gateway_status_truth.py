@@ -140,3 +140,67 @@ async def test_data_returns_within_the_reconnect_cap_after_a_modbus_outage(
             await app.stop()
     # A delay capped at cap_s, then one poll interval, plus the batch delay and load here.
     assert took_s <= cap_s + runner.min_interval_s + 1.5, f"data back after {took_s:.1f} s"
+
+
+PROBE_PROFILE = """\
+id: status_probe
+protocol: opcua
+segment: "345"
+machine_kind: lathe
+models: "test: one OPC UA variable that the simulation never changes"
+description: "The lathe's model name, to serve an OPC UA status on."
+heartbeat_s: 1
+groups:
+  - {name: fast, interval_ms: 200}
+signals:
+  - name: program_name
+    group: fast
+    node_id: "nsu=urn:shulian:simulators;s={device}.Identification.Model"
+"""
+
+
+@pytest.mark.timeout(120)
+async def test_an_opcua_bad_status_repeats_on_the_heartbeat_with_its_name(
+    mosquitto: Mosquitto, tmp_path: Path, collect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    sub = collect(mosquitto.url, "shulian/v1/ent-a/gw-1/telemetry")
+    spec = Scenario(
+        name="bad-status",
+        seed=12,
+        tick_ms=100,
+        dwell_scale=0.05,
+        instances=[InstanceSpec(id="lathe-1", kind="bearing_lathe", enterprise="ent-a")],
+    )
+    async with SimulatorHost(spec) as host:
+        (tmp_path / "probe.yaml").write_text(PROBE_PROFILE)
+        ep = host.endpoint("lathe-1")
+        site_file = tmp_path / "gateway.yaml"
+        site_file.write_text(
+            "gateway: {id: gw-1, enterprise: ent-a}\ndevices:\n"
+            f"  - {{id: lathe-1, profile: ./probe.yaml, endpoint: 'opc.tcp://{ep.host}:{ep.port}'}}\n"
+        )
+        app = GatewayApp(fake_settings(mosquitto.url, tmp_path / "gw"), load_site(site_file))
+        await app.start()
+        try:
+
+            def samples() -> list[Any]:
+                return [s for b in sub.batches() for s in b.samples if s.device == "lathe-1"]
+
+            await eventually(
+                lambda: any(s.value == "SIM-CK6150R" for s in samples()), what="the good value"
+            )
+            await host.serve_status("lathe-1", "Identification/Model", "BadWaitingForInitialData")
+
+            def bad() -> list[Any]:
+                return [s for s in samples() if s.quality.value == "bad"]
+
+            # Pushed once by the server, then repeated on the 1 s heartbeat like a good value.
+            await eventually(lambda: len(bad()) >= 3, what="bad repeated", timeout_s=15)
+        finally:
+            await app.stop()
+    assert {s.reason for s in bad()} == {"BadWaitingForInitialData"}
+    assert len({s.ts_ms for s in bad()}) == len(bad())
+    logged = [r for r in caplog.records if "BadWaitingForInitialData" in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in logged]  # once per change, not per repeat
+    assert getattr(logged[0], "signals", None) == ["program_name"]

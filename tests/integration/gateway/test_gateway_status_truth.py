@@ -204,3 +204,55 @@ async def test_an_opcua_bad_status_repeats_on_the_heartbeat_with_its_name(
     logged = [r for r in caplog.records if "BadWaitingForInitialData" in r.getMessage()]
     assert len(logged) == 1, [r.getMessage() for r in logged]  # once per change, not per repeat
     assert getattr(logged[0], "signals", None) == ["program_name"]
+
+
+@pytest.mark.timeout(120)
+async def test_an_opcua_server_restart_logs_one_warning_and_one_disconnect(
+    mosquitto: Mosquitto, tmp_path: Path, collect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    sub = collect(mosquitto.url, "shulian/v1/ent-a/gw-1/devices/+/status")
+    spec = Scenario(
+        name="opcua-restart",
+        seed=12,
+        tick_ms=100,
+        dwell_scale=0.05,
+        instances=[InstanceSpec(id="lathe-1", kind="bearing_lathe", enterprise="ent-a")],
+    )
+    async with SimulatorHost(spec) as host:
+        ep = host.endpoint("lathe-1")
+        site_file = tmp_path / "gateway.yaml"
+        site_file.write_text(
+            "gateway: {id: gw-1, enterprise: ent-a}\ndevices:\n"
+            f"  - {{id: lathe-1, profile: bearing_lathe, endpoint: 'opc.tcp://{ep.host}:{ep.port}'}}\n"
+        )
+        settings = fake_settings(
+            mosquitto.url, tmp_path / "gw", gateway={"device_reconnect_max_s": 1.0}
+        )
+        app = GatewayApp(settings, load_site(site_file))
+        await app.start()
+        try:
+            runner = app.scheduler.runners["lathe-1"]
+            await eventually(lambda: runner.is_connected, what="connected", timeout_s=30)
+            caplog.clear()
+            await host.stop_server("lathe-1")
+            await eventually(lambda: not runner.is_connected, what="restart noticed", timeout_s=30)
+            sessions = runner.sessions
+            await eventually(lambda: runner.sessions >= sessions + 2, what="retries", timeout_s=30)
+            await host.start_server("lathe-1")
+            await eventually(lambda: runner.is_connected, what="reconnected", timeout_s=30)
+        finally:
+            await app.stop()
+    published = [(s.connection, s.error) for s in statuses(sub, "lathe-1")]
+    assert [c for c, _ in published] == [
+        DeviceConnection.CONNECTED,
+        DeviceConnection.DISCONNECTED,
+        DeviceConnection.CONNECTED,
+    ], published
+    records = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert [r for r in records if r[1] in ("ERROR", "CRITICAL")] == [], records
+    assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.WARNING), records
+    disconnects = [r for r in records if r[2] in ("device disconnected", "device error")]
+    assert len(disconnects) == 1, records
+    library = [r for r in records if "publish loop" in r[2] and r[1] == "WARNING"]
+    assert len(library) <= 1, records

@@ -64,3 +64,56 @@ def test_a_killed_gateway_is_stored_offline_when_it_died_not_when_it_started(
         "WHERE enterprise_id = 'ent-w' AND id = 'gw-w'",
     )
     assert abs(status_ms - killed_ms) <= 3000, f"offline at {status_ms - killed_ms} ms from kill"
+
+
+def test_a_new_boot_comes_online_after_a_will_stored_at_arrival_though_its_clock_lags(
+    start_ingest: Any, fake_gateway: Any, pg_url: str
+) -> None:
+    """The Will is stored at its arrival (the ingest's clock); a restarted gateway whose clock is
+    20 s behind stamps its birth earlier than that. Boots are ordered by their start times (the
+    gateway's own clock), so the birth still wins, and the old boot's late Will never does."""
+    from wire import topics
+    from wire.codec import encode
+    from wire.payloads import GatewayStatus
+
+    start_ingest()
+    gw = fake_gateway(enterprise="ent-s", gateway="gw-s", devices=["s1"])
+    topic = topics.gateway_status("ent-s", "gw-s")
+    lag = 20_000
+    first_start = now_ms() - lag - 60_000
+
+    def status(boot: str, online: bool, ts_ms: int, started_ms: int, will: bool) -> bytes:
+        return encode(
+            GatewayStatus(
+                gateway="gw-s",
+                enterprise="ent-s",
+                online=online,
+                boot=boot,
+                ts_ms=ts_ms,
+                started_ms=started_ms,
+                will=will,
+                devices=["s1"],
+            )
+        )
+
+    online = "SELECT online, boot FROM gateways WHERE enterprise_id = 'ent-s' AND id = 'gw-s'"
+    gw.publish(topic, status("boot-1", True, first_start, first_start, False), retain=True)
+    wait_until(lambda: scalar(pg_url, online) is True, what="first boot online")
+    gw.publish(topic, status("boot-1", False, first_start, first_start, True), retain=True)
+    wait_until(lambda: scalar(pg_url, online) is False, what="Will stored")
+    restart = now_ms() - lag  # the gateway's clock lags the ingest's
+    gw.publish(topic, status("boot-2", True, restart, restart, False), retain=True)
+    wait_until(lambda: scalar(pg_url, online) is True, what="second boot online")
+    # The first boot's Will delivered once more (a second worker, a redelivery) changes nothing;
+    # a status of another gateway published after it shows when it has been processed.
+    gw.publish(topic, status("boot-1", False, first_start, first_start, True))
+    marker = encode(
+        GatewayStatus(gateway="gw-t", enterprise="ent-s", online=True, boot="m", ts_ms=now_ms())
+    )
+    gw.publish(topics.gateway_status("ent-s", "gw-t"), marker)
+    wait_until(
+        lambda: scalar(pg_url, "SELECT online FROM gateways WHERE id = 'gw-t'") is True,
+        what="marker applied",
+    )
+    assert scalar(pg_url, "SELECT boot FROM gateways WHERE id = 'gw-s'") == "boot-2"
+    assert scalar(pg_url, online) is True

@@ -15,8 +15,10 @@ one serial bus (or one serial-to-TCP converter) share a lock, so their requests 
   capped at ``Backoff.max_s`` (``gateway.device_reconnect_max_s``, default 10 s), so data is back
   within that cap plus one interval after the device returns.
 - A status (and its log line) goes out once per change of connection state, not per retry: while
-  a device keeps failing, its retries neither publish nor log again (the retained status keeps the
-  error that took it down; the rate-limited warning counts the retries).
+  a device keeps failing, its retries neither publish nor log again (DEBUG only; counted in
+  ``reconnects``); the retained status keeps the error that took it down. One refinement: when
+  the staleness watch reported a poll device first ("no good read for 2.5 s"), the cause that
+  follows (``no reply in 1.0 s after 3 tries. Check the unit id ...``) replaces it once.
 - A poll device with no good read for 2.5 of its fastest intervals is reported disconnected (so
   within three intervals), even while a slow driver is still retrying.
 - Every timer wakes on a shared grid of ``WAKE_GRID_S`` (poll ticks, staleness checks,
@@ -158,6 +160,8 @@ class DeviceRunner:
         self.last_good_mono = 0.0
         self.sessions = 0
         self.had_good_read = False
+        self._error_is_stale = False
+        """The error is the staleness watch's "no good read", which the real cause replaces."""
         self._task: asyncio.Task[None] | None = None
         self._repeats = RateLimitedLog(60.0)
         groups = [g for g in device.profile.groups if device.profile.signals_of(g.name)]
@@ -187,10 +191,13 @@ class DeviceRunner:
     def _set_status(self, connection: DeviceConnection, error: str | None = None) -> None:
         """Publish (retained) and log a change of connection state; a repeat of the current state
         with another error text (the next retry of a dead unit) changes nothing."""
-        if connection == self.connection and (error == self.error or self.error is not None):
+        if connection == self.connection and (
+            error == self.error or (self.error is not None and not self._error_is_stale)
+        ):
             return
         self.connection = connection
         self.error = error
+        self._error_is_stale = False
         if connection is DeviceConnection.CONNECTED:
             self.log.info("device connected")
         else:
@@ -351,6 +358,7 @@ class DeviceRunner:
                     DeviceConnection.DISCONNECTED,
                     f"{self.device.describe()}: no good read for {silent:.1f} s",
                 )
+                self._error_is_stale = True
             await asyncio.sleep(limit)
 
     async def _subscribe_session(self, driver: Driver) -> bool:

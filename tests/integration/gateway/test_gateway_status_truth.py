@@ -84,7 +84,7 @@ async def test_a_unit_that_never_answers_never_reports_connected_and_logs_once(
         try:
             mute = [app.scheduler.runners[d] for d in ("hob-1", "mute-9")]
             await eventually(
-                lambda: min(r.sessions for r in mute) >= 4, what="several retries", timeout_s=60
+                lambda: min(r.sessions for r in mute) >= 3, what="several retries", timeout_s=60
             )
             await eventually(lambda: statuses(sub, "hob-2"), what="hob-2 status")
         finally:
@@ -129,8 +129,8 @@ async def test_data_returns_within_the_reconnect_cap_after_a_modbus_outage(
             await eventually(lambda: runner.is_connected, what="hob-1 connected", timeout_s=30)
             await host.stop_server("hob-1")
             await eventually(lambda: not runner.is_connected, what="hob-1 lost", timeout_s=15)
-            # Long enough for the doubling delays (1, 2, 4, ...) to pass the cap many times over.
-            await eventually(lambda: runner.sessions >= 6, what="retries", timeout_s=30)
+            # Long enough for the doubling delays (1, 2, 4, ...) to reach the cap.
+            await eventually(lambda: runner.sessions >= 4, what="retries", timeout_s=30)
             await host.start_server("hob-1")
             back_ms = int(time.time() * 1000)
 
@@ -263,3 +263,36 @@ async def test_an_opcua_server_restart_logs_one_warning_and_one_disconnect(
     assert len(disconnects) == 1, records
     library = [r for r in records if "publish loop" in r[2] and r[1] == "WARNING"]
     assert len(library) <= 1, records
+
+
+@pytest.mark.timeout(120)
+async def test_a_unit_that_stops_answering_is_reported_fast_then_with_its_cause_once(
+    mosquitto: Mosquitto, tmp_path: Path, collect: Any
+) -> None:
+    sub = collect(mosquitto.url, "shulian/v1/ent-a/gw-1/devices/+/status")
+    async with SimulatorHost(scenario()) as host:
+        site_file = tmp_path / "gateway.yaml"
+        write_site(site_file, host)
+        settings = fake_settings(
+            mosquitto.url,
+            tmp_path / "gw",
+            gateway={"device_reconnect_min_s": 0.1, "device_reconnect_max_s": 0.2},
+        )
+        app = GatewayApp(settings, load_site(site_file))
+        await app.start()
+        try:
+            runner = app.scheduler.runners["hob-1"]
+            await eventually(lambda: runner.is_connected, what="hob-1 connected", timeout_s=30)
+            host.set_unreachable("hob-1")
+            sessions = runner.sessions
+            await eventually(lambda: runner.sessions >= sessions + 2, what="retries", timeout_s=60)
+        finally:
+            await app.stop()
+    seen = [(s.connection, s.error or "") for s in statuses(sub, "hob-1")]
+    assert [c for c, _ in seen] == [
+        DeviceConnection.CONNECTED,
+        DeviceConnection.DISCONNECTED,  # the staleness watch: within three poll intervals
+        DeviceConnection.DISCONNECTED,  # then the cause an installer can act on, once
+    ], seen
+    assert "no good read" in seen[1][1], seen
+    assert "Check the unit id" in seen[2][1], seen

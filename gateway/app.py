@@ -168,7 +168,7 @@ class GatewayApp:
             settings.buffer.batch_max_delay_ms,
             self.spool.put,
         )
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(settings.gateway.connects_per_s)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -284,6 +284,7 @@ class GatewayApp:
             bus_lock=self.scheduler.bus_lock(device, driver_cls),
             backoff=self.device_backoff,
             observe_latency=histogram.observe,
+            pacer=self.scheduler.pacer,
         )
         self.metrics.add_device(
             device.id,

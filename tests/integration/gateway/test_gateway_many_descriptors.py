@@ -12,6 +12,7 @@ import asyncio
 import resource
 import shutil
 import socket
+import struct
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -65,7 +66,10 @@ def received(out: Path) -> Counter[tuple[str, int]]:
 
 
 async def test_gateway_with_1100_descriptors_publishes_and_survives_a_broker_restart(
-    mosquitto: Mosquitto, tmp_path: Path, held_descriptors: list[socket.socket]
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    held_descriptors: list[socket.socket],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     out = tmp_path / "sub.out"
     sub = start_subscriber(mosquitto, out)
@@ -131,6 +135,46 @@ async def test_gateway_with_1100_descriptors_publishes_and_survives_a_broker_res
         twice = sorted(key for key, n in counts.items() if n != 1)
         assert not twice, f"batches delivered more than once: {twice}"
         assert last_seq >= before + 10
+        blamed = [
+            r.getMessage() for r in caplog.records if "does not answer MQTT 5" in r.getMessage()
+        ]
+        assert not blamed, "the broker speaks MQTT 5; nothing may blame it"
     finally:
         sub.terminate()
         sub.wait(5)
+
+
+async def test_a_connection_reset_is_logged_as_such_and_does_not_drop_mqtt_5(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker endpoint that resets the connection after the CONNECT: the log says so in the
+    socket's words, and the gateway keeps MQTT 5 (only a broker that hears MQTT 5 and stays
+    silent or hangs up makes ``protocol: auto`` fall back to 3.1.1)."""
+    resets = 0
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal resets
+        await reader.read(1024)  # the CONNECT
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        resets += 1
+        writer.transport.abort()  # closing with linger 0 sends RST
+
+    server = await asyncio.start_server(reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = fake_settings(f"mqtt://127.0.0.1:{port}", tmp_path / "gw")
+    app = fake_app(settings, [])
+    caplog.set_level("WARNING", logger="gateway.publisher")
+    await app.start()
+    try:
+        await eventually(lambda: resets >= 3, what="three connection attempts", timeout_s=15)
+    finally:
+        await app.stop()
+        server.close()
+    messages = [r.getMessage() for r in caplog.records if r.name == "gateway.publisher"]
+    assert any(
+        "ended before the broker answered the CONNECT" in m and "reset by peer" in m
+        for m in messages
+    ), messages
+    assert not any("does not answer MQTT 5" in m for m in messages), messages
+    assert app.publisher.protocol == "5"

@@ -264,6 +264,12 @@ class Publisher:
                     ticker.cancel()
                     self._detach(client)
                 if self.counters.is_connected or self.is_connected:
+                    if not self._stopping:
+                        log.warning(
+                            "disconnected from broker: %s",
+                            self._session_cause(),
+                            extra={"url": self.mqtt.url},
+                        )
                     self._on_lost()
                 if not self._got_connack and not self._stopping:
                     self._log_refusal(
@@ -449,6 +455,11 @@ class Publisher:
         if flags.is_disconnect_packet_from_server:
             self._cause = f"the broker sent DISCONNECT ({reason})"
             self._end = "error"
+        elif self._cause is None and str(reason) in ("Keep alive timeout", "Protocol error"):
+            self._cause = (
+                f"{reason} (no answer to PINGREQ)" if "alive" in str(reason) else str(reason)
+            )
+            self._end = "error"
         self._post(self._on_disconnect, self._session_cause())
 
     def _cb_connect_fail(self, client: Any, userdata: Any) -> None:
@@ -490,8 +501,8 @@ class Publisher:
         self._pump()
 
     def _on_disconnect(self, reason: str) -> None:
-        if self.is_connected and not self._stopping:
-            log.warning("disconnected from broker", extra={"reason": reason})
+        """The session is over; ``_supervise`` logs why (``reason``, kept for debugging)."""
+        log.debug("paho reports the session over", extra={"reason": reason})
         self._session_over.set()
 
     def _on_lost(self) -> None:

@@ -139,6 +139,10 @@ async def test_gateway_with_1100_descriptors_publishes_and_survives_a_broker_res
             r.getMessage() for r in caplog.records if "does not answer MQTT 5" in r.getMessage()
         ]
         assert not blamed, "the broker speaks MQTT 5; nothing may blame it"
+        lost = [
+            r.getMessage() for r in caplog.records if "disconnected from broker" in r.getMessage()
+        ]
+        assert lost and all(": " in m for m in lost), f"the restart is logged with a cause: {lost}"
     finally:
         sub.terminate()
         sub.wait(5)

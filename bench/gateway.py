@@ -732,12 +732,14 @@ def run_scale_step(
         cpu1, _ = proc_sample(pid)
         points = counter.samples - samples0
         fds = len(os.listdir(f"/proc/{pid}/fd"))
+        log_text = (step / "gateway.log").read_text(errors="replace")
         backlog = metric_sum(metrics_port, "shulian_gateway_buffer_batches")
         connected = metric_sum(metrics_port, "shulian_gateway_device_connected")
         return {
             "devices": devices,
             "devices_connected": int(connected),
             "gateway_open_descriptors": fds,
+            "connect_failures_logged": log_text.count("no TCP connection"),
             "interval_ms": interval_ms,
             "expected_points_per_s": round(devices * SCALE_REGISTERS * 1000 / interval_ms),
             "points_per_s": round(points / elapsed),

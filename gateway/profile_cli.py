@@ -250,11 +250,10 @@ def driver_findings(
 
 
 def profile_warnings(loaded: LoadedProfile, reported: set[str]) -> list[Finding]:
-    """Protocol-neutral warnings: units, groups nobody reads, intervals, deadbands, heartbeats."""
-    from gateway.normalize import compile_signal
-
+    """Protocol-neutral warnings: unit aliases, groups nobody reads, intervals, deadbands,
+    heartbeats. (A unit that does not convert is an error of the loader, as at ``gateway run``.)"""
     profile = loaded.profile
-    warnings: list[str] = []
+    warnings: list[str] = list(loaded.warnings)
     for index, group in enumerate(profile.groups):
         members = profile.signals_of(group.name)
         if not members and f"groups[{index}].name" not in reported:
@@ -275,10 +274,6 @@ def profile_warnings(loaded: LoadedProfile, reported: set[str]) -> list[Finding]
             )
     for index, signal in enumerate(profile.signals):
         where = f"signals[{index}]"
-        try:
-            compile_signal(signal)
-        except ValueError as exc:
-            warnings.append(f"{loaded.where(f'{where}.unit')}: {exc}")
         kind = signal.effective_kind
         interval_ms = profile.group(signal.group).interval_ms
         heartbeat_s = signal.heartbeat_s or profile.heartbeat_s

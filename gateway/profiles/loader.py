@@ -35,6 +35,9 @@ class LoadedProfile:
     profile: ProfileBase
     file: str
     lines: Lines
+    warnings: list[str] = field(default_factory=list)
+    """``file:line: field.path: message`` of what works but should be written otherwise (a
+    unit alias such as ``RPM``); ``profile validate`` prints them and ``gateway run`` logs them."""
 
     def where(self, path: str | Path_) -> str:
         """``file:line: path`` for a field path such as ``signals[3].address``."""
@@ -50,6 +53,11 @@ class Site:
     settings: dict[str, Any]
     devices: list[DeviceConfig]
     profiles: dict[str, LoadedProfile] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings of every profile the site uses, each once."""
+        return [w for loaded in self.profiles.values() for w in loaded.warnings]
 
 
 def _yaml() -> YAML:
@@ -120,7 +128,9 @@ def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])[drop:]
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p in DRIVERS))
+        if loc and isinstance(loc[0], str) and loc[0] in DRIVERS:
+            # The discriminated union's tag; a field of the same name (`opcua:`) stays.
+            loc = loc[1:]
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = ("protocol",)  # the discriminator itself is wrong or missing
         message = err["msg"].removeprefix("Value error, ")
@@ -153,7 +163,8 @@ class ProfileResolver:
     def __init__(self, search_paths: list[Path] | None = None) -> None:
         self.search_paths = [p.resolve() for p in (search_paths or [])] + [REPO_PROFILES]
         self._cache: dict[Path, LoadedProfile] = {}
-        self._ids: dict[str, Path] | None = None
+        self._ids: dict[bool, dict[str, Path]] = {}
+        self._beside: dict[Path, dict[str, Path]] = {}
 
     def find(self, ref: str, relative_to: Path | None = None) -> Path:
         candidates = []
@@ -168,25 +179,45 @@ class ProfileResolver:
             raise ConfigError(
                 [f"profile {ref!r} not found in {[str(p) for p in self.search_paths]}"]
             )
-        path = self._id_index().get(ref)
+        # Folders given first, then beside the file that names it, wherever that file is
+        # (docs/profiles.md, Reuse), then the shipped library.
+        path = self._id_index(shipped=False).get(ref)
+        if path is None and relative_to is not None:
+            path = self._folder_ids(relative_to.resolve()).get(ref)
         if path is None:
-            raise ConfigError(
-                [f"no profile with id {ref!r} in {[str(p) for p in self.search_paths]}"]
-            )
+            path = self._id_index(shipped=True).get(ref)
+        if path is None:
+            folders = [str(p) for p in self.search_paths]
+            if relative_to is not None:
+                folders.insert(0, str(relative_to))
+            raise ConfigError([f"no profile with id {ref!r} in {folders}"])
         return path
 
-    def _id_index(self) -> dict[str, Path]:
-        if self._ids is None:
-            self._ids = {}
-            for base in reversed(self.search_paths):  # earlier folders win
+    def _id_index(self, *, shipped: bool) -> dict[str, Path]:
+        """Ids in the shipped library, or in the folders given (earlier folders win)."""
+        ids = self._ids.get(shipped)
+        if ids is None:
+            ids = self._ids[shipped] = {}
+            folders = [REPO_PROFILES] if shipped else self.search_paths[:-1]
+            for base in reversed(folders):
                 for path in sorted(base.rglob("*.yaml")) if base.is_dir() else []:
-                    try:
-                        data = _yaml().load(path.read_text(encoding="utf-8"))
-                    except (MarkedYAMLError, OSError):
-                        continue
-                    if isinstance(data, dict) and isinstance(data.get("id"), str):
-                        self._ids[data["id"]] = path.resolve()
-        return self._ids
+                    profile_id = _profile_id(path)
+                    if profile_id is not None:
+                        ids[profile_id] = path.resolve()
+        return ids
+
+    def _folder_ids(self, folder: Path) -> dict[str, Path]:
+        """Profile ids of the YAML files directly in ``folder`` (not below: a profile kept in a
+        home or project folder must not make the loader read the whole tree)."""
+        ids = self._beside.get(folder)
+        if ids is None:
+            ids = {}
+            for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+                profile_id = _profile_id(path)
+                if profile_id is not None and path.suffix in (".yaml", ".yml"):
+                    ids.setdefault(profile_id, path.resolve())
+            self._beside[folder] = ids
+        return ids
 
     def load(self, ref: str, relative_to: Path | None = None) -> LoadedProfile:
         path = self.find(ref, relative_to)
@@ -200,6 +231,7 @@ class ProfileResolver:
                         "needs a profile that extends it"
                     ]
                 )
+            unit_errors, unit_warnings = unit_findings(data, lines, str(path))
             try:
                 model = _profile_adapter().validate_python(_plain(data))
             except ValidationError as exc:
@@ -207,8 +239,10 @@ class ProfileResolver:
                 problems += [
                     p for p in structure_problems(data, lines, str(path)) if p not in problems
                 ]
-                raise ConfigError(problems) from None
-            self._cache[path] = LoadedProfile(model, str(path), lines)
+                raise ConfigError(problems + unit_errors) from None
+            if unit_errors:
+                raise ConfigError(unit_errors)
+            self._cache[path] = LoadedProfile(model, str(path), lines, unit_warnings)
         return self._cache[path]
 
     def _merged(self, path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Lines]:
@@ -227,6 +261,17 @@ class ProfileResolver:
         base_path = self.find(str(base_ref), relative_to=path.parent)
         base, base_lines = self._merged(base_path, (*chain, path))
         return _merge(base, base_lines, data, lines)
+
+
+def _profile_id(path: Path) -> str | None:
+    """The ``id`` a YAML file declares, or None (not YAML, not a mapping, no id)."""
+    try:
+        data = _yaml().load(path.read_text(encoding="utf-8"))
+    except (MarkedYAMLError, OSError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return str(data["id"])
+    return None
 
 
 def structure_problems(data: dict[str, Any], lines: Lines, file: str) -> list[str]:
@@ -258,6 +303,34 @@ def structure_problems(data: dict[str, Any], lines: Lines, file: str) -> list[st
                 f"{where}: signals[{index}].group: {group!r} is not one of the groups {names}"
             )
     return problems
+
+
+def unit_findings(data: dict[str, Any], lines: Lines, file: str) -> tuple[list[str], list[str]]:
+    """Errors and warnings about the signals' units, found on the raw data.
+
+    The same check (``normalize.unit_problem``) decides at ``gateway run``, so a unit that
+    ``validate`` passes runs, and one ``run`` refuses fails ``validate``. Checking the raw data
+    reports unit errors in the same pass as field mistakes elsewhere in the file.
+    """
+    from gateway.normalize import unit_problem
+    from wire.signals import SignalKind
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    signals = data.get("signals")
+    for index, signal in enumerate(signals if isinstance(signals, list) else []):
+        if not isinstance(signal, dict):
+            continue
+        name, unit, kind = signal.get("name"), signal.get("unit"), signal.get("kind")
+        if not isinstance(name, str) or not isinstance(unit, str):
+            continue
+        problem = unit_problem(unit, name, SignalKind(kind) if kind in set(SignalKind) else None)
+        if problem is not None:
+            where = f"{locate(lines, ('signals', index, 'unit'), file)}: signals[{index}].unit"
+            (errors if problem.severity == "error" else warnings).append(
+                f"{where}: {problem.message}"
+            )
+    return errors, warnings
 
 
 def _merge(

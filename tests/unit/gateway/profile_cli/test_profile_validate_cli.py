@@ -129,7 +129,7 @@ CASES = [
     (
         "unit_of_wrong_dimension",
         MODBUS_HEAD + "  - name: spindle_speed\n    group: fast\n    address: 0\n    unit: bar\n",
-        "warning",
+        "error",  # `gateway run` refuses it too (issue 12)
         10,
         "signals[0].unit",
         "does not convert to the canonical unit 'rpm'",
@@ -138,10 +138,11 @@ CASES = [
         "unknown_unit",
         MODBUS_HEAD
         + "  - name: coolant_temperature\n    group: fast\n    address: 0\n    unit: degreesC\n",
-        "warning",
+        "error",
         10,
         "signals[0].unit",
-        "does not convert",
+        "unknown (units are written as pint spells them); the canonical unit of "
+        "coolant_temperature is 'degC'",
     ),
     (
         "group_with_no_signals",
@@ -217,9 +218,9 @@ def test_mistake_in_a_child_points_into_the_child_file(tmp_path: Path) -> None:
         "  - name: spindle_speed\n    unit: kelvin\n",
     )
     status, lines = _validate(str(child))
-    assert status == 0
+    assert status == 1
     assert any(
-        out.startswith(f"warning: {child}:6: signals[0].unit: ") and "'kelvin'" in out
+        out.startswith(f"error: {child}:6: signals[0].unit: ") and "'kelvin'" in out
         for out in lines
     ), lines
 

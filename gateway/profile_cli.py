@@ -32,6 +32,7 @@ from gateway.profiles.loader import (
     ProfileResolver,
     _plain,
     bind_profile,
+    format_number,
     load_site,
     place_problem,
     read_yaml,
@@ -408,7 +409,12 @@ def plan(
     except ValueError as exc:
         _fail(f"invalid limit: {exc}")
     report = plan_profile(loaded.profile, settings)
-    typer.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.render())
+    styles = loaded.number_styles
+
+    def address_text(key: str, address: int) -> str:
+        return format_number(address, styles.get(key))
+
+    typer.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.render(address_text))
 
 
 # ---- probe ---------------------------------------------------------------------------------

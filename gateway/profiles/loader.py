@@ -38,6 +38,9 @@ class LoadedProfile:
     warnings: list[str] = field(default_factory=list)
     """``file:line: field.path: message`` of what works but should be written otherwise (a
     unit alias such as ``RPM``); ``profile validate`` prints them and ``gateway run`` logs them."""
+    number_styles: dict[str, NumberStyle] = field(default_factory=dict)
+    """Signal name (or ``modbus.unreadable[i]``) -> how its address was written, when not in
+    decimal (``0x2000``), so tools print addresses as the profile writes them."""
 
     def where(self, path: str | Path_) -> str:
         """``file:line: path`` for a field path such as ``signals[3].address``."""
@@ -58,6 +61,55 @@ class Site:
     def warnings(self) -> list[str]:
         """The warnings of every profile the site uses, each once."""
         return [w for loaded in self.profiles.values() for w in loaded.warnings]
+
+
+NumberStyle = tuple[str, str]
+"""``(prefix, format spec)`` of a number written in another base: ``("0x", "04X")``."""
+
+
+def number_style(value: Any) -> NumberStyle | None:
+    """How a YAML integer was written, if not in decimal (ruamel keeps the form on the value)."""
+    from ruamel.yaml.scalarint import BinaryInt, HexCapsInt, HexInt, OctalInt
+
+    width = getattr(value, "_width", None) or ""
+    if isinstance(value, HexCapsInt):
+        return ("0x", f"0{width}X")
+    if isinstance(value, HexInt):
+        digits = f"{int(value):x}"
+        # ruamel reads 0x20AB as HexInt too: keep capitals when they were written.
+        return ("0x", f"0{width}{'x' if digits == digits.lower() else 'X'}")
+    if isinstance(value, OctalInt):
+        return ("0o", f"0{width}o")
+    if isinstance(value, BinaryInt):
+        return ("0b", f"0{width}b")
+    return None
+
+
+def format_number(value: int, style: NumberStyle | None) -> str:
+    """``value`` written in ``style`` (decimal without one)."""
+    if style is None:
+        return str(value)
+    prefix, spec = style
+    return prefix + format(value, spec)
+
+
+def _number_styles(data: dict[str, Any]) -> dict[str, NumberStyle]:
+    """Styles of the signals' addresses (by signal name) and of the ranges of
+    ``modbus.unreadable`` (``modbus.unreadable[0]``, from its ``start``)."""
+    styles: dict[str, NumberStyle] = {}
+    modbus = data.get("modbus")
+    ranges = modbus.get("unreadable") if isinstance(modbus, dict) else None
+    for index, item in enumerate(ranges if isinstance(ranges, list) else []):
+        style = number_style(item.get("start")) if isinstance(item, dict) else None
+        if style is not None:
+            styles[f"modbus.unreadable[{index}]"] = style
+    signals = data.get("signals")
+    for signal in signals if isinstance(signals, list) else []:
+        if isinstance(signal, dict) and isinstance(signal.get("name"), str):
+            style = number_style(signal.get("address"))
+            if style is not None:
+                styles[signal["name"]] = style
+    return styles
 
 
 def _yaml() -> YAML:
@@ -242,7 +294,9 @@ class ProfileResolver:
                 raise ConfigError(problems + unit_errors) from None
             if unit_errors:
                 raise ConfigError(unit_errors)
-            self._cache[path] = LoadedProfile(model, str(path), lines, unit_warnings)
+            self._cache[path] = LoadedProfile(
+                model, str(path), lines, unit_warnings, _number_styles(data)
+            )
         return self._cache[path]
 
     def _merged(self, path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Lines]:

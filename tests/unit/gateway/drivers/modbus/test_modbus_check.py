@@ -349,3 +349,10 @@ def test_site_loading_reports_modbus_problems_with_file_line_and_field(tmp_path:
     assert any(p.startswith(f"{site}:4: unit_id: ") and "needs a unit_id" in p for p in problems), (
         problems
     )
+
+
+def test_a_signal_inside_an_unreadable_range_is_an_error() -> None:
+    config = device(modbus={"unreadable": [{"table": "holding", "start": 3, "end": 5}]})
+    severity, message = problems_at(config)["signals[2].address"]  # part_count at 4..5
+    assert severity == "error"
+    assert "holding 4..5 lies in modbus.unreadable[0] (holding 3..5)" in message

@@ -4,7 +4,9 @@
   error and warning as ``file:line: field.path: message``; the exit status is 1 when any error
   is found (or any warning, with ``--strict``).
 - ``schema`` prints the JSON Schema editors use (``device_profiles/profile.schema.json``).
-- ``probe`` connects to one device once, reads every signal and prints raw and normalized values.
+- ``probe`` connects to one device once (``--profile`` at ``--endpoint``, or ``--device`` of a
+  ``--site`` file with its own settings and security), reads every signal and prints raw and
+  normalized values.
 - ``plan`` prints the Modbus read plan and what a poll cycle costs against one request per signal.
 
 Exit status: 0 fine, 1 problems found (validate) or some signals unreadable (probe), 2 the command
@@ -544,18 +546,64 @@ def render_probe(report: ProbeReport) -> str:
     return "\n".join(lines)
 
 
+def site_device(
+    site: Path, device_id: str, profile_paths: list[Path] | None = None
+) -> DeviceConfig:
+    """Device ``device_id`` of a site file, exactly as ``gateway run`` hands it to its driver:
+    its endpoint, unit id, per-device settings (security, timeouts, limits), profile, and the
+    gateway's PKI folder for OPC UA certificates.
+
+    Raises:
+        ConfigError: the site file or its profiles have errors, or it has no such device.
+    """
+    from gateway.app import with_data_dir
+    from gateway.settings import build_settings
+
+    loaded = load_site(site, profile_paths)
+    data = read_yaml(site)
+    settings = build_settings(
+        file_data=_plain(dict(data)), file_name=str(site), file_lines=record_lines(data, str(site))
+    )
+    for device in loaded.devices:
+        if device.id == device_id:
+            return with_data_dir(device, Path(settings.gateway.data_dir))
+    known = ", ".join(d.id for d in loaded.devices) or "none"
+    raise ConfigError(
+        [
+            f"{site}: no enabled device {device_id!r} (devices: {known}); check --device "
+            "against the ids in the site file (a device with enabled: false is not probed)"
+        ]
+    )
+
+
 @app.command(name="probe")
 def probe_command(
-    profile: ProfileOpt,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", help="Profile file, or the id of a shipped profile."),
+    ] = None,
     endpoint: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--endpoint",
             "-e",
             help="tcp://host:502, rtu+tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, "
             "opc.tcp://host:4840 (host:port takes the protocol's usual scheme).",
         ),
-    ],
+    ] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            "--site",
+            "-s",
+            help="A site file: probe its device --device with that device's profile, endpoint, "
+            "unit id, settings and security, as `gateway run` would (instead of "
+            "--profile/--endpoint).",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", "-d", help="The id of the device in --site.")
+    ] = None,
     unit_id: Annotated[int | None, typer.Option(help="Modbus unit id (slave address).")] = None,
     timeout_s: Annotated[
         float | None, typer.Option(help="Reply timeout per request, overriding the profile's.")
@@ -569,13 +617,33 @@ def probe_command(
     ] = "",
     profile_path: ProfilePathOpt = None,
 ) -> None:
-    """Connect to one device once, read every signal and print raw and normalized values."""
-    loaded = _load_or_fail(profile, profile_path)
+    """Connect to one device once, read every signal and print raw and normalized values.
+
+    Give ``--profile`` and ``--endpoint``, or ``--site`` and ``--device`` to probe a device of a
+    site file with everything its site entry says (endpoint, unit id, settings, security).
+    """
     settings: dict[str, Any] = {"timeout_s": timeout_s} if timeout_s is not None else {}
-    device = probe_device(loaded.profile, endpoint, unit_id, settings, device_id)
+    if site is not None or device is not None:
+        if site is None or device is None or profile is not None or endpoint is not None:
+            _fail("give --site with --device, or --profile with --endpoint")
+        try:
+            target = site_device(site, device, profile_path)
+        except ConfigError as exc:
+            _fail("\n".join(exc.problems))
+        overrides: dict[str, Any] = {"settings": {**target.settings, **settings}}
+        if unit_id is not None:
+            overrides["unit_id"] = unit_id
+        target = target.model_copy(update=overrides)
+    else:
+        if profile is None or endpoint is None:
+            _fail("give --profile with --endpoint, or --site with --device")
+        loaded = _load_or_fail(profile, profile_path)
+        target = probe_device(loaded.profile, endpoint, unit_id, settings, device_id)
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    # A block that fails alone is logged with its hint (max_gap, addresses): show it.
+    logging.getLogger("shulian.probe").setLevel(logging.WARNING)
     try:
-        report = asyncio.run(probe(device))
+        report = asyncio.run(probe(target))
     except ConfigError as exc:
         _fail("\n".join(exc.problems))
     except DriverError as exc:

@@ -254,3 +254,40 @@ async def test_probe_of_an_unknown_site_device_lists_the_known_ones(
     assert "no enabled device 'grinder-9' (devices: grinder-3, probe-raceway)" in run.stderr
     run = await _probe("--site", str(_site(tmp_path, host)))
     assert run.status == 2 and "give --site with --device" in run.stderr
+
+
+async def test_boolean_state_keys_map_a_register_bit_and_an_opcua_boolean(
+    host: SimulatorHost, tmp_path: Path
+) -> None:
+    """`states: {true: ..., false: ...}` through the real drivers (it failed at run time with
+    `unknown state code False` before issue 12)."""
+    bit = tmp_path / "bit.yaml"
+    bit.write_text(
+        "id: grinder_alarm_state\nprotocol: modbus\nsignals:\n"
+        "  - {name: machine_state, address: 102, type: bool, bit: 0,"
+        " states: {true: fault, false: running}}\n"
+    )
+    boolean = tmp_path / "boolean.yaml"
+    boolean.write_text(
+        "id: raceway_alarm_state\nprotocol: opcua\nsignals:\n"
+        "  - name: machine_state\n"
+        '    node_id: "nsu=urn:shulian:simulators;s={device}.Alarm.Active"\n'
+        "    states: {true: fault, false: running}\n"
+    )
+    grinder = host.endpoint(GRINDER)
+    runs = [
+        await _probe("--profile", str(bit), "--endpoint", _modbus(grinder), "--unit-id", "3"),
+        await _probe(
+            "--profile",
+            str(boolean),
+            "--endpoint",
+            host.endpoint(RACEWAY).url,
+            "--device-id",
+            RACEWAY,
+        ),
+    ]
+    for run in runs:
+        assert run.status == 0, run.stdout + run.stderr
+        raw, value, _unit, quality = run.rows["machine_state"].split()[2:6]
+        assert (raw, value) in {("True", "fault"), ("False", "running")}, run.stdout
+        assert quality == "good"

@@ -30,6 +30,7 @@ from ruamel.yaml.comments import CommentedMap
 from gateway.drivers.registry import DRIVERS
 from gateway.errors import ConfigError, DriverError
 from gateway.profiles.loader import (
+    DevicePlaces,
     LoadedProfile,
     ProfileResolver,
     _plain,
@@ -170,7 +171,7 @@ def validate_site(file: Path, profile_paths: list[Path] | None) -> list[Finding]
     seen: set[str] = set()
     for device in site.devices:
         loaded = site.profiles.get(device.profile.id)
-        driver_found, reported = driver_findings(device, loaded)
+        driver_found, reported = driver_findings(device, loaded, site.places)
         findings += [f for f in driver_found if f.severity == "warning"]
         if loaded is not None and device.profile.id not in seen:
             seen.add(device.profile.id)
@@ -236,7 +237,7 @@ def driver_problems(device: DeviceConfig) -> list[Any]:
 
 
 def driver_findings(
-    device: DeviceConfig, loaded: LoadedProfile | None
+    device: DeviceConfig, loaded: LoadedProfile | None, places: DevicePlaces | None = None
 ) -> tuple[list[Finding], set[str]]:
     """The driver's ``check`` as findings placed at the profile's (or the site's) line.
 
@@ -247,7 +248,7 @@ def driver_findings(
     problems = driver_problems(device)
     for problem in problems:
         severity: Severity = "warning" if problem.severity == "warning" else "error"
-        place = place_problem(problem.where, device, loaded)
+        place = place_problem(problem.where, device, loaded, places)
         findings.append(Finding(severity, f"{place}: {problem.message}"))
     return findings, {p.where for p in problems}
 

@@ -49,6 +49,24 @@ class LoadedProfile:
 
 
 @dataclass
+class DevicePlaces:
+    """Where the fields of each device entry of a site file were written."""
+
+    file: str
+    lines: Lines
+    paths: dict[str, Path_] = field(default_factory=dict)
+    """Device id -> its entry's path (``("devices", 3)``); fleet devices have none."""
+
+    def where(self, device_id: str, field_path: str) -> str | None:
+        """``site.yaml:14: devices[3].settings.timeout_s`` for a field of a device entry."""
+        prefix = self.paths.get(device_id)
+        if prefix is None:
+            return None
+        loc = (*prefix, *parse_field_path(field_path))
+        return f"{locate(self.lines, loc, self.file)}: {format_path(loc)}"
+
+
+@dataclass
 class Site:
     """A site file: the gateway's own settings section(s) and its resolved devices."""
 
@@ -56,6 +74,8 @@ class Site:
     settings: dict[str, Any]
     devices: list[DeviceConfig]
     profiles: dict[str, LoadedProfile] = field(default_factory=dict)
+    places: DevicePlaces | None = None
+    """Where each device entry's fields were written, for messages about them."""
 
     @property
     def warnings(self) -> list[str]:
@@ -176,11 +196,15 @@ _MESSAGE_PATH = re.compile(r"^([a-z_]+\[\d+\](?:\.[a-z_]+)*): (.*)$", re.DOTALL)
 """A message that starts with the field path it is about."""
 
 
-def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int = 0) -> list[str]:
+def validation_problems(
+    exc: ValidationError, lines: Lines, file: str, drop: int = 0, prefix: Path_ = ()
+) -> list[str]:
+    """``file:line: field.path: message`` for each error; ``prefix`` is where the validated
+    item sits in the file (``("devices", 3)``), for items validated one by one."""
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])[drop:]
-        if loc and isinstance(loc[0], str) and loc[0] in DRIVERS:
+        if loc and isinstance(loc[0], str) and loc[0] in DRIVERS and not prefix:
             # The discriminated union's tag; a field of the same name (`opcua:`) stays.
             loc = loc[1:]
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
@@ -190,6 +214,7 @@ def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int
         if inner:  # a model-level check names the field itself: `signals[2].group: ...`
             loc = (*loc, *parse_field_path(inner.group(1)))
             message = inner.group(2)
+        loc = (*prefix, *loc)
         problems.append(f"{locate(lines, loc, file)}: {format_path(loc)}: {message}")
     return problems
 
@@ -465,20 +490,22 @@ def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site
     enterprise = str((data.get("gateway") or {}).get("enterprise", ""))
     problems: list[str] = []
     devices: list[DeviceConfig] = []
-    specs: list[tuple[DeviceSpec, str, str]] = []
+    specs: list[tuple[DeviceSpec, str, str, Path_ | None]] = []
 
+    places = DevicePlaces(file, lines)
     for index, raw in enumerate(data.get("devices") or []):
         where = locate(lines, ("devices", index), file)
         try:
             spec = DeviceSpec.model_validate(_plain(raw))
         except ValidationError as exc:
-            problems += validation_problems(exc, _sub(lines, ("devices", index)), file)
+            problems += validation_problems(exc, lines, file, prefix=("devices", index))
             continue
         specs.append(
             (
                 spec,
                 raw.get("enterprise", enterprise) if isinstance(raw, dict) else enterprise,
                 where,
+                ("devices", index),
             )
         )
 
@@ -486,34 +513,47 @@ def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site
         try:
             fleet = FleetSpec.model_validate(_plain(raw))
         except ValidationError as exc:
-            problems += validation_problems(exc, _sub(lines, ("fleets", index)), file)
+            problems += validation_problems(exc, lines, file, prefix=("fleets", index))
             continue
         try:
-            specs += _fleet_devices(fleet, path.parent, enterprise)
+            specs += [(*s, None) for s in _fleet_devices(fleet, path.parent, enterprise)]
         except ConfigError as exc:
             problems += exc.problems
 
+    def field_at(entry: Path_ | None, where: str, name: str) -> str:
+        """``site.yaml:7: devices[2].profile``, or ``fleet.csv:3: profile`` for a CSV row."""
+        if entry is None:
+            return f"{where}: {name}"
+        return f"{locate(lines, (*entry, name), file)}: {format_path((*entry, name))}"
+
     profiles: dict[str, LoadedProfile] = {}
     seen: dict[str, str] = {}
-    for spec, ent, where in specs:
+    for spec, ent, where, entry in specs:
         if spec.id in seen:
             problems.append(
-                f"{where}: id: device {spec.id!r} is defined twice (also {seen[spec.id]})"
+                f"{field_at(entry, where, 'id')}: device {spec.id!r} is defined twice "
+                f"(also {seen[spec.id]})"
             )
             continue
         seen[spec.id] = where
+        if entry is not None:
+            places.paths[spec.id] = entry
         if not spec.enabled:
             continue
         try:
             loaded = resolver.load(spec.profile, relative_to=path.parent)
         except ConfigError as exc:
             problems += [
-                f"{where}: profile: {p}" if not p.startswith("/") else p for p in exc.problems
+                f"{field_at(entry, where, 'profile')}: {p}" if not p.startswith("/") else p
+                for p in exc.problems
             ]
             continue
         profiles[loaded.profile.id] = loaded
         if not ent:
-            problems.append(f"{where}: enterprise: missing (set gateway.enterprise or per device)")
+            problems.append(
+                f"{field_at(entry, where, 'enterprise')}: missing (set gateway.enterprise or "
+                "per device)"
+            )
             continue
         devices.append(
             DeviceConfig(
@@ -527,13 +567,13 @@ def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site
                 source=where,
             )
         )
-    problems += check_devices(devices, profiles)
+    problems += check_devices(devices, profiles, places)
     if problems:
         raise ConfigError(problems)
     settings = {
         k: _plain(v) for k, v in data.items() if k not in ("devices", "fleets", "profile_paths")
     }
-    return Site(file, settings, devices, profiles)
+    return Site(file, settings, devices, profiles, places)
 
 
 DEVICE_PLACEHOLDER = "{device}"
@@ -608,7 +648,11 @@ def _fleet_devices(
     return out
 
 
-def check_devices(devices: list[DeviceConfig], profiles: dict[str, LoadedProfile]) -> list[str]:
+def check_devices(
+    devices: list[DeviceConfig],
+    profiles: dict[str, LoadedProfile],
+    places: DevicePlaces | None = None,
+) -> list[str]:
     """Run each driver's static ``check``; map its field paths back to the profile's lines."""
     problems: list[str] = []
     for device in devices:
@@ -622,18 +666,28 @@ def check_devices(devices: list[DeviceConfig], profiles: dict[str, LoadedProfile
         for problem in driver.check(device):
             if problem.severity != "error":
                 continue
-            place = place_problem(problem.where, device, loaded)
+            place = place_problem(problem.where, device, loaded, places)
             problems.append(f"{place}: {problem.message} (device {device.id})")
     return problems
 
 
-def place_problem(where: str, device: DeviceConfig, loaded: LoadedProfile | None) -> str:
+def place_problem(
+    where: str,
+    device: DeviceConfig,
+    loaded: LoadedProfile | None,
+    places: DevicePlaces | None = None,
+) -> str:
     """``file:line: field`` of a driver's problem.
 
     Paths into the profile (``signals[3].address``) point into the profile file; paths starting
-    with ``device.`` (``device.unit_id``) are fields of the device's entry in the site file.
+    with ``device.`` (``device.settings.timeout_s``) are fields of the device's entry in the site
+    file: with ``places``, at the line of that field and with its full path
+    (``devices[3].settings.timeout_s``).
     """
     if where.startswith("device.") or loaded is None or not where:
         field = where.removeprefix("device.") or "device"
-        return f"{device.source}: {field}"
+        placed = (
+            places.where(device.id, field) if places is not None and field != "device" else None
+        )
+        return placed or f"{device.source}: {field}"
     return loaded.where(where)

@@ -276,3 +276,43 @@ def test_a_unit_run_refuses_fails_validate_with_the_same_message(tmp_path: Path)
     result = CliRunner().invoke(gateway_app, ["run", "--config", str(site)])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_errors_in_a_site_device_settings_have_their_line_and_full_path(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "m.yaml",
+        """\
+        id: m
+        protocol: modbus
+        signals:
+          - {name: spindle_speed, address: 0}
+        """,
+    )
+    site = _write(
+        tmp_path,
+        "site.yaml",
+        """\
+        gateway: {enterprise: ent-a}
+        devices:
+          - id: hob-1
+            profile: m.yaml
+            endpoint: tcp://127.0.0.1:502
+            settings:
+              timeout_s: -1
+              max_gap: 500
+          - id: rac-1
+            profile: raceway_grinder
+            endpoint: opc.tcp://127.0.0.1:4840
+            settings:
+              password: secret
+        """,
+    )
+    status, lines = _validate(str(site))
+    assert status == 1
+    for expected in (
+        f"error: {site}:7: devices[0].settings.timeout_s: Input should be greater than 0",
+        f"error: {site}:8: devices[0].settings.max_gap: Input should be less than or equal to 125",
+        f"error: {site}:13: devices[1].settings.password: unknown OPC UA setting",
+    ):
+        assert any(line.startswith(expected) for line in lines), (expected, lines)

@@ -257,7 +257,8 @@ def test_abstract_base_cannot_be_a_device_profile(tmp_path: Path) -> None:
     status, lines = _validate(str(site))
     assert status == 1
     assert any(
-        out.startswith(f"error: {site}:3: profile: ") and f"{tmp_path / 'base.yaml'}:2" in out
+        out.startswith(f"error: {site}:3: devices[0].profile: ")
+        and f"{tmp_path / 'base.yaml'}:2" in out
         for out in lines
     ), lines
 
@@ -288,10 +289,11 @@ def test_site_file_device_fields_point_into_the_site(tmp_path: Path) -> None:
     status, lines = _validate(str(site))
     assert status == 1
     assert any(
-        out.startswith(f"error: {site}:3: unit_id: ") and "needs a unit_id" in out for out in lines
+        out.startswith(f"error: {site}:3: devices[0].unit_id: ") and "needs a unit_id" in out
+        for out in lines
     ), lines
-    assert any(out.startswith(f"error: {site}:4: unit_id: ") for out in lines), lines
-    assert any(out.startswith(f"error: {site}:5: profile: ") for out in lines), lines
+    assert any(out.startswith(f"error: {site}:4: devices[1].unit_id: ") for out in lines), lines
+    assert any(out.startswith(f"error: {site}:5: devices[2].profile: ") for out in lines), lines
 
 
 def test_site_warnings_come_from_the_profiles_it_uses(tmp_path: Path) -> None:

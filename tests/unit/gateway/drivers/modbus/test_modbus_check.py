@@ -346,9 +346,10 @@ def test_site_loading_reports_modbus_problems_with_file_line_and_field(tmp_path:
         and "more than max_registers_per_request 60" in p
         for p in problems
     ), problems
-    assert any(p.startswith(f"{site}:4: unit_id: ") and "needs a unit_id" in p for p in problems), (
-        problems
-    )
+    # A field the entry lacks points at the entry, with its full path.
+    assert any(
+        p.startswith(f"{site}:4: devices[0].unit_id: ") and "needs a unit_id" in p for p in problems
+    ), problems
 
 
 def test_a_signal_inside_an_unreadable_range_is_an_error() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -106,8 +105,6 @@ def run(
         site = load_site(config)
     except ConfigError as exc:
         raise _fail(exc) from None
-    for warning in site.warnings:  # the same ones `shulian profile validate` prints
-        logging.getLogger("gateway.profiles").warning("Profile: %s", warning)
     try:
         _run_event_loop(run_gateway(settings, site))
     except ConfigError as exc:

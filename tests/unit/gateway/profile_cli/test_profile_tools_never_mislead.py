@@ -8,13 +8,14 @@ their real line and full path, `extends` by id beside the file, and units judged
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from gateway.app import compile_devices
+from gateway.app import compile_devices, log_profile_warnings
 from gateway.cli import app as gateway_app
 from gateway.drivers.base import RawReading
 from gateway.normalize import compile_device
@@ -251,7 +252,7 @@ def _site_with_unit(folder: Path, unit: str) -> Path:
 
 
 def test_a_unit_alias_is_accepted_with_the_same_warning_by_validate_and_run(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     site = _site_with_unit(tmp_path, "RPM")
     status, lines = _validate(str(site), str(tmp_path / "spindle.yaml"))
@@ -263,6 +264,9 @@ def test_a_unit_alias_is_accepted_with_the_same_warning_by_validate_and_run(
     normalizer = compile_devices(loaded.devices)["spindle-1"]
     [sample] = normalizer.normalize([RawReading("spindle_speed", 1200, 1)])
     assert (sample.value, sample.quality.value) == (1200, "good")
+    with caplog.at_level(logging.WARNING, logger="gateway.app"):
+        log_profile_warnings(loaded)  # what GatewayApp.start and each reload log
+    assert any(warning in record.getMessage() for record in caplog.records), caplog.text
 
 
 def test_a_unit_run_refuses_fails_validate_with_the_same_message(tmp_path: Path) -> None:

@@ -316,6 +316,7 @@ class ProfileResolver:
                 problems += [
                     p for p in structure_problems(data, lines, str(path)) if p not in problems
                 ]
+                problems += checks_of_the_rest(data, exc, lines, str(path))
                 raise ConfigError(problems + unit_errors) from None
             if unit_errors:
                 raise ConfigError(unit_errors)
@@ -381,6 +382,69 @@ def structure_problems(data: dict[str, Any], lines: Lines, file: str) -> list[st
             problems.append(
                 f"{where}: signals[{index}].group: {group!r} is not one of the groups {names}"
             )
+    return problems
+
+
+CHECK_ENDPOINTS: dict[str, str] = {
+    "modbus": "tcp://127.0.0.1:502",
+    "opcua": "opc.tcp://127.0.0.1:4840",
+}
+"""Stand-in endpoints for a driver's static check of a profile on its own."""
+
+
+def checks_of_the_rest(
+    data: dict[str, Any], exc: ValidationError, lines: Lines, file: str
+) -> list[str]:
+    """The driver's static-check errors in the parts of a profile that are valid.
+
+    The driver checks a validated profile (addresses past 65535, values larger than a request,
+    ``scale`` on a bool), so one bad field would hide them until the next run. Here signals with
+    field errors are left out and bad protocol settings fall back to their defaults; if the rest
+    validates, the driver checks it and its errors come back with their own lines. Anything else
+    wrong (the protocol, the groups) leaves nothing to check: ``[]``.
+    """
+    plain = _plain(data)
+    bad_signals: set[int] = set()
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if loc and isinstance(loc[0], str) and loc[0] in DRIVERS:
+            loc = loc[1:]  # the union tag
+        inner = _MESSAGE_PATH.match(err["msg"].removeprefix("Value error, "))
+        if inner:
+            loc = (*loc, *parse_field_path(inner.group(1)))
+        if len(loc) >= 2 and loc[0] == "signals" and isinstance(loc[1], int):
+            bad_signals.add(loc[1])
+        elif len(loc) >= 2 and loc[0] in DRIVERS and isinstance(plain.get(loc[0]), dict):
+            plain[loc[0]].pop(loc[1], None)  # a bad setting: check with its default
+        else:
+            return []
+    signals = plain.get("signals")
+    if not isinstance(signals, list):
+        return []
+    kept = [index for index in range(len(signals)) if index not in bad_signals]
+    plain["signals"] = [signals[index] for index in kept]
+    try:
+        profile = _profile_adapter().validate_python(plain)
+        driver = DRIVERS[profile.protocol].load()
+    except (ValidationError, ImportError):
+        return []
+    device = DeviceConfig(
+        id=profile.id,
+        enterprise="check",
+        endpoint=CHECK_ENDPOINTS.get(profile.protocol, ""),
+        unit_id=None,
+        line="",
+        profile=profile,
+        source=file,
+    )
+    problems: list[str] = []
+    for problem in driver.check(device):
+        if problem.severity != "error" or not problem.where or problem.where.startswith("device."):
+            continue  # the device's own fields are checked where a site names it
+        loc = parse_field_path(problem.where)
+        if len(loc) >= 2 and loc[0] == "signals" and isinstance(loc[1], int):
+            loc = ("signals", kept[loc[1]], *loc[2:])
+        problems.append(f"{locate(lines, loc, file)}: {format_path(loc)}: {problem.message}")
     return problems
 
 

@@ -320,3 +320,34 @@ def test_errors_in_a_site_device_settings_have_their_line_and_full_path(tmp_path
         f"error: {site}:13: devices[1].settings.password: unknown OPC UA setting",
     ):
         assert any(line.startswith(expected) for line in lines), (expected, lines)
+
+
+def test_driver_checks_still_run_beside_field_errors(tmp_path: Path) -> None:
+    """A bad setting or signal no longer hides what the driver's check finds in the rest."""
+    path = _write(
+        tmp_path,
+        "p.yaml",
+        """\
+        id: mb_machine
+        protocol: modbus
+        modbus:
+          password: secret
+          max_registers_per_request: 2
+        signals:
+          - {name: alarm_active, address: 3, type: bool, bit: 2, scale: 2}
+          - {name: spindle_speed, address: 70000}
+          - {name: spindle_load, address: 65535, type: float32}
+          - {name: feed_rate, address: 10, type: float64}
+        """,
+    )
+    status, lines = _validate(str(path))
+    assert status == 1
+    for expected in (
+        f"error: {path}:4: modbus.password: Extra inputs are not permitted",
+        f"error: {path}:8: signals[1].address: Input should be less than or equal to 65535",
+        f"error: {path}:7: signals[0].scale: scale applies to numbers",
+        f"error: {path}:9: signals[2].address: holding 65535 + 2 registers runs past 65535",
+        f"error: {path}:10: signals[3].type: float64 takes 4 registers, more than "
+        "max_registers_per_request 2",
+    ):
+        assert any(line.startswith(expected) for line in lines), (expected, lines)

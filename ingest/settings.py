@@ -104,6 +104,11 @@ class LimitsSettings(BaseModel):
     retention and the ledger keep strictly more than this."""
     accept_unknown_signals: bool = False
     """Store signals whose base name is not in wire.signals (otherwise unknown_signal)."""
+    dead_letter_prefix_bytes: int = Field(default=4096, ge=0)
+    """A dead letter keeps this many bytes of its payload, with the payload's size and SHA-256."""
+    dead_letters_per_minute: int = Field(default=60, ge=0)
+    """Dead-letter rows one gateway (topic enterprise and gateway) may add per minute; the rest
+    are counted in dead_letter_windows and the suppressed metric. 0: no limit."""
 
 
 class RegistrySettings(BaseModel):

@@ -153,7 +153,8 @@ async def gateways(conn: AsyncConnection[Any], enterprise_id: str) -> list[dict[
         conn,
         """SELECT g.id, g.online, g.status_at, g.started_at, g.last_seen_at, g.version,
                   g.config_hash, g.buffer_dropped_samples,
-                  (SELECT count(*) FROM devices d WHERE d.gateway_id = g.id) AS devices
+                  (SELECT count(*) FROM devices d
+                   WHERE d.enterprise_id = g.enterprise_id AND d.gateway_id = g.id) AS devices
            FROM gateways g WHERE g.enterprise_id = %s ORDER BY g.id""",
         (enterprise_id,),
     )

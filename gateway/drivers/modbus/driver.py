@@ -538,10 +538,19 @@ def _type_problems(where: str, signal: ModbusSignal) -> list[Problem]:
                         f"{field} applies to numbers; a {signal.type.value} is reported as read",
                     )
                 )
-    if signal.effective_kind is SignalKind.STATE and signal.type in (
+    texts = [key for key in signal.states or {} if isinstance(key, str)]
+    if signal.effective_kind is SignalKind.STATE and signal.type is DataType.STRING and not texts:
+        problems.append(
+            Problem(
+                f"{where}.states",
+                "a string register holds a text such as AUTO_RUN: key `states` by the texts "
+                "the device sends",
+                severity="warning",
+            )
+        )
+    elif signal.effective_kind is SignalKind.STATE and signal.type in (
         DataType.FLOAT32,
         DataType.FLOAT64,
-        DataType.STRING,
     ):
         problems.append(
             Problem(

@@ -129,6 +129,23 @@ CASES: list[tuple[str, DeviceConfig, str, str, str]] = [
         "state codes are integers",
     ),
     (
+        "string state keyed by numbers",
+        device(
+            [
+                {
+                    "name": "machine_state",
+                    "address": 0,
+                    "type": "string",
+                    "length": 4,
+                    "states": {1: "running"},
+                }
+            ]
+        ),
+        "signals[0].states",
+        "warning",
+        "key `states` by the texts the device sends",
+    ),
+    (
         "unknown scheme",
         device(endpoint="modbus://10.2.0.7:502"),
         "device.endpoint",
@@ -357,3 +374,18 @@ def test_a_signal_inside_an_unreadable_range_is_an_error() -> None:
     severity, message = problems_at(config)["signals[2].address"]  # part_count at 4..5
     assert severity == "error"
     assert "holding 4..5 lies in modbus.unreadable[0] (holding 3..5)" in message
+
+
+def test_a_string_state_keyed_by_texts_is_not_flagged() -> None:
+    config = device(
+        [
+            {
+                "name": "machine_state",
+                "address": 0,
+                "type": "string",
+                "length": 4,
+                "states": {"AUTO": "running", "STOP": "idle"},
+            }
+        ]
+    )
+    assert ModbusDriver.check(config) == []

@@ -39,9 +39,10 @@ Route = Callable[[Incoming], None]
 
 
 def lane_of(topic: str, lanes: int) -> int:
-    """A gateway's messages always go to the same lane (its 4th topic level), keeping them ordered."""
+    """A gateway's messages always go to the same lane, keeping them ordered; a gateway is its
+    enterprise and gateway topic levels (ids are unique per enterprise, so both count)."""
     parts = topic.split("/", 4)
-    gateway = parts[3] if len(parts) > 3 else ""
+    gateway = "/".join(parts[2:4])
     return zlib.crc32(gateway.encode("utf-8", "replace")) % lanes
 
 

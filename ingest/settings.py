@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ingest.api.settings import MonitoringSettings
 from ingest.errors import ConfigError
 
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/shulian"
@@ -103,6 +104,11 @@ class LimitsSettings(BaseModel):
     retention and the ledger keep strictly more than this."""
     accept_unknown_signals: bool = False
     """Store signals whose base name is not in wire.signals (otherwise unknown_signal)."""
+    dead_letter_prefix_bytes: int = Field(default=4096, ge=0)
+    """A dead letter keeps this many bytes of its payload, with the payload's size and SHA-256."""
+    dead_letters_per_minute: int = Field(default=60, ge=0)
+    """Dead-letter rows one gateway (topic enterprise and gateway) may add per minute; the rest
+    are counted in dead_letter_windows and the suppressed metric. 0: no limit."""
 
 
 class RegistrySettings(BaseModel):
@@ -151,6 +157,8 @@ class ApiSettings(BaseModel):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    """Live view, sessions and cookies of the monitoring app (docs/monitoring.md)."""
 
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -299,41 +307,58 @@ def setting_sources(
     """``(dotted name, value, source)`` for every setting, in the order the model defines them.
 
     The source is what won, in ``load_settings``' order: ``command line``, ``env NAME``,
-    the settings file, or ``default``. Values are masked as in ``masked_settings``.
+    the settings file, or ``default``. Values are masked as in ``masked_settings``. Nested
+    sections (``api.monitoring.kpi``) are listed leaf by leaf.
     """
     env = {key.upper(): key for key in os.environ}
     file_data = read_settings_file(config_file) if config_file else {}
-    values = masked_settings(settings)
     rows: list[tuple[str, Any, str]] = []
-    for section, content in values.items():
-        leaves = content.items() if isinstance(content, dict) else [(None, content)]
-        for name, value in leaves:
-            dotted = f"{section}.{name}" if name else section
-            rows.append(
-                (dotted, value, _source_of(section, name, overrides, env, file_data, config_file))
-            )
+    for path, value in _leaves(masked_settings(settings), ()):
+        rows.append(
+            (".".join(path), value, _source_of(path, overrides, env, file_data, config_file))
+        )
     return rows
 
 
+def _leaves(node: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    if not isinstance(node, dict) or (path and not node):
+        return [(path, node)]
+    found: list[tuple[tuple[str, ...], Any]] = []
+    for key, value in node.items():
+        found.extend(_leaves(value, (*path, key)))
+    return found
+
+
+def _has(tree: Any, path: tuple[str, ...]) -> bool:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
 def _source_of(
-    section: str,
-    name: str | None,
+    path: tuple[str, ...],
     overrides: dict[str, Any],
     env: dict[str, str],
     file_data: dict[str, Any],
     config_file: Path | None,
 ) -> str:
-    given = overrides.get(section)
-    if (name is None and section in overrides) or (isinstance(given, dict) and name in given):
+    if _has(overrides, path):
         return "command line"
-    variable = f"SHULIAN_INGEST_{section}__{name}" if name else f"SHULIAN_INGEST_{section}"
-    if variable.upper() in env:
-        return f"env {env[variable.upper()]}"
-    plain = {("db", "url"): "DATABASE_URL", ("mqtt", "url"): "MQTT_URL"}.get((section, name or ""))
+    # A variable may set a whole section (JSON) or any level below it.
+    for depth in range(len(path), 0, -1):
+        variable = "SHULIAN_INGEST_" + "__".join(path[:depth])
+        if variable.upper() in env:
+            return f"env {env[variable.upper()]}"
+    plain_names: dict[tuple[str, ...], str] = {
+        ("db", "url"): "DATABASE_URL",
+        ("mqtt", "url"): "MQTT_URL",
+    }
+    plain = plain_names.get(path)
     if plain and os.environ.get(plain):
         return f"env {plain}"
-    in_file = file_data.get(section)
-    if (name is None and section in file_data) or (isinstance(in_file, dict) and name in in_file):
+    if _has(file_data, path):
         return str(config_file)
     return "default"
 

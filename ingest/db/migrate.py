@@ -16,7 +16,13 @@ from pathlib import Path
 
 import psycopg
 
-from ingest.db.timescale import PathChoice, StoragePath, choose_path, timescaledb_available
+from ingest.db.timescale import (
+    PathChoice,
+    StoragePath,
+    choose_path,
+    require_timescaledb_loaded,
+    timescaledb_available,
+)
 from ingest.errors import MigrationError
 
 log = logging.getLogger(__name__)
@@ -108,6 +114,7 @@ def migrate(
             with another storage path than ``requested_path``, or is newer than this code.
     """
     migrations = discover(directory)
+    require_timescaledb_loaded(conn)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         conn.execute(_BOOTSTRAP)

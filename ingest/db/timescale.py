@@ -36,12 +36,29 @@ def timescaledb_available(conn: psycopg.Connection) -> bool:
     return row is not None
 
 
+def timescaledb_preloaded(conn: psycopg.Connection) -> bool:
+    """Whether the server loaded the library at start, which TimescaleDB requires.
+
+    Without it ``CREATE EXTENSION timescaledb`` ends the session with FATAL, which no savepoint
+    can catch, so the path is chosen before ever trying.
+    """
+    row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    libraries = {name.strip().strip('"') for name in str(row[0] if row else "").split(",")}
+    return "timescaledb" in libraries
+
+
+_PRELOAD_HINT = (
+    "Add timescaledb to shared_preload_libraries in postgresql.conf "
+    "(shared_preload_libraries = 'timescaledb') and restart PostgreSQL"
+)
+
+
 def choose_path(conn: psycopg.Connection, requested: str) -> PathChoice:
     """Pick the path for a new database, creating the extension when it is used.
 
-    Runs inside the migration transaction; a failed CREATE EXTENSION (for example when the
-    library is installed but not in shared_preload_libraries) falls back to plain PostgreSQL
-    with the server's reason, unless TimescaleDB was explicitly requested.
+    Runs inside the migration transaction. The extension is created only where the server
+    preloads it; otherwise ``auto`` falls back to plain PostgreSQL, saying why and how to fix it,
+    and an explicit ``timescaledb`` refuses.
     """
     if requested == StoragePath.POSTGRESQL:
         return PathChoice(StoragePath.POSTGRESQL, "chosen by storage.path")
@@ -52,15 +69,49 @@ def choose_path(conn: psycopg.Connection, requested: str) -> PathChoice:
                 hint="Install TimescaleDB on the server, or set storage.path to auto",
             )
         return PathChoice(StoragePath.POSTGRESQL, "timescaledb not available")
+    if not timescaledb_preloaded(conn):
+        if requested == StoragePath.TIMESCALEDB:
+            raise MigrationError(
+                "storage.path is timescaledb but the server does not preload the timescaledb "
+                "library (shared_preload_libraries)",
+                hint=_PRELOAD_HINT,
+            )
+        log.warning(
+            "timescaledb is installed on the server but not preloaded; using plain PostgreSQL. %s",
+            _PRELOAD_HINT,
+        )
+        return PathChoice(
+            StoragePath.POSTGRESQL,
+            "timescaledb installed but not in shared_preload_libraries",
+        )
     try:
         with conn.transaction():  # a savepoint: a refusal must not abort the migration
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
     except psycopg.Error as exc:
-        if requested == StoragePath.TIMESCALEDB:
-            raise
         reason = str(exc).strip().splitlines()[0]
+        if requested == StoragePath.TIMESCALEDB:
+            raise MigrationError(
+                f"storage.path is timescaledb but CREATE EXTENSION timescaledb failed: {reason}",
+                hint="Check the server log; the database user needs the right to create it",
+                cause=exc,
+            ) from exc
         return PathChoice(StoragePath.POSTGRESQL, f"timescaledb not usable: {reason}")
     return PathChoice(StoragePath.TIMESCALEDB, "")
+
+
+def require_timescaledb_loaded(conn: psycopg.Connection) -> None:
+    """A database with the extension needs the library loaded on every later start.
+
+    Checked before any DDL: on such a database even ``CREATE TABLE IF NOT EXISTS`` fails with
+    the extension's own "must be preloaded" error.
+    """
+    created = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    if created is not None and not timescaledb_preloaded(conn):
+        raise MigrationError(
+            "this database was created on TimescaleDB but the server does not preload the "
+            "timescaledb library (shared_preload_libraries)",
+            hint=_PRELOAD_HINT,
+        )
 
 
 def apply_policies(

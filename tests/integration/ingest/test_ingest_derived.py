@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import psycopg
+import pytest
 from ingest_support import now_ms, rows, scalar, wait_until
 
 from wire.payloads import Sample
@@ -161,6 +162,7 @@ def test_a_gateway_going_offline_takes_its_devices_offline(start_ingest, fake_ga
     )
 
 
+@pytest.mark.only_storage_path("postgresql")  # TimescaleDB: test_timescaledb_policies.py
 def test_rollups_materialize_closed_minutes_and_redo_late_ones(start_ingest, fake_gateway, pg_url):
     start_ingest(storage={"rollup_refresh_s": 0.3, "rollup_grace_s": 0})
     gw = fake_gateway(enterprise="ent-r", gateway="gw-r", devices=["g1"])
@@ -205,6 +207,7 @@ def test_rollups_materialize_closed_minutes_and_redo_late_ones(start_ingest, fak
     assert hour == [(5, 100.0)]
 
 
+@pytest.mark.only_storage_path("postgresql")  # TimescaleDB: test_timescaledb_policies.py
 def test_the_rollup_views_aggregate_fresh_data_in_real_time(start_ingest, fake_gateway, pg_url):
     start_ingest(storage={"rollup_refresh_s": 0.3, "rollup_grace_s": 3600})
     gw = fake_gateway(enterprise="ent-rt", gateway="gw-rt", devices=["g1"])
@@ -236,6 +239,7 @@ def test_the_rollup_views_aggregate_fresh_data_in_real_time(start_ingest, fake_g
     )
 
 
+@pytest.mark.only_storage_path("postgresql")  # TimescaleDB: test_timescaledb_policies.py
 def test_partitions_are_created_ahead_and_dropped_after_retention(start_ingest, pg_url):
     from ingest.db.partitions import drop_expired_partitions, ensure_partitions
 
@@ -269,7 +273,10 @@ def test_retention_prunes_old_ledger_rows_and_dead_letters(start_ingest, fake_ga
             "UPDATE batch_ledger SET committed_at = now() - interval '20 days' WHERE seq < 3"
         )
         conn.execute("UPDATE dead_letters SET received_at = now() - interval '40 days'")
+        assert conn.execute("SELECT count(*) FROM dead_letter_windows").fetchone() == (1,)
+        conn.execute("UPDATE dead_letter_windows SET minute = now() - interval '40 days'")
     assert service.maintenance is not None
     service.maintenance.run_job("retention")
     assert scalar(pg_url, "SELECT count(*) FROM batch_ledger") == 1
     assert scalar(pg_url, "SELECT count(*) FROM dead_letters") == 0
+    assert scalar(pg_url, "SELECT count(*) FROM dead_letter_windows") == 0

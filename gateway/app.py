@@ -168,7 +168,7 @@ class GatewayApp:
             settings.buffer.batch_max_delay_ms,
             self.spool.put,
         )
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler(settings.gateway.connects_per_s)
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -215,6 +215,7 @@ class GatewayApp:
                 "dropped_samples_total": stats.dropped_samples,
             },
         )
+        log_profile_warnings(self.site)
         if self.settings.metrics.port:
             self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
         await self.publisher.start()
@@ -284,6 +285,7 @@ class GatewayApp:
             bus_lock=self.scheduler.bus_lock(device, driver_cls),
             backoff=self.device_backoff,
             observe_latency=histogram.observe,
+            pacer=self.scheduler.pacer,
         )
         self.metrics.add_device(
             device.id,
@@ -341,6 +343,7 @@ class GatewayApp:
             self._start_device(new[device_id])
         self._watched = _Watched.of(site)
         self.reloads += 1
+        log_profile_warnings(site)
         if site.settings != self._settings_at_start:
             log.warning("settings sections changed; restart the gateway to apply them")
         log.info(
@@ -414,6 +417,13 @@ class GatewayApp:
 
 GC_YOUNG_THRESHOLD: Final = 50_000
 """Allocations between young collections (CPython's default: 700)."""
+
+
+def log_profile_warnings(site: Site) -> None:
+    """What works but should be written otherwise (a unit alias such as ``RPM``): the same
+    warnings ``shulian profile validate`` prints, once per start or reload."""
+    for warning in site.warnings:
+        log.warning("Profile: %s", warning)
 
 
 def _settle_heap() -> None:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from gateway.drivers.base import RawReading, RawValue
 from gateway.errors import ConfigError
@@ -60,6 +60,87 @@ def unit_registry() -> pint.UnitRegistry[Any]:
     return registry
 
 
+UNIT_ALIASES: Final[dict[str, str]] = {
+    "RPM": "rpm",
+    "Rpm": "rpm",
+    "r/min": "rpm",
+    "rev/min": "rpm",
+    "Celsius": "degC",
+    "\u2103": "degC",  # ℃, one character, as Chinese manuals print it
+    "DEG C": "degC",
+    "Fahrenheit": "degF",
+    "\u2109": "degF",  # ℉
+    "KW": "kW",
+    "KWH": "kWh",
+    "kwh": "kWh",
+    "KVA": "kVA",
+    "KN": "kN",
+    "HZ": "Hz",
+    "PSI": "psi",
+    "m3/h": "m**3/h",
+    "m3/min": "m**3/min",
+    "Nm": "N*m",
+}
+"""Spellings found in device manuals that pint does not read, and the unit each one means.
+
+Only unambiguous ones: ``MPA`` could be megapascal or millipascal and ``Min`` is a megainch to
+pint, so those are refused with a hint rather than guessed. Profiles that use an alias work,
+with a warning naming the spelling to write (docs/profiles.md "Units")."""
+
+
+@dataclass(frozen=True, slots=True)
+class UnitProblem:
+    """What is wrong with a signal's unit: an ``error`` stops the device, a ``warning`` does not."""
+
+    severity: str
+    message: str
+
+
+def unit_problem(unit: str | None, name: str, kind: SignalKind | None = None) -> UnitProblem | None:
+    """The one check of a signal's ``unit`` that ``profile validate`` and ``gateway run`` share.
+
+    Returns None when the unit converts to the canonical unit of signal ``name`` as written, a
+    warning when it is an alias (``RPM``), and an error when it is unknown or of another
+    dimension. ``kind`` is the signal's own ``kind`` when the profile sets one; states and texts
+    take no unit, and a name outside the vocabulary is reported elsewhere.
+    """
+    from wire.signals import lookup_signal
+
+    spec = lookup_signal(name)
+    if unit is None or spec is None:
+        return None
+    if (kind or spec.kind) in (SignalKind.STATE, SignalKind.TEXT):
+        return None
+    canonical = spec.unit or "dimensionless"
+    try:
+        unit_registry().Quantity(1.0, pint_unit(unit) or "dimensionless")
+    except Exception:  # pint raises several unrelated types for a bad unit string
+        return UnitProblem(
+            "error",
+            f"unit {unit!r} is unknown (units are written as pint spells them); the canonical "
+            f"unit of {name} is {canonical!r}: write that if the device reports it, else the "
+            "device's unit in pint syntax (docs/profiles.md, Units)",
+        )
+    try:
+        linear_conversion(pint_unit(unit), spec.unit)
+    except ValueError as exc:
+        return UnitProblem(
+            "error",
+            f"unit {unit!r} does not convert to the canonical unit {canonical!r} of {name}: {exc}",
+        )
+    if unit.strip() in UNIT_ALIASES:
+        return UnitProblem(
+            "warning",
+            f"unit {unit!r} is read as {pint_unit(unit)!r}; write {pint_unit(unit)!r}",
+        )
+    return None
+
+
+def pint_unit(unit: str) -> str:
+    """``unit`` as pint reads it (an alias from ``UNIT_ALIASES`` becomes its meaning)."""
+    return UNIT_ALIASES.get(unit.strip(), unit)
+
+
 def linear_conversion(unit: str, canonical: str) -> tuple[float, float]:
     """``(factor, shift)`` with ``canonical = value * factor + shift``; raises ValueError if impossible."""
     registry = unit_registry()
@@ -83,9 +164,17 @@ def _bad(reason: str) -> Conversion:
 
 
 def gauge_converter(factor: float, shift: float) -> Callable[[RawValue], Conversion]:
+    """Numbers in the canonical unit; an integer read stays an integer when the factor and
+    shift are whole (no conversion, or an integral scale), so ``168`` is not published as
+    ``168.0``."""
+    is_integral = factor.is_integer() and shift.is_integer()
+    int_factor, int_shift = int(factor), int(shift)
+
     def convert(raw: RawValue) -> Conversion:
         if raw is None or isinstance(raw, str):
             return _bad(f"expected a number, got {raw!r}")
+        if is_integral and type(raw) is int:
+            return raw * int_factor + int_shift, None
         value = raw * factor + shift
         if not math.isfinite(value):
             return _bad(f"not a finite number: {raw!r}")
@@ -115,22 +204,28 @@ def counter_converter(factor: float, shift: float) -> Callable[[RawValue], Conve
 def state_converter(
     states: dict[int | str, MachineState] | None,
 ) -> Callable[[RawValue], Conversion]:
+    """Codes (and booleans, which the profile's ``true``/``false`` keys stored as 1/0) or texts
+    to machine states; a text matches its key whatever its case."""
     table = {code: state.value for code, state in (states or {}).items()}
+    folded = {code.casefold(): state for code, state in table.items() if isinstance(code, str)}
     names = {state.value for state in MachineState}
 
     def convert(raw: RawValue) -> Conversion:
         if isinstance(raw, str):
             # Controllers that report their mode as text ("AUTO_RUN") map it like a code.
-            mapped = table.get(raw.strip())
+            text = raw.strip()
+            mapped = table.get(text) or folded.get(text.casefold())
             if mapped is not None:
                 return mapped, None
-            name = raw.strip().lower()
-            if name in names:
-                return name, None
+            if text.casefold() in names:
+                return text.casefold(), None
             return _bad(f"unknown state {raw!r}")
         if raw is None:
             return _bad("no value")
-        code = int(raw) if float(raw).is_integer() else None
+        if isinstance(raw, bool):
+            code: int | None = int(raw)
+        else:
+            code = int(raw) if float(raw).is_integer() else None
         state = table.get(code) if code is not None else None
         if state is None:
             return _bad(f"unknown state code {raw}")
@@ -173,13 +268,10 @@ def compile_signal(signal: SignalBase) -> Callable[[RawValue], Conversion]:
     factor, shift = 1.0, 0.0
     canonical = signal.canonical_unit
     if signal.unit is not None and signal.unit != canonical:
-        try:
-            factor, shift = linear_conversion(signal.unit, canonical)
-        except ValueError as exc:
-            raise ValueError(
-                f"unit {signal.unit!r} does not convert to the canonical unit "
-                f"{canonical or 'dimensionless'!r} of {signal.name}: {exc}"
-            ) from None
+        problem = unit_problem(signal.unit, signal.name, kind)
+        if problem is not None and problem.severity == "error":
+            raise ValueError(problem.message)
+        factor, shift = linear_conversion(pint_unit(signal.unit), canonical)
     factor, shift = signal.scale * factor, signal.offset * factor + shift
     if kind is SignalKind.COUNTER:
         return counter_converter(factor, shift)

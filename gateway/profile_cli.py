@@ -4,7 +4,9 @@
   error and warning as ``file:line: field.path: message``; the exit status is 1 when any error
   is found (or any warning, with ``--strict``).
 - ``schema`` prints the JSON Schema editors use (``device_profiles/profile.schema.json``).
-- ``probe`` connects to one device once, reads every signal and prints raw and normalized values.
+- ``probe`` connects to one device once (``--profile`` at ``--endpoint``, or ``--device`` of a
+  ``--site`` file with its own settings and security), reads every signal and prints raw and
+  normalized values.
 - ``plan`` prints the Modbus read plan and what a poll cycle costs against one request per signal.
 
 Exit status: 0 fine, 1 problems found (validate) or some signals unreadable (probe), 2 the command
@@ -28,10 +30,12 @@ from ruamel.yaml.comments import CommentedMap
 from gateway.drivers.registry import DRIVERS
 from gateway.errors import ConfigError, DriverError
 from gateway.profiles.loader import (
+    DevicePlaces,
     LoadedProfile,
     ProfileResolver,
     _plain,
     bind_profile,
+    format_number,
     load_site,
     place_problem,
     read_yaml,
@@ -167,7 +171,7 @@ def validate_site(file: Path, profile_paths: list[Path] | None) -> list[Finding]
     seen: set[str] = set()
     for device in site.devices:
         loaded = site.profiles.get(device.profile.id)
-        driver_found, reported = driver_findings(device, loaded)
+        driver_found, reported = driver_findings(device, loaded, site.places)
         findings += [f for f in driver_found if f.severity == "warning"]
         if loaded is not None and device.profile.id not in seen:
             seen.add(device.profile.id)
@@ -233,7 +237,7 @@ def driver_problems(device: DeviceConfig) -> list[Any]:
 
 
 def driver_findings(
-    device: DeviceConfig, loaded: LoadedProfile | None
+    device: DeviceConfig, loaded: LoadedProfile | None, places: DevicePlaces | None = None
 ) -> tuple[list[Finding], set[str]]:
     """The driver's ``check`` as findings placed at the profile's (or the site's) line.
 
@@ -244,17 +248,16 @@ def driver_findings(
     problems = driver_problems(device)
     for problem in problems:
         severity: Severity = "warning" if problem.severity == "warning" else "error"
-        place = place_problem(problem.where, device, loaded)
+        place = place_problem(problem.where, device, loaded, places)
         findings.append(Finding(severity, f"{place}: {problem.message}"))
     return findings, {p.where for p in problems}
 
 
 def profile_warnings(loaded: LoadedProfile, reported: set[str]) -> list[Finding]:
-    """Protocol-neutral warnings: units, groups nobody reads, intervals, deadbands, heartbeats."""
-    from gateway.normalize import compile_signal
-
+    """Protocol-neutral warnings: unit aliases, groups nobody reads, intervals, deadbands,
+    heartbeats. (A unit that does not convert is an error of the loader, as at ``gateway run``.)"""
     profile = loaded.profile
-    warnings: list[str] = []
+    warnings: list[str] = list(loaded.warnings)
     for index, group in enumerate(profile.groups):
         members = profile.signals_of(group.name)
         if not members and f"groups[{index}].name" not in reported:
@@ -275,10 +278,6 @@ def profile_warnings(loaded: LoadedProfile, reported: set[str]) -> list[Finding]
             )
     for index, signal in enumerate(profile.signals):
         where = f"signals[{index}]"
-        try:
-            compile_signal(signal)
-        except ValueError as exc:
-            warnings.append(f"{loaded.where(f'{where}.unit')}: {exc}")
         kind = signal.effective_kind
         interval_ms = profile.group(signal.group).interval_ms
         heartbeat_s = signal.heartbeat_s or profile.heartbeat_s
@@ -413,7 +412,12 @@ def plan(
     except ValueError as exc:
         _fail(f"invalid limit: {exc}")
     report = plan_profile(loaded.profile, settings)
-    typer.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.render())
+    styles = loaded.number_styles
+
+    def address_text(key: str, address: int) -> str:
+        return format_number(address, styles.get(key))
+
+    typer.echo(json.dumps(report.as_dict(), indent=2) if as_json else report.render(address_text))
 
 
 # ---- probe ---------------------------------------------------------------------------------
@@ -543,18 +547,64 @@ def render_probe(report: ProbeReport) -> str:
     return "\n".join(lines)
 
 
+def site_device(
+    site: Path, device_id: str, profile_paths: list[Path] | None = None
+) -> DeviceConfig:
+    """Device ``device_id`` of a site file, exactly as ``gateway run`` hands it to its driver:
+    its endpoint, unit id, per-device settings (security, timeouts, limits), profile, and the
+    gateway's PKI folder for OPC UA certificates.
+
+    Raises:
+        ConfigError: the site file or its profiles have errors, or it has no such device.
+    """
+    from gateway.app import with_data_dir
+    from gateway.settings import build_settings
+
+    loaded = load_site(site, profile_paths)
+    data = read_yaml(site)
+    settings = build_settings(
+        file_data=_plain(dict(data)), file_name=str(site), file_lines=record_lines(data, str(site))
+    )
+    for device in loaded.devices:
+        if device.id == device_id:
+            return with_data_dir(device, Path(settings.gateway.data_dir))
+    known = ", ".join(d.id for d in loaded.devices) or "none"
+    raise ConfigError(
+        [
+            f"{site}: no enabled device {device_id!r} (devices: {known}); check --device "
+            "against the ids in the site file (a device with enabled: false is not probed)"
+        ]
+    )
+
+
 @app.command(name="probe")
 def probe_command(
-    profile: ProfileOpt,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", help="Profile file, or the id of a shipped profile."),
+    ] = None,
     endpoint: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--endpoint",
             "-e",
             help="tcp://host:502, rtu+tcp://host:port, rtu:///dev/ttyUSB0?baudrate=9600, "
             "opc.tcp://host:4840 (host:port takes the protocol's usual scheme).",
         ),
-    ],
+    ] = None,
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            "--site",
+            "-s",
+            help="A site file: probe its device --device with that device's profile, endpoint, "
+            "unit id, settings and security, as `gateway run` would (instead of "
+            "--profile/--endpoint).",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", "-d", help="The id of the device in --site.")
+    ] = None,
     unit_id: Annotated[int | None, typer.Option(help="Modbus unit id (slave address).")] = None,
     timeout_s: Annotated[
         float | None, typer.Option(help="Reply timeout per request, overriding the profile's.")
@@ -568,13 +618,33 @@ def probe_command(
     ] = "",
     profile_path: ProfilePathOpt = None,
 ) -> None:
-    """Connect to one device once, read every signal and print raw and normalized values."""
-    loaded = _load_or_fail(profile, profile_path)
+    """Connect to one device once, read every signal and print raw and normalized values.
+
+    Give ``--profile`` and ``--endpoint``, or ``--site`` and ``--device`` to probe a device of a
+    site file with everything its site entry says (endpoint, unit id, settings, security).
+    """
     settings: dict[str, Any] = {"timeout_s": timeout_s} if timeout_s is not None else {}
-    device = probe_device(loaded.profile, endpoint, unit_id, settings, device_id)
+    if site is not None or device is not None:
+        if site is None or device is None or profile is not None or endpoint is not None:
+            _fail("give --site with --device, or --profile with --endpoint")
+        try:
+            target = site_device(site, device, profile_path)
+        except ConfigError as exc:
+            _fail("\n".join(exc.problems))
+        overrides: dict[str, Any] = {"settings": {**target.settings, **settings}}
+        if unit_id is not None:
+            overrides["unit_id"] = unit_id
+        target = target.model_copy(update=overrides)
+    else:
+        if profile is None or endpoint is None:
+            _fail("give --profile with --endpoint, or --site with --device")
+        loaded = _load_or_fail(profile, profile_path)
+        target = probe_device(loaded.profile, endpoint, unit_id, settings, device_id)
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    # A block that fails alone is logged with its hint (max_gap, addresses): show it.
+    logging.getLogger("shulian.probe").setLevel(logging.WARNING)
     try:
-        report = asyncio.run(probe(device))
+        report = asyncio.run(probe(target))
     except ConfigError as exc:
         _fail("\n".join(exc.problems))
     except DriverError as exc:

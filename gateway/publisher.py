@@ -30,8 +30,13 @@ with ``historical: true``: live batches are sent in order among themselves, and 
 waited in the buffer through an outage is a replay however young it is. If the live queue grows past two windows (a slow link), its oldest entries
 are left to the backlog stream; nothing is lost, they are only sent later.
 
-paho calls back from its own network thread; every callback is handed to the event loop with
-``call_soon_threadsafe`` and all state below is touched only on the loop.
+Network loop: paho runs as an external-loop client on the gateway's own event loop
+(``loop.add_reader``/``add_writer`` on its socket, ``loop_misc`` each second), not in paho's
+network thread, whose ``select()`` refuses descriptors of 1024 and above: a gateway holding a
+thousand device connections must still reach its broker. Only the blocking TCP connect, TLS
+handshake and CONNECT run in a worker thread. paho's callbacks are handed on with ``call_soon``
+(never handled inside paho's call stack), and all state below is touched only on the loop. When a
+session ends, the log says why in the socket's or the broker's words.
 """
 
 from __future__ import annotations
@@ -145,6 +150,14 @@ class Publisher:
         self.refusals_in_a_row = 0
         self.unrouted_in_a_row = 0
         self.replay_paused_until = 0.0
+        self._fd: int | None = None
+        """The broker socket's descriptor while the event loop watches it."""
+        self._cause: str | None = None
+        """The socket error or broker reason that ended the current session, once known."""
+        self._end = "closed"
+        """How the session ended: ``closed`` by the broker, ``timeout`` (no CONNACK), ``error``."""
+        self._offline_mid: int | None = None
+        self._offline_acked = asyncio.Event()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -166,15 +179,19 @@ class Publisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._drained.wait(), drain_s)
             info = client.publish(self.status_topic, encode(self.status(False)), qos=1, retain=True)
-            with contextlib.suppress(TimeoutError, RuntimeError, ValueError):
-                await asyncio.wait_for(asyncio.to_thread(info.wait_for_publish, 2.0), 3.0)
+            self._offline_mid = info.mid
+            self._status_mids.add(info.mid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._offline_acked.wait(), 2.0)
             client.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._session_over.wait(), 2.0)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._flush_acked()
         if client is not None:
-            await asyncio.to_thread(client.loop_stop)
+            self._detach(client)
 
     def _make_client(self) -> paho.Client:
         mqtt = self.mqtt
@@ -204,6 +221,7 @@ class Publisher:
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
         client.on_connect_fail = self._cb_connect_fail
+        client.on_log = self._cb_log
         return client
 
     def _connect_properties(self) -> Properties | None:
@@ -214,7 +232,7 @@ class Publisher:
         return props
 
     async def _supervise(self) -> None:
-        """Connect, run paho's network thread until the session ends, back off, repeat."""
+        """Connect, serve the socket from the event loop until the session ends, back off, repeat."""
         client = self._client
         assert client is not None
         delay = self.mqtt.reconnect_min_s
@@ -222,25 +240,47 @@ class Publisher:
         silent_sessions = 0
         while not self._stopping:
             self._session_over.clear()
+            self._cause = None
+            self._end = "closed"
             try:
                 await asyncio.wait_for(
                     asyncio.to_thread(self._connect_blocking, client), CONNECT_TIMEOUT_S
                 )
             except (OSError, TimeoutError) as exc:
-                self._log_refusal("connect", f"cannot connect to {where}: {_describe(exc)}")
+                problem = _describe(exc, self.mqtt)
+                self._log_refusal(f"connect: {problem}", f"cannot connect to {where}: {problem}")
             except Exception as exc:  # the task boundary: never stop reconnecting over a bug
                 self._log_refusal("connect-bug", f"connecting to {where} failed: {exc!r}")
                 log.debug("connect failure", exc_info=True)
             else:
                 self._got_connack = False
                 self._connack_seen.clear()
-                client.loop_start()
-                await self._await_connack(client, where)
-                await self._session_over.wait()
-                await asyncio.to_thread(client.loop_stop)
+                self._attach(client)
+                ticker = asyncio.create_task(self._keep_alive(client), name="mqtt-keepalive")
+                try:
+                    await self._await_connack(client, where)
+                    await self._session_over.wait()
+                finally:
+                    ticker.cancel()
+                    self._detach(client)
                 if self.counters.is_connected or self.is_connected:
+                    if not self._stopping:
+                        log.warning(
+                            "disconnected from broker: %s",
+                            self._session_cause(),
+                            extra={"url": self.mqtt.url},
+                        )
                     self._on_lost()
-                silent_sessions = 0 if self._got_connack else silent_sessions + 1
+                if not self._got_connack and not self._stopping:
+                    self._log_refusal(
+                        f"session: {self._end}",
+                        f"connection to {where} ended before the broker answered the CONNECT: "
+                        f"{self._session_cause()}",
+                    )
+                # Only a broker that hears an MQTT 5 CONNECT and stays silent or hangs up counts
+                # against MQTT 5; a local socket error says nothing about the broker's protocol.
+                broker_said_no = not self._got_connack and self._end in ("timeout", "closed")
+                silent_sessions = silent_sessions + 1 if broker_said_no else 0
                 if self._should_fall_back(silent_sessions):
                     client = self._client = self._make_client()
                     delay = self.mqtt.reconnect_min_s
@@ -252,6 +292,14 @@ class Publisher:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self.mqtt.reconnect_max_s)
 
+    def _session_cause(self) -> str:
+        """Why the last session ended, in the words of the socket or the broker."""
+        if self._cause:
+            return self._cause
+        if self._end == "timeout":
+            return f"no CONNACK within {CONNACK_TIMEOUT_S:.0f} s"
+        return "the broker closed the connection"
+
     async def _await_connack(self, client: paho.Client, where: str) -> None:
         """End a session the broker never answers (a CONNECT it does not understand)."""
         waiter = asyncio.ensure_future(self._connack_seen.wait())
@@ -262,10 +310,7 @@ class Publisher:
         for task in pending:
             task.cancel()
         if not done:
-            self._log_refusal(
-                "connack",
-                f"{where}: no answer (CONNACK) within {CONNACK_TIMEOUT_S:.0f} s of connecting",
-            )
+            self._end = "timeout"
             client.disconnect()
             self._session_over.set()
 
@@ -276,13 +321,20 @@ class Publisher:
         if silent_sessions < 1:
             return False
         log.warning(
-            "broker does not answer MQTT 5; using MQTT 3.1.1 (set mqtt.protocol to skip this probe)",
+            "broker does not answer MQTT 5 (%s); using MQTT 3.1.1 (set mqtt.protocol to skip "
+            "this probe)",
+            self._session_cause(),
             extra={"url": self.mqtt.url},
         )
         self.protocol = "3.1.1"
         return True
 
     def _connect_blocking(self, client: paho.Client) -> None:
+        """TCP connect, TLS handshake and CONNECT, in a worker thread (they block).
+
+        The socket callbacks are off here (``_detach``): paho writes the CONNECT itself, and
+        nothing touches the event loop from this thread.
+        """
         self._connected_at = 0.0
         # A fresh Last Will each time: its config hash and ts_ms are those of this connect (the
         # broker sends it as registered, so a reader should take the death time from arrival).
@@ -297,6 +349,84 @@ class Publisher:
             )
         else:
             client.connect(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s)
+
+    # ------------------------------------------------ the socket on the event loop
+    #
+    # paho's own network thread waits with select(), which refuses descriptors of 1024 and above:
+    # a gateway with a thousand device connections lost its broker. The event loop (epoll, or
+    # uvloop) watches any descriptor, so paho runs as an external-loop client: the loop calls
+    # loop_read when the socket is readable, loop_write while paho has bytes to send, and
+    # loop_misc once a second for keepalive pings.
+
+    def _attach(self, client: paho.Client) -> None:
+        """Watch the connected socket from the event loop (called on the loop)."""
+        loop = self._loop
+        sock = client.socket()
+        assert loop is not None
+        if sock is None:  # paho closed it already (the CONNECT could not be written)
+            self._session_over.set()
+            return
+        self._fd = sock.fileno()
+        loop.add_reader(self._fd, self._on_readable)
+        client.on_socket_close = self._cb_socket_close
+        client.on_socket_register_write = self._cb_register_write
+        client.on_socket_unregister_write = self._cb_unregister_write
+        if client.want_write():
+            loop.add_writer(self._fd, self._on_writable)
+
+    def _detach(self, client: paho.Client) -> None:
+        """Stop watching the socket, and keep paho from calling the loop from a connect thread."""
+        client.on_socket_close = None
+        client.on_socket_register_write = None
+        client.on_socket_unregister_write = None
+        self._unwatch()
+
+    def _unwatch(self) -> None:
+        fd, self._fd = self._fd, None
+        loop = self._loop
+        if fd is not None and loop is not None and not loop.is_closed():
+            loop.remove_reader(fd)
+            loop.remove_writer(fd)
+
+    def _on_readable(self) -> None:
+        client = self._client
+        if client is None:
+            return
+        client.loop_read()
+        # TLS: bytes already decrypted into the SSL object do not make the socket readable again.
+        for _ in range(64):
+            sock = client.socket()
+            if not isinstance(sock, ssl.SSLSocket) or not sock.pending():
+                break
+            client.loop_read()
+
+    def _on_writable(self) -> None:
+        if self._client is not None:
+            self._client.loop_write()
+
+    async def _keep_alive(self, client: paho.Client) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            client.loop_misc()
+
+    def _cb_socket_close(self, client: Any, userdata: Any, sock: Any) -> None:
+        # Synchronous: the descriptor is closed right after this returns and may be reused.
+        self._unwatch()
+        self._session_over.set()
+
+    def _cb_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.add_writer(self._fd, self._on_writable)
+
+    def _cb_unregister_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_writer(self._fd)
+
+    def _cb_log(self, client: Any, userdata: Any, level: int, message: str) -> None:
+        """Keep paho's socket error (``failed to receive on socket: ...``) as the session's cause."""
+        if level == paho.MQTT_LOG_ERR and "socket" in message:
+            self._cause = message
+            self._end = "error"
 
     def _last_session_was_long(self) -> bool:
         started = getattr(self, "_connected_at", 0.0)
@@ -322,7 +452,15 @@ class Publisher:
     def _cb_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
-        self._post(self._on_disconnect, str(reason))
+        if flags.is_disconnect_packet_from_server:
+            self._cause = f"the broker sent DISCONNECT ({reason})"
+            self._end = "error"
+        elif self._cause is None and str(reason) in ("Keep alive timeout", "Protocol error"):
+            self._cause = (
+                f"{reason} (no answer to PINGREQ)" if "alive" in str(reason) else str(reason)
+            )
+            self._end = "error"
+        self._post(self._on_disconnect, self._session_cause())
 
     def _cb_connect_fail(self, client: Any, userdata: Any) -> None:
         self._post(self._on_disconnect, "connection failed")
@@ -363,8 +501,8 @@ class Publisher:
         self._pump()
 
     def _on_disconnect(self, reason: str) -> None:
-        if self.is_connected and not self._stopping:
-            log.warning("disconnected from broker", extra={"reason": reason})
+        """The session is over; ``_supervise`` logs why (``reason``, kept for debugging)."""
+        log.debug("paho reports the session over", extra={"reason": reason})
         self._session_over.set()
 
     def _on_lost(self) -> None:
@@ -378,6 +516,8 @@ class Publisher:
     def _on_ack(self, mid: int, is_failure: bool, reason: str, is_unrouted: bool = False) -> None:
         if mid in self._status_mids:
             self._status_mids.discard(mid)
+            if mid == self._offline_mid:
+                self._offline_acked.set()
             return
         flight = self.inflight.pop(mid, None)
         if flight is None:
@@ -622,11 +762,32 @@ class Publisher:
             self._client.publish(self.metrics_topic, encode(payload), qos=0)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, mqtt: MqttSettings) -> str:
+    """Why a connection attempt failed, and what to do about it."""
+    trusted = (
+        f"the CA in {mqtt.ca_file} (mqtt.ca_file)"
+        if mqtt.ca_file
+        else "the system's trust store (mqtt.ca_file is not set)"
+    )
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate is not trusted ({exc.verify_message}); check mqtt.ca_file"
+        reason = exc.verify_message or str(exc)
+        if "mismatch" in reason.lower():
+            return (
+                f"TLS: refusing the broker: its certificate is not valid for the host name "
+                f"{mqtt.host!r} ({reason}); verified against {trusted}. Use a host name listed "
+                "in the certificate's subjectAltName in mqtt.url, or have the broker's "
+                f"certificate reissued with {mqtt.host!r} in it"
+            )
+        return (
+            f"TLS: refusing the broker: its certificate is not trusted by {trusted} ({reason}). "
+            "Set mqtt.ca_file to the CA certificate that signed the broker's certificate (the "
+            "broker's `cafile`, from whoever runs the broker)"
+        )
     if isinstance(exc, ssl.SSLError):
-        return f"TLS: {exc.reason or exc}"
+        return (
+            f"TLS: {exc.reason or exc}. Check that the port in mqtt.url is the broker's TLS "
+            "listener (mqtts://, 8883 by convention) and that mqtt.ca_file is the broker's CA"
+        )
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is the broker running, and is the port right?)"
     if isinstance(exc, TimeoutError):

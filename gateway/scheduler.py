@@ -116,6 +116,28 @@ def _driver_hook(driver_cls: type[Driver], name: str) -> Callable[[DeviceConfig]
     return None
 
 
+class ConnectPacer:
+    """Spaces connection attempts ``1 / per_s`` apart across all devices.
+
+    Thousands of devices starting at once overflow listen backlogs and converters (the issue 12
+    gateway logged ~800 "no TCP connection" warnings for 1,600 devices); ``per_s`` 0 means no pacing.
+    """
+
+    def __init__(self, per_s: float = 0.0) -> None:
+        self.gap_s = 1.0 / per_s if per_s > 0 else 0.0
+        self._next_mono = 0.0
+
+    async def wait(self) -> None:
+        """Return when this caller may start its connection attempt."""
+        if not self.gap_s:
+            return
+        now = time.monotonic()
+        at = max(now, self._next_mono)
+        self._next_mono = at + self.gap_s
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
 class DeviceRunner:
     """The supervisor of one device: sessions, reconnects and its retained status."""
 
@@ -130,8 +152,10 @@ class DeviceRunner:
         bus_lock: asyncio.Lock | None = None,
         backoff: Backoff = Backoff(),
         observe_latency: Callable[[float], None] | None = None,
+        pacer: ConnectPacer | None = None,
     ) -> None:
         self.device = device
+        self.pacer = pacer or ConnectPacer()
         self.driver_cls = driver_cls
         self.pipeline = pipeline
         self.on_status = on_status
@@ -237,6 +261,7 @@ class DeviceRunner:
         self.pipeline.rbe.forget()
         driver = self.driver_cls(self.device, self.log, self.driver_metrics)
         try:
+            await self.pacer.wait()
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     await driver.connect()
@@ -392,7 +417,8 @@ class DeviceRunner:
 class Scheduler:
     """All device supervisors, and the locks of shared buses."""
 
-    def __init__(self) -> None:
+    def __init__(self, connects_per_s: float = 0.0) -> None:
+        self.pacer = ConnectPacer(connects_per_s)
         self.runners: dict[str, DeviceRunner] = {}
         self._bus_locks: dict[str, asyncio.Lock] = {}
 

@@ -51,6 +51,8 @@ class GatewaySection(_Section):
     enterprise: str = Field(default="", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
     data_dir: Path = Path("./var/gateway")
     """The disk buffer and the OPC UA client certificate live here; keep it across upgrades."""
+    connects_per_s: float = Field(default=200.0, ge=0)
+    """Device connection attempts started per second, all devices together; 0 = no pacing."""
 
 
 class MqttSettings(_Section):

@@ -8,6 +8,12 @@ index and compares it again in constant time. Each token carries one role:
 - ``enterprise``: everything of its own enterprise, nothing of any other;
 - ``provider``: profiles, gateways and device status of the enterprises it serves;
 - ``admin``: everything, including imports.
+
+A token may expire (``expires_at``, set at creation). The web UI never keeps a token: signing in
+exchanges it for a browser session (``web_sessions``), whose random id (``sls_`` plus 43
+characters) is the cookie and is stored as its SHA-256 like a token. A session ends at its
+absolute expiry (never later than its token's), after an idle period, on sign-out, and with its
+token: revoking a token deletes its sessions, and every lookup joins the token again.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 TOKEN_PREFIX: Final = "slk_"
+SESSION_PREFIX: Final = "sls_"
+SESSION_TOUCH_S: Final = 30
+"""A session's last use is written at most this often (not on every request of a page)."""
 _TOKEN_BYTES: Final = 32
 
 
@@ -60,9 +69,9 @@ class IssuedToken:
     provider: str | None
 
 
-def new_secret() -> str:
-    """A new random token string."""
-    return TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
+def new_secret(prefix: str = TOKEN_PREFIX) -> str:
+    """A new random token (or, with ``SESSION_PREFIX``, session id) string."""
+    return prefix + secrets.token_urlsafe(_TOKEN_BYTES)
 
 
 def hash_secret(secret: str) -> bytes:
@@ -95,8 +104,15 @@ async def create_token(
     name: str = "",
     expires_at: datetime | None = None,
 ) -> IssuedToken:
-    """Store a new token's hash and return the token; the enterprise or provider must exist."""
+    """Store a new token's hash and return the token; the enterprise or provider must exist.
+
+    ``expires_at`` (timezone-aware) ends the token and its sessions; None never expires.
+    """
     _check_binding(role, enterprise, provider)
+    if expires_at is not None and (
+        expires_at.tzinfo is None or expires_at <= datetime.now(expires_at.tzinfo)
+    ):
+        raise TokenError(f"expiry {expires_at.isoformat()} must be a future, timezone-aware time")
     if enterprise and not await _exists(
         conn, "SELECT 1 FROM enterprises WHERE id = %s", enterprise
     ):
@@ -133,6 +149,10 @@ async def authenticate(conn: AsyncConnection[Any], secret: str) -> Principal | N
     # even if the lookup is ever replaced by a prefix scan.
     if row is None or not hmac.compare_digest(bytes(row["token_hash"]), digest):
         return None
+    return _principal(row)
+
+
+def _principal(row: dict[str, Any]) -> Principal:
     return Principal(
         token_id=row["id"],
         role=Role(row["role"]),
@@ -143,9 +163,81 @@ async def authenticate(conn: AsyncConnection[Any], secret: str) -> Principal | N
 
 
 async def revoke_token(conn: AsyncConnection[Any], token_id: int) -> bool:
-    """Revoke a token by id; False when no live token has that id."""
+    """Revoke a token by id and end its browser sessions; False when no live token has that id."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL",
+            (token_id,),
+        )
+        await conn.execute("DELETE FROM web_sessions WHERE token_id = %s", (token_id,))
+    return cur.rowcount == 1
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSession:
+    """A new browser session; ``secret`` goes into the cookie and is never stored."""
+
+    secret: str
+    expires_at: datetime
+    principal: Principal
+
+
+async def create_session(
+    conn: AsyncConnection[Any], principal: Principal, lifetime_s: int
+) -> IssuedSession:
+    """Start a session for a principal that just authenticated with its token.
+
+    It expires ``lifetime_s`` from now, or when the token expires if that is sooner. Sessions
+    that already ended (any token's) are deleted on the way.
+    """
+    secret = new_secret(SESSION_PREFIX)
+    await conn.execute("DELETE FROM web_sessions WHERE expires_at <= now()")
     cur = await conn.execute(
-        "UPDATE api_tokens SET revoked_at = now() WHERE id = %s AND revoked_at IS NULL", (token_id,)
+        """INSERT INTO web_sessions (session_hash, token_id, expires_at)
+           SELECT %s, t.id, LEAST(now() + make_interval(secs => %s), t.expires_at)
+           FROM api_tokens t WHERE t.id = %s
+           RETURNING expires_at""",
+        (hash_secret(secret), lifetime_s, principal.token_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise TokenError(f"token {principal.token_id} no longer exists; sign in with another one")
+    return IssuedSession(secret, row[0], principal)
+
+
+async def authenticate_session(
+    conn: AsyncConnection[Any], secret: str, idle_s: int
+) -> Principal | None:
+    """The principal of a live session, or None when it ended (expired, idle, signed out,
+    or its token revoked or expired). Records the use at most every ``SESSION_TOUCH_S``."""
+    if not secret.startswith(SESSION_PREFIX) or len(secret) > 200:
+        return None
+    digest = hash_secret(secret)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        """SELECT s.id AS session, s.session_hash,
+                  s.last_seen_at < now() - make_interval(secs => %s) AS stale,
+                  t.id, t.role, t.enterprise, t.provider, t.name
+           FROM web_sessions s JOIN api_tokens t ON t.id = s.token_id
+           WHERE s.session_hash = %s AND s.expires_at > now()
+             AND s.last_seen_at > now() - make_interval(secs => %s)
+             AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())""",
+        (SESSION_TOUCH_S, digest, idle_s),
+    )
+    row = await cur.fetchone()
+    if row is None or not hmac.compare_digest(bytes(row["session_hash"]), digest):
+        return None
+    if row["stale"]:
+        await conn.execute(
+            "UPDATE web_sessions SET last_seen_at = now() WHERE id = %s", (row["session"],)
+        )
+    return _principal(row)
+
+
+async def end_session(conn: AsyncConnection[Any], secret: str) -> bool:
+    """Sign a session out (delete it); False when there was no such session."""
+    cur = await conn.execute(
+        "DELETE FROM web_sessions WHERE session_hash = %s", (hash_secret(secret),)
     )
     return cur.rowcount == 1
 

@@ -32,7 +32,10 @@ DbOpt = Annotated[
     str | None, typer.Option("--db", help="PostgreSQL URL (overrides DATABASE_URL and the file)")
 ]
 MqttOpt = Annotated[
-    str | None, typer.Option("--mqtt", help="mqtt://host:port (overrides MQTT_URL and the file)")
+    str | None,
+    typer.Option(
+        "--mqtt", help="mqtt://host:port or mqtts://host:port (overrides MQTT_URL and the file)"
+    ),
 ]
 
 

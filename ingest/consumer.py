@@ -8,6 +8,11 @@ The number of un-acknowledged messages in flight is capped by the broker: MQTT 5
 (``mqtt.receive_maximum``, sent in CONNECT) and Mosquitto's ``max_inflight_messages``. It must
 exceed what one flush holds, or the broker stops sending while a batch waits to fill.
 
+Broker: ``mqtts://`` URLs connect over TLS, verifying the broker's certificate against
+``mqtt.ca_file`` (or the system's trust store) and its host name. Every failure to connect or log
+in is logged once when it starts or changes, naming the broker and what to fix; repeats are only
+counted (the worker keeps retrying, so it recovers by itself once the cause is fixed).
+
 Subscriptions: telemetry and metrics are shared (``$share/<group>/...``) so workers split the
 load; gateway and device status are subscribed plainly by every worker, because brokers do not
 deliver retained messages to shared subscriptions and every worker's registry cache needs them.
@@ -16,6 +21,7 @@ deliver retained messages to shared subscriptions and every worker's registry ca
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 import zlib
@@ -29,6 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.decode import Incoming
+from ingest.errors import ConfigError
 from ingest.metrics import IngestMetrics
 from ingest.settings import MqttSettings
 from wire.topics import TopicKind, subscription
@@ -39,9 +46,10 @@ Route = Callable[[Incoming], None]
 
 
 def lane_of(topic: str, lanes: int) -> int:
-    """A gateway's messages always go to the same lane (its 4th topic level), keeping them ordered."""
+    """A gateway's messages always go to the same lane, keeping them ordered; a gateway is its
+    enterprise and gateway topic levels (ids are unique per enterprise, so both count)."""
     parts = topic.split("/", 4)
-    gateway = parts[3] if len(parts) > 3 else ""
+    gateway = "/".join(parts[2:4])
     return zlib.crc32(gateway.encode("utf-8", "replace")) % lanes
 
 
@@ -66,13 +74,56 @@ class Consumer:
             manual_ack=True,
             reconnect_on_failure=True,
         )
-        if settings.username:
-            self._client.username_pw_set(settings.username, settings.password)
+        self._username, password = settings.login()
+        if self._username is not None or password is not None:
+            self._client.username_pw_set(self._username, password)
+        self._handshake_failure: BaseException | None = None
+        """What the TLS handshake of the current connection attempt raised, if it failed."""
+        self._problem: str | None = None
+        self._repeats = 0
+        self.failed_attempts = 0
+        """Connection attempts the broker refused or that failed, since start (all of them)."""
+        if settings.is_tls:
+            self._client.tls_set_context(self._tls_context())
         self._client.reconnect_delay_set(1, max(1, int(settings.reconnect_max_s)))
+        self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Verify the broker's certificate (``ca_file`` or the system's CAs) and host name.
+
+        Raises:
+            ConfigError: a CA, certificate or key file cannot be read or is not PEM.
+        """
+        settings = self.settings
+        try:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH,
+                cafile=str(settings.ca_file) if settings.ca_file else None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                [f"mqtt.ca_file: cannot load {settings.ca_file} as a PEM CA certificate: {exc}"]
+            ) from None
+        if settings.cert_file is not None:
+            try:
+                context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    [
+                        f"mqtt.cert_file/mqtt.key_file: cannot load {settings.cert_file} with "
+                        f"{settings.key_file} as a PEM certificate and its key: {exc}"
+                    ]
+                ) from None
+        context.sslsocket_class = _handshake_recorder(self._record_handshake_failure)
+        return context
+
+    def _record_handshake_failure(self, exc: BaseException) -> None:
+        self._handshake_failure = exc
 
     def start(self) -> None:
         properties = None
@@ -89,12 +140,15 @@ class Consumer:
         )
         self._client.loop_start()
         log.info(
-            "connecting to mqtt://%s:%d as %s (MQTT %s, receive maximum %d)",
-            self.settings.host,
-            self.settings.port,
+            "connecting to %s as %s, client id %s (MQTT %s, receive maximum %d%s)",
+            self.settings.address,
+            self._username or "anonymous",
             self.settings.client_id,
             self.settings.protocol,
             self.settings.receive_maximum,
+            f", TLS verified by {self.settings.ca_file or 'the system CAs'}"
+            if self.settings.is_tls
+            else "",
         )
 
     def stop(self) -> None:
@@ -130,8 +184,22 @@ class Consumer:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
         if reason.is_failure:
-            log.warning("broker refused the connection: %s", reason)
+            who = f"the login {self._username!r}" if self._username else "an anonymous login"
+            self._report(
+                f"broker {self.settings.address} refused {who}: {reason}. Check mqtt.username "
+                "and mqtt.password (or mqtt.password_file, or the URL's) against the broker's "
+                "password file and ACL (`shulian gateway credentials add-reader`), then reload "
+                "the broker; retrying",
+                logging.ERROR,
+            )
             return
+        if self._problem is not None:
+            log.info(
+                "connected to %s after %d more failed attempts",
+                self.settings.address,
+                self._repeats,
+            )
+            self._problem, self._repeats = None, 0
         self.generation += 1
         topics = self.subscriptions()
         if self._is_v5:
@@ -146,13 +214,41 @@ class Consumer:
             ", ".join(t for t, _ in topics),
         )
 
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        self._handshake_failure = None
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if self._stopping:
+            return
+        failure, self._handshake_failure = self._handshake_failure, None
+        if failure is not None:
+            self._report(describe_tls_failure(self.settings, failure), logging.ERROR)
+        else:
+            self._report(
+                f"cannot connect to the broker at {self.settings.address} (no connection: is it "
+                "running, and are the host and port right?); retrying",
+                logging.WARNING,
+            )
+
+    def _report(self, problem: str, level: int) -> None:
+        """Log a connection problem once when it starts or changes; count the repeats."""
+        self.failed_attempts += 1
+        if problem == self._problem:
+            self._repeats += 1
+            return
+        if self._problem is not None and self._repeats:
+            log.info("the previous problem repeated %d more times", self._repeats)
+        self._problem, self._repeats = problem, 0
+        log.log(level, "%s", problem)
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
         self.metrics.mqtt_connected.set(0)
-        if not self._stopping:
+        if was_connected and not self._stopping:  # a refused login was reported already
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_subscribe(
@@ -188,3 +284,51 @@ class Consumer:
             self.route(incoming)
         except Exception:
             log.exception("could not queue a message on %r; it stays unacknowledged", message.topic)
+
+
+def _handshake_recorder(record: Callable[[BaseException], None]) -> type[ssl.SSLSocket]:
+    """An SSLSocket class that hands a failed handshake's exception to ``record``.
+
+    paho reports a failed connection attempt without its cause (``on_connect_fail``); the
+    handshake's own exception says whether the CA or the host name was wrong.
+    """
+
+    class _RecordingSocket(ssl.SSLSocket):
+        def do_handshake(self, block: bool = False) -> None:
+            try:
+                super().do_handshake(block)
+            except OSError as exc:  # ssl.SSLError and its SSLCertVerificationError included
+                record(exc)
+                raise
+
+    return _RecordingSocket
+
+
+def describe_tls_failure(settings: MqttSettings, exc: BaseException) -> str:
+    """Why the broker's TLS handshake failed, naming the broker, the CA and the fix."""
+    address = settings.address
+    trusted = (
+        f"the CA in {settings.ca_file} (mqtt.ca_file)"
+        if settings.ca_file
+        else "the system's trust store (mqtt.ca_file is not set)"
+    )
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = exc.verify_message or str(exc)
+        if "mismatch" in reason.lower():
+            return (
+                f"refusing the broker at {address}: its TLS certificate is not valid for the "
+                f"host name {settings.host!r} ({reason}); verified against {trusted}. Connect "
+                "with a host name listed in the certificate's subjectAltName, or reissue the "
+                f"broker's certificate with {settings.host!r} in it; retrying"
+            )
+        return (
+            f"refusing the broker at {address}: its TLS certificate is not trusted by {trusted} "
+            f"({reason}). Set mqtt.ca_file (SHULIAN_INGEST_MQTT__CA_FILE) to the CA certificate "
+            "that signed the broker's certificate (the broker's `cafile`); retrying"
+        )
+    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    return (
+        f"TLS handshake with the broker at {address} failed ({reason}). Check that this port is "
+        "the broker's TLS listener (mqtts:// needs one, 8883 by convention; mqtt:// is "
+        f"plaintext) and that {trusted} is the right CA; retrying"
+    )

@@ -121,10 +121,10 @@ def decode(message: Incoming, limits: LimitsSettings, now_ms: int) -> Decoded:
     if topic.kind is TopicKind.TELEMETRY:
         return decode_telemetry(data, topic, limits, now_ms)
     if topic.kind is TopicKind.GATEWAY_STATUS:
-        return _decode_status(data, topic)
+        return _decode_status(data, topic, limits, now_ms)
     if topic.kind is TopicKind.DEVICE_STATUS:
-        return _decode_device_status(data, topic)
-    return _decode_metrics(data, topic)
+        return _decode_device_status(data, topic, limits, now_ms)
+    return _decode_metrics(data, topic, limits, now_ms)
 
 
 def decode_telemetry(data: bytes, topic: Topic, limits: LimitsSettings, now_ms: int) -> Decoded:
@@ -310,7 +310,35 @@ def _has_nul(model: BaseModel) -> bool:
     return False
 
 
-def _decode_status(data: bytes, topic: Topic) -> Decoded:
+def _out_of_window(
+    ts_ms: int, what: str, topic: Topic, limits: LimitsSettings, now_ms: int, *, check_age: bool
+) -> Rejected | None:
+    """Status and metrics messages get telemetry's time window (limits.max_future_s/max_age_s).
+
+    A far-future status would win every later comparison (statuses apply newest-first), freezing
+    its gateway's or device's status for good. The age limit is not applied to gateway and device
+    status (``check_age=False``): a retained birth, a Last Will and a device status carry the time
+    they were made, legitimately older than the replay horizon for a gateway up for weeks, and an
+    old status never overrides a newer one.
+    """
+    if ts_ms > now_ms + int(limits.max_future_s * 1000):
+        return Rejected(
+            Reason.TOO_NEW,
+            f"{what} ts_ms {ts_ms} is {(ts_ms - now_ms) / 1000:.0f} s ahead (limit "
+            f"{limits.max_future_s:g} s); check the gateway's clock",
+            topic,
+        )
+    if check_age and ts_ms < now_ms - int(limits.max_age_s * 1000):
+        return Rejected(
+            Reason.TOO_OLD,
+            f"{what} ts_ms {ts_ms} is {(now_ms - ts_ms) / 1000:.0f} s old (limit "
+            f"{limits.max_age_s:g} s)",
+            topic,
+        )
+    return None
+
+
+def _decode_status(data: bytes, topic: Topic, limits: LimitsSettings, now_ms: int) -> Decoded:
     status = _validate(GatewayStatus, data, topic)
     if isinstance(status, Rejected):
         return status
@@ -324,10 +352,13 @@ def _decode_status(data: bytes, topic: Topic) -> Decoded:
         )
     if _has_nul(status):
         return Rejected(Reason.INVALID_PAYLOAD, "a text field contains a NUL character", topic)
-    return GatewayStatusMessage(topic, status)
+    late = _out_of_window(status.ts_ms, "status", topic, limits, now_ms, check_age=False)
+    return late or GatewayStatusMessage(topic, status)
 
 
-def _decode_device_status(data: bytes, topic: Topic) -> Decoded:
+def _decode_device_status(
+    data: bytes, topic: Topic, limits: LimitsSettings, now_ms: int
+) -> Decoded:
     status = _validate(DeviceStatus, data, topic)
     if isinstance(status, Rejected):
         return status
@@ -341,10 +372,11 @@ def _decode_device_status(data: bytes, topic: Topic) -> Decoded:
         )
     if _has_nul(status):
         return Rejected(Reason.INVALID_PAYLOAD, "a text field contains a NUL character", topic)
-    return DeviceStatusMessage(topic, status)
+    late = _out_of_window(status.ts_ms, "device status", topic, limits, now_ms, check_age=False)
+    return late or DeviceStatusMessage(topic, status)
 
 
-def _decode_metrics(data: bytes, topic: Topic) -> Decoded:
+def _decode_metrics(data: bytes, topic: Topic, limits: LimitsSettings, now_ms: int) -> Decoded:
     metrics = _validate(GatewayMetrics, data, topic)
     if isinstance(metrics, Rejected):
         return metrics
@@ -360,4 +392,5 @@ def _decode_metrics(data: bytes, topic: Topic) -> Decoded:
         return Rejected(
             Reason.INVALID_PAYLOAD, "figures must be finite numbers under names without NUL", topic
         )
-    return MetricsMessage(topic, metrics)
+    late = _out_of_window(metrics.ts_ms, "metrics", topic, limits, now_ms, check_age=True)
+    return late or MetricsMessage(topic, metrics)

@@ -126,6 +126,7 @@ class Maintenance:
         for table, column, days in (
             ("batch_ledger", "committed_at", storage.ledger_retention_days),
             ("dead_letters", "received_at", storage.dead_letter_retention_days),
+            ("dead_letter_windows", "minute", storage.dead_letter_retention_days),
         ):
             total = 0
             while not self._stop.is_set():

@@ -36,6 +36,12 @@ class IngestMetrics:
             ["reason", "scope"],
             registry=r,
         )
+        self.dead_letters_suppressed = Counter(
+            "shulian_ingest_dead_letters_suppressed_total",
+            "Dead letters not stored because their gateway exceeded limits.dead_letters_per_minute",
+            ["reason"],
+            registry=r,
+        )
         self.flush_seconds = Histogram(
             "shulian_ingest_flush_seconds",
             "Duration of one flush transaction (decode excluded)",

@@ -24,6 +24,10 @@ NEGATIVE_TTL_S = 10.0
 """How long an unknown id is remembered as unknown, so a flood of it costs no queries."""
 
 
+GatewayKey = tuple[str, str]
+"""(enterprise id, gateway id): a gateway id is unique only within its enterprise."""
+
+
 @dataclass(slots=True)
 class GatewayInfo:
     enterprise_id: str
@@ -38,10 +42,11 @@ class SignalInfo:
 
 @dataclass(slots=True)
 class _Maps:
-    gateways: dict[str, GatewayInfo] = field(default_factory=dict)
+    gateways: dict[GatewayKey, GatewayInfo] = field(default_factory=dict)
     devices: dict[tuple[str, str], int] = field(default_factory=dict)
     signals: dict[str, SignalInfo] = field(default_factory=dict)
-    boots: dict[tuple[str, str], int] = field(default_factory=dict)
+    boots: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(enterprise, gateway, boot) -> gateway_boots.key"""
     device_gateways: dict[int, str | None] = field(default_factory=dict)
 
 
@@ -60,7 +65,7 @@ class RegistryCache:
         for gateway_id, enterprise_id, online in conn.execute(
             "SELECT id, enterprise_id, online FROM gateways"
         ):
-            maps.gateways[gateway_id] = GatewayInfo(enterprise_id, online)
+            maps.gateways[(enterprise_id, gateway_id)] = GatewayInfo(enterprise_id, online)
         for key, enterprise_id, device_id, gateway_id in conn.execute(
             "SELECT key, enterprise_id, device_id, gateway_id FROM devices"
         ):
@@ -83,8 +88,10 @@ class RegistryCache:
             maps.boots.update(staged.boots)
             maps.device_gateways.update(staged.device_gateways)
             self.unknown.update(unknown)
-            for key in list(staged.devices) + [(g,) for g in staged.gateways]:
-                self.unknown.pop(key, None)
+            for ident in list(staged.devices):
+                self.unknown.pop(("device", *ident), None)
+            for ident in list(staged.gateways):
+                self.unknown.pop(("gateway", *ident), None)
 
     def signal(self, name: str) -> SignalInfo | None:
         return self.maps.signals.get(name)
@@ -108,34 +115,36 @@ class RegistryView:
 
     # --- gateways -----------------------------------------------------------------------
 
-    def gateway(self, gateway_id: str) -> GatewayInfo | None:
-        info = self.staged.gateways.get(gateway_id) or self.cache.maps.gateways.get(gateway_id)
-        if info is not None or self._known_unknown((gateway_id,)):
+    def gateway(self, enterprise_id: str, gateway_id: str) -> GatewayInfo | None:
+        ident = (enterprise_id, gateway_id)
+        info = self.staged.gateways.get(ident) or self.cache.maps.gateways.get(ident)
+        if info is not None or self._known_unknown(("gateway", *ident)):
             return info
         row = self.conn.execute(
-            "SELECT enterprise_id, online FROM gateways WHERE id = %s", (gateway_id,)
+            "SELECT enterprise_id, online FROM gateways WHERE enterprise_id = %s AND id = %s",
+            ident,
         ).fetchone()
         if row is None:
-            self.unknown[(gateway_id,)] = time.monotonic() + NEGATIVE_TTL_S
+            self.unknown[("gateway", *ident)] = time.monotonic() + NEGATIVE_TTL_S
             return None
-        info = self.staged.gateways[gateway_id] = GatewayInfo(row[0], row[1])
+        info = self.staged.gateways[ident] = GatewayInfo(row[0], row[1])
         return info
 
     def admit_gateway(self, gateway_id: str, enterprise_id: str) -> tuple[GatewayInfo | None, str]:
-        """The gateway's registry entry, registering it when allowed; else None and why."""
-        info = self.gateway(gateway_id)
+        """The gateway's registry entry, registering it when allowed; else None and why.
+
+        The enterprise comes from the topic, which the broker's ACL ties to the login, so
+        ``ent-b/gw-01`` is another gateway than ``ent-a/gw-01``.
+        """
+        info = self.gateway(enterprise_id, gateway_id)
         if info is None:
             if not self.settings.auto_register_gateways:
                 return None, (
-                    f"gateway {gateway_id!r} is not registered (registry.auto_register_gateways "
-                    "is off); register it or turn auto-registration on"
+                    f"gateway {gateway_id!r} of enterprise {enterprise_id!r} is not registered "
+                    "(registry.auto_register_gateways is off); register it or turn "
+                    "auto-registration on"
                 )
             info = self._register_gateway(gateway_id, enterprise_id)
-        if info.enterprise_id != enterprise_id:
-            return None, (
-                f"gateway {gateway_id!r} belongs to enterprise {info.enterprise_id!r}, "
-                f"not {enterprise_id!r} as the topic says"
-            )
         return info, ""
 
     def _register_gateway(self, gateway_id: str, enterprise_id: str) -> GatewayInfo:
@@ -146,21 +155,24 @@ class RegistryView:
         )
         self.conn.execute(
             "INSERT INTO gateways (id, enterprise_id, auto_registered) VALUES (%s, %s, true) "
-            "ON CONFLICT (id) DO NOTHING",
+            "ON CONFLICT (enterprise_id, id) DO NOTHING",
             (gateway_id, enterprise_id),
         )
         row = self.conn.execute(
-            "SELECT enterprise_id, online FROM gateways WHERE id = %s", (gateway_id,)
+            "SELECT enterprise_id, online FROM gateways WHERE enterprise_id = %s AND id = %s",
+            (enterprise_id, gateway_id),
         ).fetchone()
         assert row is not None
         log.info("auto-registered gateway %s of enterprise %s", gateway_id, row[0])
-        info = self.staged.gateways[gateway_id] = GatewayInfo(row[0], row[1])
+        info = self.staged.gateways[(enterprise_id, gateway_id)] = GatewayInfo(row[0], row[1])
         return info
 
-    def set_gateway_online(self, gateway_id: str, online: bool) -> None:
-        info = self.gateway(gateway_id)
+    def set_gateway_online(self, enterprise_id: str, gateway_id: str, online: bool) -> None:
+        info = self.gateway(enterprise_id, gateway_id)
         if info is not None:
-            self.staged.gateways[gateway_id] = GatewayInfo(info.enterprise_id, online)
+            self.staged.gateways[(enterprise_id, gateway_id)] = GatewayInfo(
+                info.enterprise_id, online
+            )
 
     # --- devices ------------------------------------------------------------------------
 
@@ -174,7 +186,7 @@ class RegistryView:
             key = staged.get(ident) or cached.get(ident)
             if key is not None:
                 keys[device_id] = key
-            elif not self._known_unknown(ident):
+            elif not self._known_unknown(("device", *ident)):
                 missing.append(device_id)
         if missing:
             rows = self.conn.execute(
@@ -187,7 +199,7 @@ class RegistryView:
                 self.staged.device_gateways[key] = gateway_id
             expires = time.monotonic() + NEGATIVE_TTL_S
             for device_id in set(missing) - {r[0] for r in rows}:
-                self.unknown[(enterprise_id, device_id)] = expires
+                self.unknown[("device", enterprise_id, device_id)] = expires
         return keys
 
     def register_devices(
@@ -228,10 +240,11 @@ class RegistryView:
             keys.update(self.device_keys(enterprise_id, unchanged))
         return keys
 
-    def gateway_device_keys(self, gateway_id: str) -> list[int]:
-        """Keys of the devices registered under ``gateway_id`` (for marking them offline)."""
+    def gateway_device_keys(self, enterprise_id: str, gateway_id: str) -> list[int]:
+        """Keys of the devices registered under the gateway (for marking them offline)."""
         rows = self.conn.execute(
-            "SELECT key FROM devices WHERE gateway_id = %s ORDER BY key", (gateway_id,)
+            "SELECT key FROM devices WHERE enterprise_id = %s AND gateway_id = %s ORDER BY key",
+            (enterprise_id, gateway_id),
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -261,15 +274,17 @@ class RegistryView:
         info = self.staged.signals[name] = SignalInfo(row[0], row[1])
         return info
 
-    def boot_key(self, gateway_id: str, boot: str) -> int:
-        ident = (gateway_id, boot)
+    def boot_key(self, enterprise_id: str, gateway_id: str, boot: str) -> int:
+        """The ledger key of one boot of one enterprise's gateway (batches are (boot key, seq))."""
+        ident = (enterprise_id, gateway_id, boot)
         key = self.staged.boots.get(ident) or self.cache.maps.boots.get(ident)
         if key is not None:
             return key
         row = self.conn.execute(
-            "INSERT INTO gateway_boots (gateway_id, boot) VALUES (%s, %s) "
-            "ON CONFLICT (gateway_id, boot) DO UPDATE SET last_seen_at = now() RETURNING key",
-            (gateway_id, boot),
+            "INSERT INTO gateway_boots (enterprise_id, gateway_id, boot) VALUES (%s, %s, %s) "
+            "ON CONFLICT (enterprise_id, gateway_id, boot) DO UPDATE SET last_seen_at = now() "
+            "RETURNING key",
+            ident,
         ).fetchone()
         assert row is not None
         self.staged.boots[ident] = row[0]

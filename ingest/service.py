@@ -107,6 +107,8 @@ class IngestService:
 
     def start(self, *, wait_for_db_s: float = 60.0) -> None:
         settings = self.settings
+        # First, so unreadable TLS files stop start-up before anything else runs.
+        consumer = Consumer(settings.mqtt, self._route, self.metrics)
         result = prepare_database(settings, wait_s=wait_for_db_s)
         self.storage_path = result.choice.path
         self.pool = psycopg_pool.ConnectionPool(
@@ -140,7 +142,7 @@ class IngestService:
         for lane in self.lanes:
             lane.start()
         self.maintenance.start()
-        self.consumer = Consumer(settings.mqtt, self._route, self.metrics)
+        self.consumer = consumer
         self.consumer.start()
         self._backlog_thread = threading.Thread(
             target=self._watch_backlog, name="ingest-backlog", daemon=True

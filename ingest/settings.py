@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ingest.api.settings import MonitoringSettings
 from ingest.errors import ConfigError
 
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/shulian"
@@ -29,9 +30,25 @@ class MqttSettings(BaseModel):
     """How the ingest connects and subscribes to the broker."""
 
     url: SecretStr = SecretStr(DEV_MQTT_URL)
-    """``mqtt://[user[:password]@]host[:port]``; also read from ``MQTT_URL``."""
+    """``mqtt://[user[:password]@]host[:port]``, or ``mqtts://…`` for TLS (port 8883 by default);
+    also read from ``MQTT_URL``."""
+    username: str | None = None
+    """Login name, instead of putting it in the URL (e.g. ``ingest@shulian``)."""
+    password: SecretStr | None = None
+    """Login password, instead of putting it in the URL."""
+    password_file: Path | None = None
+    """A file whose first line is the password (keeps it out of the environment and ``ps``)."""
+    ca_file: Path | None = None
+    """``mqtts://``: the CA certificate (PEM) that signed the broker's certificate; None uses the
+    system's trust store. The broker's host name must be in its certificate either way."""
+    cert_file: Path | None = None
+    """``mqtts://``: a client certificate (PEM), for brokers that authenticate by certificate."""
+    key_file: Path | None = None
+    """The client certificate's private key (PEM)."""
     client_id: str = Field(default_factory=lambda: f"shulian-ingest-{socket.gethostname()}")
-    """Stable per worker: the broker keeps un-acknowledged messages in this client's session."""
+    """Stable per worker: the broker keeps un-acknowledged messages in this client's session.
+    A broker with ``use_username_as_clientid`` (deploy/mosquitto/secure.conf) uses the login
+    name instead, so each worker then needs a login of its own."""
     protocol: Literal["5", "3.1.1"] = "5"
     """MQTT version; 3.1.1 for brokers without MQTT 5 (the demo's amqtt)."""
     share_group: str = "ingest"
@@ -50,21 +67,78 @@ class MqttSettings(BaseModel):
     Each attempt is one TCP connect, cheap for a broker; a short cap brings the worker back
     within about this long of the broker's return, while gateways' batches queue for it."""
 
+    @model_validator(mode="after")
+    def _consistent_login_and_tls(self) -> MqttSettings:
+        parts = urlsplit(self.url.get_secret_value())
+        problems = []
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            problems.append(
+                f"mqtt.url: {_mask_url(self.url.get_secret_value())!r}: use "
+                "mqtt://host[:port] or mqtts://host[:port] (TLS)"
+            )
+        if self.password is not None and self.password_file is not None:
+            problems.append("mqtt.password and mqtt.password_file: give one of them, not both")
+        if parts.password is not None and (self.password or self.password_file):
+            problems.append(
+                "mqtt.url holds a password and mqtt.password/password_file gives another: "
+                "keep one of them"
+            )
+        if parts.username is not None and self.username and parts.username != self.username:
+            problems.append(
+                f"mqtt.url logs in as {parts.username!r} but mqtt.username is "
+                f"{self.username!r}: keep one of them"
+            )
+        if (self.cert_file is None) != (self.key_file is None):
+            problems.append(
+                "mqtt.cert_file and mqtt.key_file go together (client certificate and its key)"
+            )
+        tls_files = [n for n in ("ca_file", "cert_file", "key_file") if getattr(self, n)]
+        if parts.scheme == "mqtt" and tls_files:
+            problems.append(
+                f"mqtt.{tls_files[0]} is set but mqtt.url is plaintext mqtt://: use "
+                "mqtts://host:8883 so the connection is encrypted and the broker verified"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     @property
     def host(self) -> str:
         return urlsplit(self.url.get_secret_value()).hostname or "127.0.0.1"
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url.get_secret_value()).port or 1883
+        parts = urlsplit(self.url.get_secret_value())
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
 
     @property
-    def username(self) -> str | None:
-        return urlsplit(self.url.get_secret_value()).username
+    def is_tls(self) -> bool:
+        return urlsplit(self.url.get_secret_value()).scheme == "mqtts"
 
     @property
-    def password(self) -> str | None:
-        return urlsplit(self.url.get_secret_value()).password
+    def address(self) -> str:
+        """``mqtt[s]://host:port`` without the login, for log lines and error messages."""
+        return f"{'mqtts' if self.is_tls else 'mqtt'}://{self.host}:{self.port}"
+
+    def login(self) -> tuple[str | None, str | None]:
+        """``(username, password)`` from the separate settings or the URL; read at connect.
+
+        Raises:
+            ConfigError: ``password_file`` cannot be read.
+        """
+        parts = urlsplit(self.url.get_secret_value())
+        username = self.username or parts.username
+        if self.password is not None:
+            return username, self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    [f"mqtt.password_file: cannot read {self.password_file}: {exc.strerror}"]
+                ) from None
+            return username, (text.splitlines() or [""])[0]
+        return username, parts.password
 
 
 class DbSettings(BaseModel):
@@ -103,6 +177,11 @@ class LimitsSettings(BaseModel):
     retention and the ledger keep strictly more than this."""
     accept_unknown_signals: bool = False
     """Store signals whose base name is not in wire.signals (otherwise unknown_signal)."""
+    dead_letter_prefix_bytes: int = Field(default=4096, ge=0)
+    """A dead letter keeps this many bytes of its payload, with the payload's size and SHA-256."""
+    dead_letters_per_minute: int = Field(default=60, ge=0)
+    """Dead-letter rows one gateway (topic enterprise and gateway) may add per minute; the rest
+    are counted in dead_letter_windows and the suppressed metric. 0: no limit."""
 
 
 class RegistrySettings(BaseModel):
@@ -151,6 +230,8 @@ class ApiSettings(BaseModel):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    """Live view, sessions and cookies of the monitoring app (docs/monitoring.md)."""
 
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -287,6 +368,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> IngestSe
                 problems.extend(str(error["ctx"]["error"]).splitlines())  # cross-section checks
                 continue
             where = ".".join(str(p) for p in error["loc"]) or "settings"
+            if "error" in error.get("ctx", {}) and str(error["ctx"]["error"]).startswith(where):
+                problems.extend(str(error["ctx"]["error"]).splitlines())  # a section's own check
+                continue
             problems.append(f"{where}: {error['msg']}")
         raise ConfigError(problems) from exc
     finally:
@@ -299,41 +383,58 @@ def setting_sources(
     """``(dotted name, value, source)`` for every setting, in the order the model defines them.
 
     The source is what won, in ``load_settings``' order: ``command line``, ``env NAME``,
-    the settings file, or ``default``. Values are masked as in ``masked_settings``.
+    the settings file, or ``default``. Values are masked as in ``masked_settings``. Nested
+    sections (``api.monitoring.kpi``) are listed leaf by leaf.
     """
     env = {key.upper(): key for key in os.environ}
     file_data = read_settings_file(config_file) if config_file else {}
-    values = masked_settings(settings)
     rows: list[tuple[str, Any, str]] = []
-    for section, content in values.items():
-        leaves = content.items() if isinstance(content, dict) else [(None, content)]
-        for name, value in leaves:
-            dotted = f"{section}.{name}" if name else section
-            rows.append(
-                (dotted, value, _source_of(section, name, overrides, env, file_data, config_file))
-            )
+    for path, value in _leaves(masked_settings(settings), ()):
+        rows.append(
+            (".".join(path), value, _source_of(path, overrides, env, file_data, config_file))
+        )
     return rows
 
 
+def _leaves(node: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    if not isinstance(node, dict) or (path and not node):
+        return [(path, node)]
+    found: list[tuple[tuple[str, ...], Any]] = []
+    for key, value in node.items():
+        found.extend(_leaves(value, (*path, key)))
+    return found
+
+
+def _has(tree: Any, path: tuple[str, ...]) -> bool:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
 def _source_of(
-    section: str,
-    name: str | None,
+    path: tuple[str, ...],
     overrides: dict[str, Any],
     env: dict[str, str],
     file_data: dict[str, Any],
     config_file: Path | None,
 ) -> str:
-    given = overrides.get(section)
-    if (name is None and section in overrides) or (isinstance(given, dict) and name in given):
+    if _has(overrides, path):
         return "command line"
-    variable = f"SHULIAN_INGEST_{section}__{name}" if name else f"SHULIAN_INGEST_{section}"
-    if variable.upper() in env:
-        return f"env {env[variable.upper()]}"
-    plain = {("db", "url"): "DATABASE_URL", ("mqtt", "url"): "MQTT_URL"}.get((section, name or ""))
+    # A variable may set a whole section (JSON) or any level below it.
+    for depth in range(len(path), 0, -1):
+        variable = "SHULIAN_INGEST_" + "__".join(path[:depth])
+        if variable.upper() in env:
+            return f"env {env[variable.upper()]}"
+    plain_names: dict[tuple[str, ...], str] = {
+        ("db", "url"): "DATABASE_URL",
+        ("mqtt", "url"): "MQTT_URL",
+    }
+    plain = plain_names.get(path)
     if plain and os.environ.get(plain):
         return f"env {plain}"
-    in_file = file_data.get(section)
-    if (name is None and section in file_data) or (isinstance(in_file, dict) and name in in_file):
+    if _has(file_data, path):
         return str(config_file)
     return "default"
 

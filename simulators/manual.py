@@ -66,7 +66,14 @@ def _modbus_section(kind: MachineKind, address_map: ModbusMap) -> list[str]:
         "",
         "Modbus TCP, unit id as configured (default 1); addresses below are 0-based protocol "
         "addresses (register 0 = 40001 in 1-based notation). At most 125 registers per read.",
-        "Undefined addresses answer exception 02 (illegal data address); the map is read-only.",
+        (
+            "Addresses the map does not list answer exception 02 (illegal data address), also "
+            "inside a read that spans them; the map is read-only."
+            if address_map.refuses_unmapped
+            else "Addresses between a table's first and last listed ones that the map does not "
+            "list are reserved and read as 0, so one read may span them; addresses outside that "
+            "range answer exception 02 (illegal data address). The map is read-only."
+        ),
         "",
         f"Word order: {address_map.word_order_note}",
         "Strings are ASCII, two characters per register, first character in the high byte, "

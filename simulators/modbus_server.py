@@ -3,8 +3,10 @@
 Each machine is one ``ModbusUnit``: a register image per data table, laid out from its kind's map,
 served through pymodbus's ``SimDevice``. pymodbus 3.16 converts the older ``ModbusDeviceContext`` /
 ``ModbusServerContext`` datastores into ``SimDevice`` objects internally (and warns that they go away
-in 4.0), so we build ``SimDevice`` directly. Addresses the map does not define are marked invalid,
-so reading them answers exception 02 (illegal data address), as on a real device.
+in 4.0), so we build ``SimDevice`` directly. Addresses between a table's first and last mapped
+ones read as 0, as on most PLCs (a client may read across gaps in one request); addresses outside
+that span, and every unmapped address of a map that ``refuses_unmapped`` (some meters), are
+marked invalid, so reading them answers exception 02 (illegal data address), as on a real device.
 
 The tick loop writes changed values into the unit's own image (cheap: a few list slots); pymodbus
 calls ``ModbusUnit.on_access`` on every request, which copies the requested range from the image
@@ -85,18 +87,25 @@ class RegisterImage:
             self.words[index] &= ~(1 << bit) & 0xFFFF
 
 
-def _image_and_blocks(table: Table, fields: list[Register]) -> tuple[RegisterImage, list[SimData]]:
-    """The image of one table and the SimData blocks that make its addresses valid."""
+def _image_and_blocks(
+    table: Table, fields: list[Register], refuses_unmapped: bool
+) -> tuple[RegisterImage, list[SimData]]:
+    """The image of one table and the SimData blocks that make its addresses valid: the span
+    from the first to the last mapped address, or only the mapped ones if ``refuses_unmapped``."""
     if table.is_bits:
         bits = sorted({f.address for f in fields})
         start = bits[0] // 16
         words = [0] * (bits[-1] // 16 - start + 1)
+        if not refuses_unmapped:
+            bits = list(range(bits[0], bits[-1] + 1))
         blocks = [
             SimData(address=run[0], values=[False] * len(run), datatype=DataType.BITS)
             for run in _runs(bits)
         ]
         return RegisterImage(start, words, True), blocks
     addresses = sorted({a for f in fields for a in range(f.address, f.address + f.size)})
+    if not refuses_unmapped:
+        addresses = list(range(addresses[0], addresses[-1] + 1))
     start = addresses[0]
     words = [0] * (addresses[-1] - start + 1)
     blocks = [
@@ -144,7 +153,7 @@ class ModbusUnit:
                 kind = DataType.BITS if table.is_bits else DataType.REGISTERS
                 tables.append([SimData(address=0, values=placeholder, datatype=kind)])
                 continue
-            image, blocks = _image_and_blocks(table, fields)
+            image, blocks = _image_and_blocks(table, fields, address_map.refuses_unmapped)
             self.images[table] = image
             tables.append(blocks)
         self._tables = (tables[0], tables[1], tables[2], tables[3])

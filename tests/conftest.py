@@ -163,10 +163,8 @@ def timescaledb_binaries() -> Path:
 def timescaledb_server_url() -> Iterator[str]:
     """A TimescaleDB server for the session: SHULIAN_TEST_TSDB_URL, or a private one we start.
 
-    Its folder is outside pytest's tmp_path for the reason ``private_postgres`` gives: the
-    server's user loses access when another pytest session starts, and PostgreSQL shuts down
-    within a minute once it cannot re-read its lock file (every later test then failed with
-    "connection refused").
+    Its folder is not under pytest's tmp_path (see ``private_postgres``): another pytest session
+    starting meanwhile resets that root to 0700, and the server's user then PANICs on pg_control.
     """
     if TSDB_SERVER_URL:
         problem = _answers(TSDB_SERVER_URL)
@@ -189,7 +187,17 @@ def timescaledb_server_url() -> Iterator[str]:
         _missing_timescaledb(f"its private server did not start: {exc}")
     yield server.url()
     server.stop("immediate")
+    _keep_server_log_if_it_crashed(server)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _keep_server_log_if_it_crashed(server: PrivatePostgres) -> None:
+    """A crash of the session's server fails many tests at once; keep its log to explain them."""
+    log_file = server.datadir / "server.log"
+    text = log_file.read_text(errors="replace") if log_file.is_file() else ""
+    if any(mark in text for mark in ("PANIC", "terminated by signal", "was terminated")):
+        (REPO / "test-artifacts").mkdir(exist_ok=True)
+        shutil.copy(log_file, REPO / "test-artifacts" / "timescaledb-server.log")
 
 
 @pytest.fixture(scope="session")

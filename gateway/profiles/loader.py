@@ -35,10 +35,34 @@ class LoadedProfile:
     profile: ProfileBase
     file: str
     lines: Lines
+    warnings: list[str] = field(default_factory=list)
+    """``file:line: field.path: message`` of what works but should be written otherwise (a
+    unit alias such as ``RPM``); ``profile validate`` prints them and ``gateway run`` logs them."""
+    number_styles: dict[str, NumberStyle] = field(default_factory=dict)
+    """Signal name (or ``modbus.unreadable[i]``) -> how its address was written, when not in
+    decimal (``0x2000``), so tools print addresses as the profile writes them."""
 
     def where(self, path: str | Path_) -> str:
         """``file:line: path`` for a field path such as ``signals[3].address``."""
         loc = parse_field_path(path) if isinstance(path, str) else path
+        return f"{locate(self.lines, loc, self.file)}: {format_path(loc)}"
+
+
+@dataclass
+class DevicePlaces:
+    """Where the fields of each device entry of a site file were written."""
+
+    file: str
+    lines: Lines
+    paths: dict[str, Path_] = field(default_factory=dict)
+    """Device id -> its entry's path (``("devices", 3)``); fleet devices have none."""
+
+    def where(self, device_id: str, field_path: str) -> str | None:
+        """``site.yaml:14: devices[3].settings.timeout_s`` for a field of a device entry."""
+        prefix = self.paths.get(device_id)
+        if prefix is None:
+            return None
+        loc = (*prefix, *parse_field_path(field_path))
         return f"{locate(self.lines, loc, self.file)}: {format_path(loc)}"
 
 
@@ -50,6 +74,62 @@ class Site:
     settings: dict[str, Any]
     devices: list[DeviceConfig]
     profiles: dict[str, LoadedProfile] = field(default_factory=dict)
+    places: DevicePlaces | None = None
+    """Where each device entry's fields were written, for messages about them."""
+
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings of every profile the site uses, each once."""
+        return [w for loaded in self.profiles.values() for w in loaded.warnings]
+
+
+NumberStyle = tuple[str, str]
+"""``(prefix, format spec)`` of a number written in another base: ``("0x", "04X")``."""
+
+
+def number_style(value: Any) -> NumberStyle | None:
+    """How a YAML integer was written, if not in decimal (ruamel keeps the form on the value)."""
+    from ruamel.yaml.scalarint import BinaryInt, HexCapsInt, HexInt, OctalInt
+
+    width = getattr(value, "_width", None) or ""
+    if isinstance(value, HexCapsInt):
+        return ("0x", f"0{width}X")
+    if isinstance(value, HexInt):
+        digits = f"{int(value):x}"
+        # ruamel reads 0x20AB as HexInt too: keep capitals when they were written.
+        return ("0x", f"0{width}{'x' if digits == digits.lower() else 'X'}")
+    if isinstance(value, OctalInt):
+        return ("0o", f"0{width}o")
+    if isinstance(value, BinaryInt):
+        return ("0b", f"0{width}b")
+    return None
+
+
+def format_number(value: int, style: NumberStyle | None) -> str:
+    """``value`` written in ``style`` (decimal without one)."""
+    if style is None:
+        return str(value)
+    prefix, spec = style
+    return prefix + format(value, spec)
+
+
+def _number_styles(data: dict[str, Any]) -> dict[str, NumberStyle]:
+    """Styles of the signals' addresses (by signal name) and of the ranges of
+    ``modbus.unreadable`` (``modbus.unreadable[0]``, from its ``start``)."""
+    styles: dict[str, NumberStyle] = {}
+    modbus = data.get("modbus")
+    ranges = modbus.get("unreadable") if isinstance(modbus, dict) else None
+    for index, item in enumerate(ranges if isinstance(ranges, list) else []):
+        style = number_style(item.get("start")) if isinstance(item, dict) else None
+        if style is not None:
+            styles[f"modbus.unreadable[{index}]"] = style
+    signals = data.get("signals")
+    for signal in signals if isinstance(signals, list) else []:
+        if isinstance(signal, dict) and isinstance(signal.get("name"), str):
+            style = number_style(signal.get("address"))
+            if style is not None:
+                styles[signal["name"]] = style
+    return styles
 
 
 def _yaml() -> YAML:
@@ -116,11 +196,17 @@ _MESSAGE_PATH = re.compile(r"^([a-z_]+\[\d+\](?:\.[a-z_]+)*): (.*)$", re.DOTALL)
 """A message that starts with the field path it is about."""
 
 
-def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int = 0) -> list[str]:
+def validation_problems(
+    exc: ValidationError, lines: Lines, file: str, drop: int = 0, prefix: Path_ = ()
+) -> list[str]:
+    """``file:line: field.path: message`` for each error; ``prefix`` is where the validated
+    item sits in the file (``("devices", 3)``), for items validated one by one."""
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])[drop:]
-        loc = tuple(p for p in loc if not (isinstance(p, str) and p in DRIVERS))
+        if loc and isinstance(loc[0], str) and loc[0] in DRIVERS and not prefix:
+            # The discriminated union's tag; a field of the same name (`opcua:`) stays.
+            loc = loc[1:]
         if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = ("protocol",)  # the discriminator itself is wrong or missing
         message = err["msg"].removeprefix("Value error, ")
@@ -128,6 +214,7 @@ def validation_problems(exc: ValidationError, lines: Lines, file: str, drop: int
         if inner:  # a model-level check names the field itself: `signals[2].group: ...`
             loc = (*loc, *parse_field_path(inner.group(1)))
             message = inner.group(2)
+        loc = (*prefix, *loc)
         problems.append(f"{locate(lines, loc, file)}: {format_path(loc)}: {message}")
     return problems
 
@@ -153,7 +240,8 @@ class ProfileResolver:
     def __init__(self, search_paths: list[Path] | None = None) -> None:
         self.search_paths = [p.resolve() for p in (search_paths or [])] + [REPO_PROFILES]
         self._cache: dict[Path, LoadedProfile] = {}
-        self._ids: dict[str, Path] | None = None
+        self._ids: dict[bool, dict[str, Path]] = {}
+        self._beside: dict[Path, dict[str, Path]] = {}
 
     def find(self, ref: str, relative_to: Path | None = None) -> Path:
         candidates = []
@@ -168,25 +256,45 @@ class ProfileResolver:
             raise ConfigError(
                 [f"profile {ref!r} not found in {[str(p) for p in self.search_paths]}"]
             )
-        path = self._id_index().get(ref)
+        # Folders given first, then beside the file that names it, wherever that file is
+        # (docs/profiles.md, Reuse), then the shipped library.
+        path = self._id_index(shipped=False).get(ref)
+        if path is None and relative_to is not None:
+            path = self._folder_ids(relative_to.resolve()).get(ref)
         if path is None:
-            raise ConfigError(
-                [f"no profile with id {ref!r} in {[str(p) for p in self.search_paths]}"]
-            )
+            path = self._id_index(shipped=True).get(ref)
+        if path is None:
+            folders = [str(p) for p in self.search_paths]
+            if relative_to is not None:
+                folders.insert(0, str(relative_to))
+            raise ConfigError([f"no profile with id {ref!r} in {folders}"])
         return path
 
-    def _id_index(self) -> dict[str, Path]:
-        if self._ids is None:
-            self._ids = {}
-            for base in reversed(self.search_paths):  # earlier folders win
+    def _id_index(self, *, shipped: bool) -> dict[str, Path]:
+        """Ids in the shipped library, or in the folders given (earlier folders win)."""
+        ids = self._ids.get(shipped)
+        if ids is None:
+            ids = self._ids[shipped] = {}
+            folders = [REPO_PROFILES] if shipped else self.search_paths[:-1]
+            for base in reversed(folders):
                 for path in sorted(base.rglob("*.yaml")) if base.is_dir() else []:
-                    try:
-                        data = _yaml().load(path.read_text(encoding="utf-8"))
-                    except (MarkedYAMLError, OSError):
-                        continue
-                    if isinstance(data, dict) and isinstance(data.get("id"), str):
-                        self._ids[data["id"]] = path.resolve()
-        return self._ids
+                    profile_id = _profile_id(path)
+                    if profile_id is not None:
+                        ids[profile_id] = path.resolve()
+        return ids
+
+    def _folder_ids(self, folder: Path) -> dict[str, Path]:
+        """Profile ids of the YAML files directly in ``folder`` (not below: a profile kept in a
+        home or project folder must not make the loader read the whole tree)."""
+        ids = self._beside.get(folder)
+        if ids is None:
+            ids = {}
+            for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+                profile_id = _profile_id(path)
+                if profile_id is not None and path.suffix in (".yaml", ".yml"):
+                    ids.setdefault(profile_id, path.resolve())
+            self._beside[folder] = ids
+        return ids
 
     def load(self, ref: str, relative_to: Path | None = None) -> LoadedProfile:
         path = self.find(ref, relative_to)
@@ -200,6 +308,7 @@ class ProfileResolver:
                         "needs a profile that extends it"
                     ]
                 )
+            unit_errors, unit_warnings = unit_findings(data, lines, str(path))
             try:
                 model = _profile_adapter().validate_python(_plain(data))
             except ValidationError as exc:
@@ -207,8 +316,13 @@ class ProfileResolver:
                 problems += [
                     p for p in structure_problems(data, lines, str(path)) if p not in problems
                 ]
-                raise ConfigError(problems) from None
-            self._cache[path] = LoadedProfile(model, str(path), lines)
+                problems += checks_of_the_rest(data, exc, lines, str(path))
+                raise ConfigError(problems + unit_errors) from None
+            if unit_errors:
+                raise ConfigError(unit_errors)
+            self._cache[path] = LoadedProfile(
+                model, str(path), lines, unit_warnings, _number_styles(data)
+            )
         return self._cache[path]
 
     def _merged(self, path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Lines]:
@@ -227,6 +341,17 @@ class ProfileResolver:
         base_path = self.find(str(base_ref), relative_to=path.parent)
         base, base_lines = self._merged(base_path, (*chain, path))
         return _merge(base, base_lines, data, lines)
+
+
+def _profile_id(path: Path) -> str | None:
+    """The ``id`` a YAML file declares, or None (not YAML, not a mapping, no id)."""
+    try:
+        data = _yaml().load(path.read_text(encoding="utf-8"))
+    except (MarkedYAMLError, OSError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        return str(data["id"])
+    return None
 
 
 def structure_problems(data: dict[str, Any], lines: Lines, file: str) -> list[str]:
@@ -258,6 +383,97 @@ def structure_problems(data: dict[str, Any], lines: Lines, file: str) -> list[st
                 f"{where}: signals[{index}].group: {group!r} is not one of the groups {names}"
             )
     return problems
+
+
+CHECK_ENDPOINTS: dict[str, str] = {
+    "modbus": "tcp://127.0.0.1:502",
+    "opcua": "opc.tcp://127.0.0.1:4840",
+}
+"""Stand-in endpoints for a driver's static check of a profile on its own."""
+
+
+def checks_of_the_rest(
+    data: dict[str, Any], exc: ValidationError, lines: Lines, file: str
+) -> list[str]:
+    """The driver's static-check errors in the parts of a profile that are valid.
+
+    The driver checks a validated profile (addresses past 65535, values larger than a request,
+    ``scale`` on a bool), so one bad field would hide them until the next run. Here signals with
+    field errors are left out and bad protocol settings fall back to their defaults; if the rest
+    validates, the driver checks it and its errors come back with their own lines. Anything else
+    wrong (the protocol, the groups) leaves nothing to check: ``[]``.
+    """
+    plain = _plain(data)
+    bad_signals: set[int] = set()
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if loc and isinstance(loc[0], str) and loc[0] in DRIVERS:
+            loc = loc[1:]  # the union tag
+        inner = _MESSAGE_PATH.match(err["msg"].removeprefix("Value error, "))
+        if inner:
+            loc = (*loc, *parse_field_path(inner.group(1)))
+        if len(loc) >= 2 and loc[0] == "signals" and isinstance(loc[1], int):
+            bad_signals.add(loc[1])
+        elif len(loc) >= 2 and loc[0] in DRIVERS and isinstance(plain.get(loc[0]), dict):
+            plain[loc[0]].pop(loc[1], None)  # a bad setting: check with its default
+        else:
+            return []
+    signals = plain.get("signals")
+    if not isinstance(signals, list):
+        return []
+    kept = [index for index in range(len(signals)) if index not in bad_signals]
+    plain["signals"] = [signals[index] for index in kept]
+    try:
+        profile = _profile_adapter().validate_python(plain)
+        driver = DRIVERS[profile.protocol].load()
+    except (ValidationError, ImportError):
+        return []
+    device = DeviceConfig(
+        id=profile.id,
+        enterprise="check",
+        endpoint=CHECK_ENDPOINTS.get(profile.protocol, ""),
+        unit_id=None,
+        line="",
+        profile=profile,
+        source=file,
+    )
+    problems: list[str] = []
+    for problem in driver.check(device):
+        if problem.severity != "error" or not problem.where or problem.where.startswith("device."):
+            continue  # the device's own fields are checked where a site names it
+        loc = parse_field_path(problem.where)
+        if len(loc) >= 2 and loc[0] == "signals" and isinstance(loc[1], int):
+            loc = ("signals", kept[loc[1]], *loc[2:])
+        problems.append(f"{locate(lines, loc, file)}: {format_path(loc)}: {problem.message}")
+    return problems
+
+
+def unit_findings(data: dict[str, Any], lines: Lines, file: str) -> tuple[list[str], list[str]]:
+    """Errors and warnings about the signals' units, found on the raw data.
+
+    The same check (``normalize.unit_problem``) decides at ``gateway run``, so a unit that
+    ``validate`` passes runs, and one ``run`` refuses fails ``validate``. Checking the raw data
+    reports unit errors in the same pass as field mistakes elsewhere in the file.
+    """
+    from gateway.normalize import unit_problem
+    from wire.signals import SignalKind
+
+    errors: list[str] = []
+    warnings: list[str] = []
+    signals = data.get("signals")
+    for index, signal in enumerate(signals if isinstance(signals, list) else []):
+        if not isinstance(signal, dict):
+            continue
+        name, unit, kind = signal.get("name"), signal.get("unit"), signal.get("kind")
+        if not isinstance(name, str) or not isinstance(unit, str):
+            continue
+        problem = unit_problem(unit, name, SignalKind(kind) if kind in set(SignalKind) else None)
+        if problem is not None:
+            where = f"{locate(lines, ('signals', index, 'unit'), file)}: signals[{index}].unit"
+            (errors if problem.severity == "error" else warnings).append(
+                f"{where}: {problem.message}"
+            )
+    return errors, warnings
 
 
 def _merge(
@@ -338,20 +554,22 @@ def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site
     enterprise = str((data.get("gateway") or {}).get("enterprise", ""))
     problems: list[str] = []
     devices: list[DeviceConfig] = []
-    specs: list[tuple[DeviceSpec, str, str]] = []
+    specs: list[tuple[DeviceSpec, str, str, Path_ | None]] = []
 
+    places = DevicePlaces(file, lines)
     for index, raw in enumerate(data.get("devices") or []):
         where = locate(lines, ("devices", index), file)
         try:
             spec = DeviceSpec.model_validate(_plain(raw))
         except ValidationError as exc:
-            problems += validation_problems(exc, _sub(lines, ("devices", index)), file)
+            problems += validation_problems(exc, lines, file, prefix=("devices", index))
             continue
         specs.append(
             (
                 spec,
                 raw.get("enterprise", enterprise) if isinstance(raw, dict) else enterprise,
                 where,
+                ("devices", index),
             )
         )
 
@@ -359,34 +577,47 @@ def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site
         try:
             fleet = FleetSpec.model_validate(_plain(raw))
         except ValidationError as exc:
-            problems += validation_problems(exc, _sub(lines, ("fleets", index)), file)
+            problems += validation_problems(exc, lines, file, prefix=("fleets", index))
             continue
         try:
-            specs += _fleet_devices(fleet, path.parent, enterprise)
+            specs += [(*s, None) for s in _fleet_devices(fleet, path.parent, enterprise)]
         except ConfigError as exc:
             problems += exc.problems
 
+    def field_at(entry: Path_ | None, where: str, name: str) -> str:
+        """``site.yaml:7: devices[2].profile``, or ``fleet.csv:3: profile`` for a CSV row."""
+        if entry is None:
+            return f"{where}: {name}"
+        return f"{locate(lines, (*entry, name), file)}: {format_path((*entry, name))}"
+
     profiles: dict[str, LoadedProfile] = {}
     seen: dict[str, str] = {}
-    for spec, ent, where in specs:
+    for spec, ent, where, entry in specs:
         if spec.id in seen:
             problems.append(
-                f"{where}: id: device {spec.id!r} is defined twice (also {seen[spec.id]})"
+                f"{field_at(entry, where, 'id')}: device {spec.id!r} is defined twice "
+                f"(also {seen[spec.id]})"
             )
             continue
         seen[spec.id] = where
+        if entry is not None:
+            places.paths[spec.id] = entry
         if not spec.enabled:
             continue
         try:
             loaded = resolver.load(spec.profile, relative_to=path.parent)
         except ConfigError as exc:
             problems += [
-                f"{where}: profile: {p}" if not p.startswith("/") else p for p in exc.problems
+                f"{field_at(entry, where, 'profile')}: {p}" if not p.startswith("/") else p
+                for p in exc.problems
             ]
             continue
         profiles[loaded.profile.id] = loaded
         if not ent:
-            problems.append(f"{where}: enterprise: missing (set gateway.enterprise or per device)")
+            problems.append(
+                f"{field_at(entry, where, 'enterprise')}: missing (set gateway.enterprise or "
+                "per device)"
+            )
             continue
         devices.append(
             DeviceConfig(
@@ -400,13 +631,13 @@ def load_site(path: Path, extra_profile_paths: list[Path] | None = None) -> Site
                 source=where,
             )
         )
-    problems += check_devices(devices, profiles)
+    problems += check_devices(devices, profiles, places)
     if problems:
         raise ConfigError(problems)
     settings = {
         k: _plain(v) for k, v in data.items() if k not in ("devices", "fleets", "profile_paths")
     }
-    return Site(file, settings, devices, profiles)
+    return Site(file, settings, devices, profiles, places)
 
 
 DEVICE_PLACEHOLDER = "{device}"
@@ -481,7 +712,11 @@ def _fleet_devices(
     return out
 
 
-def check_devices(devices: list[DeviceConfig], profiles: dict[str, LoadedProfile]) -> list[str]:
+def check_devices(
+    devices: list[DeviceConfig],
+    profiles: dict[str, LoadedProfile],
+    places: DevicePlaces | None = None,
+) -> list[str]:
     """Run each driver's static ``check``; map its field paths back to the profile's lines."""
     problems: list[str] = []
     for device in devices:
@@ -495,18 +730,28 @@ def check_devices(devices: list[DeviceConfig], profiles: dict[str, LoadedProfile
         for problem in driver.check(device):
             if problem.severity != "error":
                 continue
-            place = place_problem(problem.where, device, loaded)
+            place = place_problem(problem.where, device, loaded, places)
             problems.append(f"{place}: {problem.message} (device {device.id})")
     return problems
 
 
-def place_problem(where: str, device: DeviceConfig, loaded: LoadedProfile | None) -> str:
+def place_problem(
+    where: str,
+    device: DeviceConfig,
+    loaded: LoadedProfile | None,
+    places: DevicePlaces | None = None,
+) -> str:
     """``file:line: field`` of a driver's problem.
 
     Paths into the profile (``signals[3].address``) point into the profile file; paths starting
-    with ``device.`` (``device.unit_id``) are fields of the device's entry in the site file.
+    with ``device.`` (``device.settings.timeout_s``) are fields of the device's entry in the site
+    file: with ``places``, at the line of that field and with its full path
+    (``devices[3].settings.timeout_s``).
     """
     if where.startswith("device.") or loaded is None or not where:
         field = where.removeprefix("device.") or "device"
-        return f"{device.source}: {field}"
+        placed = (
+            places.where(device.id, field) if places is not None and field != "device" else None
+        )
+        return placed or f"{device.source}: {field}"
     return loaded.where(where)

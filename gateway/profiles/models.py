@@ -25,10 +25,31 @@ Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63
 SignalName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")]
 
 
+_BOOL_KEYS = {"true": 1, "false": 0}
+"""``true``/``false`` as YAML keys (which arrive as text after loading): the codes 1 and 0."""
+
+
 def _code(key: int | str) -> int | str:
-    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+    """A state key as the converter looks it up.
+
+    Whole numbers (however YAML or JSON typed them) are numeric codes, and booleans are the codes
+    1 and 0, so ``{true: running, false: idle}`` maps a coil, a register bit or an OPC UA Boolean
+    (a bool equals 1 or 0 in a lookup). Any other text is an enumeration name (``AUTO_RUN``).
+    """
+    if isinstance(key, bool):
         return int(key)
+    if isinstance(key, str):
+        text = key.strip()
+        if text.lstrip("-").isdigit():
+            return int(text)
+        if text.lower() in _BOOL_KEYS:
+            return _BOOL_KEYS[text.lower()]
     return key
+
+
+def _written(states: dict[Any, Any], code: int | str, other_than: Any) -> Any:
+    """The first key of ``states`` that stands for ``code``, other than ``other_than``."""
+    return next(k for k in states if k is not other_than and _code(k) == code)
 
 
 class _Strict(BaseModel):
@@ -78,12 +99,30 @@ class SignalBase(_Strict):
             )
         return name
 
+    @field_validator("states", mode="before")
+    @classmethod
+    def _same_codes(cls, states: Any) -> Any:
+        """Keys are written as codes (numbers or booleans, see ``_code``) as text, so an error
+        about one value reads ``states.1``; two keys for one code are refused."""
+        if not isinstance(states, dict):
+            return states
+        codes: dict[str, Any] = {}
+        for key, value in states.items():
+            code = str(_code(key))
+            if code in codes:
+                raise ValueError(
+                    f"keys {key!r} and {_written(states, _code(key), key)!r} are the same state "
+                    f"code {_code(key)!r} (true is 1, false is 0); keep one"
+                )
+            codes[code] = value
+        return codes
+
     @field_validator("states", mode="after")
     @classmethod
     def _numeric_codes(
         cls, states: dict[int | str, MachineState] | None
     ) -> dict[int | str, MachineState] | None:
-        """Keys that are whole numbers are numeric codes, however YAML or JSON typed them."""
+        """Keys that are whole numbers (or booleans) are numeric codes, however YAML typed them."""
         if states is None:
             return None
         return {_code(key): value for key, value in states.items()}

@@ -53,6 +53,11 @@ _REMOVE_KEY: Final[dict[str, Any]] = {
     "description": "In a profile that extends another: drop the inherited signal of this name.",
 }
 
+_REMOVE_GROUP_KEY: Final[dict[str, Any]] = {
+    "type": "boolean",
+    "description": "In a profile that extends another: drop the inherited group of this name.",
+}
+
 
 def authoring_schema() -> dict[str, Any]:
     """The profile schema for files as written: the model schema plus ``extends``/``abstract``."""
@@ -74,6 +79,9 @@ def authoring_schema() -> dict[str, Any]:
         signal_def["properties"]["remove"] = copy.deepcopy(_REMOVE_KEY)
         signal_def["properties"]["name"] = _signal_name_schema(signal_def["properties"]["name"])
         signal_def["required"] = ["name"]
+        group_ref = profile_def["properties"]["groups"]["items"]["$ref"]
+        group_def = defs[group_ref.rsplit("/", 1)[1]]
+        group_def["properties"]["remove"] = copy.deepcopy(_REMOVE_GROUP_KEY)
         branches.append({"$ref": f"#/$defs/{model.__name__}"})
     # anyOf, not a discriminated oneOf: an abstract base has no `protocol`, and a signal that
     # overrides only shared fields fits every protocol.
@@ -129,7 +137,9 @@ def check_abstract_base(data: CommentedMap, file: Path) -> list[str]:
     for key in data:
         if key not in known:
             problems.append(f"{locate(lines, (key,), where)}: {key}: unknown profile field")
-    problems += _check_items(data, "groups", lines, where, GroupSpec, set(GroupSpec.model_fields))
+    problems += _check_items(
+        data, "groups", lines, where, GroupSpec, {*GroupSpec.model_fields, "remove"}
+    )
     problems += _check_items(data, "signals", lines, where, SignalBase, _signal_fields())
     return problems
 

@@ -11,6 +11,10 @@ enterprise    no           own                 own            own          no   
 provider      no           no                  served         no           no      no
 ============  ===========  ==================  =============  ===========  ======  =====
 
+A service provider's page (``/provider``, ``/api/providers/{id}``: the enterprises that chose it,
+with the status of their gateways and devices) is for that provider's tokens and admin; another
+provider gets 404, the bureau and enterprises 403.
+
 Denials answer 403 when the caller may know the enterprise exists (a bureau asking for device data
 that was not granted, an enterprise asking for city KPIs) and 404 when it may not (an enterprise
 asking for another enterprise's device gets the same answer as for a device that does not exist).
@@ -70,6 +74,13 @@ def can(principal: Principal, capability: Capability, enterprise: str | None, re
     if role is Role.PROVIDER:
         return capability is Capability.DEVICE_STATUS and enterprise in reach.served
     return False
+
+
+def can_see_provider(principal: Principal, provider: str) -> bool:
+    """Whether the caller may read the page of service provider ``provider``."""
+    return principal.role is Role.ADMIN or (
+        principal.role is Role.PROVIDER and principal.provider == provider
+    )
 
 
 def knows_of(principal: Principal, enterprise: str, reach: Reach) -> bool:

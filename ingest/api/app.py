@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.api.errors import ApiError
 from ingest.api.live import LiveHub
@@ -27,6 +28,7 @@ from ingest.api.routes import (
     imports,
     overview,
     pages,
+    providers,
     segments,
 )
 from ingest.api.settings import AppSettings
@@ -85,12 +87,49 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
     )
     app.state.api_settings = settings.api
     _install_error_handlers(app)
-    for module in (health, auth, overview, segments, districts, enterprises, devices, export):
+    for module in (
+        health,
+        auth,
+        overview,
+        segments,
+        districts,
+        enterprises,
+        devices,
+        providers,
+        export,
+    ):
         app.include_router(module.router, prefix="/api")
     app.include_router(imports.router, prefix="/api")
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+    app.add_middleware(NoStoreMiddleware)
     return app
+
+
+class NoStoreMiddleware:
+    """``Cache-Control: no-store`` on pages and API answers (not on /static).
+
+    Nothing a signed-in user saw stays in the browser's cache: after signing out, the back button
+    asks the server again (and lands on the sign-in page) instead of showing the data.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

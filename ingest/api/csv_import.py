@@ -142,7 +142,8 @@ async def import_devices(conn: AsyncConnection[Any], text: str, filename: str) -
     """Upsert devices by (enterprise, device); every row is checked first. Returns (created, updated)."""
     rows = _rows(text, filename, DEVICE_COLUMNS)
     enterprises = await _known(conn, "enterprises", "id")
-    gateways = dict(await (await conn.execute("SELECT id, enterprise_id FROM gateways")).fetchall())
+    cur = await conn.execute("SELECT enterprise_id, id FROM gateways")
+    gateways = {(e, g) for e, g in await cur.fetchall()}  # gateway ids are unique per enterprise
     cur = await conn.execute("SELECT enterprise_id || '/' || device_id FROM devices")
     existing = {r[0] for r in await cur.fetchall()}
     records = []
@@ -156,10 +157,12 @@ async def import_devices(conn: AsyncConnection[Any], text: str, filename: str) -
         if not row["device"]:
             raise BadInputError(f"{where}: device: empty")
         gateway = row.get("gateway") or None
-        if gateway and gateways.get(gateway) not in (None, row["enterprise"]):
-            raise BadInputError(f"{where}: gateway: {gateway!r} belongs to another enterprise")
-        if gateway and gateway not in gateways:
-            raise BadInputError(f"{where}: gateway: unknown gateway {gateway!r}")
+        if gateway and (row["enterprise"], gateway) not in gateways:
+            raise BadInputError(
+                f"{where}: gateway: enterprise {row['enterprise']!r} has no gateway {gateway!r}",
+                hint="A gateway registers when it first connects (or leave the column empty); "
+                "gateway ids are per enterprise.",
+            )
         rated: float | None = None
         if row.get("rated_cycle_s"):
             try:

@@ -1,11 +1,20 @@
-"""FastAPI dependencies: a pooled connection, the calling principal, and access checks."""
+"""FastAPI dependencies: a pooled connection, the calling principal, and access checks.
+
+A caller presents either a bearer token (``Authorization: Bearer slk_…``: API clients) or the
+UI's session cookie (``shulian_session``: a browser that signed in). A state-changing request
+(POST, PUT, PATCH, DELETE) that rests on the cookie must come from one of the app's origins, told
+by its ``Origin`` header (or ``Referer``); otherwise it is refused with 403 ``bad_origin``, so
+another site cannot make a signed-in browser change anything. Bearer requests carry no ambient
+credential and are not checked.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from psycopg import AsyncConnection
@@ -13,11 +22,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ingest.api import registry
 from ingest.api.access import Capability, Reach, can, knows_of, visible_enterprises_filter
-from ingest.api.errors import ForbiddenError, NotFoundError, UnauthorizedError
+from ingest.api.errors import BadOriginError, ForbiddenError, NotFoundError, UnauthorizedError
 from ingest.api.settings import MonitoringSettings
-from ingest.auth import Principal, Role, authenticate
+from ingest.auth import Principal, Role, authenticate, authenticate_session
 
-COOKIE_NAME: Final = "shulian_token"
+SESSION_COOKIE: Final = "shulian_session"
+OLD_TOKEN_COOKIE: Final = "shulian_token"
+"""Before sessions, the cookie held the token itself; it is no longer read, only deleted."""
+UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 async def get_conn(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
@@ -67,13 +79,84 @@ def get_settings(request: Request) -> MonitoringSettings:
     return settings
 
 
-def presented_token(request: Request) -> str | None:
-    """The bearer token of the request: the Authorization header first, then the sign-in cookie."""
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What the request presented: a bearer token, or the UI's session id from its cookie."""
+
+    kind: Literal["bearer", "session"]
+    secret: str
+
+
+def presented_credential(request: Request) -> Credential | None:
+    """The request's credential: the Authorization header first, then the session cookie."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.cookies.get(COOKIE_NAME) or None
+        return Credential("bearer", value.strip())
+    session = request.cookies.get(SESSION_COOKIE)
+    return Credential("session", session) if session else None
+
+
+async def authenticate_credential(
+    conn: AsyncConnection[Any], credential: Credential, settings: MonitoringSettings
+) -> Principal | None:
+    """The principal behind a credential, or None when it is unknown or has ended."""
+    if credential.kind == "bearer":
+        return await authenticate(conn, credential.secret)
+    return await authenticate_session(conn, credential.secret, settings.session_idle_s)
+
+
+def own_origin(request: Request) -> str:
+    """The origin the request was sent to (scheme as uvicorn saw it, after trusted proxies)."""
+    host = request.headers.get("host") or request.url.netloc
+    return f"{request.url.scheme}://{host}".lower()
+
+
+def request_origin(request: Request) -> tuple[str, str] | None:
+    """``(origin, header it came from)``: the ``Origin`` header, else the ``Referer``'s origin."""
+    origin = request.headers.get("origin", "").strip()
+    if origin and origin != "null":
+        return origin.rstrip("/").lower(), "Origin"
+    referer = request.headers.get("referer", "").strip()
+    if referer:
+        parts = urlsplit(referer)
+        if parts.scheme and parts.netloc:
+            return f"{parts.scheme}://{parts.netloc}".lower(), "Referer"
+    return None
+
+
+def check_origin(request: Request, *, required: bool) -> None:
+    """Refuse (403 ``bad_origin``) a request whose Origin or Referer is not one of the app's.
+
+    Args:
+        required: refuse a request that names no origin at all (cookie-authenticated requests);
+            otherwise only a foreign origin is refused (sign-in, which API clients call too).
+    """
+    settings = get_settings(request)
+    allowed = {own_origin(request), *(o.rstrip("/").lower() for o in settings.allowed_origins)}
+    found = request_origin(request)
+    where = f"{request.method} {request.url.path}"
+    hint = (
+        "Send this from the app's own pages, or from an origin listed in "
+        "api.monitoring.allowed_origins (SHULIAN_INGEST_API__MONITORING__ALLOWED_ORIGINS). "
+        "Scripts and API clients authenticate with 'Authorization: Bearer <token>' instead of "
+        "the browser's session cookie."
+    )
+    if found is None:
+        if required:
+            raise BadOriginError(
+                f"{where}: a request signed in with the session cookie must carry an Origin or "
+                f"Referer header naming one of this app's origins ({', '.join(sorted(allowed))})",
+                hint=hint,
+            )
+        return
+    origin, header = found
+    if origin not in allowed:
+        raise BadOriginError(
+            f"{where}: {header} {origin!r} is not one of this app's origins "
+            f"({', '.join(sorted(allowed))}); refused so another site cannot act with your session",
+            hint=hint,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,22 +203,39 @@ def _hint(role: Role, capability: Capability) -> str:
     return "Ask the bureau's administrator for a token with the right role."
 
 
-async def get_caller(request: Request, conn: Conn) -> Caller:
-    """Authenticate the request's token; 401 when it is missing, unknown, revoked or expired."""
-    secret = presented_token(request)
-    if not secret:
+async def load_caller(
+    conn: AsyncConnection[Any], credential: Credential | None, settings: MonitoringSettings
+) -> Caller:
+    """Authenticate a credential and load what it reaches; 401 when it is missing or ended."""
+    if credential is None:
         raise UnauthorizedError(
-            "missing bearer token",
-            hint="Send 'Authorization: Bearer <token>' (create one with `shulian ingest token create`).",
+            "missing bearer token or session",
+            hint="Send 'Authorization: Bearer <token>' (create one with `shulian ingest token "
+            "create`), or sign in at /login.",
         )
-    principal = await authenticate(conn, secret)
-    if principal is None:
+    principal = await authenticate_credential(conn, credential, settings)
+    if principal is None and credential.kind == "bearer":
         raise UnauthorizedError(
             "unknown, revoked or expired token",
             hint="Create a new one with `shulian ingest token create`.",
         )
+    if principal is None:
+        raise UnauthorizedError(
+            "the session has ended (signed out, expired, idle too long, or its token was "
+            "revoked or expired)",
+            hint="Sign in again at /login.",
+        )
     reach = await registry.load_reach(conn, principal)
     return Caller(principal, reach)
+
+
+async def get_caller(request: Request, conn: Conn) -> Caller:
+    """The request's caller; cookie-authenticated state changes must also pass the Origin check."""
+    credential = presented_credential(request)
+    if credential is not None and credential.kind == "session":
+        if request.method in UNSAFE_METHODS:
+            check_origin(request, required=True)
+    return await load_caller(conn, credential, get_settings(request))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

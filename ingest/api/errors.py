@@ -28,6 +28,13 @@ class ForbiddenError(ApiError):
     code = "forbidden"
 
 
+class BadOriginError(ApiError):
+    """A cookie-authenticated state change from a page that is not the app's (CSRF defence)."""
+
+    status = 403
+    code = "bad_origin"
+
+
 class NotFoundError(ApiError):
     status = 404
     code = "not_found"

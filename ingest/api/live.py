@@ -4,6 +4,13 @@ One poller per app asks the database for the newest sample time every ``live_pol
 moves, every open stream recomputes its scope's payload (shared between subscribers of the same
 scope and access) and sends it as an ``update`` event. A quiet stream gets a comment line every
 15 s so proxies keep it open.
+
+Every ``live_recheck_s`` (2 s) each stream checks its caller again: the token or session must
+still be live and the caller must still be allowed the scope (an enterprise may have withdrawn the
+bureau's grant). When not, the stream sends a ``closed`` event with ``{code, message, hint}`` and
+ends. When the caller's access changed but still covers the scope (for example a grant that
+decides whether an enterprise page lists devices), the stream sends a fresh ``update`` at once.
+A stream holds no database connection between checks and payloads.
 """
 
 from __future__ import annotations
@@ -11,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,12 +30,17 @@ from psycopg_pool import AsyncConnectionPool
 from ingest.api import views
 from ingest.api.access import Capability
 from ingest.api.deps import Caller, spare_connection
+from ingest.api.errors import ApiError
 from ingest.api.scopes import Scope
 from ingest.api.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
+
+Recheck = Callable[[], Awaitable[Caller]]
+"""Authenticates the stream's credential again and checks its scope; raises ``ApiError`` when
+the caller may no longer see it."""
 
 
 class LiveHub:
@@ -37,6 +50,7 @@ class LiveHub:
         self._pool = pool
         self._settings = settings
         self._version = 0
+        self._access_version = 0
         self._marker: Any = None
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -66,27 +80,38 @@ class LiveHub:
             await asyncio.sleep(self._settings.live_poll_s)
 
     async def poll_once(self) -> bool:
-        """Check for new data; wake the streams and return True when there is some."""
+        """Check for new data or changed access; wake the streams and return True on a change.
+
+        Access (grants, revoked tokens, sessions) is watched separately: when it changes, every
+        stream re-checks its caller before it computes the next payload, so a withdrawn grant
+        never feeds one more update to a caller who lost it.
+        """
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 """SELECT (SELECT max(ts) FROM current_values),
                           (SELECT max(since) FROM device_states),
-                          (SELECT count(*) FROM data_grants)"""
+                          (SELECT coalesce(string_agg(enterprise || ':' || grantee, ','
+                                                      ORDER BY enterprise, grantee), '')
+                           FROM data_grants),
+                          (SELECT count(*) FROM api_tokens WHERE revoked_at IS NOT NULL),
+                          (SELECT count(*) FROM web_sessions)"""
             )
             marker = await cur.fetchone()
         if marker == self._marker:
             return False
+        if marker is not None and (self._marker is None or marker[2:] != self._marker[2:]):
+            self._access_version += 1
         self._marker = marker
         async with self._changed:
             self._version += 1
             self._changed.notify_all()
         return True
 
-    async def _wait_change(self, seen: int) -> bool:
+    async def _wait_change(self, seen: int, timeout_s: float) -> bool:
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._version != seen), KEEPALIVE_S
+                    self._changed.wait_for(lambda: self._version != seen), max(timeout_s, 0.0)
                 )
             except TimeoutError:
                 return False
@@ -125,21 +150,45 @@ class LiveHub:
                 body = await views.group_page(conn, settings, caller, scope, now, side=side)
             elif scope.kind == "enterprise":
                 body = await views.enterprise_page(conn, settings, caller, scope.key, now)
+            elif scope.kind == "provider":
+                body = await views.provider_page(conn, settings, caller, scope.key, now)
             else:
                 body = await views.device_live(conn, settings, caller, scope, now)
         return orjson.dumps(body, default=_default)
 
-    async def stream(self, request: Request, caller: Caller, scope: Scope) -> AsyncIterator[bytes]:
-        """SSE frames: the payload now, then after every change; keep-alive comments between."""
-        seen = self._version
+    async def stream(
+        self, request: Request, caller: Caller, scope: Scope, recheck: Recheck
+    ) -> AsyncIterator[bytes]:
+        """SSE frames: the payload now, then after every change; keep-alive comments between.
+
+        Ends with a ``closed`` event as soon as ``recheck`` finds the caller lost the scope.
+        """
+        seen, access_seen = self._version, self._access_version
         yield b"retry: 2000\nevent: update\ndata: " + await self.payload(caller, scope) + b"\n\n"
+        recheck_s = self._settings.live_recheck_s
+        next_check = time.monotonic() + recheck_s
+        last_sent = time.monotonic()
         while not await request.is_disconnected():
-            if await self._wait_change(seen):
+            wake = min(next_check, last_sent + KEEPALIVE_S)
+            changed = await self._wait_change(seen, wake - time.monotonic())
+            if time.monotonic() >= next_check or self._access_version != access_seen:
+                access_seen = self._access_version
+                try:
+                    fresh = await recheck()
+                except ApiError as exc:
+                    log.info("live stream closed: %s (scope %s)", exc.message, scope.kind)
+                    yield b"event: closed\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
+                    return
+                next_check = time.monotonic() + recheck_s
+                if fresh != caller:
+                    caller, changed = fresh, True
+            if changed:
                 seen = self._version
-                data = await self.payload(caller, scope)
-                yield b"event: update\ndata: " + data + b"\n\n"
-            else:
+                yield b"event: update\ndata: " + await self.payload(caller, scope) + b"\n\n"
+                last_sent = time.monotonic()
+            elif time.monotonic() - last_sent >= KEEPALIVE_S:
                 yield b": keep-alive\n\n"
+                last_sent = time.monotonic()
 
 
 def _default(value: Any) -> Any:

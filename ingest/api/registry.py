@@ -38,11 +38,8 @@ async def load_reach(conn: AsyncConnection[Any], principal: Principal) -> Reach:
     """The enterprises a provider serves, and those that granted the bureau their device data."""
     served: frozenset[str] = frozenset()
     granted: frozenset[str] = frozenset()
-    if principal.role is Role.PROVIDER:
-        rows = await fetch_all(
-            conn, "SELECT id FROM enterprises WHERE service_provider_id = %s", (principal.provider,)
-        )
-        served = frozenset(r["id"] for r in rows)
+    if principal.role is Role.PROVIDER and principal.provider:
+        served = await served_by(conn, principal.provider)
     if principal.role is Role.BUREAU:
         rows = await fetch_all(conn, "SELECT enterprise FROM data_grants WHERE grantee = 'bureau'")
         granted = frozenset(r["enterprise"] for r in rows)
@@ -118,6 +115,20 @@ async def enterprises(
     return [_enterprise_out(r) for r in rows]
 
 
+async def provider(conn: AsyncConnection[Any], provider_id: str) -> dict[str, Any] | None:
+    return await fetch_one(
+        conn, "SELECT id, name FROM service_providers WHERE id = %s", (provider_id,)
+    )
+
+
+async def served_by(conn: AsyncConnection[Any], provider_id: str) -> frozenset[str]:
+    """The enterprises that chose ``provider_id`` as their service provider."""
+    rows = await fetch_all(
+        conn, "SELECT id FROM enterprises WHERE service_provider_id = %s", (provider_id,)
+    )
+    return frozenset(r["id"] for r in rows)
+
+
 async def enterprise(conn: AsyncConnection[Any], enterprise_id: str) -> dict[str, Any] | None:
     row = await fetch_one(conn, _ENTERPRISE_SELECT + "WHERE e.id = %s", (enterprise_id,))
     return _enterprise_out(row) if row else None
@@ -142,7 +153,8 @@ async def gateways(conn: AsyncConnection[Any], enterprise_id: str) -> list[dict[
         conn,
         """SELECT g.id, g.online, g.status_at, g.started_at, g.last_seen_at, g.version,
                   g.config_hash, g.buffer_dropped_samples,
-                  (SELECT count(*) FROM devices d WHERE d.gateway_id = g.id) AS devices
+                  (SELECT count(*) FROM devices d
+                   WHERE d.enterprise_id = g.enterprise_id AND d.gateway_id = g.id) AS devices
            FROM gateways g WHERE g.enterprise_id = %s ORDER BY g.id""",
         (enterprise_id,),
     )

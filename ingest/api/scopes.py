@@ -1,4 +1,5 @@
-"""Scopes of the KPI endpoints and the live stream: city, segment, district, enterprise, device."""
+"""Scopes of the KPI endpoints and the live stream: city, segment, district, enterprise, device,
+and a service provider's page."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from psycopg import AsyncConnection
 
 from ingest import kpis
 from ingest.api import registry
-from ingest.api.access import Capability
+from ingest.api.access import Capability, can_see_provider
 from ingest.api.deps import Caller
-from ingest.api.errors import BadInputError, NotFoundError
+from ingest.api.errors import BadInputError, ForbiddenError, NotFoundError
 from ingest.api.settings import KpiSettings
+from ingest.auth import Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,11 +26,11 @@ class Scope:
     @classmethod
     def parse(cls, text: str) -> Scope:
         kind, _, key = text.partition(":")
-        if kind not in ("city", "segment", "district", "enterprise", "device"):
+        if kind not in ("city", "segment", "district", "enterprise", "device", "provider"):
             raise BadInputError(
                 f"scope {text!r}: unknown kind {kind!r}",
-                hint="Use city, segment:<code>, district:<code>, enterprise:<id> or "
-                "device:<enterprise>/<device>.",
+                hint="Use city, segment:<code>, district:<code>, enterprise:<id>, "
+                "device:<enterprise>/<device> or provider:<id>.",
             )
         if kind != "city" and not key:
             raise BadInputError(f"scope {text!r}: {kind} needs a key, e.g. {kind}:<id>")
@@ -62,6 +64,19 @@ async def require_scope(conn: AsyncConnection[Any], caller: Caller, scope: Scope
         row = await registry.enterprise(conn, scope.key)
         if row is None:
             raise NotFoundError(f"enterprise {scope.key!r} not found")
+        return row
+    if scope.kind == "provider":
+        if not can_see_provider(caller.principal, scope.key):
+            if caller.role is Role.PROVIDER:
+                raise NotFoundError(f"service provider {scope.key!r} not found")
+            raise ForbiddenError(
+                f"role {caller.role.value!r} may not read the page of service provider "
+                f"{scope.key!r}",
+                hint="A service provider's page is for that provider's tokens (and admin).",
+            )
+        row = await registry.provider(conn, scope.key)
+        if row is None:
+            raise NotFoundError(f"service provider {scope.key!r} not found")
         return row
     enterprise_id, _, device_id = scope.key.partition("/")
     row = await registry.device(conn, enterprise_id, device_id)

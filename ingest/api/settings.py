@@ -1,10 +1,12 @@
-"""Settings of the monitoring API and web UI (the ``api`` section of the ingest's settings)."""
+"""Settings of the monitoring API and web UI (the ``api.monitoring`` section of the ingest's settings)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+HOUR_S = 3600
 
 
 class KpiSettings(BaseModel):
@@ -23,18 +25,45 @@ class KpiSettings(BaseModel):
 
 
 class MonitoringSettings(BaseModel):
-    """Where the monitoring API listens and how it serves the live view."""
+    """How the monitoring app serves the live view and keeps browser sessions.
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
+    Where it listens comes from the ingest's ``api.host`` and ``api.port``.
+    """
+
     pool_size: int = Field(default=8, ge=1, le=100)
     live_poll_s: float = Field(default=1.0, gt=0, le=10)
     """How often the live hub checks for new data (SSE pushes within this plus compute time)."""
+    live_recheck_s: float = Field(default=2.0, gt=0, le=10)
+    """How often each open live stream re-checks its caller (token, session, grants, scope) and
+    closes when the caller may no longer see it."""
     daily_refresh_s: float = Field(default=60.0, ge=1)
     """How often the daily KPI table is refreshed for today and yesterday."""
-    cookie_secure: bool = False
-    """Mark the sign-in cookie Secure (set behind HTTPS)."""
+    session_lifetime_s: int = Field(default=12 * HOUR_S, ge=60)
+    """A browser session ends this long after sign-in, however active (12 h: one working day)."""
+    session_idle_s: int = Field(default=2 * HOUR_S, ge=60)
+    """A browser session ends after this long without a request from its pages (2 h)."""
+    cookie_secure: bool | Literal["auto"] = "auto"
+    """Mark the session cookie ``Secure``: ``true``, ``false``, or ``auto`` (when the request
+    arrived over HTTPS, including ``X-Forwarded-Proto: https`` from a proxy uvicorn trusts)."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Origins besides the app's own (``scheme://host[:port]``) whose pages may send
+    state-changing requests with the session cookie."""
     kpi: KpiSettings = Field(default_factory=KpiSettings)
+
+    @model_validator(mode="after")
+    def _idle_within_lifetime(self) -> MonitoringSettings:
+        if self.session_idle_s > self.session_lifetime_s:
+            raise ValueError(
+                f"session_idle_s ({self.session_idle_s}) must not exceed session_lifetime_s "
+                f"({self.session_lifetime_s}): lower the idle timeout or raise the lifetime"
+            )
+        for origin in self.allowed_origins:
+            if "://" not in origin or origin.rstrip("/").count("/") > 2:
+                raise ValueError(
+                    f"allowed_origins: {origin!r} is not an origin; write scheme://host[:port], "
+                    "e.g. https://monitor.example.cn"
+                )
+        return self
 
 
 class AppSettings(BaseModel):
@@ -45,15 +74,5 @@ class AppSettings(BaseModel):
 
     @classmethod
     def from_ingest(cls, settings: Any) -> AppSettings:
-        """Take host, port and database URL from the ingest's settings (``IngestSettings``).
-
-        A ``monitoring`` field on the ingest's ``api`` section, when the lead adds one, supplies
-        the rest; otherwise the defaults above apply.
-        """
-        api = settings.api
-        monitoring = getattr(api, "monitoring", None)
-        base = monitoring if isinstance(monitoring, MonitoringSettings) else MonitoringSettings()
-        return cls(
-            api=base.model_copy(update={"host": api.host, "port": api.port}),
-            db_url=settings.db.url,
-        )
+        """Take the ``api.monitoring`` section and the database URL from ``IngestSettings``."""
+        return cls(api=settings.api.monitoring, db_url=settings.db.url)

@@ -197,6 +197,41 @@ async def enterprise_page(
     return payload
 
 
+async def provider_page(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    caller: Caller,
+    provider_id: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The enterprises that chose a service provider, with the status of their gateways and
+    devices (what a provider may see: no KPIs, no signal values)."""
+    row = await require_scope(conn, caller, Scope("provider", provider_id))
+    window = kpis.window_for(settings, now)
+    served = []
+    for enterprise in await registry.enterprises(
+        conn, only=await registry.served_by(conn, provider_id)
+    ):
+        figures = await kpis.device_figures(
+            conn, settings, window, now, enterprise=enterprise["id"]
+        )
+        devices = [device_row(f, with_kpis=False) for f in figures]
+        states: dict[str, int] = {}
+        for device in devices:
+            states[device["state"]] = states.get(device["state"], 0) + 1
+        served.append(
+            {
+                **enterprise,
+                "registered": len(devices),
+                "online": sum(1 for d in devices if d["online"]),
+                "states": states,
+                "gateways": await registry.gateways(conn, enterprise["id"]),
+                "devices": devices,
+            }
+        )
+    return {"as_of": now.isoformat(), "provider": row, "served": served}
+
+
 def device_row(fig: kpis.DeviceFigures, *, with_kpis: bool) -> dict[str, Any]:
     """A device in a list: identity and status; KPIs only for callers allowed device data."""
     row: dict[str, Any] = {

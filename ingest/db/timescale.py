@@ -9,6 +9,7 @@ from enum import StrEnum
 import psycopg
 from psycopg import sql
 
+from ingest.db.partitions import MAINTENANCE_LOCK_KEY
 from ingest.errors import MigrationError
 from ingest.settings import DAY_S, LimitsSettings, StorageSettings
 
@@ -170,6 +171,9 @@ def apply_policies(
             ),
         ]
     with conn.transaction():
+        # Workers starting at the same moment would otherwise remove and add the same policies
+        # at once, and all but one fail with "tuple concurrently updated".
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MAINTENANCE_LOCK_KEY,))
         for statement in statements:
             conn.execute(statement)
     log.info(

@@ -225,7 +225,8 @@ KIND = MachineKind(
     model=AirCompressor,
     address_map=MAP,
     notes=(
-        "Registers are addressed from 256 (0x0100); registers 259 and 266-269 do not exist.",
+        "Registers are addressed from 256 (0x0100); registers 259 and 266-269 are reserved and "
+        "read as 0.",
         "Pressure is in 0.01 bar (the canonical air_pressure is MPa: multiply by 0.001); "
         "free air delivery in m³/h (the canonical air_flow is m³/min).",
         "The loaded flag appears twice: status bit HR 257.1 and discrete input 0.",

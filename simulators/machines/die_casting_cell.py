@@ -195,7 +195,8 @@ KIND = MachineKind(
     address_map=MAP,
     notes=(
         "Three register blocks: 1000-1014 (status), 1040-1054 (process), 1080-1093 (counters "
-        "and energy). The gaps between them do not exist (exception 02).",
+        "and energy). The 25 registers between blocks are reserved and read as 0, so a read may "
+        "span them.",
         "Die temperature is in 0.1 K (subtract 273.15 for °C); clamping force in tonnes-force "
         "(1 tf = 9.80665 kN); intensification pressure in bar (1 bar = 0.1 MPa).",
         "Shot velocity and intensification pressure hold the values of the last shot.",

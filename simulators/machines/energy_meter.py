@@ -212,6 +212,7 @@ MAP = ModbusMap(
         "Every measurement is an IEEE 754 float32, high word first (ABCD), in the meter's own "
         "units: multiply by the scale column to get V, A, W, var, Hz or kWh."
     ),
+    refuses_unmapped=True,
 )
 
 KIND = MachineKind(
@@ -230,7 +231,8 @@ KIND = MachineKind(
         "Blocks: parameters 0x0000-0x0007 (holding only; 0x0004-0x0005 do not exist); "
         "measurements 0x2000-0x2021, 0x202A-0x2031 and 0x2044-0x2045; energy 0x401E-0x401F and "
         "0x4028-0x4029. Addresses in between (0x2022-0x2029, 0x2032-0x2043, 0x4020-0x4027) do "
-        "not exist on the simulator and answer exception 02; the real meter documents apparent "
+        "not exist on the simulator and answer exception 02, also inside a longer read (as "
+        "on meters that serve only the documented blocks); the real meter documents apparent "
         "power and demand values there that the simulator does not serve.",
         "The simulator applies no transformer ratios: values are primary values. IrAt/UrAt read "
         "1 and 10 as on an unconfigured meter in the emulators we consulted; their exact "

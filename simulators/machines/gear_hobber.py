@@ -230,9 +230,8 @@ KIND = MachineKind(
     model=GearHobber,
     address_map=MAP,
     notes=(
-        "Holding registers 6-9, 18-19, 26-29 and 38-39 do not exist: a read that spans them "
-        "fails with exception 02 (illegal data address), so read the blocks 0-5, 10-17, 20-25, "
-        "30-37 and 40-45 separately.",
+        "Holding registers 6-9, 18-19, 26-29 and 38-39 are reserved and read as 0, so the whole "
+        "map 0-45 reads in one request.",
         "Registers 3 and 4 are reserved and read as 0.",
     ),
 )

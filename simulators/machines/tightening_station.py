@@ -164,7 +164,7 @@ KIND = MachineKind(
     model=TighteningStation,
     address_map=MAP,
     notes=(
-        "Registers 3, 7 and 18-19 do not exist (exception 02).",
+        "Registers 3, 7 and 18-19 are reserved and read as 0.",
         "Torque, angle and the OK bit hold the result of the last joint until the next one.",
     ),
 )

@@ -184,6 +184,6 @@ KIND = MachineKind(
         "energy are holding registers (function code 3); pass/fail and alarm are discrete inputs "
         "(function code 2).",
         "Band values are in µm/s (the canonical vibration_rms is mm/s): divide by 1000.",
-        "Holding registers 10-19 and input register 9 do not exist (exception 02).",
+        "Holding registers 10-19 and input register 9 are reserved and read as 0.",
     ),
 )

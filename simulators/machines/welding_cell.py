@@ -193,7 +193,7 @@ KIND = MachineKind(
     model=WeldingCell,
     address_map=MAP,
     notes=(
-        "Register 3 does not exist (exception 02): read 0-2 and 4-33 as two blocks.",
+        "Register 3 is reserved and reads as 0: 0-33 reads as one block.",
         "Arc time (HR 8-11) is an unsigned 64-bit integer in milliseconds, high word first.",
         "Current, voltage, wire feed and gas flow read 0 between seams.",
     ),

@@ -198,3 +198,88 @@ def test_chromium_binary_is_debians() -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip("needs /usr/bin/chromium")
     assert shutil.which("chromium") == CHROMIUM
+
+
+def test_provider_lands_on_its_page_and_sign_out_then_back_shows_no_data(
+    server: tuple[str, dict[str, str], str], artifacts_dir: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, tokens, _ = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(
+                viewport={"width": 1366, "height": 768},
+                reduced_motion="reduce",
+                timezone_id="Asia/Shanghai",
+            )
+            page.goto(base + "/login")
+            page.fill("#token", tokens["provider"])
+            page.click("button[type=submit]")
+            expect(page).to_have_url(base + "/provider")
+            expect(page.locator(".page-title")).to_contain_text("大连数联科技")
+            card = page.locator('.served-enterprise[data-enterprise="ent-a"]')
+            expect(card).to_contain_text("大连甲轴承有限公司")
+            expect(card.locator(".device-status-table tbody tr")).to_have_count(3)
+            expect(card.locator(".gateway-table")).to_contain_text("gw-ent-a")
+            expect(card.locator(".device-status-table")).to_contain_text("运行")  # lathe-1 runs
+            expect(page.locator("#served-count")).to_have_text("1")
+            expect(page.locator("body")).to_have_attribute("data-updates", re.compile(r"^\d+$"))
+            page.screenshot(path=str(artifacts_dir / "monitoring-provider-zh.png"), full_page=True)
+
+            page.click("#lang-switch")
+            expect(page.locator(".page-title .kind")).to_have_text("Service provider")
+            expect(card.locator(".device-status-table")).to_contain_text("Running")
+            page.screenshot(path=str(artifacts_dir / "monitoring-provider-en.png"), full_page=True)
+
+            page.click("#signout")
+            expect(page).to_have_url(base + "/login")
+            page.go_back()
+            # The page is asked for again (no-store, no back-forward cache), and the ended
+            # session sends the browser to the sign-in page without any data.
+            expect(page).to_have_url(base + "/login")
+            expect(page.locator(".served-enterprise")).to_have_count(0)
+            assert "大连甲轴承有限公司" not in page.content()
+            assert page.request.get(base + "/api/providers/sp-1").status == 401
+        finally:
+            browser.close()
+
+
+def test_open_pages_lose_device_data_within_5_s_of_the_grant_being_withdrawn(
+    server: tuple[str, dict[str, str], str],
+) -> None:
+    import httpx
+    from playwright.sync_api import expect, sync_playwright
+
+    base, tokens, _ = server
+    owner = {"Authorization": f"Bearer {tokens['ent-a']}"}
+    grant = base + "/api/enterprises/ent-a/grants/bureau"
+    assert httpx.put(grant, headers=owner).status_code == 200
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(reduced_motion="reduce", timezone_id="Asia/Shanghai")
+            page = context.new_page()
+            page.goto(base + "/login")
+            page.fill("#token", tokens["bureau"])
+            page.click("button[type=submit]")
+            expect(page).to_have_url(base + "/")
+            device_page = context.new_page()
+            device_page.goto(base + "/enterprises/ent-a/devices/lathe-1")
+            page.goto(base + "/enterprises/ent-a")
+            expect(page.locator("#device-table tbody tr")).to_have_count(3)
+            for watched in (page, device_page):
+                expect(watched.locator("body")).to_have_attribute(
+                    "data-updates", re.compile(r"^\d+$")
+                )
+
+            assert httpx.delete(grant, headers=owner).status_code == 200
+            # The device page's stream closes and the page reloads to the 403 page; the
+            # enterprise page keeps its summary and drops the device list.
+            expect(device_page.locator(".error-page")).to_be_visible(timeout=5000)
+            expect(device_page.locator(".error-page h1")).to_contain_text("403")
+            expect(page.locator("#device-table")).to_have_count(0, timeout=5000)
+            expect(page.locator('.tile[data-kpi="registered"] .num')).to_have_text("3")
+        finally:
+            browser.close()

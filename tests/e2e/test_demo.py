@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import wait_until
 
-from shulian.devservices import free_port, mosquitto_binary
+from shulian.devservices import free_port, mosquitto_binary, timescaledb_bindir
 
 pytestmark = [pytest.mark.slow]
 
@@ -78,17 +81,26 @@ def _answers(url: str) -> bool:
         return False
 
 
+@pytest.fixture()
+def demo_workdir() -> Iterator[Path]:
+    """The demo's folder, outside pytest's tmp_path: another pytest session starting meanwhile
+    resets that root to 0700, and the embedded server's own user can then no longer reach it."""
+    path = Path(tempfile.mkdtemp(prefix="shulian-demo-test-"))
+    yield path / "demo"
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MQTT_URL")}
     return env
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="needs a mosquitto binary")
-def test_demo_on_defaults_stores_telemetry_within_60_s(tmp_path: Path) -> None:
+def test_demo_on_defaults_stores_telemetry_within_60_s(demo_workdir: Path) -> None:
     """Nothing given: embedded PostgreSQL and a private Mosquitto, as on a fresh clone."""
     args = [
         "--workdir",
-        str(tmp_path / "demo"),
+        str(demo_workdir),
         "--port",
         str(free_port()),
         "--broker",
@@ -97,15 +109,30 @@ def test_demo_on_defaults_stores_telemetry_within_60_s(tmp_path: Path) -> None:
     count, banner, elapsed = _run_until_points(args, _clean_env(), timeout_s=60)
     text = "".join(banner)
     assert "embedded PostgreSQL" in text and "Mosquitto" in text
+    # TimescaleDB whenever it is installed in the wheel's PostgreSQL (scripts/timescaledb
+    # install), else plain PostgreSQL with the reason and the fix
+    if timescaledb_bindir() is not None:
+        assert "embedded PostgreSQL with TimescaleDB" in text
+        assert re.search(r"storage     TimescaleDB 2\.\d+\.\d+ ", text), text
+    else:
+        assert "storage     plain PostgreSQL, TimescaleDB not used: TimescaleDB is not " in text
+        assert "scripts/timescaledb install" in text
     assert "token       bureau: slk_" in text
     assert count > 0 and elapsed < 60
 
 
-def test_demo_with_amqtt_and_a_given_database(tmp_path: Path, pg_url: str) -> None:
+def test_demo_with_amqtt_and_a_given_database(
+    tmp_path: Path, pg_url: str, storage_path: str
+) -> None:
     """No Mosquitto: the pure-Python broker (MQTT 3.1.1) carries the same pipeline."""
     env = {**_clean_env(), "DATABASE_URL": pg_url}
     args = ["--workdir", str(tmp_path / "demo"), "--port", str(free_port()), "--broker", "amqtt"]
     count, banner, _ = _run_until_points(args, env, timeout_s=90)
     text = "".join(banner)
     assert "amqtt" in text and "given by DATABASE_URL" in text
+    named = {
+        "timescaledb": "storage     TimescaleDB ",
+        "postgresql": "storage     plain PostgreSQL",
+    }
+    assert named[storage_path] in text, text
     assert count > 0

@@ -2,7 +2,7 @@
 
 Static ``check`` finds every configuration problem without a network; ``plan`` shows the requests
 a cycle costs; ``read`` runs one cycle of one group. A Modbus exception reply spoils only the
-signals of that request; a dead connection or an unanswered unit raises a ``DriverError`` for the
+signals of that request, as does a short or malformed reply; a dead connection or an unanswered unit raises a ``DriverError`` for the
 scheduler, which owns reconnects and backoff. Devices whose ``bus_key`` is equal share one
 connection (see transport.py).
 """
@@ -49,9 +49,10 @@ from gateway.drivers.modbus.planner import (
     request_limit,
 )
 from gateway.drivers.modbus.transport import (
+    BlockReadError,
     BusTransport,
-    ModbusExceptionError,
     RequestOptions,
+    ShortReplyError,
     transport_pool,
     window_of,
 )
@@ -228,7 +229,7 @@ class ModbusDriver(DriverBase):
         readings: list[RawReading] = []
         ts_ms = time.time_ns() // 1_000_000
         for block, outcome in zip(compiled, outcomes, strict=True):
-            if isinstance(outcome, ModbusExceptionError):
+            if isinstance(outcome, BlockReadError):
                 readings += self._bad_block(block, outcome)
             else:
                 self._note_success(block.request)
@@ -238,12 +239,13 @@ class ModbusDriver(DriverBase):
     async def _read_block(
         self, transport: BusTransport, block: _CompiledRequest
     ) -> list[RawReading]:
-        """One request's readings; a Modbus exception makes only its signals bad."""
+        """One request's readings; a Modbus exception or a short or malformed reply makes only
+        its signals bad."""
         request = block.request
         self.metrics.requests += 1
         try:
             values = await transport.read(request.table, request.start, request.count, self.options)
-        except ModbusExceptionError as exc:
+        except BlockReadError as exc:
             return self._bad_block(block, exc)
         except DriverError:
             self.metrics.errors += 1
@@ -251,7 +253,7 @@ class ModbusDriver(DriverBase):
         self._note_success(request)
         return block.decode(values, time.time_ns() // 1_000_000)
 
-    def _bad_block(self, block: _CompiledRequest, exc: ModbusExceptionError) -> list[RawReading]:
+    def _bad_block(self, block: _CompiledRequest, exc: BlockReadError) -> list[RawReading]:
         self.metrics.errors += 1
         self._note_failure(block.request, exc)
         ts_ms = time.time_ns() // 1_000_000
@@ -266,7 +268,7 @@ class ModbusDriver(DriverBase):
             self._compiled[group] = compiled
         return compiled
 
-    def _note_failure(self, request: PlannedRequest, exc: ModbusExceptionError) -> None:
+    def _note_failure(self, request: PlannedRequest, exc: BlockReadError) -> None:
         key = (request.table, request.start, request.count)
         if self._failing.get(key) != exc.reason:  # log changes, not every cycle
             self._failing[key] = exc.reason
@@ -274,7 +276,7 @@ class ModbusDriver(DriverBase):
                 "%s on %s; its signals are bad until it recovers. %s",
                 exc.reason,
                 request.describe(),
-                exc.hint,
+                block_hint(request, exc),
             )
 
     def _note_success(self, request: PlannedRequest) -> None:
@@ -283,6 +285,27 @@ class ModbusDriver(DriverBase):
         key = (request.table, request.start, request.count)
         if self._failing.pop(key, None) is not None:
             self.log.info("%s reads again", request.describe())
+
+
+def block_hint(request: PlannedRequest, exc: BlockReadError) -> str:
+    """What to change when one request fails on its own, knowing what the request covers.
+
+    A request that reads through unused registers (``max_gap``) may be refused, or answered
+    short, by a device that does not serve them: then the fix is to stop reading through them.
+    """
+    covered = {a for p in request.signals for a in range(p.offset, p.offset + _size(p.signal))}
+    has_gap = len(covered) < request.count
+    if has_gap and (isinstance(exc, ShortReplyError) or getattr(exc, "code", None) == 2):
+        return (
+            f"The request reads through {request.count - len(covered)} unused address(es) "
+            "(max_gap) that this device may not serve: set max_gap: 0 in the device's settings, "
+            "or list the unused range under modbus.unreadable."
+        )
+    return exc.hint
+
+
+def _size(signal: ModbusSignal) -> int:
+    return 1 if signal.table in BIT_TABLES else signal.register_count
 
 
 def signal_word_order(signal: ModbusSignal, profile_order: WordOrder) -> WordOrder:
@@ -477,6 +500,16 @@ def _signal_problems(profile: ModbusProfile, settings: ModbusSettings) -> list[P
             )
         problems += _one_based_hint(where, signal)
         problems += _type_problems(where, signal)
+        for number, blocked in enumerate(settings.unreadable):
+            if blocked.overlaps(signal.table, signal.address, signal.address + size):
+                problems.append(
+                    Problem(
+                        f"{where}.address",
+                        f"{signal.table.value} {signal.address}..{signal.address + size - 1} "
+                        f"lies in modbus.unreadable[{number}] ({blocked.describe()}), which the "
+                        "device refuses to read; correct the address or the range",
+                    )
+                )
     return problems
 
 
@@ -505,10 +538,19 @@ def _type_problems(where: str, signal: ModbusSignal) -> list[Problem]:
                         f"{field} applies to numbers; a {signal.type.value} is reported as read",
                     )
                 )
-    if signal.effective_kind is SignalKind.STATE and signal.type in (
+    texts = [key for key in signal.states or {} if isinstance(key, str)]
+    if signal.effective_kind is SignalKind.STATE and signal.type is DataType.STRING and not texts:
+        problems.append(
+            Problem(
+                f"{where}.states",
+                "a string register holds a text such as AUTO_RUN: key `states` by the texts "
+                "the device sends",
+                severity="warning",
+            )
+        )
+    elif signal.effective_kind is SignalKind.STATE and signal.type in (
         DataType.FLOAT32,
         DataType.FLOAT64,
-        DataType.STRING,
     ):
         problems.append(
             Problem(

@@ -99,13 +99,39 @@ class ModbusSignal(SignalBase):
         return self.address + self.register_count
 
 
+class AddressRange(_Strict):
+    """Addresses of one table, from ``start`` to ``end`` inclusive (as manuals list them)."""
+
+    table: Table = Table.HOLDING
+    start: int = Field(ge=0, le=65535)
+    end: int = Field(ge=0, le=65535)
+    """The last address of the range (a bit address in coil and discrete_input)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AddressRange:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+    def overlaps(self, table: Table, start: int, end: int) -> bool:
+        """Whether addresses ``start`` up to (not including) ``end`` of ``table`` touch it."""
+        return table is self.table and start <= self.end and end > self.start
+
+    def describe(self) -> str:
+        return f"{self.table.value} {self.start}..{self.end}"
+
+
 class ModbusSettings(_Strict):
     """Protocol limits and timing of one device model (a site may override per device)."""
 
     max_registers_per_request: int = Field(default=125, ge=1, le=125)
     max_bits_per_request: int = Field(default=2000, ge=1, le=2000)
     max_gap: int = Field(default=16, ge=0, le=125)
-    """Read through up to this many unused registers to save a request."""
+    """Read through up to this many unused registers to save a request (16x as many bits in
+    coil and discrete_input); 0 for a device that refuses reads of registers it does not map."""
+    unreadable: list[AddressRange] = Field(default_factory=list)
+    """Ranges the device refuses to read (exception 02 for a read that covers them): requests
+    never reach into them, whatever ``max_gap``; gaps elsewhere are still read through."""
     request_pause_ms: int = Field(default=0, ge=0, le=10_000)
     """Pause between requests, for slow devices and serial converters."""
     timeout_s: float = Field(default=1.0, gt=0, le=60)

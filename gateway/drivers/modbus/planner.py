@@ -2,9 +2,9 @@
 
 Per table, signals are sorted by address and merged into blocks greedily: a signal joins the open
 block while the block stays within ``max_registers_per_request`` (``max_bits_per_request`` for coils
-and discrete inputs) and the unused stretch before it is at most ``max_gap`` registers (``16 *
-max_gap`` bits in bit tables: the same bytes on the wire). A multi-register value is never split
-across requests. For signals that do not overlap, greedy extension is optimal: each block starts at
+and discrete inputs), the unused stretch before it is at most ``max_gap`` registers (``16 *
+max_gap`` bits in bit tables: the same bytes on the wire) and that stretch touches no range the
+device refuses to read (``unreadable``). A multi-register value is never split across requests. For signals that do not overlap, greedy extension is optimal: each block starts at
 the first uncovered signal and reaches as far as the limits allow, and no cut can do better.
 
 ``plan_profile`` reports what a whole profile costs per cycle against one request per signal, for
@@ -15,11 +15,17 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from gateway.drivers.modbus.models import ModbusProfile, ModbusSettings, ModbusSignal, Table
+from gateway.drivers.modbus.models import (
+    AddressRange,
+    ModbusProfile,
+    ModbusSettings,
+    ModbusSignal,
+    Table,
+)
 from gateway.profiles.models import GroupSpec
 
 BIT_TABLES: Final = frozenset({Table.COIL, Table.DISCRETE_INPUT})
@@ -31,6 +37,11 @@ FUNCTION_CODES: Final[dict[Table, int]] = {
 }
 _TABLE_ORDER: Final = (Table.COIL, Table.DISCRETE_INPUT, Table.HOLDING, Table.INPUT)
 BITS_PER_GAP_REGISTER: Final = 16
+
+
+AddressText = Callable[[str, int], str]
+"""Writes an address in the style in which the profile wrote the address of a signal (by name)
+or of a range (``modbus.unreadable[0]``): ``0x2000``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +73,24 @@ class PlannedRequest:
     def is_bits(self) -> bool:
         return self.table in BIT_TABLES
 
-    def describe(self) -> str:
-        """``holding 100..124 (25 registers, 9 signals)``."""
+    def describe(self, address_text: AddressText | None = None) -> str:
+        """``holding 100..124 (25 registers, 9 signals)``.
+
+        ``address_text`` writes an address as the profile does (``0x2000``), given the signal
+        whose style to follow; the range takes the styles of its first and last signal.
+        """
         what = "bits" if self.is_bits else "registers"
         if self.count == 1:
             what = what[:-1]
         signals = len(self.signals)
+        first, last = self.start, self.end - 1
+        text = f"{first}..{last}"
+        if address_text is not None and self.signals:
+            start = address_text(self.signals[0].signal.name, first)
+            end = address_text(max(self.signals, key=lambda p: p.signal.end).signal.name, last)
+            text = f"{start}..{end}"
         return (
-            f"{self.table.value} {self.start}..{self.end - 1} ({self.count} {what}, "
+            f"{self.table.value} {text} ({self.count} {what}, "
             f"{signals} signal{'s' if signals != 1 else ''})"
         )
 
@@ -101,14 +122,23 @@ def plan_reads(signals: Iterable[ModbusSignal], settings: ModbusSettings) -> lis
     for table in _TABLE_ORDER:
         members = sorted(by_table.get(table, ()), key=lambda s: (s.address, s.end))
         if members:
+            unreadable = [r for r in settings.unreadable if r.table is table]
             requests += _plan_table(
-                table, members, request_limit(table, settings), gap_limit(table, settings)
+                table,
+                members,
+                request_limit(table, settings),
+                gap_limit(table, settings),
+                unreadable,
             )
     return requests
 
 
 def _plan_table(
-    table: Table, signals: Sequence[ModbusSignal], limit: int, max_gap: int
+    table: Table,
+    signals: Sequence[ModbusSignal],
+    limit: int,
+    max_gap: int,
+    unreadable: Sequence[AddressRange] = (),
 ) -> list[PlannedRequest]:
     requests: list[PlannedRequest] = []
     block: list[ModbusSignal] = []
@@ -117,7 +147,13 @@ def _plan_table(
         if block:
             new_end = max(end, signal.end)
             gap = signal.address - end
-            if gap <= max_gap and new_end - start <= limit:
+            if (
+                gap <= max_gap
+                and new_end - start <= limit
+                and not (
+                    gap > 0 and any(r.overlaps(table, end, signal.address) for r in unreadable)
+                )
+            ):
                 block.append(signal)
                 end = new_end
                 continue
@@ -176,12 +212,22 @@ class ProfilePlan:
     def naive_requests_per_second(self) -> float:
         return sum(g.signals * 1000.0 / g.group.interval_ms for g in self.groups)
 
-    def render(self) -> str:
-        """A text report: each group's requests, then the totals."""
+    def render(self, address_text: AddressText | None = None) -> str:
+        """A text report: each group's requests, then the totals.
+
+        Addresses are decimal unless ``address_text`` writes them as the profile does.
+        """
+        text = address_text or (lambda _key, address: str(address))
         limits = (
             f"max {self.settings.max_registers_per_request} registers / "
             f"{self.settings.max_bits_per_request} bits per request, max gap {self.settings.max_gap}"
         )
+        if self.settings.unreadable:
+            limits += ", never reading " + ", ".join(
+                f"{r.table.value} {text(f'modbus.unreadable[{i}]', r.start)}.."
+                f"{text(f'modbus.unreadable[{i}]', r.end)}"
+                for i, r in enumerate(self.settings.unreadable)
+            )
         lines = [f"profile {self.profile_id} ({limits})"]
         for plan in self.groups:
             lines.append(
@@ -189,8 +235,11 @@ class ProfilePlan:
                 f"{len(plan.requests)} request(s) for {plan.signals} signal(s)"
             )
             for request in plan.requests:
-                names = ", ".join(f"{p.signal.name}@{p.signal.address}" for p in request.signals)
-                lines.append(f"    FC{request.function_code} {request.describe()}: {names}")
+                names = ", ".join(
+                    f"{p.signal.name}@{text(p.signal.name, p.signal.address)}"
+                    for p in request.signals
+                )
+                lines.append(f"    FC{request.function_code} {request.describe(text)}: {names}")
         lines.append(
             f"  per cycle: {self.requests_per_cycle} request(s) vs {self.signals} with one "
             f"request per signal ({self.saving:.1f}x fewer); "

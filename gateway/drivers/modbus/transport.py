@@ -53,8 +53,11 @@ from gateway.errors import DeviceTimeoutError, DeviceUnreachableError, ProtocolE
 
 __all__ = [
     "EXCEPTION_NAMES",
+    "BlockReadError",
     "BusTransport",
+    "MalformedReplyError",
     "ModbusExceptionError",
+    "ShortReplyError",
     "TransportPool",
     "transport_pool",
     "window_of",
@@ -92,7 +95,55 @@ _PYMODBUS_TIMEOUT_S: Final = 3600.0
 _NEVER_DISCONNECT: Final = 1 << 30
 
 
-class ModbusExceptionError(Exception):
+class BlockReadError(Exception):
+    """One request failed on its own while the connection stays good: only its signals are bad.
+
+    ``reason`` goes on each of the block's samples; ``hint`` says what to change.
+    """
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+    @property
+    def hint(self) -> str:
+        return ""
+
+
+class ShortReplyError(BlockReadError):
+    """The device answered a read with fewer registers (or bits) than asked for."""
+
+    def __init__(self, table: Table, start: int, count: int, got: int) -> None:
+        self.table = table
+        self.start = start
+        self.count = count
+        self.got = got
+        what = "bits" if table in (Table.COIL, Table.DISCRETE_INPUT) else "registers"
+        super().__init__(f"short reply: {got} of {count} {what} from {table.value} {start}")
+
+    @property
+    def hint(self) -> str:
+        return (
+            "The device does not serve part of this range: check the signals' addresses and "
+            "types against its register list."
+        )
+
+
+class MalformedReplyError(BlockReadError):
+    """A well-framed reply whose content does not fit its request (function, byte count)."""
+
+    def __init__(self, table: Table, start: int, count: int, problem: str) -> None:
+        super().__init__(f"malformed reply to {table.value} {start}+{count}: {problem}")
+
+    @property
+    def hint(self) -> str:
+        return (
+            "The device answered this request with a reply that does not fit it; if every "
+            "request fails so, check the endpoint's scheme (tcp:// or rtu+tcp://)."
+        )
+
+
+class ModbusExceptionError(BlockReadError):
     """The device answered one request with a Modbus exception: only that request's signals fail."""
 
     def __init__(self, code: int, function_code: int) -> None:
@@ -475,6 +526,8 @@ class BusTransport:
 
         Raises:
             ModbusExceptionError: the device answered with a Modbus exception (codes 1-8).
+            ShortReplyError, MalformedReplyError: the reply does not hold what was asked for
+                (only this request fails; the connection stays).
             DeviceTimeoutError: no reply after every try, or exception 11 from a gateway.
             DeviceUnreachableError: the connection is gone, or exception 10 from a gateway.
             ProtocolError: the reply does not match the request.
@@ -515,12 +568,13 @@ class BusTransport:
 
     async def read_blocks(
         self, blocks: Sequence[tuple[Table, int, int]], options: RequestOptions
-    ) -> list[list[int] | list[bool] | ModbusExceptionError]:
+    ) -> list[list[int] | list[bool] | BlockReadError]:
         """Read several blocks of one unit at once on a pipelined Modbus TCP link.
 
         Every request is sent before the first reply is awaited (the link queues what exceeds
         its window), and unanswered ones are sent again, up to ``retries`` more times. A Modbus
-        exception fails only its block: it is returned in the block's place.
+        exception, or a short or malformed reply, fails only its block: it is returned in the
+        block's place.
 
         Raises:
             DeviceTimeoutError, DeviceUnreachableError, ProtocolError: as ``read``, for the
@@ -529,7 +583,7 @@ class BusTransport:
         link = self._link
         if link is None or self.window == 1:
             raise self._connection_lost(options)
-        results: list[list[int] | list[bool] | ModbusExceptionError | None] = [None] * len(blocks)
+        results: list[list[int] | list[bool] | BlockReadError | None] = [None] * len(blocks)
         todo = list(range(len(blocks)))
         tries = self._tries(options)
         for _ in range(tries):
@@ -543,10 +597,10 @@ class BusTransport:
                 self.silent_units.discard(options.unit_id)
                 try:
                     results[i] = self._values_of_frame(frame, *blocks[i], options)
-                except ModbusExceptionError as exc:
+                except BlockReadError as exc:
                     results[i] = exc
             if not todo:
-                return cast("list[list[int] | list[bool] | ModbusExceptionError]", results)
+                return cast("list[list[int] | list[bool] | BlockReadError]", results)
         raise self._no_reply(options, tries)
 
     def _note_unanswered(
@@ -638,13 +692,14 @@ class BusTransport:
             if table in (Table.COIL, Table.DISCRETE_INPUT):
                 bits = mbap.reply_bits(frame.pdu, function_code)
                 if len(bits) < count:
-                    raise self._short_reply(table, start, count, len(bits), options)
+                    raise ShortReplyError(table, start, count, len(bits))
                 return bits[:count]
             registers = mbap.reply_registers(frame.pdu, function_code)
         except mbap.ReplyError as exc:
-            raise self._unreadable(table, start, count, exc, options) from exc
+            # The frame itself was whole (the link found the next one): only this block fails.
+            raise MalformedReplyError(table, start, count, str(exc)) from exc
         if len(registers) != count:
-            raise self._short_reply(table, start, count, len(registers), options)
+            raise ShortReplyError(table, start, count, len(registers))
         return registers
 
     async def _request_once(
@@ -683,21 +738,12 @@ class BusTransport:
         if table in (Table.COIL, Table.DISCRETE_INPUT):
             bits: list[bool] = list(response.bits)
             if len(bits) < count:
-                raise self._short_reply(table, start, count, len(bits), options)
+                raise ShortReplyError(table, start, count, len(bits))
             return bits[:count]
         registers: list[int] = list(response.registers)
         if len(registers) != count:
-            raise self._short_reply(table, start, count, len(registers), options)
+            raise ShortReplyError(table, start, count, len(registers))
         return registers
-
-    def _short_reply(
-        self, table: Table, start: int, count: int, got: int, options: RequestOptions
-    ) -> ProtocolError:
-        return ProtocolError(
-            f"asked for {count} {table.value} values from {start}, the reply holds {got}",
-            where=options.where,
-            hint="Lower max_registers_per_request for this device.",
-        )
 
 
 def window_of(endpoint: ModbusEndpoint, settings: ModbusSettings) -> int:

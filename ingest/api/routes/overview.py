@@ -10,7 +10,15 @@ from fastapi.responses import StreamingResponse
 from ingest import kpis
 from ingest.api import views
 from ingest.api.access import Capability
-from ingest.api.deps import CallerDep, Conn, SideConn, get_settings
+from ingest.api.deps import (
+    Caller,
+    CallerDep,
+    Conn,
+    SideConn,
+    get_settings,
+    load_caller,
+    presented_credential,
+)
 from ingest.api.scopes import Scope, parse_day, require_scope
 
 router = APIRouter(tags=["overview"])
@@ -71,17 +79,29 @@ async def trend(
 )
 async def live(
     request: Request,
-    caller: CallerDep,
-    conn: Conn,
     scope: Annotated[
         str, Query(description="as for /trend, or device:<enterprise>/<device>")
     ] = "city",
 ) -> StreamingResponse:
+    """The caller is checked again every ``live_recheck_s`` (and whenever grants, tokens or
+    sessions change); the stream ends with a ``closed`` event once it may no longer see the scope.
+    """
     parsed = Scope.parse(scope)
-    await require_scope(conn, caller, parsed)
-    hub = request.app.state.hub
+    credential = presented_credential(request)
+    settings = get_settings(request)
+    pool = request.app.state.pool
+
+    async def check() -> Caller:
+        # Its own short-lived connection: a stream must not hold one of the pool's connections
+        # for as long as a browser keeps the page open.
+        async with pool.connection() as conn:
+            caller = await load_caller(conn, credential, settings)
+            await require_scope(conn, caller, parsed)
+        return caller
+
+    caller = await check()
     return StreamingResponse(
-        hub.stream(request, caller, parsed),
+        request.app.state.hub.stream(request, caller, parsed, check),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

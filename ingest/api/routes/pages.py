@@ -19,9 +19,10 @@ from fastapi.templating import Jinja2Templates
 
 from ingest.api import registry
 from ingest.api.access import Capability
-from ingest.api.deps import Caller, Conn, get_caller, presented_token
+from ingest.api.deps import Caller, Conn, get_caller, presented_credential
 from ingest.api.errors import ApiError, UnauthorizedError
 from ingest.api.routes.auth import home_of
+from ingest.api.scopes import Scope, require_scope
 from ingest.auth import Role
 
 WEB_DIR: Final = Path(__file__).resolve().parents[2] / "web"
@@ -69,7 +70,7 @@ def render(
 
 
 async def _caller_or_none(request: Request, conn: Conn) -> Caller | None:
-    if not presented_token(request):
+    if presented_credential(request) is None:
         return None
     try:
         return await get_caller(request, conn)
@@ -86,6 +87,7 @@ def _error_page(request: Request, caller: Caller | None, exc: ApiError) -> Respo
         "error",
         caller,
         status=exc.status,
+        code=exc.status,  # `status` is the response's; the template shows the number too
         heading=heading,
         message=exc.message,
     )
@@ -203,6 +205,38 @@ async def device_page(enterprise_id: str, device_id: str, request: Request, conn
         )
 
     return await _page(request, conn, build)
+
+
+@router.get("/provider", response_class=HTMLResponse)
+async def own_provider_page(request: Request, conn: Conn) -> Response:
+    """Where a provider lands after sign-in; other roles go to their own home."""
+
+    async def build(caller: Caller) -> Response:
+        if caller.role is not Role.PROVIDER or not caller.principal.provider:
+            return RedirectResponse(home_of(caller.principal), status_code=303)
+        return await _provider(request, conn, caller, caller.principal.provider)
+
+    return await _page(request, conn, build)
+
+
+@router.get("/providers/{provider_id}", response_class=HTMLResponse)
+async def provider_page(provider_id: str, request: Request, conn: Conn) -> Response:
+    async def build(caller: Caller) -> Response:
+        return await _provider(request, conn, caller, provider_id)
+
+    return await _page(request, conn, build)
+
+
+async def _provider(request: Request, conn: Conn, caller: Caller, provider_id: str) -> Response:
+    row = await require_scope(conn, caller, Scope("provider", provider_id))
+    return render(
+        request,
+        "provider.html",
+        "provider",
+        caller,
+        scope=f"provider:{provider_id}",
+        title=row["name"],
+    )
 
 
 def _not_found(kind: str, key: str) -> ApiError:

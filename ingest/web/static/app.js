@@ -251,12 +251,48 @@ async function loadSeries(signal) {
   }, true);
 }
 
+/* ---- a service provider's enterprises ---- */
+function renderProvider(data) {
+  const served = data.served;
+  const devices = served.reduce((n, e) => n + e.registered, 0);
+  const online = served.reduce((n, e) => n + e.online, 0);
+  const gateways = served.flatMap((e) => e.gateways);
+  const gatewaysOnline = gateways.filter((g) => g.online).length;
+  document.getElementById("served-count").textContent = fmtNum(served.length);
+  document.getElementById("served-devices").textContent = fmtNum(devices);
+  document.getElementById("served-online").textContent = devices ? fmtPct(online / devices) : "–";
+  document.getElementById("served-online-sub").textContent = `${t("kpi.online")} ${fmtNum(online)}`;
+  document.getElementById("served-gateways").textContent = fmtNum(gateways.length);
+  document.getElementById("served-gateways-sub").textContent = `${t("gateway.online")} ${fmtNum(gatewaysOnline)}`;
+  document.getElementById("served-none").hidden = served.length > 0;
+  document.getElementById("served").innerHTML = served.map((e) => {
+    const states = Object.entries(e.states).map(([state, count]) => `${stateBadge(state)} ${fmtNum(count)}`).join(" ");
+    const gatewayRows = e.gateways.map((g) => `<tr><td>${esc(g.id)}</td><td><span class="badge state-${g.online ? "running" : "offline"}">` +
+      `${esc(t(g.online ? "gateway.online" : "gateway.offline"))}</span></td><td>${fmtTime(g.last_seen_at)}</td><td class="num">${fmtNum(g.devices)}</td></tr>`).join("");
+    const deviceRows = e.devices.map((d) => `<tr><td>${esc(d.name || d.id)}</td><td>${esc(kindName(d.machine_kind))}</td><td>${esc(d.line)}</td>` +
+      `<td>${stateBadge(d.state)}</td><td>${fmtTime(d.last_seen)}</td></tr>`).join("");
+    return `<div class="card wide served-enterprise" data-enterprise="${esc(e.id)}"><h2>${esc(localName(e))}` +
+      `<span class="help">${esc(LANG === "en" ? e.district_name_en : e.district_name)} · ${esc(e.segment)}</span></h2>` +
+      `<p class="meta">${t("kpi.registered")} ${fmtNum(e.registered)} · ${t("kpi.online")} ${fmtNum(e.online)} ${states}</p>` +
+      `<div class="scroll"><table class="table gateway-table"><thead><tr><th>${esc(t("col.gateway"))}</th><th>${esc(t("col.state"))}</th>` +
+      `<th>${esc(t("col.last_seen"))}</th><th>${esc(t("kpi.registered"))}</th></tr></thead><tbody>${gatewayRows}</tbody></table>` +
+      `<table class="table device-status-table"><thead><tr><th>${esc(t("col.device"))}</th><th>${esc(t("col.kind"))}</th><th>${esc(t("col.line"))}</th>` +
+      `<th>${esc(t("col.state"))}</th><th>${esc(t("col.last_seen"))}</th></tr></thead><tbody>${deviceRows}</tbody></table></div></div>`;
+  }).join("");
+}
+
 /* ---- pages ---- */
 function renderPayload(page, data) {
   if (data.summary) renderTiles(data.summary);
   if (page === "overview") {
     renderSegments(data.segments); renderDistricts(data.districts);
     renderWarnings(data.warnings); renderAlarms(data.alarms);
+  }
+  if (page === "provider") { renderProvider(data); return; }
+  // The device list was drawn because the caller could see device data; a payload without it
+  // means that access ended (grant withdrawn): reload, and the page comes back without the list.
+  if (page === "enterprise" && document.getElementById("device-table") && !data.devices) {
+    window.location.reload(); return;
   }
   if (data.enterprises) renderEnterprises(data.enterprises, page);
   if (data.devices) renderDevices(data.devices);
@@ -274,6 +310,7 @@ const PAGE_SOURCES = {
   district: (key) => `/api/districts/${encodeURIComponent(key)}`,
   enterprise: (key) => `/api/enterprises/${encodeURIComponent(key)}`,
   device: () => scopeDevicePath("/api"),
+  provider: (key) => `/api/providers/${encodeURIComponent(key)}`,
 };
 
 async function loadPage(page) {
@@ -299,6 +336,13 @@ function follow(page) {
     badge.hidden = false; badge.classList.remove("lost");
     text.textContent = `${t("live.connected")} · ${t("live.updated")} ${new Date().toLocaleTimeString(LANG, { hour12: false })}`;
     body.dataset.updates = String(Number(body.dataset.updates || 0) + 1);
+  });
+  // The server closes the stream when the caller lost access (signed out, token revoked,
+  // grant withdrawn): reload, and the server answers with the sign-in or the error page.
+  source.addEventListener("closed", (event) => {
+    source.close();
+    const reason = JSON.parse(event.data);
+    window.location.href = reason.code === "unauthorized" ? "/login" : window.location.pathname;
   });
   source.onerror = () => { badge.hidden = false; badge.classList.add("lost"); text.textContent = t("live.lost"); };
 }
@@ -340,6 +384,10 @@ function wireGrant() {
     window.location.reload();
   });
 }
+
+// A page restored from the back-forward cache would show what it showed before sign-out:
+// ask the server again instead (pages and data are also sent with Cache-Control: no-store).
+window.addEventListener("pageshow", (event) => { if (event.persisted) window.location.reload(); });
 
 document.addEventListener("DOMContentLoaded", () => {
   wireHeader();

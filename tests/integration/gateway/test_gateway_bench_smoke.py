@@ -42,3 +42,25 @@ def test_gateway_bench_smoke() -> None:
     assert (ratio > 0) if bare["cpu_share"] > 0 else (ratio is None), (ratio, bare)
     assert set(figures["targets_met"]) == {"rate", "cpu", "peak_rss", "rss_drift"}
     assert figures["simulators_cpu_share"] > 0 and figures["worst_case_layout"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(mosquitto_binary() is None, reason="needs a mosquitto binary")
+def test_gateway_bench_scale_smoke() -> None:
+    """``--scale N``: N light devices on the bare responder; prints points/s and CPU µs/point."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--scale", "24", "--scale-units-per-port", "4",
+         "--scale-rate", "1200", "--seconds", "2", "--ramp-steps", "1"],
+        capture_output=True, text=True, timeout=170,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1
+    figures = json.loads(lines[0])
+    assert figures["bench"] == "gateway-scale" and figures["inputs"]["ports"] == 6
+    (step,) = figures["steps"]
+    assert step["devices"] == 24 and step["devices_connected"] == 24, step
+    assert step["points_per_s"] > 0 and step["cpu_us_per_point"] > 0, step
+    assert step["gateway_open_descriptors"] > 6, step
+    assert "max_sustained_points_per_s" in figures and "cpu_us_per_point_at_max" in figures

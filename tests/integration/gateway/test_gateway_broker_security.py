@@ -1,148 +1,34 @@
 """The shipped secure broker config (deploy/mosquitto/secure.conf + acl) with a real Mosquitto.
 
-Credentials come from `shulian gateway credentials`; certificates from a throwaway CA made here.
+Credentials come from `shulian gateway credentials`; certificates from a throwaway CA
+(tests/secure_broker.py).
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import logging
 import threading
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from gateway_fakes import eventually, eventually_sync, fake_app, fake_settings, make_device
 from paho.mqtt.enums import CallbackAPIVersion
-from typer.testing import CliRunner
+from secure_broker import SecureBroker, start_secure_broker
 
-from gateway.cli import app as gateway_cli
-from shulian.devservices import MOSQUITTO_CONF_DIR, Mosquitto, free_port, mosquitto_binary
+from shulian.devservices import mosquitto_binary
 
 pytestmark = pytest.mark.skipif(mosquitto_binary() is None, reason="needs a mosquitto binary")
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _write(path: Path, key: Any, cert: x509.Certificate) -> None:
-    path.with_suffix(".crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    path.with_suffix(".key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-
-
-def make_ca(folder: Path, name: str) -> tuple[Any, x509.Certificate]:
-    key = _key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    _write(folder / name, key, cert)
-    return key, cert
-
-
-def make_server_cert(folder: Path, ca_key: Any, ca_cert: x509.Certificate) -> None:
-    key = _key()
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    _write(folder / "server", key, cert)
-
-
-@dataclass
-class SecureBroker:
-    broker: Mosquitto
-    tls_port: int
-    folder: Path
-    passwords: dict[str, str]
-
-    @property
-    def plain_url(self) -> str:
-        return self.broker.url
-
-    @property
-    def tls_url(self) -> str:
-        return f"mqtts://127.0.0.1:{self.tls_port}"
-
-
-def add_login(folder: Path, *args: str) -> str:
-    secret = folder / f"secret-{uuid.uuid4().hex[:6]}"
-    result = CliRunner().invoke(
-        gateway_cli,
-        [
-            "credentials",
-            *args,
-            "--password-file",
-            str(folder / "passwd"),
-            "--acl-file",
-            str(folder / "acl"),
-            "--secret-out",
-            str(secret),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return secret.read_text().strip()
-
-
 @pytest.fixture()
 def secure_broker(tmp_path: Path) -> Any:
-    folder = tmp_path / "broker"
-    (folder / "tls").mkdir(parents=True)
-    ca_key, ca_cert = make_ca(folder / "tls", "ca")
-    make_server_cert(folder / "tls", ca_key, ca_cert)
-    make_ca(folder / "tls", "rogue-ca")
-    (folder / "acl").write_text((MOSQUITTO_CONF_DIR / "acl").read_text())
-    passwords = {
-        "ent-a/gw-1": add_login(folder, "add", "--enterprise", "ent-a", "--gateway", "gw-1"),
-        "ent-b/gw-1": add_login(folder, "add", "--enterprise", "ent-b", "--gateway", "gw-1"),
-        "ingest@shulian": add_login(folder, "add-reader"),
-    }
-    tls_port = free_port()
-    conf = (MOSQUITTO_CONF_DIR / "secure.conf").read_text()
-    conf = conf.replace("/etc/mosquitto/shulian", str(folder))
-    conf = conf.replace("listener 8883", f"listener {tls_port} 127.0.0.1")
-    (folder / "secure.conf").write_text(conf)
-    # devservices adds a plain loopback listener after ours; the password file and ACL are
-    # global (per_listener_settings false), so it is just as locked down, only not encrypted.
-    broker = Mosquitto(tmp_path / "mosquitto", security_conf=folder / "secure.conf").start()
-    yield SecureBroker(broker, tls_port, folder, passwords)
+    broker = start_secure_broker(
+        tmp_path, gateways=[("ent-a", "gw-1"), ("ent-b", "gw-1")], readers=["ingest@shulian"]
+    )
+    yield broker
     broker.stop()
 
 
@@ -294,7 +180,34 @@ async def test_gateway_with_wrong_password_or_untrusted_ca_logs_why(
     await app.start()
     try:
         await eventually(lambda: "not trusted" in caplog.text, what="TLS refusal logged")
-        assert "mqtt.ca_file" in caplog.text
+        await eventually(lambda: app.publisher._refusals._suppressed, what="a second attempt")
+        [refusal] = [r.getMessage() for r in caplog.records if "not trusted" in r.getMessage()]
+        assert f"cannot connect to {secure_broker.tls_url} as " in refusal
+        assert f"not trusted by the CA in {secure_broker.rogue_ca_file} (mqtt.ca_file)" in refusal
+        assert "Set mqtt.ca_file to the CA certificate that signed the broker's" in refusal
+        assert not app.publisher.is_connected
+    finally:
+        await app.stop()
+
+    caplog.clear()
+    mismatched = f"mqtts://localhost:{secure_broker.tls_port}"
+    settings = fake_settings(
+        mismatched,
+        tmp_path / "gw3",
+        mqtt={
+            "username": "ent-a/gw-1",
+            "password": secure_broker.passwords["ent-a/gw-1"],
+            "ca_file": str(secure_broker.ca_file),
+        },
+    )
+    app = fake_app(settings, [make_device("s3")])
+    await app.start()
+    try:
+        await eventually(lambda: "not valid for" in caplog.text, what="host name refusal logged")
+        assert f"cannot connect to {mismatched} as " in caplog.text
+        assert "not valid for the host name 'localhost'" in caplog.text
+        assert f"verified against the CA in {secure_broker.ca_file}" in caplog.text
+        assert not app.publisher.is_connected
     finally:
         await app.stop()
 

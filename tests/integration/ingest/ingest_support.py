@@ -53,15 +53,29 @@ class FakeGateway:
     seq: int = 0
     protocol: int = paho.MQTTv5
     client: Any = None
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    """With an ``mqtts://`` url: the CA that signed the broker's certificate."""
+    will: GatewayStatus | None = None
+    """The Last Will (retained, QoS 1) the broker publishes if this connection dies."""
 
     def connect(self) -> FakeGateway:
-        host, port = self.url.removeprefix("mqtt://").split(":")
+        scheme, _, address = self.url.partition("://")
+        host, port = address.split(":")
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"fake-{self.gateway}-{uuid.uuid4().hex[:6]}",
             protocol=self.protocol,
         )
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if scheme == "mqtts":
+            client.tls_set(ca_certs=self.ca_file)
         client.max_inflight_messages_set(1000)
+        if self.will is not None:
+            topic = topics.gateway_status(self.enterprise, self.gateway)
+            client.will_set(topic, encode(self.will), qos=1, retain=True)
         connected = threading.Event()
         client.on_connect = lambda c, u, f, rc, p: connected.set()
         client.connect(host, int(port))
@@ -83,8 +97,9 @@ class FakeGateway:
             info.wait_for_publish(10)
         return info
 
-    def birth(self, online: bool = True) -> GatewayStatus:
-        status = GatewayStatus(
+    def status(self, online: bool) -> GatewayStatus:
+        """This gateway's status now (the birth, or the death that is also its Last Will)."""
+        return GatewayStatus(
             gateway=self.gateway,
             enterprise=self.enterprise,
             online=online,
@@ -92,6 +107,9 @@ class FakeGateway:
             ts_ms=now_ms(),
             devices=self.devices,
         )
+
+    def birth(self, online: bool = True) -> GatewayStatus:
+        status = self.status(online)
         self.publish(
             topics.gateway_status(self.enterprise, self.gateway), encode(status), retain=True
         )
@@ -110,11 +128,20 @@ class FakeGateway:
         )
         return status
 
-    def batch(self, samples: list[Sample], *, seq: int | None = None) -> Batch:
+    def batch(
+        self, samples: list[Sample], *, seq: int | None = None, historical: bool = False
+    ) -> Batch:
         if seq is None:
             self.seq += 1
             seq = self.seq
-        return Batch(gateway=self.gateway, boot=self.boot, seq=seq, ts_ms=now_ms(), samples=samples)
+        return Batch(
+            gateway=self.gateway,
+            boot=self.boot,
+            seq=seq,
+            ts_ms=now_ms(),
+            historical=historical,
+            samples=samples,
+        )
 
     def send(self, batch: Batch, *, wait: bool = True) -> Any:
         return self.publish(

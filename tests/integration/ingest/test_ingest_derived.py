@@ -273,7 +273,10 @@ def test_retention_prunes_old_ledger_rows_and_dead_letters(start_ingest, fake_ga
             "UPDATE batch_ledger SET committed_at = now() - interval '20 days' WHERE seq < 3"
         )
         conn.execute("UPDATE dead_letters SET received_at = now() - interval '40 days'")
+        assert conn.execute("SELECT count(*) FROM dead_letter_windows").fetchone() == (1,)
+        conn.execute("UPDATE dead_letter_windows SET minute = now() - interval '40 days'")
     assert service.maintenance is not None
     service.maintenance.run_job("retention")
     assert scalar(pg_url, "SELECT count(*) FROM batch_ledger") == 1
     assert scalar(pg_url, "SELECT count(*) FROM dead_letters") == 0
+    assert scalar(pg_url, "SELECT count(*) FROM dead_letter_windows") == 0

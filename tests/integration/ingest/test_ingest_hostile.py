@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import sys
 import uuid
 from pathlib import Path
@@ -64,7 +65,7 @@ def test_a_flood_of_hostile_messages_is_fully_accounted_for(start_ingest, mosqui
     assert len(specs) > 1000
     service = start_ingest(
         registry={"auto_register_gateways": False},
-        limits={"max_message_bytes": MAX_MESSAGE_BYTES},
+        limits={"max_message_bytes": MAX_MESSAGE_BYTES, "dead_letters_per_minute": 0},
     )
     seed_registry(pg_url)
     shift = now_ms() - NOW_MS
@@ -113,29 +114,41 @@ def test_a_flood_of_hostile_messages_is_fully_accounted_for(start_ingest, mosqui
     )
     assert stored == expected
 
-    # every rejected sample recorded with its reason, against its message's raw payload
+    # every dead letter keeps its payload's prefix, size and hash (the message is found by hash)
+    by_hash = {hashlib.sha256(payload).digest(): payload for _, payload in rendered}
+    for prefix, size, digest in rows(
+        pg_url, "SELECT payload, payload_bytes, payload_sha256 FROM dead_letters"
+    ):
+        payload = by_hash[bytes(digest)]
+        assert (bytes(prefix), size) == (payload[:4096], len(payload))
+
+    # every rejected sample recorded with its reason, against its message
     recorded: dict[bytes, dict[int, str]] = collections.defaultdict(dict)
-    for payload, reason, indexes in rows(
-        pg_url, "SELECT payload, reason, sample_indexes FROM dead_letters WHERE scope = 'sample'"
+    for digest, reason, indexes in rows(
+        pg_url,
+        "SELECT payload_sha256, reason, sample_indexes FROM dead_letters WHERE scope = 'sample'",
     ):
         for index in indexes:
-            assert index not in recorded[bytes(payload)], "a sample rejected twice"
-            recorded[bytes(payload)][index] = reason
+            assert index not in recorded[bytes(digest)], "a sample rejected twice"
+            recorded[bytes(digest)][index] = reason
     for spec, payload in rendered:
         if spec.is_batch:
             want = {i: r.value for i, r in spec.bad.items()}
-            assert recorded.get(payload, {}) == want, spec
+            assert recorded.get(hashlib.sha256(payload).digest(), {}) == want, spec
 
-    # every whole-message rejection recorded with an expected reason and its raw bytes
+    # every whole-message rejection recorded with an expected reason
     whole_found = collections.Counter(
         (bytes(p), r)
-        for p, r in rows(pg_url, "SELECT payload, reason FROM dead_letters WHERE scope = 'message'")
+        for p, r in rows(
+            pg_url, "SELECT payload_sha256, reason FROM dead_letters WHERE scope = 'message'"
+        )
     )
     for spec, payload in rendered:
         if not spec.is_batch:
             allowed = spec.whole if isinstance(spec.whole, tuple) else (spec.whole,)
+            digest = hashlib.sha256(payload).digest()
             match = next(
-                ((payload, a.value) for a in allowed if whole_found[(payload, a.value)]), None
+                ((digest, a.value) for a in allowed if whole_found[(digest, a.value)]), None
             )
             assert match is not None, (spec.kind, spec.whole, payload[:80])
             whole_found[match] -= 1

@@ -1,4 +1,6 @@
-"""The registry decides who may send: auto-registration rules, identity checks, dead letters."""
+"""The registry decides who may send: auto-registration rules, identity checks, dead letters.
+
+Gateway identity across enterprises is tested in test_ingest_identity.py."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import psycopg
 from ingest_support import machine_samples, now_ms, rows, scalar, wait_until
 
 from wire import topics
-from wire.codec import encode
 from wire.payloads import Sample
 
 
@@ -33,21 +34,6 @@ def test_unknown_gateways_are_dead_lettered_when_auto_registration_is_off(
     assert scalar(pg_url, "SELECT count(*) FROM telemetry") == 0
     detail = scalar(pg_url, "SELECT detail FROM dead_letters LIMIT 1")
     assert "auto_register_gateways" in detail
-
-
-def test_the_topics_enterprise_must_agree_with_the_registry(start_ingest, fake_gateway, pg_url):
-    start_ingest()
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO enterprises (id, name) VALUES ('ent-a', 'A'), ('ent-b', 'B')")
-        conn.execute("INSERT INTO gateways (id, enterprise_id) VALUES ('gw-a', 'ent-a')")
-    impostor = fake_gateway(enterprise="ent-b", gateway="gw-a", devices=["d1"])
-    batch = impostor.batch(machine_samples(["d1"], now_ms(), 1))
-    impostor.send(batch)
-    wait_until(lambda: dead_letters(pg_url), what="a dead letter")
-    assert dead_letters(pg_url) == [("identity_mismatch", "message", "gw-a", None)]
-    assert "belongs to enterprise 'ent-a'" in scalar(pg_url, "SELECT detail FROM dead_letters")
-    assert bytes(scalar(pg_url, "SELECT payload FROM dead_letters")) == encode(batch)
-    assert scalar(pg_url, "SELECT count(*) FROM enterprises") == 2  # nothing auto-registered
 
 
 def test_only_announced_devices_are_registered(start_ingest, fake_gateway, pg_url):

@@ -202,3 +202,92 @@ async def test_unknown_node_is_a_bad_row_naming_the_status_code(
     _assert_no_traceback(run)
     bad = run.rows["part_temperature"]
     assert " bad " in bad and "BadNodeIdUnknown" in bad, bad
+
+
+def _site(tmp_path: Path, host: SimulatorHost, raceway_settings: str = "") -> Path:
+    grinder, raceway = host.endpoint(GRINDER), host.endpoint(RACEWAY)
+    site = tmp_path / "site.yaml"
+    site.write_text(
+        f"gateway: {{id: gw-probe, enterprise: ent-a, data_dir: '{tmp_path / 'var'}'}}\n"
+        "devices:\n"
+        f"  - {{id: grinder-3, profile: gear_grinder, endpoint: '{_modbus(grinder)}',"
+        f" unit_id: {grinder.unit_id}, settings: {{timeout_s: 0.5, max_gap: 0}}}}\n"
+        f"  - id: {RACEWAY}\n"
+        "    profile: raceway_grinder\n"
+        f"    endpoint: '{raceway.url}'\n"
+        f"{raceway_settings}"
+    )
+    return site
+
+
+async def test_probe_of_a_site_device_uses_its_endpoint_unit_and_settings(
+    host: SimulatorHost, tmp_path: Path
+) -> None:
+    site = _site(tmp_path, host)
+    run = await _probe("--site", str(site), "--device", "grinder-3")
+    assert run.status == 0, run.stdout + run.stderr
+    # The unit id and max_gap: 0 come from the site entry: 20 signals, read without gap reads.
+    assert f"grinder-3 (tcp://127.0.0.1:{host.endpoint(GRINDER).port} unit 3)" in run.stdout
+    assert "20/20 signals good, 5 request(s)" in run.stdout  # 2 with the profile's max_gap
+    # The OPC UA device's node ids name the device ({device}): the site's id is used.
+    run = await _probe("--site", str(site), "--device", RACEWAY)
+    assert run.status == 0, run.stdout + run.stderr
+
+
+async def test_probe_of_a_site_device_uses_its_security(
+    host: SimulatorHost, tmp_path: Path
+) -> None:
+    # The simulator offers no security; a device that demands it must not be read without.
+    settings = "    settings: {security_policy: Basic256Sha256, security_mode: SignAndEncrypt}\n"
+    site = _site(tmp_path, host, settings)
+    run = await _probe("--site", str(site), "--device", RACEWAY)
+    assert run.status == 2, run.stdout + run.stderr
+    _assert_no_traceback(run)
+    assert "Basic256Sha256" in run.stderr, run.stderr
+
+
+async def test_probe_of_an_unknown_site_device_lists_the_known_ones(
+    host: SimulatorHost, tmp_path: Path
+) -> None:
+    run = await _probe("--site", str(_site(tmp_path, host)), "--device", "grinder-9")
+    assert run.status == 2
+    assert "no enabled device 'grinder-9' (devices: grinder-3, probe-raceway)" in run.stderr
+    run = await _probe("--site", str(_site(tmp_path, host)))
+    assert run.status == 2 and "give --site with --device" in run.stderr
+
+
+async def test_boolean_state_keys_map_a_register_bit_and_an_opcua_boolean(
+    host: SimulatorHost, tmp_path: Path
+) -> None:
+    """`states: {true: ..., false: ...}` through the real drivers (it failed at run time with
+    `unknown state code False` before issue 12)."""
+    bit = tmp_path / "bit.yaml"
+    bit.write_text(
+        "id: grinder_alarm_state\nprotocol: modbus\nsignals:\n"
+        "  - {name: machine_state, address: 102, type: bool, bit: 0,"
+        " states: {true: fault, false: running}}\n"
+    )
+    boolean = tmp_path / "boolean.yaml"
+    boolean.write_text(
+        "id: raceway_alarm_state\nprotocol: opcua\nsignals:\n"
+        "  - name: machine_state\n"
+        '    node_id: "nsu=urn:shulian:simulators;s={device}.Alarm.Active"\n'
+        "    states: {true: fault, false: running}\n"
+    )
+    grinder = host.endpoint(GRINDER)
+    runs = [
+        await _probe("--profile", str(bit), "--endpoint", _modbus(grinder), "--unit-id", "3"),
+        await _probe(
+            "--profile",
+            str(boolean),
+            "--endpoint",
+            host.endpoint(RACEWAY).url,
+            "--device-id",
+            RACEWAY,
+        ),
+    ]
+    for run in runs:
+        assert run.status == 0, run.stdout + run.stderr
+        raw, value, _unit, quality = run.rows["machine_state"].split()[2:6]
+        assert (raw, value) in {("True", "fault"), ("False", "running")}, run.stdout
+        assert quality == "good"

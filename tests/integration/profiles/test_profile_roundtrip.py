@@ -141,6 +141,8 @@ async def test_profile_reads_its_simulator_ground_truth(host: SimulatorHost, pat
         for row in report.rows
         if (spec := lookup_signal(row.signal)) and spec.kind is SignalKind.GAUGE
     ]
-    assert any(isinstance(v, float) and v != 0.0 for v in gauges), gauges
+    assert any(isinstance(v, int | float) and not isinstance(v, bool) and v != 0 for v in gauges), (
+        gauges
+    )
     state = next((row.value for row in report.rows if row.signal == "machine_state"), "running")
     assert state in {s.value for s in MachineState}

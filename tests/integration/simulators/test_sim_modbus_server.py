@@ -107,14 +107,49 @@ async def test_whole_grinder_block_reads_in_one_request(client: AsyncModbusTcpCl
     assert len(reply.registers) == 44
 
 
-async def test_unmapped_addresses_answer_illegal_data_address(client: AsyncModbusTcpClient) -> None:
+async def test_addresses_outside_the_map_answer_illegal_data_address(
+    client: AsyncModbusTcpClient,
+) -> None:
     hobber = MODBUS_KINDS.index("gear_hobber") + 1
-    for address, count in ((6, 1), (0, 20), (46, 2), (9000, 1)):
+    for address, count in ((46, 2), (40, 10), (9000, 1)):
         reply = await client.read_holding_registers(address, count=count, device_id=hobber)
         assert reply.isError() and reply.exception_code == 2, (address, count, reply)
     press = MODBUS_KINDS.index("servo_press") + 1
     reply = await client.read_input_registers(0, count=1, device_id=press)  # the press has no IRs
     assert reply.isError() and reply.exception_code == 2
+
+
+async def test_reads_across_gaps_in_a_map_answer_zeros(client: AsyncModbusTcpClient) -> None:
+    """Issue 12: the gateway reads across small gaps, so the simulated PLCs must answer them."""
+    hobber = MODBUS_KINDS.index("gear_hobber") + 1
+    reply = await client.read_holding_registers(0, count=46, device_id=hobber)  # the whole map
+    assert not reply.isError(), reply
+    assert [reply.registers[a] for a in (6, 7, 8, 9, 18, 19, 26, 27, 28, 29, 38, 39)] == [0] * 12
+    for kind in MODBUS_KINDS:  # every kind: each table from its first to its last address
+        if kind == "energy_meter":
+            continue
+        address_map = KINDS[kind].address_map
+        unit = MODBUS_KINDS.index(kind) + 1
+        for table in ("holding", "input"):
+            fields = [f for f in address_map.fields() if f.table == table]
+            if not fields:
+                continue
+            first = min(f.address for f in fields)
+            count = max(f.address + f.size for f in fields) - first
+            read = getattr(client, f"read_{table}_registers")
+            for start in range(first, first + count, 125):
+                size = min(125, first + count - start)
+                reply = await read(start, count=size, device_id=unit)
+                assert not reply.isError(), (kind, table, start, size, reply)
+
+
+async def test_the_meter_refuses_reads_across_its_holes(client: AsyncModbusTcpClient) -> None:
+    """The DTSU666 map serves only its documented blocks, as some meters do."""
+    meter = MODBUS_KINDS.index("energy_meter") + 1
+    reply = await client.read_holding_registers(0x2020, count=4, device_id=meter)
+    assert reply.isError() and reply.exception_code == 2
+    reply = await client.read_holding_registers(0x2000, count=0x22, device_id=meter)
+    assert not reply.isError()
 
 
 async def test_the_map_is_read_only(client: AsyncModbusTcpClient) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gateway_fakes import FakeDriver, eventually, fake_app, fake_settings, make_device
+from gateway_fakes import FakeDriver, eventually, fake_app, fake_settings, make_device, world
 
 from gateway.app import with_data_dir
 from gateway.drivers.base import DriverMetrics
@@ -98,3 +99,36 @@ async def test_start_up_objects_leave_the_collectors_care_and_young_collections_
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+async def test_devices_start_connecting_at_the_configured_pace(tmp_path: Path) -> None:
+    """``gateway.connects_per_s``: 30 devices at 20/s take about 1.5 s to all connect, not one burst."""
+
+    settings = fake_settings("mqtt://127.0.0.1:9", tmp_path / "gw", gateway={"connects_per_s": 20})
+    devices = [make_device(f"p{i}") for i in range(30)]
+    app = fake_app(settings, devices)
+    await app.start()
+    try:
+        await asyncio.sleep(0.4)
+        early = sum(1 for d in devices if world(d.id).connects)
+        assert 2 <= early <= 12, f"{early} of 30 devices connected within 0.4 s at 20/s"
+        await eventually(
+            lambda: all(world(d.id).connects for d in devices), what="all connected", timeout_s=5
+        )
+    finally:
+        await app.stop()
+
+
+async def test_the_default_pace_connects_a_fleet_within_seconds(tmp_path: Path) -> None:
+
+    settings = fake_settings("mqtt://127.0.0.1:9", tmp_path / "gw")
+    assert settings.gateway.connects_per_s == 200
+    devices = [make_device(f"q{i}") for i in range(100)]
+    app = fake_app(settings, devices)
+    await app.start()
+    try:
+        await eventually(
+            lambda: all(world(d.id).connects for d in devices), what="all connected", timeout_s=3
+        )
+    finally:
+        await app.stop()

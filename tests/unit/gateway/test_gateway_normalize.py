@@ -149,3 +149,28 @@ def test_conversion_factor_is_computed_once_not_per_sample(monkeypatch: pytest.M
     monkeypatch.setattr(normalize_module, "unit_registry", forbidden)
     [sample] = normalizer.normalize([RawReading("stone_pressure", 5, 1)])
     assert sample.value == pytest.approx(0.5)
+
+
+def test_integer_readings_stay_integers_unless_scaled_or_converted() -> None:
+    samples = normalize(
+        [
+            {"name": "spindle_speed", "address": 0},
+            {"name": "coolant_temperature", "address": 1, "type": "int16"},
+            {"name": "feed_rate", "address": 2, "scale": 10},
+            {"name": "spindle_load", "address": 3, "scale": 0.1},
+            {"name": "active_power", "address": 4, "unit": "W"},
+            {"name": "cycle_time", "address": 5, "unit": "min"},
+        ],
+        [
+            ("spindle_speed", 168),
+            ("coolant_temperature", -12),
+            ("feed_rate", 25),
+            ("spindle_load", 455),
+            ("active_power", 2500),
+            ("cycle_time", 2),
+        ],
+    )
+    values = [s.value for s in samples]
+    assert values == [168, -12, 250, pytest.approx(45.5), pytest.approx(2.5), 120]
+    # 168, not 168.0, on the wire; an integral scale or conversion factor (min -> s) keeps ints.
+    assert [type(v) for v in values] == [int, int, int, float, float, int]

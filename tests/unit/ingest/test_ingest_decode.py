@@ -171,3 +171,36 @@ def test_metrics_need_finite_figures():
     nan = json.dumps({**metrics, "figures": {"x": float("nan")}}).encode()
     result = run(nan, topic="shulian/v1/ent-1/gw-1/metrics")
     assert isinstance(result, Rejected) and result.reason == Reason.INVALID_PAYLOAD
+
+
+def test_status_and_metrics_get_the_telemetry_time_window():
+    """A far-future status would win every later comparison and freeze its gateway (issue 10)."""
+    ahead = NOW + int(LIMITS.max_future_s * 1000)
+    long_ago = NOW - int(LIMITS.max_age_s * 1000) - 1
+    messages = {
+        "shulian/v1/ent-1/gw-1/status": {
+            "gateway": "gw-1",
+            "enterprise": "ent-1",
+            "online": False,
+            "boot": "b",
+        },
+        "shulian/v1/ent-1/gw-1/devices/d-1/status": {
+            "gateway": "gw-1",
+            "device": "d-1",
+            "connection": "connected",
+        },
+        "shulian/v1/ent-1/gw-1/metrics": {"gateway": "gw-1", "figures": {"rss_bytes": 1.0}},
+    }
+    for topic, body in messages.items():
+        assert not isinstance(run({**body, "ts_ms": ahead}, topic=topic), Rejected), topic
+        too_new = run({**body, "ts_ms": ahead + 1}, topic=topic)
+        assert isinstance(too_new, Rejected) and too_new.reason == Reason.TOO_NEW, topic
+        assert "s ahead (limit 300 s); check the gateway's clock" in too_new.detail
+        assert too_new.topic is not None and too_new.topic.gateway == "gw-1"
+    # metrics are live figures: old ones are replays past the horizon
+    metrics_topic = "shulian/v1/ent-1/gw-1/metrics"
+    old = run({**messages[metrics_topic], "ts_ms": long_ago}, topic=metrics_topic)
+    assert isinstance(old, Rejected) and old.reason == Reason.TOO_OLD
+    # a Last Will carries its gateway's connect time, which may be weeks ago: still applied
+    will = {**messages["shulian/v1/ent-1/gw-1/status"], "ts_ms": long_ago}
+    assert isinstance(run(will, topic="shulian/v1/ent-1/gw-1/status"), GatewayStatusMessage)

@@ -84,4 +84,37 @@ def test_masked_settings_hide_passwords():
     shown = masked_settings(settings)
     assert shown["db"]["url"] == "postgresql://ingest:***@db:5432/shulian"
     assert shown["mqtt"]["url"] == "mqtt://gw:***@broker:1883"
-    assert settings.mqtt.password == "pw"
+    assert settings.mqtt.login() == ("gw", "pw")
+
+
+def test_mqtt_tls_and_login_settings_resolve_and_refuse_contradictions(tmp_path: Path):
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("from-file\nignored\n")
+    settings = load_settings(
+        mqtt={
+            "url": "mqtts://broker.example",
+            "username": "ingest@shulian",
+            "password_file": secret,
+        }
+    )
+    assert (settings.mqtt.port, settings.mqtt.is_tls) == (8883, True)
+    assert settings.mqtt.address == "mqtts://broker.example:8883"
+    assert settings.mqtt.login() == ("ingest@shulian", "from-file")
+    assert masked_settings(load_settings(mqtt={"password": "pw"}))["mqtt"]["password"] != "pw"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            mqtt={
+                "url": "mqtt://u:pw@broker:1883",
+                "password": "other",
+                "ca_file": str(tmp_path / "ca.crt"),
+                "cert_file": str(tmp_path / "client.crt"),
+            }
+        )
+    assert caught.value.problems == [
+        "mqtt.url holds a password and mqtt.password/password_file gives another: keep one of them",
+        "mqtt.cert_file and mqtt.key_file go together (client certificate and its key)",
+        "mqtt.ca_file is set but mqtt.url is plaintext mqtt://: use mqtts://host:8883 so the "
+        "connection is encrypted and the broker verified",
+    ]
+    with pytest.raises(ConfigError, match=r"mqtt\.url: 'http://broker': use mqtt://"):
+        load_settings(mqtt={"url": "http://broker"})

@@ -25,6 +25,7 @@ CITY = {"admin": 200, "bureau": 200, "ent-a": 403, "ent-b": 403, "provider": 403
 SUMMARY_A = {"admin": 200, "bureau": 200, "ent-a": 200, "ent-b": 404, "provider": 403}
 STATUS_A = {"admin": 200, "bureau": 403, "ent-a": 200, "ent-b": 404, "provider": 200}
 DATA_A = {"admin": 200, "bureau": 403, "ent-a": 200, "ent-b": 404, "provider": 403}
+PROVIDER_SP1 = {"admin": 200, "bureau": 403, "ent-a": 403, "ent-b": 403, "provider": 200}
 DEVICE = "/api/enterprises/ent-a/devices/lathe-1"
 
 MATRIX: list[tuple[str, str, dict[str, int]]] = [
@@ -56,6 +57,8 @@ MATRIX: list[tuple[str, str, dict[str, int]]] = [
         "/api/enterprises/ent-zzz",
         {**SUMMARY_A, "admin": 404, "bureau": 404, "ent-a": 404, "provider": 404},
     ),
+    ("GET", "/api/providers/sp-1", PROVIDER_SP1),
+    ("GET", "/api/providers/sp-zzz", {**PROVIDER_SP1, "admin": 404, "provider": 404}),
     ("POST", "/api/import/enterprises", {**CITY}),
     ("POST", "/api/import/devices", {**CITY}),
     (
@@ -70,6 +73,8 @@ PAGES: list[tuple[str, dict[str, int]]] = [
     ("/districts/210211", CITY),
     ("/enterprises/ent-a", SUMMARY_A),
     ("/enterprises/ent-a/devices/lathe-1", DATA_A),
+    ("/provider", {"admin": 303, "bureau": 303, "ent-a": 303, "ent-b": 303, "provider": 200}),
+    ("/providers/sp-1", PROVIDER_SP1),
 ]
 
 CSV = {
@@ -90,6 +95,12 @@ def world(pg_server_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
         with TestClient(
             create_app(AppSettings(db_url=SecretStr(url))), follow_redirects=False
         ) as client:
+            for caller in ("admin", "bureau", "ent-a", "ent-b", "provider"):
+                client.cookies.clear()
+                client.post("/api/auth/session", json={"token": tokens[caller]})
+                tokens[f"session:{caller}"] = client.cookies["shulian_session"]
+            client.cookies.clear()
+            tokens["session:bad"] = "sls_" + "x" * 43
             yield client, tokens
     finally:
         drop_database(pg_server_url, name)
@@ -126,7 +137,7 @@ def test_api_access_matrix(
 @pytest.mark.parametrize(("path", "table"), PAGES, ids=[p for p, _ in PAGES])
 def test_page_access_matrix(world: Any, path: str, table: dict[str, int], caller: str) -> None:
     client, tokens = world
-    cookies = {} if caller == "none" else {"shulian_token": tokens[caller]}
+    cookies = {} if caller == "none" else {"shulian_session": tokens[f"session:{caller}"]}
     client.cookies.clear()
     response = client.get(path, cookies=cookies)
     expected = 303 if caller in ("none", "bad") else table[caller]
@@ -136,10 +147,17 @@ def test_page_access_matrix(world: Any, path: str, table: dict[str, int], caller
 
 
 @pytest.mark.parametrize("caller", ("admin", "bureau", "ent-a", "ent-b", "provider"))
-@pytest.mark.parametrize("scope", ["city", "enterprise:ent-a", "device:ent-a/lathe-1"])
+@pytest.mark.parametrize(
+    "scope", ["city", "enterprise:ent-a", "device:ent-a/lathe-1", "provider:sp-1"]
+)
 def test_live_stream_denials_match_the_endpoints(world: Any, scope: str, caller: str) -> None:
     client, tokens = world
-    table = {"city": CITY, "enterprise:ent-a": SUMMARY_A, "device:ent-a/lathe-1": DATA_A}[scope]
+    table = {
+        "city": CITY,
+        "enterprise:ent-a": SUMMARY_A,
+        "device:ent-a/lathe-1": DATA_A,
+        "provider:sp-1": PROVIDER_SP1,
+    }[scope]
     if table[caller] == 200:
         pytest.skip("an allowed stream is tested by the live-update tests")
     response = client.get(f"/api/live?scope={scope}", headers=_headers(tokens, caller))
@@ -173,6 +191,18 @@ def test_provider_sees_status_but_no_kpis_of_devices(world: Any) -> None:
     ).json()["devices"]
     assert [d["id"] for d in devices] == ["grinder-1", "grinder-2", "lathe-1"]
     assert all("kpis" not in d and "state" in d for d in devices)
+
+
+def test_provider_page_lists_the_enterprises_that_chose_it_with_their_status(world: Any) -> None:
+    client, tokens = world
+    body = client.get("/api/providers/sp-1", headers=_headers(tokens, "provider")).json()
+    assert body["provider"] == {"id": "sp-1", "name": "大连数联科技"}
+    (served,) = body["served"]
+    assert served["id"] == "ent-a" and served["registered"] == 3
+    assert [g["id"] for g in served["gateways"]] == ["gw-ent-a"]
+    assert [d["id"] for d in served["devices"]] == ["grinder-1", "grinder-2", "lathe-1"]
+    assert all("kpis" not in d for d in served["devices"])
+    assert sum(served["states"].values()) == 3
 
 
 def test_another_enterprises_device_looks_exactly_like_a_missing_one(world: Any) -> None:
@@ -210,3 +240,11 @@ def test_ui_sign_in_sets_an_httponly_cookie_and_rejects_bad_tokens(world: Any) -
     assert "httponly" in response.headers["set-cookie"].lower()
     assert client.get("/api/enterprises/ent-a").status_code == 200
     client.cookies.clear()
+
+
+@pytest.mark.parametrize("path", [p for p, _ in PAGES])
+def test_a_raw_token_in_a_cookie_no_longer_signs_in(world: Any, path: str) -> None:
+    client, tokens = world
+    client.cookies.clear()
+    response = client.get(path, cookies={"shulian_token": tokens["admin"]})
+    assert (response.status_code, response.headers["location"]) == (303, "/login")

@@ -80,3 +80,35 @@ def test_enterprise_import_keeps_stored_flags_the_file_omits(
                       service_provider_id FROM enterprises WHERE id = 'ent-a'"""
         ).fetchone()
     assert row == ("大连甲轴承股份有限公司", "210213", True, True, "sp-1")
+
+
+def test_device_import_keys_gateways_per_enterprise(client: TestClient, monitoring_db: str) -> None:
+    """Both enterprises have a gw-01 (gateway ids are unique per enterprise, issue 10)."""
+    with psycopg.connect(monitoring_db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO gateways (id, enterprise_id) VALUES ('gw-01', 'ent-a'), ('gw-01', 'ent-b')"
+        )
+    body = "enterprise,device,gateway\nent-a,lathe-9,gw-01\nent-b,press-9,gw-01\n"
+    result = _post(client, monitoring_db, "/api/import/devices", body)
+    assert (result["created"], result["updated"]) == (2, 0)
+    with psycopg.connect(monitoring_db) as conn:
+        assert conn.execute(
+            "SELECT enterprise_id, device_id, gateway_id FROM devices WHERE gateway_id = 'gw-01' "
+            "ORDER BY 1"
+        ).fetchall() == [("ent-a", "lathe-9", "gw-01"), ("ent-b", "press-9", "gw-01")]
+
+    tokens = issue_tokens(monitoring_db)
+    response = client.post(
+        "/api/import/devices",
+        content=b"enterprise,device,gateway\nent-c,hobber-9,gw-ent-b\n",
+        headers={"Authorization": f"Bearer {tokens['bureau']}", "content-type": "text/csv"},
+    )
+    assert response.status_code == 422, response.text
+    assert "enterprise 'ent-c' has no gateway 'gw-ent-b'" in response.json()["message"]
+
+    response = client.get(
+        "/api/enterprises/ent-b/gateways", headers={"Authorization": f"Bearer {tokens['ent-b']}"}
+    )
+    assert response.status_code == 200, response.text
+    counts = {g["id"]: g["devices"] for g in response.json()["gateways"]}
+    assert counts == {"gw-01": 1, "gw-ent-b": 1}

@@ -129,7 +129,7 @@ CASES = [
     (
         "unit_of_wrong_dimension",
         MODBUS_HEAD + "  - name: spindle_speed\n    group: fast\n    address: 0\n    unit: bar\n",
-        "warning",
+        "error",  # `gateway run` refuses it too (issue 12)
         10,
         "signals[0].unit",
         "does not convert to the canonical unit 'rpm'",
@@ -138,10 +138,11 @@ CASES = [
         "unknown_unit",
         MODBUS_HEAD
         + "  - name: coolant_temperature\n    group: fast\n    address: 0\n    unit: degreesC\n",
-        "warning",
+        "error",
         10,
         "signals[0].unit",
-        "does not convert",
+        "unknown (units are written as pint spells them); the canonical unit of "
+        "coolant_temperature is 'degC'",
     ),
     (
         "group_with_no_signals",
@@ -217,9 +218,9 @@ def test_mistake_in_a_child_points_into_the_child_file(tmp_path: Path) -> None:
         "  - name: spindle_speed\n    unit: kelvin\n",
     )
     status, lines = _validate(str(child))
-    assert status == 0
+    assert status == 1
     assert any(
-        out.startswith(f"warning: {child}:6: signals[0].unit: ") and "'kelvin'" in out
+        out.startswith(f"error: {child}:6: signals[0].unit: ") and "'kelvin'" in out
         for out in lines
     ), lines
 
@@ -256,7 +257,8 @@ def test_abstract_base_cannot_be_a_device_profile(tmp_path: Path) -> None:
     status, lines = _validate(str(site))
     assert status == 1
     assert any(
-        out.startswith(f"error: {site}:3: profile: ") and f"{tmp_path / 'base.yaml'}:2" in out
+        out.startswith(f"error: {site}:3: devices[0].profile: ")
+        and f"{tmp_path / 'base.yaml'}:2" in out
         for out in lines
     ), lines
 
@@ -287,10 +289,11 @@ def test_site_file_device_fields_point_into_the_site(tmp_path: Path) -> None:
     status, lines = _validate(str(site))
     assert status == 1
     assert any(
-        out.startswith(f"error: {site}:3: unit_id: ") and "needs a unit_id" in out for out in lines
+        out.startswith(f"error: {site}:3: devices[0].unit_id: ") and "needs a unit_id" in out
+        for out in lines
     ), lines
-    assert any(out.startswith(f"error: {site}:4: unit_id: ") for out in lines), lines
-    assert any(out.startswith(f"error: {site}:5: profile: ") for out in lines), lines
+    assert any(out.startswith(f"error: {site}:4: devices[1].unit_id: ") for out in lines), lines
+    assert any(out.startswith(f"error: {site}:5: devices[2].profile: ") for out in lines), lines
 
 
 def test_site_warnings_come_from_the_profiles_it_uses(tmp_path: Path) -> None:

@@ -262,11 +262,11 @@ def test_site_device_mistakes_name_file_line_and_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_site(site)
     problems = info.value.problems
-    assert any(p.startswith(f"{site}:3: unit_id: ") for p in problems), problems
-    assert any(p.startswith(f"{site}:4: id: ") for p in problems), problems
-    assert any(p.startswith(f"{site}:5: profile: ") and "nowhere.yaml" in p for p in problems), (
-        problems
-    )
+    assert any(p.startswith(f"{site}:3: devices[0].unit_id: ") for p in problems), problems
+    assert any(p.startswith(f"{site}:4: devices[1].id: ") for p in problems), problems
+    assert any(
+        p.startswith(f"{site}:5: devices[2].profile: ") and "nowhere.yaml" in p for p in problems
+    ), problems
 
 
 def test_fleet_csv_mistakes_name_the_csv_line(tmp_path: Path) -> None:

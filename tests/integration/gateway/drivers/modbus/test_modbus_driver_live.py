@@ -29,7 +29,7 @@ from pymodbus.simulator.simutils import DataType as SimType
 
 from gateway.drivers.modbus.driver import ModbusDriver
 from gateway.drivers.modbus.transport import transport_pool
-from gateway.errors import DeviceTimeoutError, DeviceUnreachableError, ProtocolError
+from gateway.errors import DeviceTimeoutError, DeviceUnreachableError
 from gateway.profiles.models import GroupSpec
 from shulian.devservices import free_port
 from wire.payloads import Quality
@@ -576,7 +576,7 @@ async def test_the_example_profile_reads_from_a_device_serving_its_map(
     }
 
 
-async def test_a_reply_that_does_not_match_the_request_is_a_protocol_error(
+async def test_a_reply_one_register_short_makes_the_block_bad_not_the_device(
     drivers: list[ModbusDriver],
 ) -> None:
     async def one_register_too_few(
@@ -596,12 +596,13 @@ async def test_a_reply_that_does_not_match_the_request_is_a_protocol_error(
         driver = await connected(
             drivers, make_driver(make_device(signals, f"tcp://127.0.0.1:{port}"))
         )
-        with pytest.raises(ProtocolError) as caught:
-            await driver.read(DEFAULT)
-        assert str(caught.value) == (
-            f"dev-1 (tcp://127.0.0.1:{port} unit 1): asked for 2 holding values from 0, the reply "
-            "holds 1. Lower max_registers_per_request for this device."
+        [reading] = (await driver.read(DEFAULT)).readings
+        # Before issue 12 this failed the whole device with a max_registers_per_request hint.
+        assert (reading.quality, reading.reason) == (
+            Quality.BAD,
+            "short reply: 1 of 2 registers from holding 0",
         )
+        assert driver._transport is not None and driver._transport.is_connected
     finally:
         server.close()
 

@@ -129,6 +129,23 @@ CASES: list[tuple[str, DeviceConfig, str, str, str]] = [
         "state codes are integers",
     ),
     (
+        "string state keyed by numbers",
+        device(
+            [
+                {
+                    "name": "machine_state",
+                    "address": 0,
+                    "type": "string",
+                    "length": 4,
+                    "states": {1: "running"},
+                }
+            ]
+        ),
+        "signals[0].states",
+        "warning",
+        "key `states` by the texts the device sends",
+    ),
+    (
         "unknown scheme",
         device(endpoint="modbus://10.2.0.7:502"),
         "device.endpoint",
@@ -346,6 +363,29 @@ def test_site_loading_reports_modbus_problems_with_file_line_and_field(tmp_path:
         and "more than max_registers_per_request 60" in p
         for p in problems
     ), problems
-    assert any(p.startswith(f"{site}:4: unit_id: ") and "needs a unit_id" in p for p in problems), (
-        problems
+    # A field the entry lacks points at the entry, with its full path.
+    assert any(
+        p.startswith(f"{site}:4: devices[0].unit_id: ") and "needs a unit_id" in p for p in problems
+    ), problems
+
+
+def test_a_signal_inside_an_unreadable_range_is_an_error() -> None:
+    config = device(modbus={"unreadable": [{"table": "holding", "start": 3, "end": 5}]})
+    severity, message = problems_at(config)["signals[2].address"]  # part_count at 4..5
+    assert severity == "error"
+    assert "holding 4..5 lies in modbus.unreadable[0] (holding 3..5)" in message
+
+
+def test_a_string_state_keyed_by_texts_is_not_flagged() -> None:
+    config = device(
+        [
+            {
+                "name": "machine_state",
+                "address": 0,
+                "type": "string",
+                "length": 4,
+                "states": {"AUTO": "running", "STOP": "idle"},
+            }
+        ]
     )
+    assert ModbusDriver.check(config) == []

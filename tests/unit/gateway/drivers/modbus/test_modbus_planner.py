@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.drivers.modbus.models import (
+    AddressRange,
     DataType,
     ModbusProfile,
     ModbusSettings,
@@ -335,3 +336,21 @@ def test_plan_profile_uses_a_devices_tighter_limits() -> None:
     tight = plan_profile(profile, limits(registers=8, gap=0))
     assert tight.requests_per_cycle > loose.requests_per_cycle
     covered_once(profile.signals, [r for g in tight.groups for r in g.requests])
+
+
+def test_planner_never_reads_into_an_unreadable_range() -> None:
+    signals = [sig(0, 0), sig(1, 5), sig(2, 11), sig(3, 20)]
+    config = ModbusSettings(
+        max_gap=16, unreadable=[AddressRange(table=Table.HOLDING, start=7, end=9)]
+    )
+    # 0..5 merge (gap 1..4 is readable); 7..9 sits in the gap before 11, so 11 starts a new
+    # request, which still reads across the readable gap 12..19.
+    assert [(r.start, r.count) for r in plan_reads(signals, config)] == [(0, 6), (11, 10)]
+    # A range of another table changes nothing.
+    other = ModbusSettings(max_gap=16, unreadable=[AddressRange(table=Table.INPUT, start=7, end=9)])
+    assert [(r.start, r.count) for r in plan_reads(signals, other)] == [(0, 21)]
+
+
+def test_an_unreadable_range_ends_before_it_starts_is_refused() -> None:
+    with pytest.raises(ValueError, match="end 3 is before start 9"):
+        AddressRange(start=9, end=3)

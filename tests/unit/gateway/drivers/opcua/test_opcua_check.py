@@ -171,4 +171,6 @@ def test_through_the_loader_problems_name_file_line_and_field(tmp_path: Path) ->
         load_site(tmp_path / "site.yaml")
     text = "\n".join(failed.value.problems)
     assert f"{tmp_path / 'grinder.yaml'}:7: signals[1].node_id: numeric identifier '12x'" in text
-    assert f"{tmp_path / 'site.yaml'}:3: endpoint: 'opc.tcp://10.2.0.7' has no port" in text
+    assert (
+        f"{tmp_path / 'site.yaml'}:5: devices[0].endpoint: 'opc.tcp://10.2.0.7' has no port" in text
+    )

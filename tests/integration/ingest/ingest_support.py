@@ -178,6 +178,30 @@ def rows(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
         return conn.execute(query, params).fetchall()
 
 
+def run_timescaledb_job(url: str, job: int, timeout_s: float = 60.0) -> None:
+    """``CALL run_job(job)`` now, again after the server's scheduler if it ran the job meanwhile.
+
+    The scheduler starts a policy's job on its own (at once when the policy is added, then every
+    period), and two runs of one job at the same time collide: a continuous aggregate refuses
+    the second refresh ("... due to a concurrent refresh") and a compression job fails its chunk
+    ("columnstore policy failure ... Failed to convert '1' chunks"). Once the other run ended,
+    ours runs whole; any other error, or a collision lasting ``timeout_s``, is raised.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CALL run_job(%s)", (job,))
+            return
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DataException) as exc:
+            collided = isinstance(exc, psycopg.errors.LockNotAvailable) or (
+                "policy failure" in str(exc)
+            )
+            if not collided or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def duplicate_rows(url: str) -> int:
     return int(
         scalar(

@@ -224,11 +224,16 @@ def timescaledb_bindir() -> Path | None:
     return bindir
 
 
-# What a TimescaleDB server needs beyond PostgreSQL's defaults: the library preloaded, and no
-# telemetry call-home (the machines here reach no such host, and a deployer decides that).
+# What a TimescaleDB server needs beyond PostgreSQL's defaults: the library preloaded; no
+# telemetry call-home (the machines here reach no such host, and a deployer decides that); and
+# worker slots. Each database with the extension keeps a job scheduler in a background worker and
+# a new shulian database adds 12 policy jobs, so with PostgreSQL's 8 worker processes a test
+# server holding several databases left jobs unstarted for up to an hour (docs/ingest.md sizing).
 TIMESCALEDB_SERVER_SETTINGS: dict[str, str] = {
     "shared_preload_libraries": "timescaledb",
     "timescaledb.telemetry_level": "off",
+    "max_worker_processes": "40",
+    "timescaledb.max_background_workers": "32",
 }
 
 

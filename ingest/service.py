@@ -250,13 +250,22 @@ def _wait_for_signal() -> None:
 
 def _serve_api(settings: IngestSettings, service: IngestService) -> None:
     import uvicorn
-    from prometheus_client import make_asgi_app
+    from fastapi import Request, Response
+    from prometheus_client.exposition import choose_encoder
 
     from ingest.api.app import create_app
 
     app = create_app(settings)
     app.state.ingest = service
-    app.mount("/metrics", make_asgi_app(service.metrics.registry))
+    registry = service.metrics.registry
+
+    def metrics(request: Request) -> Response:
+        # A route, not a mounted app: a mount at /metrics answers /metrics with a redirect to
+        # /metrics/, which a scraper or a person following the banner has to chase.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), media_type=content_type)
+
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_api_route(
         "/api/ingest/health",
         service.health,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
 import threading
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -89,11 +89,19 @@ def test_run_with_api_serves_metrics_and_ingest_health(
         )
 
         def get(path: str) -> str:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-                return response.read().decode()
+            """GET without following redirects: /metrics must answer itself, not redirect."""
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read().decode()
+            finally:
+                conn.close()
+            assert response.status == 200, f"GET {path}: {response.status} {response.headers}"
+            return body
 
         wait_until(
-            lambda: f"shulian_ingest_points_total {float(len(batch.samples))}" in get("/metrics/"),
+            lambda: f"shulian_ingest_points_total {float(len(batch.samples))}" in get("/metrics"),
             what="the points counter on /metrics",
         )
         health = get("/api/ingest/health")

@@ -128,13 +128,31 @@ class LiveHub:
         version = self._version
         cached = self._cache.get(key)
         if cached and cached[0] == version:
-            return await asyncio.shield(cached[1])
+            shared = cached[1]
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The stream that was computing it went away (its browser closed, or the
+                # server is stopping): this one computes it itself below.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._cache[key] = (version, future)
         try:
             data = await self._compute(caller, scope)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            # Cancelled, not failed: a cancelled future is never reported by asyncio, whereas
+            # one holding a CancelledError nobody awaits was logged as "Future exception was
+            # never retrieved" (after Ctrl-C of the demo with a dashboard open).
+            future.cancel()
+            self._cache.pop(key, None)
+            raise
+        except Exception as exc:
             future.set_exception(exc)
+            # Raised to this caller below; streams sharing the future get it through shield.
+            # Marked retrieved so that with no other stream it is not logged a second time.
+            future.exception()
             self._cache.pop(key, None)
             raise
         future.set_result(data)

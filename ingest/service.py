@@ -9,6 +9,7 @@ lane finish and acknowledge its current flush, leaves the rest unacknowledged, a
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
@@ -248,6 +249,10 @@ def _wait_for_signal() -> None:
         pass
 
 
+STREAMS_CLOSE_S: Final = 3
+"""How long a stopping ingest lets open live streams (dashboards) run before it ends them."""
+
+
 def _serve_api(settings: IngestSettings, service: IngestService) -> None:
     import uvicorn
     from fastapi import Request, Response
@@ -277,4 +282,34 @@ def _serve_api(settings: IngestSettings, service: IngestService) -> None:
     # uvicorn shuts down on SIGTERM, restores the previous handlers and raises the signal again:
     # with ours in place that only logs, so the ingest's own graceful stop runs afterwards.
     _install_stop_handlers()
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_config=None)
+    # Open dashboards hold /api/live streams that never end by themselves, and uvicorn waits for
+    # open connections on SIGTERM ("Waiting for connections to close") until the demo (or
+    # systemd, Docker) kills the ingest before it flushes: on the signal the streams end at once.
+    # The timeout is a backstop for any other request that hangs.
+    server = _api_server_class(app)(
+        uvicorn.Config(
+            app,
+            host=settings.api.host,
+            port=settings.api.port,
+            log_config=None,
+            timeout_graceful_shutdown=STREAMS_CLOSE_S,
+        )
+    )
+    server.run()
+
+
+def _api_server_class(app: Any) -> type[Any]:
+    import uvicorn
+
+    class ApiServer(uvicorn.Server):
+        """uvicorn's server that also ends the app's live streams when told to stop."""
+
+        _closing: asyncio.Task[None] | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            hub = getattr(app.state, "hub", None)
+            if hub is not None and self._closing is None:
+                self._closing = asyncio.get_running_loop().create_task(hub.close_streams())
+            super().handle_exit(sig, frame)
+
+    return ApiServer

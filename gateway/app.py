@@ -135,7 +135,11 @@ class GatewayApp:
         self.site = site
         self.site_loader = site_loader
         self.driver_for = driver_for or (lambda protocol: get_driver(protocol).load())
-        self.device_backoff = device_backoff or Backoff()
+        section = settings.gateway
+        self.device_backoff = device_backoff or Backoff(
+            min(section.device_reconnect_min_s, section.device_reconnect_max_s),
+            section.device_reconnect_max_s,
+        )
         self.normalizers = compile_devices(site.devices)
         self.devices = {d.id: d for d in site.devices}
         self.fingerprints = {d.id: device_fingerprint(d) for d in site.devices}

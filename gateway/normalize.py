@@ -45,6 +45,15 @@ class OutSample:
     quality: Quality
 
 
+@dataclass(slots=True)
+class ReasonedSample(OutSample):
+    """A sample that is not good, with why (``BadWaitingForInitialData``, a Modbus exception, a
+    conversion problem): the wire ``Sample.reason``. Good samples stay plain ``OutSample``, so
+    they carry no ``"reason": null`` on the wire."""
+
+    reason: str
+
+
 Conversion = tuple[Any, str | None]
 """(value, reason): reason is None when the value is good, else why it is bad."""
 
@@ -309,7 +318,15 @@ class DeviceNormalizer:
                 quality = Quality.BAD
                 self.bad_samples += 1
                 self.last_bad_reason[reading.signal] = reason
-            out.append(OutSample(device, reading.signal, reading.ts_ms, value, quality))
+            elif quality is not GOOD and reading.reason is not None:
+                reason = reading.reason  # uncertain: the value stands, with why (OPC UA status)
+            if reason is None:
+                out.append(OutSample(device, reading.signal, reading.ts_ms, value, quality))
+            else:
+                sample = ReasonedSample(
+                    device, reading.signal, reading.ts_ms, value, quality, reason
+                )
+                out.append(sample)
         return out
 
 

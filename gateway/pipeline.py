@@ -17,7 +17,7 @@ import orjson
 
 from gateway.buffer import AsyncBuffer, NewBatch, StoredBatch
 from gateway.drivers.base import RawReading
-from gateway.normalize import DeviceNormalizer, OutSample
+from gateway.normalize import DeviceNormalizer, OutSample, ReasonedSample
 from gateway.rbe import ReportByException
 
 log = logging.getLogger(__name__)
@@ -172,6 +172,8 @@ class DevicePipeline:
         self.batcher = batcher
         self.counters = counters
         self.last_good_ms: int | None = None
+        self._reasons: dict[str, str] = {}
+        """Signals last reported not good, with the reason logged for them."""
 
     def accept(self, readings: list[RawReading]) -> None:
         """Process one cycle's (or one notification's) readings; runs on the event loop."""
@@ -184,9 +186,32 @@ class DevicePipeline:
         counters.bad_samples += self.normalizer.bad_samples - bad_before
         reported = self.rbe.filter(samples)
         counters.points_reported += len(reported)
+        if reported:
+            self._log_reasons(reported)
         if len(samples) > self.normalizer.bad_samples - bad_before:
             self.last_good_ms = now_ms()
         self.batcher.add(reported)
+
+    def _log_reasons(self, reported: list[OutSample]) -> None:
+        """Log each signal's change to or between bad (or uncertain) reasons, and its return to
+        good: one line per reason and cycle, listing the signals, never one per sample."""
+        reasons = self._reasons
+        changed: dict[str, list[str]] = {}
+        recovered: list[str] = []
+        for sample in reported:
+            if type(sample) is ReasonedSample:
+                if reasons.get(sample.signal) != sample.reason:
+                    reasons[sample.signal] = sample.reason
+                    changed.setdefault(sample.reason, []).append(sample.signal)
+            elif reasons and reasons.pop(sample.signal, None) is not None:
+                recovered.append(sample.signal)
+        device = self.normalizer.device_id
+        for reason, signals in changed.items():
+            log.warning(
+                "signals not good: %s", reason, extra={"device": device, "signals": signals}
+            )
+        if recovered:
+            log.info("signals good again", extra={"device": device, "signals": recovered})
 
     def heartbeat(self) -> None:
         """Re-report unchanged values whose heartbeat is due (subscription devices)."""

@@ -216,7 +216,7 @@ class Publisher:
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
             client.tls_insecure_set(mqtt.tls_insecure)
-        client.will_set(self.status_topic, encode(self.status(False)), qos=1, retain=True)
+        client.will_set(self.status_topic, self._will(), qos=1, retain=True)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
@@ -337,8 +337,9 @@ class Publisher:
         """
         self._connected_at = 0.0
         # A fresh Last Will each time: its config hash and ts_ms are those of this connect (the
-        # broker sends it as registered, so a reader should take the death time from arrival).
-        client.will_set(self.status_topic, encode(self.status(False)), qos=1, retain=True)
+        # broker sends it as registered; ``will: true`` tells a reader to take the offline time
+        # from its arrival).
+        client.will_set(self.status_topic, self._will(), qos=1, retain=True)
         if self.protocol == "5":
             client.connect(
                 self.mqtt.host,
@@ -724,6 +725,11 @@ class Publisher:
             self.unsettled.difference_update(ids)
 
     # ------------------------------------------------------------------- status
+
+    def _will(self) -> bytes:
+        """The Last Will: the offline status marked ``will``, since its ``ts_ms`` is the time it
+        was set (now, at connect), not the unknown time the gateway will go offline."""
+        return encode(self.status(False).model_copy(update={"will": True}))
 
     def _publish_retained_status(self) -> None:
         self.publish_gateway_status()

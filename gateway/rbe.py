@@ -3,7 +3,9 @@
 Gauges are reported when they move beyond their ``deadband`` (canonical units; no deadband means
 any change); states, alarms, counters and text on every change; a change of quality always; and
 every signal at least every ``heartbeat_s`` (the signal's, else the profile's), so a reader can
-tell "unchanged" from "gone".
+tell "unchanged" from "gone". Bad and uncertain samples repeat on the heartbeat like good ones,
+with their reason (an OPC UA status name such as ``BadWaitingForInitialData``), and a change of
+reason is news.
 
 A sample that repeats the last one passed on (same value and quality, no newer) is never passed
 on again: an OPC UA server sends every monitored item's current value, with its old source
@@ -15,9 +17,9 @@ at once, so the value is confirmed with a fresh timestamp within a heartbeat tic
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from gateway.normalize import OutSample
+from gateway.normalize import OutSample, ReasonedSample
 from gateway.profiles.models import ProfileBase
 from wire.payloads import Quality
 from wire.signals import SignalKind
@@ -75,6 +77,8 @@ class ReportByException:
             return True
         if sample.ts_ms - slot.last_report_ms >= slot.heartbeat_ms:
             return True
+        if sample.quality is not Quality.GOOD and _reason(last) != _reason(sample):
+            return True
         old, new = last.value, sample.value
         if slot.deadband is not None and _is_number(old) and _is_number(new):
             if slot.deadband == 0.0:
@@ -83,17 +87,17 @@ class ReportByException:
         return bool(new != old) or type(new) is not type(old)
 
     def due_heartbeats(self, now_ms: int) -> Iterator[OutSample]:
-        """Re-emit (with ``now_ms``) the last good value of every signal whose heartbeat is due.
+        """Re-emit (with ``now_ms``) the last sample of every signal whose heartbeat is due.
 
         For subscription drivers, whose servers only push changes: the session being alive
-        vouches that an unchanged value still holds.
+        vouches that an unchanged value still holds, and so does a bad status (with its reason).
         """
         for slot in self._slots.values():
             last = slot.last
-            if last is None or last.quality is not Quality.GOOD:
+            if last is None:
                 continue
             if now_ms - slot.last_report_ms >= slot.heartbeat_ms:
-                sample = OutSample(last.device, last.signal, now_ms, last.value, last.quality)
+                sample = replace(last, ts_ms=now_ms)
                 slot.last = slot.sent = sample
                 slot.last_report_ms = now_ms
                 yield sample
@@ -115,6 +119,10 @@ def _is_repeat(sent: OutSample | None, sample: OutSample) -> bool:
         and type(sample.value) is type(sent.value)
         and sample.value == sent.value
     )
+
+
+def _reason(sample: OutSample) -> str | None:
+    return sample.reason if isinstance(sample, ReasonedSample) else None
 
 
 def _is_number(value: object) -> bool:

@@ -7,8 +7,18 @@ one serial bus (or one serial-to-TCP converter) share a lock, so their requests 
   that overruns skips the missed ticks instead of queueing them (counted as overruns).
 - **SUBSCRIBE** drivers: connect, subscribe each group with a sink into the pipeline, then
   ``await driver.watch()``, which returns or raises when the session is lost.
+- A device is reported ``connected`` only after its first good read (a poll cycle that returned,
+  or a subscription's first pushed values), not when its connection opens: a Modbus unit that
+  never answers behind a live TCP connection stays ``disconnected`` with its last error.
 - On a DriverError, a lost session or any bug: the device's retained status says so, the driver
-  is closed (bounded), and the supervisor reconnects after an exponential backoff with jitter.
+  is closed (bounded), and the supervisor reconnects after an exponential backoff with jitter,
+  capped at ``Backoff.max_s`` (``gateway.device_reconnect_max_s``, default 10 s), so data is back
+  within that cap plus one interval after the device returns.
+- A status (and its log line) goes out once per change of connection state, not per retry: while
+  a device keeps failing, its retries neither publish nor log again (DEBUG only; counted in
+  ``reconnects``); the retained status keeps the error that took it down. One refinement: when
+  the staleness watch reported a poll device first ("no good read for 2.5 s"), the cause that
+  follows (``no reply in 1.0 s after 3 tries. Check the unit id ...``) replaces it once.
 - A poll device with no good read for 2.5 of its fastest intervals is reported disconnected (so
   within three intervals), even while a slow driver is still retrying.
 - Every timer wakes on a shared grid of ``WAKE_GRID_S`` (poll ticks, staleness checks,
@@ -66,11 +76,12 @@ class Backoff:
     """Exponential backoff with +-20 % jitter, so a fleet does not reconnect in lockstep."""
 
     min_s: float = 1.0
-    max_s: float = 30.0
+    max_s: float = 10.0
+    """The cap of one delay, jitter included (``gateway.device_reconnect_max_s``)."""
 
     def delay(self, attempt: int) -> float:
-        base = min(self.max_s, self.min_s * (2 ** min(attempt, 16)))
-        return float(base * random.uniform(0.8, 1.2))
+        base = self.min_s * (2 ** min(attempt, 16))
+        return float(min(self.max_s, base * random.uniform(0.8, 1.2)))
 
 
 def bus_key(device: DeviceConfig, driver_cls: type[Driver]) -> str | None:
@@ -173,6 +184,8 @@ class DeviceRunner:
         self.last_good_mono = 0.0
         self.sessions = 0
         self.had_good_read = False
+        self._error_is_stale = False
+        """The error is the staleness watch's "no good read", which the real cause replaces."""
         self._task: asyncio.Task[None] | None = None
         self._repeats = RateLimitedLog(60.0)
         groups = [g for g in device.profile.groups if device.profile.signals_of(g.name)]
@@ -200,10 +213,19 @@ class DeviceRunner:
     # ------------------------------------------------------------------ status
 
     def _set_status(self, connection: DeviceConnection, error: str | None = None) -> None:
-        if connection == self.connection and error == self.error:
+        """Publish (retained) and log a change of connection state; a repeat of the current state
+        with another error text (the next retry of a dead unit) changes nothing."""
+        if connection == self.connection and (
+            error == self.error or (self.error is not None and not self._error_is_stale)
+        ):
             return
         self.connection = connection
         self.error = error
+        self._error_is_stale = False
+        if connection is DeviceConnection.CONNECTED:
+            self.log.info("device connected")
+        else:
+            self.log.warning("device %s", connection.value, extra={"error": error})
         self.on_status(
             DeviceStatus(
                 gateway=self.gateway,
@@ -215,11 +237,6 @@ class DeviceRunner:
                 error=error,
             )
         )
-
-    def _warn(self, key: str, message: str, **extra: Any) -> None:
-        suppressed = self._repeats.allow(key)
-        if suppressed is not None:
-            self.log.warning(message, extra={**extra, "suppressed": suppressed})
 
     # --------------------------------------------------------------- supervisor
 
@@ -242,7 +259,7 @@ class DeviceRunner:
                     else DeviceConnection.DISCONNECTED
                 )
                 self._set_status(kind, str(exc))
-                self._warn(type(exc).__name__, "device failed", error=str(exc))
+                self.log.debug("session failed", extra={"error": str(exc)})
             except Exception as exc:  # the task boundary: a bug must not kill the device for good
                 self.counters.read_errors += 1
                 self._set_status(DeviceConnection.ERROR, f"internal error: {exc!r}")
@@ -286,8 +303,9 @@ class DeviceRunner:
             self.log.debug("close failed", extra={"error": repr(exc)})
 
     async def _poll_session(self, driver: Driver) -> bool:
+        # Connected only after the first good read (``_poll_group``), not on connect: a unit
+        # behind a live connection may never answer.
         self.last_good_mono = time.monotonic()
-        self._set_status(DeviceConnection.CONNECTED)
         tasks = [
             asyncio.create_task(
                 self._poll_group(driver, group), name=f"{self.device.id}:{group.name}"
@@ -365,6 +383,7 @@ class DeviceRunner:
                     DeviceConnection.DISCONNECTED,
                     f"{self.device.describe()}: no good read for {silent:.1f} s",
                 )
+                self._error_is_stale = True
             await asyncio.sleep(limit)
 
     async def _subscribe_session(self, driver: Driver) -> bool:
@@ -378,9 +397,10 @@ class DeviceRunner:
         handles = []
         for group in self.groups:
             handles.append(await subscribe(group, self._sink))
+        # Connected once the first values arrive (``_sink``; a server sends every item's
+        # current value to a new subscription), not when the session opens.
         self.last_good_mono = time.monotonic()
         self.had_good_read = True
-        self._set_status(DeviceConnection.CONNECTED)
         heartbeat = asyncio.create_task(self._heartbeats(), name=f"{self.device.id}:heartbeat")
         try:
             await watch()
@@ -401,6 +421,8 @@ class DeviceRunner:
         self.last_good_mono = time.monotonic()
         self.counters.read_cycles += 1
         try:
+            if self.connection is not DeviceConnection.CONNECTED:
+                self._set_status(DeviceConnection.CONNECTED)
             self.pipeline.accept(readings)
         except Exception:  # called from the driver's callback: never let a bug escape into it
             self.counters.read_errors += 1

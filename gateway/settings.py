@@ -51,6 +51,11 @@ class GatewaySection(_Section):
     enterprise: str = Field(default="", pattern=r"^$|^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
     data_dir: Path = Path("./var/gateway")
     """The disk buffer and the OPC UA client certificate live here; keep it across upgrades."""
+    device_reconnect_min_s: float = Field(default=1.0, gt=0)
+    """First delay before a failed device is connected again; it doubles per failure."""
+    device_reconnect_max_s: float = Field(default=10.0, gt=0)
+    """Cap of that delay (jitter included): data is back within it plus one poll interval after
+    a device returns from an outage."""
     connects_per_s: float = Field(default=200.0, ge=0)
     """Device connection attempts started per second, all devices together; 0 = no pacing."""
 

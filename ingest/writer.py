@@ -283,19 +283,37 @@ class Writer:
         if not self._admit(view, plan, item, topic.enterprise, topic.gateway):
             return
         row = conn.execute(
-            "SELECT boot, online, status_at, last_seen_at FROM gateways "
+            "SELECT boot, online, status_at, last_seen_at, started_at FROM gateways "
             "WHERE enterprise_id = %s AND id = %s FOR UPDATE",
             (topic.enterprise, status.gateway),
         ).fetchone()
         assert row is not None
-        boot, online, status_at, last_seen_at = row
+        boot, online, status_at, last_seen_at, started_at = row
         status_ms = _ms(status_at)
         if status_ms > self._newest_trusted_ms():
             status_ms = 0  # stored before status had a time window: it must not freeze the row
         if status.boot == boot and status.online == online and status.ts_ms <= status_ms:
             return  # the same status again (retained, redelivered, or a second worker)
-        if status.boot != boot and status.ts_ms < status_ms:
-            return  # an older boot's status (e.g. its Last Will after the new boot's birth)
+        if status.boot != boot:
+            # An older boot's status (e.g. its Last Will after the new boot's birth) is dropped.
+            # Boots are ordered by their start times, both on the gateway's own clock; the stored
+            # status time of a Last Will is our receipt, on the ingest's clock.
+            if status.started_ms and started_at is not None:
+                if status.started_ms < _ms(started_at):
+                    return
+            elif status.ts_ms < status_ms:
+                return
+        at_ms = status.ts_ms
+        if not status.online and (status.will or status.v == "1.0"):
+            # A Last Will carries the time it was set (its gateway's connect), not when the
+            # gateway died (1.0 gateways do not mark it; their clean offline is sent at stop, so
+            # its arrival is as good): when the broker forwards it live, its arrival is the
+            # offline time; a retained copy replayed at our start is placed after the gateway's
+            # last known activity.
+            if item.incoming.retained:
+                at_ms = max(status.ts_ms, _ms(last_seen_at))
+            else:
+                at_ms = item.incoming.received_ms
         conn.execute(
             """
             UPDATE gateways SET online = %s, boot = %s, status_at = %s, started_at = %s,
@@ -305,7 +323,7 @@ class Writer:
             (
                 status.online,
                 status.boot,
-                _ts(status.ts_ms),
+                _ts(at_ms),
                 _ts(status.started_ms) if status.started_ms else None,
                 status.version,
                 status.config_hash,
@@ -320,13 +338,6 @@ class Writer:
                 topic.enterprise, status.gateway, dict.fromkeys(status.devices, "")
             )
         if not status.online:
-            # A Last Will carries the time its gateway connected, not when it died: when the
-            # broker forwards it live, its arrival is the better time; a retained copy replayed
-            # at our start is placed after the gateway's last known activity.
-            if item.incoming.retained:
-                at_ms = max(status.ts_ms, _ms(last_seen_at))
-            else:
-                at_ms = item.incoming.received_ms
             for key in view.gateway_device_keys(topic.enterprise, status.gateway):
                 plan.offline.append(OfflineEvent(key, at_ms))
 

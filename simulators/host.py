@@ -263,6 +263,18 @@ class SimulatorHost:
         await self.stop_server(device_id)
         await self.start_server(device_id)
 
+    async def serve_status(self, device_id: str, path: str, status_name: str) -> None:
+        """Make the OPC UA variable ``path`` of ``device_id`` (``Identification/Model``) serve the
+        status ``status_name`` without a value until the simulation next changes it."""
+        device = self._device(device_id)
+        server = self._opcua.get(device.server)
+        if server is None:
+            raise ValueError(f"{device_id} is not an OPC UA device; use set_unreachable")
+        variable = next((v for v in server.machines[device_id].variables if v.path == path), None)
+        if variable is None:
+            raise ValueError(f"{device_id} has no OPC UA variable {path!r}")
+        await server.write_status(device_id, variable, status_name, _now_ms())
+
     def set_unreachable(
         self,
         device_id: str,

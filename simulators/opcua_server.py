@@ -22,6 +22,7 @@ from typing import Final, cast
 from asyncua import ua
 from asyncua.common.node import Node
 from asyncua.server.server import Server
+from asyncua.ua.status_codes import StatusCodes
 
 from simulators.addressmap import OpcUaMap, Variable, VariantType
 from simulators.ports import bind_with_retry
@@ -117,6 +118,21 @@ class OpcUaServer:
             Value=ua.Variant(raw, _VARIANT[variable.type]),
             SourceTimestamp=stamp,
             ServerTimestamp=stamp,
+        )
+        await self._server.write_attribute_value(self._nodes[(device_id, variable.path)], value)
+
+    async def write_status(
+        self, device_id: str, variable: Variable, status_name: str, ts_ms: int
+    ) -> None:
+        """Serve an OPC UA status with no value (``BadWaitingForInitialData``) for ``variable``
+        until its next write, as a real server does for a value it cannot currently deliver."""
+        assert self._server is not None, "start the server before writing"
+        code = getattr(StatusCodes, status_name, None)
+        if code is None:
+            raise ValueError(f"{status_name!r} is not an OPC UA status code name (StatusCodes)")
+        stamp = cast(ua.DateTime, datetime.fromtimestamp(ts_ms / 1000.0, UTC))
+        value = ua.DataValue(
+            StatusCode=ua.StatusCode(code), SourceTimestamp=stamp, ServerTimestamp=stamp
         )
         await self._server.write_attribute_value(self._nodes[(device_id, variable.path)], value)
 

@@ -24,7 +24,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-WIRE_VERSION: Final = "1.0"
+WIRE_VERSION: Final = "1.1"
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 SignalName = Annotated[
@@ -78,6 +78,9 @@ class Sample(BaseModel):
     ts_ms: int = Field(ge=0)
     value: Value
     quality: Quality = Quality.GOOD
+    reason: Text | None = None
+    """Why the quality is not good (1.1): an OPC UA status name (``BadWaitingForInitialData``),
+    a Modbus exception or a conversion problem; absent on good samples."""
 
 
 class Batch(_Payload):
@@ -106,6 +109,10 @@ class GatewayStatus(_Payload):
     devices: list[Id] = Field(default_factory=list)
     buffer_dropped_samples: int = 0
     """Samples the gateway's disk buffer had to drop since it was created (data lost)."""
+    will: bool = False
+    """True on the MQTT Last Will (1.1). Its ``ts_ms`` is then when the Will was set (the
+    gateway's connect), not when the gateway went offline, which no gateway can know: the broker
+    publishes the Will at the loss, and a reader takes that delivery as the offline time."""
 
 
 class DeviceStatus(_Payload):

@@ -181,7 +181,8 @@ class ModbusDriver(DriverBase):
         if self._has_connected:
             self.metrics.reconnects += 1
         self._has_connected = True
-        self.log.info("Connected to %s (unit %d)", self.endpoint.bus_key, self.unit_id)
+        # DEBUG: the scheduler logs "device connected" once, after the first good read.
+        self.log.debug("Connected to %s (unit %d)", self.endpoint.bus_key, self.unit_id)
 
     async def close(self) -> None:
         """Leave the shared connection (the last device to leave closes it); idempotent."""

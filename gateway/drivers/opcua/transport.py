@@ -20,6 +20,9 @@ asyncua 2.x quirks held here:
   publish loop sees that response before ``create_subscription`` has registered the callback.
   That message is empty (no notifications, nothing to acknowledge; the initial values follow
   once the monitored items exist), so the warning is logged at DEBUG instead (``_quiet_asyncua``).
+- asyncua's publish loop logs an ERROR with a traceback each second after its connection drops
+  (a server restart) until the session is closed; that expected loss becomes one WARNING line
+  (``_PublishLoopLossFilter``); other publish-loop failures keep their traceback.
 
 Sharing: devices on one server endpoint with the same settings (security, user, timeouts) share
 one session (``_Session``, reference-counted in a per-loop pool), and groups with the same
@@ -56,7 +59,7 @@ from asyncua.crypto.uacrypto import CertProperties
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from asyncua.ua.uaerrors import UaError
+from asyncua.ua.uaerrors import UaError, UaStatusCodeError
 
 from gateway.drivers.base import DriverMetrics
 from gateway.drivers.opcua.addresses import BrowseStep, NodeAddress
@@ -1196,9 +1199,65 @@ class _StartupKeepAliveFilter(logging.Filter):
 
 _STARTUP_KEEPALIVE_FILTER = _StartupKeepAliveFilter()
 
+_LOST_SESSION_CODES = {
+    "BadSessionClosed",
+    "BadSessionIdInvalid",
+    "BadConnectionClosed",
+    "BadCommunicationError",
+    "BadSecureChannelClosed",
+    "BadServerHalted",
+    "BadShutdown",
+}
+PUBLISH_LOSS_REPEAT_S: float = 10.0
+"""Within this long after one, a further publish-loop loss is logged at DEBUG only."""
+
+
+class _PublishLoopLossFilter(logging.Filter):
+    """Turns asyncua's ERROR "Publish iteration crashed; retrying in 1s" with a traceback, logged
+    each second until the session is closed whenever a server restarts or the network drops, into
+    one WARNING line without a traceback; repeats within ``PUBLISH_LOSS_REPEAT_S`` go to DEBUG.
+    The scheduler reports the device disconnected (once) and reconnects. Any other exception in
+    the publish loop (a bug, a malformed response) keeps asyncua's ERROR and traceback.
+
+    Third-party server restarts (issue 12): 200 such tracebacks over 100 restarts, all of which
+    recovered within 5 s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last_mono = -math.inf
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Publish iteration crashed") or not record.exc_info:
+            return True
+        exc = record.exc_info[1]
+        if isinstance(exc, UaStatusCodeError):
+            if status_name(exc.code) not in _LOST_SESSION_CODES:
+                return True
+        elif not isinstance(exc, ConnectionError | TimeoutError | OSError):
+            return True
+        now = time.monotonic()
+        if now - self._last_mono < PUBLISH_LOSS_REPEAT_S:
+            self.suppressed += 1
+            _log.debug("asyncua publish loop failed again: %s: %s", type(exc).__name__, exc)
+        else:
+            _log.warning(
+                "OPC UA publish loop lost its connection (%s: %s); expected while a server "
+                "restarts; the device reconnects",
+                type(exc).__name__,
+                exc,
+            )
+        self._last_mono = now
+        return False
+
+
+_PUBLISH_LOSS_FILTER = _PublishLoopLossFilter()
+
 
 def _quiet_asyncua() -> None:
-    logging.getLogger("asyncua.client.ua_session.UaSession").addFilter(_STARTUP_KEEPALIVE_FILTER)
+    session_log = logging.getLogger("asyncua.client.ua_session.UaSession")
+    session_log.addFilter(_STARTUP_KEEPALIVE_FILTER)
+    session_log.addFilter(_PUBLISH_LOSS_FILTER)
 
 
 _quiet_asyncua()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway_fakes import make_profile
 
-from gateway.normalize import OutSample
+from gateway.normalize import OutSample, ReasonedSample
 from gateway.rbe import ReportByException
 from wire.payloads import Quality
 
@@ -77,6 +77,34 @@ def test_due_heartbeats_reemit_last_good_values_with_new_timestamp() -> None:
     assert list(rbe.due_heartbeats(1000)) == []
     due = list(rbe.due_heartbeats(2500))
     assert [(s.signal, s.value, s.ts_ms) for s in due] == [("coolant_temperature", 21.5, 2500)]
+
+
+def test_bad_values_repeat_on_the_heartbeat_with_their_reason() -> None:
+    rbe = ReportByException(make_profile(signals=SIGNALS, heartbeat_s=60))
+    waiting = ReasonedSample(
+        "d1", "coolant_temperature", 0, None, Quality.BAD, "BadWaitingForInitialData"
+    )
+    assert rbe.filter([waiting]) == [waiting]
+    due = list(rbe.due_heartbeats(2500)) + list(rbe.due_heartbeats(5000))
+    assert [(type(s), s.ts_ms, s.quality) for s in due] == [
+        (ReasonedSample, 2500, Quality.BAD),
+        (ReasonedSample, 5000, Quality.BAD),
+    ]
+    assert {s.reason for s in due if isinstance(s, ReasonedSample)} == {"BadWaitingForInitialData"}
+
+
+def test_a_new_reason_is_news_the_same_reason_waits_for_the_heartbeat() -> None:
+    rbe = ReportByException(make_profile(signals=SIGNALS, heartbeat_s=60))
+
+    def bad(ts_ms: int, reason: str) -> OutSample:
+        return ReasonedSample("d1", "spindle_speed", ts_ms, None, Quality.BAD, reason)
+
+    out = rbe.filter([bad(1, "BadWaitingForInitialData"), bad(2, "BadWaitingForInitialData")])
+    out += rbe.filter([bad(3, "BadCommunicationError")])
+    assert [(s.ts_ms, getattr(s, "reason", None)) for s in out] == [
+        (1, "BadWaitingForInitialData"),
+        (3, "BadCommunicationError"),
+    ]
 
 
 def test_forget_makes_the_next_value_news_again() -> None:

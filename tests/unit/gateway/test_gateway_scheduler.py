@@ -36,7 +36,13 @@ def test_backoff_grows_with_jitter_and_caps() -> None:
     backoff = Backoff(1.0, 30.0)
     assert 0.8 <= backoff.delay(0) <= 1.2
     assert 6.4 <= backoff.delay(3) <= 9.6
-    assert all(backoff.delay(50) <= 36.0 for _ in range(20))
+    assert all(backoff.delay(50) <= 30.0 for _ in range(20))
+
+
+def test_backoff_default_cap_is_ten_seconds_jitter_included() -> None:
+    delays = [Backoff().delay(attempt) for attempt in range(30) for _ in range(10)]
+    assert max(delays) <= 10.0
+    assert sum(d >= 8.0 for d in delays) > 100  # the cap is reached, not an accident
 
 
 def runner_for(device: Any, statuses: list[DeviceStatus], sealed: list[Any]) -> DeviceRunner:

@@ -159,3 +159,19 @@ def test_signals_doc_matches_the_vocabulary() -> None:
 
     doc = (REPO / "docs" / "signals.md").read_text(encoding="utf-8")
     assert doc == signals_markdown(), "docs/signals.md is stale: python -m wire.schema signals"
+
+
+def test_v1_1_samples_carry_why_they_are_not_good_and_the_will_says_it_is_one() -> None:
+    batch = decode_batch((GOLDEN / "batch_reason_v1_1.json").read_bytes())
+    assert [(s.quality.value, s.reason) for s in batch.samples] == [
+        ("bad", "BadWaitingForInitialData"),
+        ("uncertain", "UncertainLastUsableValue"),
+        ("bad", "Modbus exception 2: illegal data address"),
+        ("good", None),
+    ]
+    will = GatewayStatus.model_validate_json(
+        (GOLDEN / "gateway_status_will_v1_1.json").read_bytes()
+    )
+    assert will.will is True and will.online is False
+    old_will = GatewayStatus.model_validate_json((GOLDEN / "gateway_status_will.json").read_bytes())
+    assert old_will.will is False  # 1.0 gateways do not mark their Will

@@ -234,8 +234,12 @@ class DeviceFigures:
 
     @property
     def current_state(self) -> str:
-        """The machine state now, ``offline`` when the device is not online."""
-        return (self.state or "offline") if self.is_online else "offline"
+        """The machine state now, ``offline`` when the device is not online, and ``online`` when
+        it is online but reports no machine state (an energy meter, a compressor without a state
+        signal): the badge agrees with the online count."""
+        if not self.is_online:
+            return "offline"
+        return self.state or "online"
 
     @property
     def good_parts(self) -> float | None:

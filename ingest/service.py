@@ -9,6 +9,7 @@ lane finish and acknowledge its current flush, leaves the rest unacknowledged, a
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import signal
@@ -248,15 +249,28 @@ def _wait_for_signal() -> None:
         pass
 
 
+STREAMS_CLOSE_S: Final = 3
+"""How long a stopping ingest lets open live streams (dashboards) run before it ends them."""
+
+
 def _serve_api(settings: IngestSettings, service: IngestService) -> None:
     import uvicorn
-    from prometheus_client import make_asgi_app
+    from fastapi import Request, Response
+    from prometheus_client.exposition import choose_encoder
 
     from ingest.api.app import create_app
 
     app = create_app(settings)
     app.state.ingest = service
-    app.mount("/metrics", make_asgi_app(service.metrics.registry))
+    registry = service.metrics.registry
+
+    def metrics(request: Request) -> Response:
+        # A route, not a mounted app: a mount at /metrics answers /metrics with a redirect to
+        # /metrics/, which a scraper or a person following the banner has to chase.
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), media_type=content_type)
+
+    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     app.add_api_route(
         "/api/ingest/health",
         service.health,
@@ -268,4 +282,34 @@ def _serve_api(settings: IngestSettings, service: IngestService) -> None:
     # uvicorn shuts down on SIGTERM, restores the previous handlers and raises the signal again:
     # with ours in place that only logs, so the ingest's own graceful stop runs afterwards.
     _install_stop_handlers()
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_config=None)
+    # Open dashboards hold /api/live streams that never end by themselves, and uvicorn waits for
+    # open connections on SIGTERM ("Waiting for connections to close") until the demo (or
+    # systemd, Docker) kills the ingest before it flushes: on the signal the streams end at once.
+    # The timeout is a backstop for any other request that hangs.
+    server = _api_server_class(app)(
+        uvicorn.Config(
+            app,
+            host=settings.api.host,
+            port=settings.api.port,
+            log_config=None,
+            timeout_graceful_shutdown=STREAMS_CLOSE_S,
+        )
+    )
+    server.run()
+
+
+def _api_server_class(app: Any) -> type[Any]:
+    import uvicorn
+
+    class ApiServer(uvicorn.Server):
+        """uvicorn's server that also ends the app's live streams when told to stop."""
+
+        _closing: asyncio.Task[None] | None = None
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            hub = getattr(app.state, "hub", None)
+            if hub is not None and self._closing is None:
+                self._closing = asyncio.get_running_loop().create_task(hub.close_streams())
+            super().handle_exit(sig, frame)
+
+    return ApiServer

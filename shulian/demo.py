@@ -264,12 +264,25 @@ def write_site_files(
     return sites
 
 
+def profile_machine_kind(profile: str) -> str:
+    """The ``machine_kind`` a shipped profile declares (``raceway_grinder`` -> ``grinder``): the
+    pages label machine kinds, not profile names. Empty when no shipped profile has the name."""
+    from importlib import resources
+
+    root = Path(str(resources.files("device_profiles")))
+    for path in sorted(root.glob(f"*/{profile}.yaml")):
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
+        return str(data.get("machine_kind") or "")
+    return ""
+
+
 def devices_csv(devices: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["enterprise", "device", "profile", "machine_kind", "line"])
+    kinds = {d["kind"]: profile_machine_kind(d["kind"]) for d in devices}
     for d in devices:  # gateways register themselves when they first connect
-        writer.writerow([d["enterprise"], d["id"], d["kind"], d["kind"], d["line"]])
+        writer.writerow([d["enterprise"], d["id"], d["kind"], kinds[d["kind"]], d["line"]])
     return out.getvalue()
 
 

@@ -143,7 +143,12 @@ class Mosquitto:
         conf = self._write_conf()
         logfile = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)], stdout=logfile, stderr=subprocess.STDOUT
+            [self.binary, "-c", str(conf)],
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            # Its own session: Ctrl-C of the demo (or a test run) reaches only the parent, which
+            # stops the broker last, after the gateways and the ingest have flushed through it.
+            start_new_session=True,
         )
         try:
             wait_listening(self.host, self.port, timeout_s, "mosquitto")

@@ -178,21 +178,37 @@ class Caller:
         if self.can(capability, enterprise):
             return
         if enterprise is not None and not knows_of(self.principal, enterprise, self.reach):
-            raise NotFoundError(f"enterprise {enterprise!r} not found")
+            raise NotFoundError(
+                f"enterprise {enterprise!r} not found",
+                params={"kind": "enterprise", "key": enterprise},
+            )
         raise ForbiddenError(
             f"role {self.role.value!r} may not read {capability.value.replace('_', ' ')}"
             + (f" of enterprise {enterprise!r}" if enterprise else ""),
             hint=_hint(self.role, capability),
+            reason=_reason(self.role, capability),
+            params={"enterprise": enterprise or ""},
         )
 
     def require_device(self, capability: Capability, device: str, enterprise: str | None) -> None:
         """Like ``require`` for a device; an invisible device is reported as not found."""
         if enterprise is None or not knows_of(self.principal, enterprise, self.reach):
-            raise NotFoundError(f"device {device!r} not found")
+            raise NotFoundError(
+                f"device {device!r} not found", params={"kind": "device", "key": device}
+            )
         self.require(capability, enterprise)
 
     def enterprise_filter(self) -> frozenset[str] | None:
         return visible_enterprises_filter(self.principal, self.reach)
+
+
+def _reason(role: Role, capability: Capability) -> str:
+    """The page text for ``_hint``'s cases (``error.message.<reason>`` in ingest/web/i18n/)."""
+    if role is Role.BUREAU and capability in (Capability.DEVICE_DATA, Capability.DEVICE_STATUS):
+        return "no_grant"
+    if capability is Capability.CITY_KPIS:
+        return "city_only"
+    return "wrong_role"
 
 
 def _hint(role: Role, capability: Capability) -> str:

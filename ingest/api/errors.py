@@ -9,9 +9,21 @@ class ApiError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, hint: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str = "",
+        reason: str = "",
+        params: dict[str, str] | None = None,
+    ) -> None:
         self.message = message
         self.hint = hint
+        # For pages: the message is English for API clients and logs; a page shows the text
+        # ``error.message.<reason>`` (else ``error.message.<code>``) of the user's language,
+        # filled in with ``params`` (ingest/web/i18n/).
+        self.reason = reason
+        self.params = dict(params or {})
         super().__init__(message)
 
     def body(self) -> dict[str, str]:

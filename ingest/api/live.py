@@ -55,6 +55,7 @@ class LiveHub:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._cache: dict[tuple[Any, ...], tuple[int, asyncio.Future[bytes]]] = {}
+        self._closing = False
 
     @property
     def version(self) -> int:
@@ -62,6 +63,13 @@ class LiveHub:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._poll_forever(), name="live-hub")
+
+    async def close_streams(self) -> None:
+        """End every open stream at once (the server is stopping): a stream waits for changes
+        for ever, and uvicorn waits for open connections before it stops."""
+        self._closing = True
+        async with self._changed:
+            self._changed.notify_all()
 
     async def stop(self) -> None:
         if self._task:
@@ -111,7 +119,8 @@ class LiveHub:
         async with self._changed:
             try:
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._version != seen), max(timeout_s, 0.0)
+                    self._changed.wait_for(lambda: self._version != seen or self._closing),
+                    max(timeout_s, 0.0),
                 )
             except TimeoutError:
                 return False
@@ -128,13 +137,31 @@ class LiveHub:
         version = self._version
         cached = self._cache.get(key)
         if cached and cached[0] == version:
-            return await asyncio.shield(cached[1])
+            shared = cached[1]
+            try:
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not shared.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                # The stream that was computing it went away (its browser closed, or the
+                # server is stopping): this one computes it itself below.
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._cache[key] = (version, future)
         try:
             data = await self._compute(caller, scope)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            # Cancelled, not failed: a cancelled future is never reported by asyncio, whereas
+            # one holding a CancelledError nobody awaits was logged as "Future exception was
+            # never retrieved" (after Ctrl-C of the demo with a dashboard open).
+            future.cancel()
+            self._cache.pop(key, None)
+            raise
+        except Exception as exc:
             future.set_exception(exc)
+            # Raised to this caller below; streams sharing the future get it through shield.
+            # Marked retrieved so that with no other stream it is not logged a second time.
+            future.exception()
             self._cache.pop(key, None)
             raise
         future.set_result(data)
@@ -168,9 +195,11 @@ class LiveHub:
         recheck_s = self._settings.live_recheck_s
         next_check = time.monotonic() + recheck_s
         last_sent = time.monotonic()
-        while not await request.is_disconnected():
+        while not self._closing and not await request.is_disconnected():
             wake = min(next_check, last_sent + KEEPALIVE_S)
             changed = await self._wait_change(seen, wake - time.monotonic())
+            if self._closing:
+                return  # the browser reconnects (retry: 2000) to the next server that answers
             if time.monotonic() >= next_check or self._access_version != access_seen:
                 access_seen = self._access_version
                 try:

@@ -140,7 +140,8 @@ async def device(
     return await fetch_one(
         conn,
         """SELECT dv.key, dv.device_id AS id, dv.enterprise_id AS enterprise,
-                  e.name AS enterprise_name, dv.gateway_id AS gateway, dv.name, dv.profile,
+                  e.name AS enterprise_name, e.name_en AS enterprise_name_en,
+                  dv.gateway_id AS gateway, dv.name, dv.profile,
                   dv.machine_kind, dv.line, dv.rated_cycle_s, dv.connection, dv.last_seen_at
            FROM devices dv JOIN enterprises e ON e.id = dv.enterprise_id
            WHERE dv.enterprise_id = %s AND dv.device_id = %s""",

@@ -57,26 +57,39 @@ async def require_scope(conn: AsyncConnection[Any], caller: Caller, scope: Scope
             conn, scope.key
         )
         if row is None:
-            raise NotFoundError(f"{scope.kind} {scope.key!r} not found")
+            raise NotFoundError(
+                f"{scope.kind} {scope.key!r} not found",
+                params={"kind": scope.kind, "key": scope.key},
+            )
         return row
     if scope.kind == "enterprise":
         caller.require(Capability.ENTERPRISE_SUMMARY, scope.key)
         row = await registry.enterprise(conn, scope.key)
         if row is None:
-            raise NotFoundError(f"enterprise {scope.key!r} not found")
+            raise NotFoundError(
+                f"enterprise {scope.key!r} not found",
+                params={"kind": "enterprise", "key": scope.key},
+            )
         return row
     if scope.kind == "provider":
         if not can_see_provider(caller.principal, scope.key):
             if caller.role is Role.PROVIDER:
-                raise NotFoundError(f"service provider {scope.key!r} not found")
+                raise NotFoundError(
+                    f"service provider {scope.key!r} not found",
+                    params={"kind": "provider", "key": scope.key},
+                )
             raise ForbiddenError(
                 f"role {caller.role.value!r} may not read the page of service provider "
                 f"{scope.key!r}",
                 hint="A service provider's page is for that provider's tokens (and admin).",
+                reason="provider_only",
             )
         row = await registry.provider(conn, scope.key)
         if row is None:
-            raise NotFoundError(f"service provider {scope.key!r} not found")
+            raise NotFoundError(
+                f"service provider {scope.key!r} not found",
+                params={"kind": "provider", "key": scope.key},
+            )
         return row
     enterprise_id, _, device_id = scope.key.partition("/")
     row = await registry.device(conn, enterprise_id, device_id)

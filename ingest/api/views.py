@@ -96,6 +96,7 @@ async def overview(
             {
                 **warning.as_dict(),
                 "name": ent.get("name", ent_id),
+                "name_en": ent.get("name_en", ""),
                 "district_name": ent.get("district_name"),
                 "district_name_en": ent.get("district_name_en"),
             }

@@ -283,3 +283,74 @@ def test_open_pages_lose_device_data_within_5_s_of_the_grant_being_withdrawn(
             expect(page.locator('.tile[data-kpi="registered"] .num')).to_have_text("3")
         finally:
             browser.close()
+
+
+def test_each_language_shows_its_own_names_kinds_states_and_error_messages(
+    server: tuple[str, dict[str, str], str], artifacts_dir: Path
+) -> None:
+    """English pages show English enterprise names and machine-kind labels, never the Chinese
+    name or a raw kind id; an energy meter that is counted online has an online badge; the
+    no-permission page speaks the page's language, not the server's English message."""
+    from playwright.sync_api import expect, sync_playwright
+
+    base, tokens, url = server
+    now = datetime.now(UTC)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE enterprises SET name_en = 'Dalian Jia Bearing Co.' WHERE id = 'ent-a'")
+        conn.execute(
+            """INSERT INTO devices (enterprise_id, device_id, gateway_id, name, profile,
+                   machine_kind, line) VALUES ('ent-a', 'meter-1', 'gw-ent-a', 'METER-1',
+                   'energy_meter', 'energy_meter', 'L1')"""
+        )
+        set_current(conn, device_key(url, "ent-a", "meter-1"), "active_power", now, 3.2)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": 1366, "height": 900},
+                reduced_motion="reduce",
+                timezone_id="Asia/Shanghai",
+            )
+            context.add_cookies([{"name": "shulian_lang", "value": "en", "url": base}])
+            page = context.new_page()
+            page.goto(base + "/login")
+            page.fill("#token", tokens["ent-a"])
+            page.click("button[type=submit]")
+            expect(page).to_have_url(base + "/enterprises/ent-a")
+            expect(page.locator("#scope-name")).to_have_text("Dalian Jia Bearing Co.")
+            meter = page.locator("#device-table tbody tr", has_text="METER-1")
+            expect(meter).to_contain_text("Energy meter")
+            expect(meter.locator(".badge")).to_have_text("Online")  # it is counted online
+            expect(page.locator('.tile[data-kpi="online_rate"] .sub')).to_have_text(
+                re.compile(r"online 2", re.IGNORECASE)  # lathe-1 and the meter
+            )
+            table = page.locator("#device-table").inner_text()
+            assert "energy_meter" not in table and "cnc_lathe" not in table, table
+            page.goto(base + "/enterprises/ent-a/devices/lathe-1")
+            expect(page.locator(".meta")).to_contain_text("Dalian Jia Bearing Co.")
+            page.screenshot(path=str(artifacts_dir / "monitoring-names-en.png"), full_page=True)
+            assert "大连甲" not in page.locator("main").inner_text()
+
+            # The bureau on the segment page sees the English name too.
+            page.goto(base + "/login")
+            page.fill("#token", tokens["bureau"])
+            page.click("button[type=submit]")
+            expect(page).to_have_url(base + "/")
+            page.goto(base + "/segments/345")
+            expect(page.locator("#enterprise-table")).to_contain_text("Dalian Jia Bearing Co.")
+            assert "大连甲" not in page.locator("#enterprise-table").inner_text()
+
+            # No grant: the bureau's no-permission page in Chinese says why, in Chinese.
+            context.add_cookies([{"name": "shulian_lang", "value": "zh-CN", "url": base}])
+            response = page.goto(base + "/enterprises/ent-a/devices/lathe-1")
+            assert response is not None and response.status == 403
+            message = page.locator(".error-page p").first.inner_text()
+            assert "尚未授权主管部门" in message, message
+            assert not re.search(r"[A-Za-z]{3,} [A-Za-z]{3,}", message), message
+            page.screenshot(path=str(artifacts_dir / "monitoring-forbidden-zh.png"), full_page=True)
+            # ... and in English on the English page.
+            context.add_cookies([{"name": "shulian_lang", "value": "en", "url": base}])
+            page.goto(base + "/enterprises/ent-a/devices/lathe-1")
+            expect(page.locator(".error-page p").first).to_contain_text("has not granted")
+        finally:
+            browser.close()

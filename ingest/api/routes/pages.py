@@ -45,6 +45,13 @@ def language(request: Request) -> str:
     return chosen if chosen in LANGS else "zh-CN"
 
 
+def local_name(request: Request, row: dict[str, Any], field: str = "name") -> str:
+    """A registry name in the page's language: the English one on English pages when there is
+    one, else the Chinese one (and the other way round)."""
+    zh, en = row.get(field) or "", row.get(f"{field}_en") or ""
+    return str((en or zh) if language(request) == "en" else (zh or en))
+
+
 def render(
     request: Request,
     template: str,
@@ -78,6 +85,28 @@ async def _caller_or_none(request: Request, conn: Conn) -> Caller | None:
         return None
 
 
+def page_message(strings: dict[str, str], exc: ApiError) -> str:
+    """The error's text in the page's language, chosen by the error's reason, else its code.
+
+    The server's own message is English (for API clients and logs); a page never shows it.
+    """
+    keys = [f"error.message.{exc.reason}"] if exc.reason else []
+    keys += [f"error.message.{exc.code}", f"error.message.{_STATUS_CODES.get(exc.status, '')}"]
+    text = next((strings[key] for key in keys if key in strings), strings["error.message.other"])
+    params = dict(exc.params)
+    if "kind" in params:  # an English noun in the message; the page names it in its language
+        params["kind"] = strings.get(f"page.{params['kind']}", params["kind"])
+    return text.format_map(_Blank(params))
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+_STATUS_CODES: Final = {403: "forbidden", 404: "not_found"}
+
+
 def _error_page(request: Request, caller: Caller | None, exc: ApiError) -> Response:
     strings = translations(language(request))
     heading = strings["error.forbidden"] if exc.status == 403 else strings["error.not_found"]
@@ -89,7 +118,7 @@ def _error_page(request: Request, caller: Caller | None, exc: ApiError) -> Respo
         status=exc.status,
         code=exc.status,  # `status` is the response's; the template shows the number too
         heading=heading,
-        message=exc.message,
+        message=page_message(strings, exc),
     )
 
 
@@ -127,7 +156,7 @@ async def segment_page(code: str, request: Request, conn: Conn) -> Response:
         row = await registry.segment(conn, code)
         if row is None:
             raise _not_found("segment", code)
-        title = f"{row['code']} {row['name'] if language(request) == 'zh-CN' else row['name_en']}"
+        title = f"{row['code']} {local_name(request, row)}"
         return render(
             request,
             "scope.html",
@@ -148,7 +177,7 @@ async def district_page(code: str, request: Request, conn: Conn) -> Response:
         row = await registry.district(conn, code)
         if row is None:
             raise _not_found("district", code)
-        title = row["name"] if language(request) == "zh-CN" else row["name_en"]
+        title = local_name(request, row)
         return render(
             request,
             "scope.html",
@@ -176,7 +205,7 @@ async def enterprise_page(enterprise_id: str, request: Request, conn: Conn) -> R
             caller,
             scope=f"enterprise:{enterprise_id}",
             kind="enterprise",
-            title=row["name"],
+            title=local_name(request, row),
             flags=row["flags"],
             show_devices=caller.can(Capability.DEVICE_DATA, enterprise_id),
             show_grant=caller.can(Capability.GRANT, enterprise_id),
@@ -201,6 +230,7 @@ async def device_page(enterprise_id: str, device_id: str, request: Request, conn
             caller,
             scope=f"device:{enterprise_id}/{device_id}",
             device=row,
+            enterprise_name=local_name(request, row, "enterprise_name"),
             title=row["name"] or device_id,
         )
 
@@ -242,4 +272,4 @@ async def _provider(request: Request, conn: Conn, caller: Caller, provider_id: s
 def _not_found(kind: str, key: str) -> ApiError:
     from ingest.api.errors import NotFoundError
 
-    return NotFoundError(f"{kind} {key!r} not found")
+    return NotFoundError(f"{kind} {key!r} not found", params={"kind": kind, "key": key})

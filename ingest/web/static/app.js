@@ -142,7 +142,7 @@ function renderWarnings(warnings) {
   const tbody = document.querySelector("#warning-table tbody");
   if (!tbody) return;
   const rows = warnings.filter((w) => w.colour !== "green" && w.colour !== "grey");
-  tbody.innerHTML = rows.length ? rows.map((w) => `<tr><td><a href="/enterprises/${encodeURIComponent(w.enterprise)}">${esc(w.name)}</a></td>` +
+  tbody.innerHTML = rows.length ? rows.map((w) => `<tr><td><a href="/enterprises/${encodeURIComponent(w.enterprise)}">${esc(localName(w))}</a></td>` +
     `<td>${esc(LANG === "en" ? w.district_name_en : w.district_name)}</td><td>${warningBadge(w.colour)}</td><td>${esc(LANG === "en" ? w.reason_en : w.reason)}</td></tr>`).join("")
     : `<tr><td colspan="4">${esc(t("warning.none"))}</td></tr>`;
 }
@@ -165,7 +165,7 @@ function renderEnterprises(enterprises, kind) {
     const k = e.kpis;
     const where = kind === "segment" ? (LANG === "en" ? e.district_name_en : e.district_name) : e.segment;
     const flags = (e.flags || []).map((f) => `<span class="flag">${esc(t("flag." + f))}</span>`).join("");
-    return `<tr><td><a href="/enterprises/${encodeURIComponent(e.id)}">${esc(e.name)}</a></td><td>${esc(where)}</td><td>${flags}</td>` +
+    return `<tr><td><a href="/enterprises/${encodeURIComponent(e.id)}">${esc(localName(e))}</a></td><td>${esc(where)}</td><td>${flags}</td>` +
       `<td class="num">${fmtNum(k.registered)}</td><td class="num">${fmtPct(k.online_rate)}</td><td class="num">${fmtPct(k.utilization)}</td>` +
       `<td class="num">${fmtNum(k.output)}</td><td class="num">${fmtNum(k.energy_kwh, 1)}</td><td>${e.warning ? warningBadge(e.warning.colour) : ""}</td></tr>`;
   }).join("");
@@ -195,7 +195,7 @@ function scopeDevicePath(prefix) {
   return devicePath(prefix, enterprise, device);
 }
 
-const STATE_COLOURS = { running: "#2ecc71", idle: "#d4b106", setup: "#3d8bfd", fault: "#ff4d4f", off: "#555", offline: "#7d8799" };
+const STATE_COLOURS = { running: "#2ecc71", idle: "#d4b106", setup: "#3d8bfd", fault: "#ff4d4f", off: "#555", offline: "#7d8799", online: "#13a8a8" };
 
 function renderTimeline(intervals, start, end) {
   const c = chart("timeline-chart");

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import subprocess
 import sys
 import threading
-import urllib.request
+import time
 import uuid
 from pathlib import Path
 
@@ -89,11 +90,19 @@ def test_run_with_api_serves_metrics_and_ingest_health(
         )
 
         def get(path: str) -> str:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-                return response.read().decode()
+            """GET without following redirects: /metrics must answer itself, not redirect."""
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read().decode()
+            finally:
+                conn.close()
+            assert response.status == 200, f"GET {path}: {response.status} {response.headers}"
+            return body
 
         wait_until(
-            lambda: f"shulian_ingest_points_total {float(len(batch.samples))}" in get("/metrics/"),
+            lambda: f"shulian_ingest_points_total {float(len(batch.samples))}" in get("/metrics"),
             what="the points counter on /metrics",
         )
         health = get("/api/ingest/health")
@@ -102,3 +111,55 @@ def test_run_with_api_serves_metrics_and_ingest_health(
         proc.terminate()
         assert proc.wait(30) == 0, "".join(lines[-30:])
     wait_until(lambda: any("ingest stopped" in line for line in lines), what="a graceful stop")
+
+
+def test_sigterm_with_a_dashboard_stream_open_stops_the_ingest_cleanly(mosquitto, pg_url):
+    """An open /api/live stream (a dashboard left open) made uvicorn wait for it forever on
+    SIGTERM, so the demo killed the ingest after its timeout; and a stream cancelled mid-way
+    left "Future exception was never retrieved" in the log."""
+    import asyncio
+
+    import psycopg
+
+    from ingest.auth import Role, create_token
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_url,
+        "MQTT_URL": mosquitto.url,
+        "SHULIAN_INGEST_API__ENABLED": "true",
+        "SHULIAN_INGEST_API__PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shulian", "ingest", "run", "--client-id",
+         f"live-{uuid.uuid4().hex[:6]}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True).start()
+    stream = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        wait_listening("127.0.0.1", port, 60, "the monitoring app")
+
+        async def token() -> str:
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+                return (await create_token(conn, Role.BUREAU, name="live test")).secret
+
+        secret = asyncio.run(token())
+        stream.request("GET", "/api/live?scope=city", headers={"Authorization": f"Bearer {secret}"})
+        response = stream.getresponse()
+        assert response.status == 200
+        assert b"event: update" in response.read1(65536)  # the stream is open and serving
+        proc.terminate()
+        started = time.monotonic()
+        assert proc.wait(20) == 0, "".join(lines[-30:])
+        assert time.monotonic() - started < 15
+    finally:
+        stream.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_until(lambda: any("ingest stopped" in line for line in lines), what="a graceful stop")
+    output = "".join(lines)
+    assert "never retrieved" not in output and "Traceback" not in output, output[-3000:]

@@ -52,16 +52,35 @@ def test_gateway_commands_import_no_cloud_module() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_wheel_carries_every_data_file_the_code_reads(tmp_path: Path) -> None:
-    """A non-editable install (the Docker image, a gateway) must not lose templates or SQL."""
+DATA_DIRS = [
+    "device_profiles",
+    "ingest/web",
+    "ingest/db/migrations",
+    "simulators/scenarios",
+    "simulators/manuals",
+    "shulian/demo_data",
+]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], str]:
+    """Build the wheel once as a non-editable install would; its file names and pip's output."""
     import zipfile
 
+    out = tmp_path_factory.mktemp("wheel")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
+         "-w", str(out), str(REPO)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    names = zipfile.ZipFile(next(tmp_path.glob("shulian-*.whl"))).namelist()
+    names = zipfile.ZipFile(next(out.glob("shulian-*.whl"))).namelist()
+    return names, result.stdout + result.stderr
+
+
+def test_the_wheel_carries_every_data_file_the_code_reads(wheel: tuple[list[str], str]) -> None:
+    """A non-editable install (the Docker image, a gateway) must not lose templates or SQL."""
+    names, _ = wheel
     wanted = [
         "ingest/api/app.py",
         "ingest/web/templates/",
@@ -78,3 +97,28 @@ def test_the_wheel_carries_every_data_file_the_code_reads(tmp_path: Path) -> Non
     ]
     missing = [w for w in wanted if not any(n.startswith(w) for n in names)]
     assert not missing, f"not in the wheel: {missing}"
+
+
+def test_the_wheel_carries_every_file_of_the_data_folders(wheel: tuple[list[str], str]) -> None:
+    """Every profile YAML/CSV, web template/static/i18n file, scenario and migration in the source
+    tree is in the wheel, whichever subfolder it sits in."""
+    names = set(wheel[0])
+    present = [
+        path.relative_to(REPO).as_posix()
+        for folder in DATA_DIRS
+        for path in sorted((REPO / folder).rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    ]
+    assert len(present) > 50, present  # the walk found the data, so the check below means something
+    missing = [p for p in present if p not in names]
+    assert not missing, f"in the source tree but not in the wheel: {missing}"
+
+
+def test_building_the_wheel_prints_no_package_discovery_warnings(
+    wheel: tuple[list[str], str],
+) -> None:
+    """setuptools warned, on every install, that data folders (device_profiles/_base, ...) look like
+    packages it would ignore: noise that hides real warnings from a newcomer."""
+    _, output = wheel
+    assert "would be ignored" not in output, output[-3000:]
+    assert "is absent from the `packages` configuration" not in output, output[-3000:]

@@ -25,6 +25,7 @@ from monitoring_data import add_increment, add_interval, device_key, set_current
 
 from ingest import kpis
 from ingest.api.settings import KpiSettings
+from ingest.api.views import device_row
 
 TZ = ZoneInfo("Asia/Shanghai")
 DAY = date(2025, 6, 10)
@@ -130,6 +131,22 @@ def test_device_offline_mid_day_stops_counting_running_time(monitoring_db: str) 
         0,
         None,
     )
+
+
+def test_a_device_online_without_a_machine_state_is_shown_online(monitoring_db: str) -> None:
+    """An energy meter reports power, never a machine state: counted online, so its badge must
+    not say offline."""
+    build_day(monitoring_db)
+    meter = device_key(monitoring_db, "ent-a", "grinder-2")
+    with psycopg.connect(monitoring_db, autocommit=True) as conn:
+        set_current(conn, meter, "active_power", NOW - timedelta(seconds=20), 3.2)
+    figures = {f.device_id: f for f in asyncio.run(_figures(monitoring_db, None))}
+    fig = figures["grinder-2"]
+    assert fig.is_online and fig.state is None
+    assert fig.current_state == "online"
+    row = device_row(fig, with_kpis=False)
+    assert (row["online"], row["state"]) == (True, "online")
+    assert kpis.total(list(figures.values())).online == 3  # lathe-1, press-1 and the meter
 
 
 def test_breakdowns_by_segment_and_enterprise(monitoring_db: str) -> None:

@@ -7,6 +7,11 @@ and then checks the database, not an MQTT subscriber, against the simulators' gr
 "Every point" is every sample the gateway accepted: the drill profiles report every read
 (heartbeat shorter than the poll interval), so report by exception drops nothing and the
 gateway's ``shulian_gateway_points_reported_total`` counts exactly what must be stored.
+
+These drills break the gateway's side; the store only records. To keep CI well under its 40
+minutes, each runs on one storage path (``only_storage_path``), and the broker-outage drill on
+both: 60 s once on plain PostgreSQL, five 10 s runs on TimescaleDB. The drills that break the
+ingest or its database (tests/integration/ingest/test_ingest_faults.py) run on both paths.
 """
 
 from __future__ import annotations
@@ -187,6 +192,7 @@ OUTAGE_S = 60
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.only_storage_path("postgresql")  # five shorter runs on TimescaleDB below
 def test_broker_stopped_60_s_at_2000_points_per_s_stores_every_point_exactly_once(
     tmp_path: Path,
     mosquitto: Mosquitto,
@@ -210,6 +216,7 @@ REPEAT_OUTAGE_S = 10
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.only_storage_path("timescaledb")  # the 60 s drill above on PostgreSQL
 @pytest.mark.parametrize("run", range(1, 6), ids=lambda n: f"run{n}")
 def test_broker_outage_drill_five_times_in_a_row_never_stores_a_row_twice(
     run: int,
@@ -424,6 +431,7 @@ RECOVERY_LIMIT_S = 10.0
 
 
 @pytest.mark.timeout(400)
+@pytest.mark.only_storage_path("timescaledb")  # a gateway drill: the store only records
 def test_opcua_server_restarted_20_times_data_flows_again_within_10_s_each_time(
     tmp_path: Path,
     mosquitto: Mosquitto,
@@ -485,6 +493,7 @@ POLL_MS = 1000
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.only_storage_path("postgresql")  # a gateway drill: the store only records
 def test_unreachable_modbus_device_goes_offline_within_three_polls_others_keep_flowing(
     tmp_path: Path,
     mosquitto: Mosquitto,

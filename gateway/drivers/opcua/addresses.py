@@ -15,6 +15,11 @@ NodeId (OPC UA Part 6, 5.3.1.10)::
 Browse path, from the Root folder along hierarchical references, each step ``<ns>:<BrowseName>``::
 
     0:Objects/2:Grinder/2:Spindle/2:Speed
+
+where ``<ns>`` is a namespace index or an alias the profile's ``namespaces`` maps to a namespace
+URI (``mt:Monitoring/mt:MachineTool/mt:OperationMode``), so a path holds whatever index the
+server gave the URI. The alias ``machine`` is the namespace of the machine object's own browse
+name (a companion-spec profile's vendor-named children, such as a spindle or a channel).
 """
 
 from __future__ import annotations
@@ -26,7 +31,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["BrowseStep", "NodeAddress", "parse_browse_path", "parse_node_id"]
+__all__ = [
+    "MACHINE_ALIAS",
+    "BrowseStep",
+    "NodeAddress",
+    "bind_aliases",
+    "format_path",
+    "parse_browse_path",
+    "parse_node_id",
+]
+
+MACHINE_ALIAS = "machine"
+"""The alias of the machine object's own namespace (see the module docstring)."""
 
 IdKind = Literal["i", "s", "g", "b"]
 
@@ -35,7 +51,7 @@ _MAX_NUMERIC = 2**32 - 1
 _NODE_ID = re.compile(
     r"^(?:(?P<ns>ns|nsu)=(?P<space>[^;]*);)?(?P<kind>[isgb])=(?P<ident>.*)$", re.S
 )
-_STEP = re.compile(r"^(?P<ns>[0-9]+):(?P<name>.+)$", re.S)
+_STEP = re.compile(r"^(?P<ns>[0-9]+|[A-Za-z_][A-Za-z0-9_]*):(?P<name>.+)$", re.S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +75,27 @@ class NodeAddress:
 
 @dataclass(frozen=True, slots=True)
 class BrowseStep:
+    """One step of a browse path; ``alias`` is set (and ``namespace`` unused) until bound."""
+
     namespace: int
     name: str
+    alias: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.namespace}:{self.name}"
+        return f"{self.alias if self.alias is not None else self.namespace}:{self.name}"
+
+
+def format_path(steps: tuple[BrowseStep, ...]) -> str:
+    return "/".join(str(s) for s in steps)
+
+
+def bind_aliases(steps: tuple[BrowseStep, ...], indexes: dict[str, int]) -> tuple[BrowseStep, ...]:
+    """The steps with every alias replaced by its namespace index on this server.
+
+    Raises:
+        KeyError: naming the first alias ``indexes`` lacks.
+    """
+    return tuple(BrowseStep(indexes[s.alias], s.name) if s.alias is not None else s for s in steps)
 
 
 def parse_node_id(text: str) -> NodeAddress:
@@ -132,8 +164,12 @@ def parse_browse_path(text: str) -> tuple[BrowseStep, ...]:
         match = _STEP.match(chunk)
         if match is None:
             raise ValueError(
-                f"step {index + 1} {chunk!r} of {text!r} is not <namespace index>:<BrowseName>, "
-                "e.g. '2:Grinder'"
+                f"step {index + 1} {chunk!r} of {text!r} is not <namespace>:<BrowseName> "
+                "(a namespace index or alias), e.g. '2:Grinder' or 'mt:Monitoring'"
             )
-        steps.append(BrowseStep(_namespace(match["ns"]), match["name"]))
+        space = match["ns"]
+        if space.isdigit():
+            steps.append(BrowseStep(_namespace(space), match["name"]))
+        else:
+            steps.append(BrowseStep(0, match["name"], space))
     return tuple(steps)

@@ -40,10 +40,19 @@ from gateway.drivers.base import (
     ReadResult,
 )
 from gateway.drivers.opcua.addresses import (
+    MACHINE_ALIAS,
     BrowseStep,
     NodeAddress,
     parse_browse_path,
     parse_node_id,
+)
+from gateway.drivers.opcua.machines import (
+    NAME_KEY,
+    MachineNotFoundError,
+    aliases_of,
+    bind,
+    explain_failed_paths,
+    locate_machine,
 )
 from gateway.drivers.opcua.models import (
     OpcUaProfile,
@@ -144,6 +153,7 @@ class OpcUaDriver(DriverBase):
             problems += _settings_problems(device, settings)
         if isinstance(device.profile, OpcUaProfile):
             problems += _signal_problems(device.profile)
+            problems += _machine_problems(device, device.profile, settings)
         return problems
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -332,27 +342,65 @@ class OpcUaDriver(DriverBase):
         return password
 
     async def _resolve(self, connection: UaConnection) -> dict[str, Resolution]:
-        """Where each signal is on this server right now (browse paths and namespace URIs
-        change when a server is reconfigured, so this runs at every connect)."""
+        """Where each signal is on this server right now (browse paths, namespace URIs and a
+        companion-spec machine's node change when a server is reconfigured, so this runs at
+        every connect)."""
         profile = cast("OpcUaProfile", self.device.profile)
+        settings = self._require_settings()
+        indexes: dict[str, int] = {}
+        missing: dict[str, str] = {}
+        if profile.namespaces or profile.machine is not None:
+            indexes, missing = aliases_of(profile.namespaces, await connection.namespaces())
+        start: NodeAddress | None = None
+        machine_problem: str | None = None
+        if profile.machine is not None:
+            try:
+                machine = await locate_machine(
+                    connection, profile.machine, indexes, missing, settings.select_machine
+                )
+            except MachineNotFoundError as exc:
+                machine_problem = f"machine not found: {exc}"
+                self.log.warning("%s: %s", self.where, machine_problem)
+            else:
+                start = machine.node
+                indexes[MACHINE_ALIAS] = machine.namespace
+                self.log.info("%s: machine %s found at %s", self.where, machine.name, machine.node)
         resolved: dict[str, Resolution] = {}
-        names: list[str] = []
-        addresses: list[NodeAddress | tuple[BrowseStep, ...]] = []
+        nodes: dict[str, NodeAddress] = {}
+        paths: dict[str, tuple[tuple[BrowseStep, ...], tuple[BrowseStep, ...]]] = {}
         for signal in profile.signals:
             try:
                 address = _address_of(signal)
-            except ValueError as exc:
+                if isinstance(address, NodeAddress):
+                    nodes[signal.name] = address
+                elif machine_problem is not None:
+                    resolved[signal.name] = Resolution(None, machine_problem)
+                else:
+                    paths[signal.name] = (bind(signal.browse_path or "", indexes, missing), address)
+            except (ValueError, MachineNotFoundError) as exc:
                 resolved[signal.name] = Resolution(None, str(exc))
-                continue
-            names.append(signal.name)
-            addresses.append(address)
-        if addresses:
-            for name, resolution in zip(names, await connection.resolve(addresses), strict=True):
+        if nodes:
+            for name, resolution in zip(
+                nodes, await connection.resolve(list(nodes.values())), strict=True
+            ):
                 resolved[name] = resolution
-        missing = [f"{n}: {r.problem}" for n, r in resolved.items() if r.node is None]
-        if missing:
+        if paths:
+            bound = [steps for steps, _ in paths.values()]
+            answers = await connection.resolve(bound, start=start)
+            failed = {}
+            for name, resolution in zip(paths, answers, strict=True):
+                resolved[name] = resolution
+                if resolution.node is None:
+                    failed[name] = paths[name]
+            if failed:
+                resolved.update(await explain_failed_paths(connection, failed, start))
+        missing_signals = [f"{n}: {r.problem}" for n, r in resolved.items() if r.node is None]
+        if missing_signals:
             self.log.warning(
-                "%d signal(s) have no node on this server: %s", len(missing), "; ".join(missing[:5])
+                "%s: %d signal(s) have no node on this server: %s",
+                self.where,
+                len(missing_signals),
+                "; ".join(missing_signals[:5]),
             )
         return resolved
 
@@ -501,6 +549,83 @@ def _signal_problems(profile: OpcUaProfile) -> list[Problem]:
                     severity="warning",
                 )
             )
+    return problems
+
+
+def _alias_problems(
+    where: str, text: str, profile: OpcUaProfile, *, relative: bool
+) -> list[Problem]:
+    """A browse path's aliases must be declared (``machine`` only where a machine is found)."""
+    try:
+        steps = parse_browse_path(text)
+    except ValueError as exc:
+        return [Problem(where, str(exc))]
+    known = set(profile.namespaces) | ({MACHINE_ALIAS} if relative else set())
+    return [
+        Problem(
+            where,
+            f"namespace alias {s.alias!r} is not declared in `namespaces` "
+            f"(declared: {', '.join(sorted(known)) or 'none'})",
+        )
+        for s in steps
+        if s.alias is not None and s.alias not in known
+    ]
+
+
+def _machine_problems(
+    device: DeviceConfig, profile: OpcUaProfile, settings: OpcUaSettings | None
+) -> list[Problem]:
+    problems: list[Problem] = []
+    relative = profile.machine is not None
+    for index, signal in enumerate(profile.signals):
+        if signal.browse_path is not None:
+            where = f"signals[{index}].browse_path"
+            problems += [
+                p
+                for p in _alias_problems(where, signal.browse_path, profile, relative=relative)
+                if "is not <namespace>" not in p.message  # parse errors come from _signal_problems
+            ]
+    locator = profile.machine
+    if locator is None:
+        if settings is not None and settings.select_machine:
+            problems.append(
+                Problem(
+                    _where_setting(device, "select_machine"),
+                    "select_machine needs a profile with `machine` (a companion-spec machine)",
+                )
+            )
+        return problems
+    problems += _alias_problems("machine.folder", locator.folder, profile, relative=False)
+    try:
+        type_steps = parse_browse_path(locator.type)
+    except ValueError as exc:
+        problems.append(Problem("machine.type", str(exc)))
+    else:
+        if len(type_steps) != 1:
+            problems.append(
+                Problem(
+                    "machine.type",
+                    f"{locator.type!r}: give one BrowseName, e.g. mt:MachineToolType",
+                )
+            )
+        problems += _alias_problems("machine.type", locator.type, profile, relative=False)
+    for key, path in locator.identification.items():
+        if key == NAME_KEY:
+            problems.append(
+                Problem(f"machine.identification.{key}", "'name' is reserved for the browse name")
+            )
+        problems += _alias_problems(f"machine.identification.{key}", path, profile, relative=True)
+    if settings is not None:
+        known = [NAME_KEY, *locator.identification]
+        for key in settings.select_machine:
+            if key not in known:
+                problems.append(
+                    Problem(
+                        _where_setting(device, "select_machine"),
+                        f"select_machine key {key!r} is not one of {', '.join(known)} "
+                        "(the profile's machine.identification)",
+                    )
+                )
     return problems
 
 

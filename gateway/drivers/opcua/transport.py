@@ -73,6 +73,7 @@ from gateway.errors import (
 )
 
 __all__ = [
+    "BrowsedObject",
     "DataSample",
     "MonitorItem",
     "Resolution",
@@ -146,6 +147,16 @@ class MonitorItem:
     queue_size: int = 1
     deadband: float | None = None
     """Absolute data-change deadband (server-side), or None for every change."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrowsedObject:
+    """An object found by browsing: its node, browse name and type definition."""
+
+    node: NodeAddress
+    namespace: int
+    name: str
+    type_definition: NodeAddress | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,11 +438,79 @@ class _Session:
             samples += [_sample(value) for value in values]
         return samples
 
-    async def resolve(
-        self, addresses: Sequence[NodeAddress | tuple[BrowseStep, ...]], metrics: DriverMetrics
-    ) -> list[Resolution]:
-        """Turn configured addresses into this server's node ids (namespace URIs, browse paths)."""
+    async def namespaces(self, metrics: DriverMetrics) -> list[str]:
+        """The server's namespace array: index -> namespace URI."""
         client = self._require_client()
+        node = client.get_node(ua.NodeId(ua.Int32(ObjectIds.Server_NamespaceArray)))
+        return list(
+            await self._call(node.read_value(), "reading the namespace array", metrics=metrics)
+        )
+
+    async def browse_objects(
+        self, node: NodeAddress, metrics: DriverMetrics
+    ) -> list[BrowsedObject]:
+        """The objects below ``node`` (hierarchical references), with their type definitions."""
+        client = self._require_client()
+        description = ua.BrowseDescription()
+        description.NodeId = self._node_id(node)
+        description.BrowseDirection = ua.BrowseDirection.Forward
+        description.ReferenceTypeId = _HIERARCHICAL
+        description.IncludeSubtypes = True
+        description.NodeClassMask = ua.NodeClass.Object
+        description.ResultMask = ua.BrowseResultMask.All
+        params = ua.BrowseParameters()
+        params.NodesToBrowse = [description]
+        results = await self._call(
+            client.uaclient.browse(params), f"browsing {node}", metrics=metrics
+        )
+        found: list[BrowsedObject] = []
+        for result in results:
+            for ref in result.References or []:
+                if getattr(ref.NodeId, "ServerIndex", 0):
+                    continue
+                found.append(
+                    BrowsedObject(
+                        _from_ua_node_id(ref.NodeId),
+                        ref.BrowseName.NamespaceIndex,
+                        ref.BrowseName.Name or "",
+                        _from_ua_node_id(ref.TypeDefinition) if ref.TypeDefinition else None,
+                    )
+                )
+        return found
+
+    async def type_lineage(
+        self, type_node: NodeAddress, metrics: DriverMetrics, limit: int = 16
+    ) -> list[tuple[int, str]]:
+        """Browse names of ``type_node`` and its supertypes, nearest first (for subtype matches)."""
+        client = self._require_client()
+        lineage: list[tuple[int, str]] = []
+        current: ua.NodeId | None = self._node_id(type_node)
+        while current is not None and len(lineage) < limit:
+            node = client.get_node(current)
+            name = await self._call(
+                node.read_browse_name(), "reading a type's name", metrics=metrics
+            )
+            lineage.append((name.NamespaceIndex, name.Name or ""))
+            parents = await self._call(
+                node.get_references(
+                    refs=ObjectIds.HasSubtype, direction=ua.BrowseDirection.Inverse
+                ),
+                "reading a type's supertype",
+                metrics=metrics,
+            )
+            current = parents[0].NodeId if parents else None
+        return lineage
+
+    async def resolve(
+        self,
+        addresses: Sequence[NodeAddress | tuple[BrowseStep, ...]],
+        metrics: DriverMetrics,
+        start: NodeAddress | None = None,
+    ) -> list[Resolution]:
+        """Turn configured addresses into this server's node ids (namespace URIs, browse paths);
+        browse paths start at ``start`` (default: the Root folder)."""
+        client = self._require_client()
+        origin = _ROOT if start is None else self._node_id(start)
         out: list[Resolution | None] = [None] * len(addresses)
         namespaces: list[str] | None = None
         if any(isinstance(a, NodeAddress) and a.namespace_uri for a in addresses):
@@ -445,11 +524,11 @@ class _Session:
                 out[index] = _resolve_namespace(address, namespaces)
             else:
                 paths.append((index, address))
-        for start in range(0, len(paths), _CHUNK):
-            chunk = paths[start : start + _CHUNK]
+        for first in range(0, len(paths), _CHUNK):
+            chunk = paths[first : first + _CHUNK]
             results = await self._call(
                 client.uaclient.translate_browsepaths_to_nodeids(
-                    [_browse_path(p) for _, p in chunk]
+                    [_browse_path(p, origin) for _, p in chunk]
                 ),
                 "resolving browse paths",
                 metrics=metrics,
@@ -963,10 +1042,24 @@ class UaConnection:
             return await self._require().read(nodes, self.metrics)
 
     async def resolve(
-        self, addresses: Sequence[NodeAddress | tuple[BrowseStep, ...]]
+        self,
+        addresses: Sequence[NodeAddress | tuple[BrowseStep, ...]],
+        start: NodeAddress | None = None,
     ) -> list[Resolution]:
         with self._as_mine():
-            return await self._require().resolve(addresses, self.metrics)
+            return await self._require().resolve(addresses, self.metrics, start)
+
+    async def namespaces(self) -> list[str]:
+        with self._as_mine():
+            return await self._require().namespaces(self.metrics)
+
+    async def browse_objects(self, node: NodeAddress) -> list[BrowsedObject]:
+        with self._as_mine():
+            return await self._require().browse_objects(node, self.metrics)
+
+    async def type_lineage(self, type_node: NodeAddress) -> list[tuple[int, str]]:
+        with self._as_mine():
+            return await self._require().type_lineage(type_node, self.metrics)
 
     async def subscribe(
         self,
@@ -1162,7 +1255,7 @@ def _resolve_namespace(address: NodeAddress, namespaces: list[str] | None) -> Re
     return Resolution(None, f"namespace {address.namespace_uri!r} is not on this server")
 
 
-def _browse_path(steps: tuple[BrowseStep, ...]) -> ua.BrowsePath:
+def _browse_path(steps: tuple[BrowseStep, ...], origin: ua.NodeId = _ROOT) -> ua.BrowsePath:
     elements = [
         ua.RelativePathElement(
             ReferenceTypeId=_HIERARCHICAL,
@@ -1172,7 +1265,7 @@ def _browse_path(steps: tuple[BrowseStep, ...]) -> ua.BrowsePath:
         )
         for step in steps
     ]
-    return ua.BrowsePath(StartingNode=_ROOT, RelativePath=ua.RelativePath(Elements=elements))
+    return ua.BrowsePath(StartingNode=origin, RelativePath=ua.RelativePath(Elements=elements))
 
 
 def _path_resolution(steps: tuple[BrowseStep, ...], result: ua.BrowsePathResult) -> Resolution:

@@ -119,7 +119,7 @@ async def test_browse_path_and_bad_addresses_become_bad_readings_not_failures(
         await wait_until_async(lambda: 8 in sink.values("part_count"), what="a counter change")
     bad = {r.signal: r for r in sink.readings if r.quality is Quality.BAD}
     assert bad["spindle_speed"].reason == "BadNodeIdUnknown"
-    assert "browse path 0:Objects/2:Grinder/2:Missing not found (BadNoMatch)" in str(
+    assert "browse path 0:Objects/2:Grinder/2:Missing: step 3 '2:Missing' not found" in str(
         bad["spindle_load"].reason
     )
 

@@ -7,6 +7,8 @@ import pytest
 from gateway.drivers.opcua.addresses import (
     BrowseStep,
     NodeAddress,
+    bind_aliases,
+    format_path,
     parse_browse_path,
     parse_node_id,
 )
@@ -69,6 +71,23 @@ def test_browse_path_parses_steps_with_namespaces() -> None:
     assert parse_browse_path("/0:Objects/3:A:B") == (BrowseStep(0, "Objects"), BrowseStep(3, "A:B"))
 
 
+def test_browse_path_steps_may_name_their_namespace_by_alias() -> None:
+    steps = parse_browse_path("mt:Monitoring/machine:Spindle/2:Override")
+    assert steps == (
+        BrowseStep(0, "Monitoring", "mt"),
+        BrowseStep(0, "Spindle", "machine"),
+        BrowseStep(2, "Override"),
+    )
+    assert format_path(steps) == "mt:Monitoring/machine:Spindle/2:Override"
+    assert bind_aliases(steps, {"mt": 7, "machine": 3}) == (
+        BrowseStep(7, "Monitoring"),
+        BrowseStep(3, "Spindle"),
+        BrowseStep(2, "Override"),
+    )
+    with pytest.raises(KeyError, match="machine"):
+        bind_aliases(steps, {"mt": 7})
+
+
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
@@ -76,7 +95,8 @@ def test_browse_path_parses_steps_with_namespaces() -> None:
         ("/", "browse path is empty"),
         ("Objects/2:Grinder", "step 1 'Objects'"),
         ("0:Objects//2:Grinder", "step 2 ''"),
-        ("0:Objects/x:Grinder", "step 2 'x:Grinder'"),
+        ("0:Objects/x-y:Grinder", "step 2 'x-y:Grinder'"),
+        ("0:Objects/1x:Grinder", "step 2 '1x:Grinder'"),
         ("0:Objects/2:", "step 2 '2:'"),
         ("0:Objects/99999:Grinder", "namespace index '99999'"),
     ],

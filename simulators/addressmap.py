@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import Final
+from typing import Any, Final
 
 from simulators.errors import ConversionError, MapError
 from wire import MachineState, lookup_signal
@@ -149,6 +149,8 @@ class VariantType(StrEnum):
     FLOAT = "Float"
     DOUBLE = "Double"
     STRING = "String"
+    UINT64 = "UInt64"
+    LOCALIZED_TEXT = "LocalizedText"
 
 
 _VARIANT_INT_RANGE: Final[dict[VariantType, tuple[int, int]]] = {
@@ -157,6 +159,7 @@ _VARIANT_INT_RANGE: Final[dict[VariantType, tuple[int, int]]] = {
     VariantType.INT32: (-(2**31), 2**31 - 1),
     VariantType.UINT32: (0, 2**32 - 1),
     VariantType.INT64: (-(2**63), 2**63 - 1),
+    VariantType.UINT64: (0, 2**64 - 1),
 }
 
 
@@ -353,7 +356,7 @@ class Variable(Field):
             return Encoding.STATE
         if self.type == VariantType.BOOLEAN:
             return Encoding.BOOL
-        if self.type == VariantType.STRING:
+        if self.type in (VariantType.STRING, VariantType.LOCALIZED_TEXT):
             return Encoding.TEXT
         return Encoding.NUMBER
 
@@ -386,6 +389,28 @@ class Variable(Field):
         if self.encoding in (Encoding.BOOL, Encoding.TEXT):
             return raw
         return self.raw_to_canonical(raw)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Derived(Variable):
+    """A variable a companion specification defines differently from the model's value: its raw
+    value is ``derive(model value)`` (a spec's enumeration code for a machine state, a flag from a
+    speed), and ``decode`` is what a client following the spec makes of the raw value (the
+    truth), by default the raw value itself.
+
+    Attributes:
+        derive: Model value (canonical) -> raw value.
+        decode: Raw value -> the value a conforming client reads, when it differs from raw.
+    """
+
+    derive: Callable[[Value], int | float | bool | str]
+    decode: Mapping[Any, Value] | None = None
+
+    def to_raw(self, value: Value) -> int | float | bool | str:
+        return self.derive(value)
+
+    def served(self, raw: int | float | bool | str) -> Value:
+        return self.decode[raw] if self.decode is not None else raw
 
 
 @dataclass(frozen=True, slots=True)

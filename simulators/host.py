@@ -53,6 +53,8 @@ class Endpoint:
         enterprise: Enterprise tag from the scenario.
         server: Name of the server (devices with the same name share it).
         namespace_index: OPC UA index of ``NAMESPACE_URI`` on the server (None for Modbus).
+        companion: Name of the companion spec it is served as (``umati``), or None.
+        serial_number: Its serial number in the spec's identification (companion specs only).
     """
 
     device_id: str
@@ -64,6 +66,8 @@ class Endpoint:
     enterprise: str | None
     server: str
     namespace_index: int | None = None
+    companion: str | None = None
+    serial_number: str | None = None
 
     @property
     def url(self) -> str:
@@ -99,7 +103,9 @@ class SimulatedDevice:
         self.machine = machine
         self.server = server
         self.fields_by_key: dict[str, list[Field]] = {}
-        for item in kind.address_map.fields():
+        self.companion = kind.companion if spec.companion_spec else None
+        self.address_map = self.companion.address_map if self.companion else kind.address_map
+        for item in self.address_map.fields():
             if item.source is not None:
                 self.fields_by_key.setdefault(item.source, []).append(item)
 
@@ -222,6 +228,8 @@ class SimulatorHost:
             enterprise=spec.enterprise,
             server=device.server,
             namespace_index=namespace_index,
+            companion=device.companion.name if device.companion else None,
+            serial_number=spec.effective_serial_number if device.companion else None,
         )
 
     def endpoints(self) -> list[Endpoint]:
@@ -331,8 +339,13 @@ class SimulatorHost:
             start_state=spec.start_state,
         )
         device = SimulatedDevice(spec, kind, machine, server_name)
-        if isinstance(kind.address_map, OpcUaMap):
-            self._opcua[server_name].add_machine(spec.id, kind.address_map)
+        if isinstance(device.address_map, OpcUaMap):
+            self._opcua[server_name].add_machine(
+                spec.id,
+                device.address_map,
+                companion=device.companion,
+                serial_number=spec.effective_serial_number,
+            )
         else:
             assert isinstance(kind.address_map, ModbusMap)
             unit = ModbusUnit(spec.unit_id or 1, spec.id, kind.address_map)

@@ -70,6 +70,10 @@ class InstanceSpec(BaseModel):
         start_state: State at start instead of a random one.
         counters: Starting counter values, e.g. ``{stroke_count: 65530}``.
         meters: For an energy meter: ids of the machines it measures.
+        companion_spec: Serve the kind's companion-specification address space (umati for
+            machine tools, EUROMAP 77 for the moulding machine) instead of its manual's layout.
+        serial_number: Serial number in the companion spec's identification (default
+            ``SN-<id>``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -88,10 +92,16 @@ class InstanceSpec(BaseModel):
     start_state: MachineState | None = None
     counters: dict[str, int] = Field(default_factory=dict)
     meters: list[Id] = Field(default_factory=list)
+    companion_spec: bool = False
+    serial_number: str | None = None
 
     @property
     def kind_protocol(self) -> str:
         return KINDS[self.kind].protocol
+
+    @property
+    def effective_serial_number(self) -> str:
+        return self.serial_number or f"SN-{self.id}"
 
 
 class Scenario(BaseModel):
@@ -222,6 +232,16 @@ def check_scenario(scenario: Scenario) -> list[tuple[tuple[str | int, ...], str]
                     f"it keeps {list(model.counters)}",
                 )
             )
+        if inst.companion_spec and KINDS[inst.kind].companion is None:
+            with_spec = sorted(n for n, k in KINDS.items() if k.companion is not None)
+            problems.append(
+                (
+                    (*where, "companion_spec"),
+                    f"{inst.kind} has no companion-spec form; kinds with one: {', '.join(with_spec)}",
+                )
+            )
+        if inst.serial_number is not None and not inst.companion_spec:
+            problems.append(((*where, "serial_number"), "only a companion_spec machine has one"))
         if inst.meters and inst.kind != "energy_meter":
             problems.append(((*where, "meters"), "only an energy_meter can meter other machines"))
         for pos, target in enumerate(inst.meters):

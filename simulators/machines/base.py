@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final
 
 from simulators.addressmap import ModbusMap, OpcUaMap
+from simulators.companion import CompanionSpec
 from wire import MachineState
 
 Value = bool | int | float | str
@@ -164,6 +165,8 @@ class Machine:
         self.program = self.rng.randrange(len(self.behaviour.programs))
         self._cycle_target_s = self.next_cycle_s()
         self.set("program_name", self.behaviour.programs[self.program])
+        self.jobs = 1
+        self.set("job_id", self._job_id())
         self.set("alarm_active", False)
         self.set("alarm_code", 0)
         self.set("alarm_text", "")
@@ -282,6 +285,9 @@ class Machine:
 
     # ----------------------------------------------------------------- helpers for kinds
 
+    def _job_id(self) -> str:
+        return f"{self.device_id}-J{self.jobs:04d}"
+
     def set(self, key: str, value: Value) -> None:
         """Publish a value; remembers the key as changed only when the value differs."""
         if self.values.get(key) != value or key not in self.values:
@@ -396,6 +402,9 @@ class Machine:
                     b.programs
                 )
             self.set("program_name", b.programs[self.program])
+            # A changeover starts the next job (order): companion specs report it.
+            self.jobs += 1
+            self.set("job_id", self._job_id())
             self._parts_left = self.rng.randint(*b.batch_parts)
             self.cycle_elapsed_s = 0.0
             self._cycle_target_s = self.next_cycle_s()
@@ -429,6 +438,8 @@ class MachineKind:
         model: The behaviour model class.
         address_map: Where the servers put each value.
         notes: Extra manual paragraphs (quirks a profile author must know).
+        companion: The companion specification's address space the kind can also serve
+            (``companion_spec: true`` on an instance).
     """
 
     name: str
@@ -438,6 +449,7 @@ class MachineKind:
     model: type[Machine]
     address_map: ModbusMap | OpcUaMap
     notes: tuple[str, ...] = ()
+    companion: CompanionSpec | None = None
 
     @property
     def protocol(self) -> str:

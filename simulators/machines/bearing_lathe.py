@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simulators.addressmap import OpcUaMap, Variable, VariantType
+from simulators.companion import UMATI_LATHE
 from simulators.machines.base import (
     FAULT,
     IDLE,
@@ -66,6 +67,8 @@ class BearingLathe(Machine):
         self.set("spindle_load", round(load, 1))
         self.set("feed_rate", round(feed, 1))
         self.set("feed_override", 100 if self.state != SETUP else 50)
+        # Operators prove out a new program at reduced spindle speed.
+        self.set("spindle_override", 100 if self.state != SETUP else 80)
         self.set("tool_number", tool)
         hot = 24.0 + 22.0 * self.load_share if powered else 22.0
         self.set("spindle_temperature", round(self.lag("spindle", hot, 900.0, elapsed_s, 30.0), 2))
@@ -239,4 +242,5 @@ KIND = MachineKind(
         "The spindle stops while the loader changes the ring (the last 15 % of each cycle), so "
         "spindle speed, load and feed drop to 0 once per cycle.",
     ),
+    companion=UMATI_LATHE,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simulators.addressmap import OpcUaMap, Variable, VariantType
+from simulators.companion import EUROMAP77_IMM
 from simulators.machines.base import (
     FAULT,
     IDLE,
@@ -242,4 +243,5 @@ KIND = MachineKind(
         "InjectionUnit/PeakPressure is in bar; the canonical injection_pressure is in MPa.",
         "Part counters count parts, not shots: each shot adds Machine/Cavities parts.",
     ),
+    companion=EUROMAP77_IMM,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from simulators.addressmap import OpcUaMap, Variable, VariantType
+from simulators.companion import UMATI_MACHINING_CENTRE
 from simulators.machines.base import (
     FAULT,
     IDLE,
@@ -77,6 +78,7 @@ class MachiningCentre(Machine):
         self.set("spindle_load", round(load, 1))
         self.set("feed_rate", round(feed, 0))
         self.set("feed_override", 100 if running else 0)
+        self.set("spindle_override", 100 if running else 0)
         if running:
             self.set("tool_number", tool)
         powered = self.state != OFF
@@ -266,4 +268,5 @@ KIND = MachineKind(
         "Spindle/ToolNumber is an Int16; Feed/Override is a Float.",
         "The spindle stops at each of the 12 tool changes of a cycle.",
     ),
+    companion=UMATI_MACHINING_CENTRE,
 )

@@ -76,6 +76,18 @@ async def host() -> AsyncIterator[SimulatorHost]:
                 start_state=MachineState.RUNNING,
             )
         )
+        companion = KINDS[kind].companion
+        if companion is not None:
+            # The same machine again, served as its companion spec defines (umati, EUROMAP 77).
+            instances.append(
+                InstanceSpec(
+                    id=_device_id(f"{kind}_{companion.name}"),
+                    kind=kind,
+                    server=protocol,
+                    companion_spec=True,
+                    start_state=MachineState.RUNNING,
+                )
+            )
     scenario = Scenario(
         name="roundtrip",
         seed=20240611,
@@ -98,14 +110,21 @@ def _device_id(kind: str) -> str:
 
 async def _read_simulated(host: SimulatorHost, path: Path) -> tuple[ProbeReport, str, int, int]:
     loaded = ProfileResolver().load(str(path))
-    kind = loaded.profile.id
+    companions = {f"{n}_{k.companion.name}": n for n, k in KINDS.items() if k.companion}
+    kind = companions.get(loaded.profile.id, loaded.profile.id)
     assert kind in KINDS, f"{path}: id {kind!r} is not a simulated machine kind"
-    device_id = _device_id(kind)
+    device_id = _device_id(loaded.profile.id)
     endpoint = host.endpoint(device_id)
     url = (
         f"tcp://{endpoint.host}:{endpoint.port}" if endpoint.protocol == "modbus" else endpoint.url
     )
-    device = probe_device(loaded.profile, url, endpoint.unit_id, device_id=device_id)
+    # Several umati machines share the server: a companion-spec device selects its own.
+    settings = (
+        {"select_machine": {"serial_number": endpoint.serial_number}}
+        if endpoint.serial_number
+        else None
+    )
+    device = probe_device(loaded.profile, url, endpoint.unit_id, settings, device_id=device_id)
     start_ms = _now_ms()
     report = await probe(device)
     end_ms = _now_ms()

@@ -87,11 +87,19 @@ def test_example_fleet_site_configures_every_csv_row() -> None:
 
 
 def test_every_simulated_kind_has_a_shipped_profile_of_that_id() -> None:
-    """The demo maps each simulated machine to the profile whose id is its kind."""
+    """The demo maps each simulated machine to the profile whose id is its kind; a kind that can
+    also serve a companion spec's address space has a profile ``<kind>_<spec>`` for that form."""
     from simulators.machines import KINDS
 
-    ids = {ProfileResolver().load(str(p)).profile.id for p in CONCRETE}
-    assert ids == set(KINDS), (sorted(set(KINDS) - ids), sorted(ids - set(KINDS)))
-    for path in CONCRETE:
-        profile = ProfileResolver().load(str(path)).profile
-        assert profile.protocol == KINDS[profile.id].protocol, path
+    profiles = [ProfileResolver().load(str(p)).profile for p in CONCRETE]
+    companion_ids = {
+        f"{name}_{kind.companion.name}": name for name, kind in KINDS.items() if kind.companion
+    }
+    ids = {p.id for p in profiles}
+    assert ids == set(KINDS) | set(companion_ids), (
+        sorted((set(KINDS) | set(companion_ids)) - ids),
+        sorted(ids - set(KINDS) - set(companion_ids)),
+    )
+    for profile in profiles:
+        kind = companion_ids.get(profile.id, profile.id)
+        assert profile.protocol == KINDS[kind].protocol, profile.id

@@ -616,6 +616,13 @@ def probe_command(
             "(servers hosting several machines); default: the profile's id."
         ),
     ] = "",
+    select_machine: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE: which machine of a companion-spec profile's type to read when the "
+            "server hosts several (serial_number=VMC-0042, name=vmc-07); repeatable.",
+        ),
+    ] = None,
     profile_path: ProfilePathOpt = None,
 ) -> None:
     """Connect to one device once, read every signal and print raw and normalized values.
@@ -624,6 +631,11 @@ def probe_command(
     site file with everything its site entry says (endpoint, unit id, settings, security).
     """
     settings: dict[str, Any] = {"timeout_s": timeout_s} if timeout_s is not None else {}
+    if select_machine:
+        pairs = [item.partition("=") for item in select_machine]
+        if any(not key or not sep for key, sep, _ in pairs):
+            _fail("--select-machine takes KEY=VALUE, e.g. serial_number=VMC-0042")
+        settings["select_machine"] = {key: value for key, _, value in pairs}
     if site is not None or device is not None:
         if site is None or device is None or profile is not None or endpoint is not None:
             _fail("give --site with --device, or --profile with --endpoint")

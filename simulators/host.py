@@ -89,6 +89,8 @@ class Endpoint:
 
     def describe(self) -> str:
         where = self.url if self.unit_id is None else f"{self.url} unit {self.unit_id}"
+        if self.companion is not None:
+            where += f" ({self.companion}, serial number {self.serial_number})"
         return f"{self.enterprise or '-':10} {self.device_id:28} {self.kind:20} {where}"
 
 

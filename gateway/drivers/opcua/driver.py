@@ -394,7 +394,11 @@ class OpcUaDriver(DriverBase):
                     failed[name] = paths[name]
             if failed:
                 resolved.update(await explain_failed_paths(connection, failed, start))
-        missing_signals = [f"{n}: {r.problem}" for n, r in resolved.items() if r.node is None]
+        missing_signals = [
+            f"{n}: {r.problem}"
+            for n, r in resolved.items()
+            if r.node is None and r.problem != machine_problem  # that one is logged above
+        ]
         if missing_signals:
             self.log.warning(
                 "%s: %d signal(s) have no node on this server: %s",

@@ -10,7 +10,9 @@ the NodeSets in another order and hosts other machines first).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -266,3 +268,34 @@ async def test_machine_selection_errors_say_what_the_server_has(
     )
     [reason] = {r.reason for r in await _read_all(wrong)}
     assert reason is not None and "has serial_number=nope" in reason
+
+
+async def _probe_cli(*args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shulian",
+        "profile",
+        "probe",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_probe_cli_selects_a_machine_or_says_which_ones_there_are(
+    host: SimulatorHost,
+) -> None:
+    url = host.endpoint("vmc-b").url
+    status, out, _ = await _probe_cli(
+        "-p", "machining_centre_umati", "-e", url, "--select-machine", "serial_number=VMC-0042"
+    )
+    assert status == 0, out
+    assert "11/11 signals good" in out
+    status, out, err = await _probe_cli("-p", "machining_centre_umati", "-e", url)
+    assert status == 1
+    assert "0/11 signals good" in out
+    assert "lathe-b, vmc-b, vmc-decoy" in out + err

@@ -26,6 +26,7 @@ from gateway.drivers.opcua.driver import OpcUaDriver
 from gateway.normalize import compile_signal
 from gateway.profiles.loader import load_site
 from gateway.profiles.models import DeviceConfig
+from shulian.devservices import free_port
 from simulators.companion import MACHINE_TOOL, MACHINERY
 from simulators.host import SimulatorHost
 from simulators.opcua_server import NAMESPACE_URI
@@ -299,3 +300,67 @@ async def test_probe_cli_selects_a_machine_or_says_which_ones_there_are(
     assert status == 1
     assert "0/11 signals good" in out
     assert "lathe-b, vmc-b, vmc-decoy" in out + err
+
+
+MONITORING_OF_VMC_X = [
+    ("http://opcfoundation.org/UA/", "Objects"),
+    (MACHINERY, "Machines"),
+    (NAMESPACE_URI, "vmc-x"),
+    (MACHINE_TOOL, "Monitoring"),
+]
+
+
+async def test_paths_are_resolved_again_after_a_reconnect_to_a_renumbered_server(
+    tmp_path: Path,
+) -> None:
+    """A server updated between two connections (other NodeSets first, other machines first)
+    numbers everything anew; the driver's next connect finds the machine and its nodes again."""
+    port = free_port()
+    before = Scenario(
+        name="before-update",
+        seed=3,
+        instances=[_machine("vmc-x", "machining_centre", "cell")],
+        servers=[ServerSpec(name="cell", protocol="opcua", port=port)],
+    )
+    after = before.model_copy(
+        update={
+            "name": "after-update",
+            "instances": [
+                _machine("imm-y", "injection_moulding", "cell"),
+                _machine("vmc-decoy", "machining_centre", "cell"),
+                *before.instances,
+            ],
+        }
+    )
+    device = None
+    driver = None
+    try:
+        async with SimulatorHost(before) as first:
+            device = _device(
+                first, tmp_path, "vmc-x", "machining_centre_umati", select_machine={"name": "vmc-x"}
+            )
+            driver = _driver(device)
+            await driver.connect()
+            [fast] = [g for g in device.profile.groups if g.name == "fast"]
+            assert all(r.quality is Quality.GOOD for r in (await driver.read(fast)).readings)
+            await driver.close()
+            numbering_before = await _node_of(first.endpoint("vmc-x").url, MONITORING_OF_VMC_X)
+        async with SimulatorHost(after) as second:
+            numbering_after = await _node_of(second.endpoint("vmc-x").url, MONITORING_OF_VMC_X)
+            assert numbering_after != numbering_before  # other namespace indexes and node ids
+            await driver.connect()
+            readings = (await driver.read(fast)).readings
+            await second.wait_ticks(1)
+            for reading in readings:
+                assert reading.quality is Quality.GOOD, (reading.signal, reading.reason)
+                signal = next(s for s in device.profile.signals if s.name == reading.signal)
+                value = compile_signal(signal)(reading.raw)[0]
+                expected = second.truth.value_at("vmc-x", reading.signal, reading.ts_ms)
+                assert (
+                    value == pytest.approx(expected)
+                    if isinstance(expected, float)
+                    else value == expected
+                )
+    finally:
+        if driver is not None:
+            await driver.close()

@@ -24,12 +24,19 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-WIRE_VERSION: Final = "1.1"
+from wire.signals import SignalKind
+
+WIRE_VERSION: Final = "1.2"
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 SignalName = Annotated[
-    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$", max_length=80)
+    str,
+    StringConstraints(
+        pattern=r"^([a-z][a-z0-9_]*:)?[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$", max_length=80
+    ),
 ]
+"""A canonical name (``voltage.l1``) or, since 1.2, a custom one in a vendor namespace
+(``acme:fan_speed``, ``acme:fan_speed.left``), declared in the device's status."""
 Version = Annotated[str, StringConstraints(pattern=r"^1\.\d+$")]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
@@ -115,6 +122,30 @@ class GatewayStatus(_Payload):
     publishes the Will at the loss, and a reader takes that delivery as the offline time."""
 
 
+class Meaning(BaseModel):
+    """What a custom signal means, in English and Chinese (shown in the reader's language)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    en: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    zh: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class CustomSignal(BaseModel):
+    """A profile's own signal (1.2): what the canonical vocabulary says of a canonical name."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")]
+    """``namespace:name``, without a qualifier; samples may qualify it (``acme:fan_speed.l``)."""
+    kind: SignalKind
+    unit: Annotated[str, StringConstraints(max_length=64)] = ""
+    """Canonical unit of the signal (pint syntax); empty for none."""
+    meaning: Meaning
+    counts_as: SignalName | None = None
+    """The canonical counter it counts as in KPIs; None: it never counts."""
+
+
 class DeviceStatus(_Payload):
     """Retained per-device connection status."""
 
@@ -125,6 +156,8 @@ class DeviceStatus(_Payload):
     profile: str = ""
     last_good_ms: int | None = None
     error: str | None = None
+    custom_signals: list[CustomSignal] = Field(default_factory=list)
+    """The custom signals of the device's profile (1.2), so the ingest can store and show them."""
 
 
 class GatewayMetrics(_Payload):

@@ -366,6 +366,8 @@ class Writer:
                 f"device {status.device!r} is not registered in enterprise {topic.enterprise!r}",
             )
             return
+        if status.custom_signals:
+            view.declare_signals(status.custom_signals)
         row = conn.execute(
             """
             UPDATE devices SET connection = %s, connection_at = %s, connection_error = %s,

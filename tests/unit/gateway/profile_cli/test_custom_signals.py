@@ -348,3 +348,23 @@ def test_the_device_status_declares_what_the_profile_reads(tmp_path: Path) -> No
     again = DeviceStatus.model_validate_json(status.model_dump_json())
     assert again.custom_signals[0].meaning.zh == "驱动柜风扇转速"
     assert again.custom_signals[1].kind is SignalKind.STATE and again.custom_signals[1].unit == ""
+
+
+def test_the_example_profile_validates_strictly_and_satisfies_the_editor_schema() -> None:
+    """tests/data/profiles/servo_press_cabinet.yaml (docs/profiles.md's runnable example)."""
+    import json
+
+    import jsonschema
+    from ruamel.yaml import YAML
+
+    from gateway.profiles.loader import REPO_PROFILES
+
+    example = Path(__file__).resolve().parents[3] / "data" / "profiles" / "servo_press_cabinet.yaml"
+    result = CliRunner().invoke(app, ["validate", "--strict", str(example)])
+    assert result.exit_code == 0, result.output
+    schema = json.loads((REPO_PROFILES / "profile.schema.json").read_text(encoding="utf-8"))
+    document = YAML(typ="safe").load(example.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft7Validator(schema)
+    assert not [e.message for e in validator.iter_errors(document)]
+    document["custom_signals"][0]["kind"] = "level"  # the schema checks declarations too
+    assert list(validator.iter_errors(document))

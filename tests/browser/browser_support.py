@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -46,3 +47,21 @@ def api_server(pg_url: str, live_poll_s: float = 0.5) -> Iterator[str]:
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def chromium_page(width: int = 1366, height: int = 900) -> Iterator[Any]:
+    """A page in headless chromium as the UI tests see it: reduced motion (charts draw at once,
+    so screenshots show them finished) and China's time zone."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(
+                viewport={"width": width, "height": height},
+                reduced_motion="reduce",
+                timezone_id="Asia/Shanghai",
+            )
+        finally:
+            browser.close()

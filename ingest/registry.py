@@ -96,6 +96,8 @@ class RegistryCache:
                 self.unknown.pop(("device", *ident), None)
             for ident in list(staged.gateways):
                 self.unknown.pop(("gateway", *ident), None)
+            for name in staged.declared:
+                self.unknown.pop(("signal", name), None)
 
     def signal(self, name: str) -> SignalInfo | None:
         return self.maps.signals.get(name)
@@ -289,6 +291,25 @@ class RegistryView:
         info = self.staged.signals[name] = SignalInfo(row[0], row[1])
         return info
 
+    def is_declared(self, name: str) -> bool:
+        """Whether a custom signal (``acme:fan_speed.l``) was declared in some device status:
+        its base has a row (only declarations make those). Misses are remembered for
+        ``NEGATIVE_TTL_S``, so a flood of an undeclared name costs no queries."""
+        base = base_name(name)
+        if base in self.staged.declared or self.staged.signals.get(base):
+            return True
+        if self.cache.signal(base) is not None or self.cache.declared(base) is not None:
+            return True
+        ident = ("signal", base)
+        if self._known_unknown(ident):
+            return False
+        row = self.conn.execute("SELECT id, kind FROM signals WHERE name = %s", (base,)).fetchone()
+        if row is None:
+            self.unknown[ident] = time.monotonic() + NEGATIVE_TTL_S
+            return False
+        self.staged.signals[base] = SignalInfo(row[0], row[1])
+        return True
+
     def declare_signals(self, declarations: list[CustomSignal]) -> None:
         """Store (or update) custom signals as a device's status declares them.
 
@@ -325,6 +346,7 @@ class RegistryView:
             for signal_id, name, kind in changed:
                 self.staged.signals[name] = SignalInfo(signal_id, kind)
             self.staged.declared[decl.name] = decl
+            self.unknown.pop(("signal", decl.name), None)
 
     def boot_key(self, enterprise_id: str, gateway_id: str, boot: str) -> int:
         """The ledger key of one boot of one enterprise's gateway (batches are (boot key, seq))."""

@@ -1,5 +1,6 @@
 """Custom signals in the real ingest: declared in a device status, stored with their meanings,
-shown like canonical signals, and never in the industry KPIs unless mapped (``counts_as``)."""
+shown like canonical signals, and never in the industry KPIs unless mapped (``counts_as``); a
+custom name that no status declared is refused like an unknown signal."""
 
 from __future__ import annotations
 
@@ -78,6 +79,22 @@ def test_custom_signals_are_stored_with_their_meanings_and_only_mapped_ones_coun
     start_ingest()
     gw = fake_gateway(enterprise=ENTERPRISE, gateway=GATEWAY, devices=["press-1", "press-2"])
     gw.birth()
+    # Before any status declares it, a custom name is refused (dead-lettered, nothing created).
+    t_early = now_ms() - 180_000
+    gw.send(gw.batch([Sample(device="press-1", signal="acme:strokes", ts_ms=t_early, value=1)]))
+    wait_until(
+        lambda: scalar(pg_url, "SELECT count(*) FROM dead_letters WHERE reason = 'unknown_signal'"),
+        what="the undeclared custom signal's dead letter",
+    )
+    assert rows(pg_url, "SELECT scope, samples, detail FROM dead_letters") == [
+        (
+            "sample",
+            1,
+            "[0] custom signal 'acme:strokes' is not declared in any device status (the gateway "
+            "sends the profile's custom_signals there: docs/profiles.md, Custom signals)",
+        )
+    ]
+    assert scalar(pg_url, "SELECT count(*) FROM signals WHERE name LIKE 'acme:%%'") == 0
     _declare(gw, "press-1", [STROKES, FAN])
     _declare(gw, "press-2", [GOOD])
     wait_until(

@@ -150,6 +150,9 @@ def test_a_custom_signal_reaches_the_device_page_in_both_languages(
         declared = conn.execute(
             "SELECT base, unit, kind, meaning, name_zh FROM signals WHERE name = %s", (FAN,)
         ).fetchone()
+        # The declaration came first: no sample of the custom signals was refused.
+        refused = conn.execute("SELECT reason, detail FROM dead_letters").fetchall()
+    assert refused == []
     assert declared == (
         FAN,
         "rpm",

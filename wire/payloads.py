@@ -22,9 +22,16 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-from wire.signals import SignalKind
+from wire.signals import SIGNALS, SignalKind, custom_name_problem
 
 WIRE_VERSION: Final = "1.2"
 
@@ -144,6 +151,26 @@ class CustomSignal(BaseModel):
     meaning: Meaning
     counts_as: SignalName | None = None
     """The canonical counter it counts as in KPIs; None: it never counts."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_canonical(cls, name: str) -> str:
+        problem = custom_name_problem(name)  # a canonical local name would read as the canonical
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+    @model_validator(mode="after")
+    def _counts_as_a_counter(self) -> CustomSignal:
+        """Only a counter maps onto a canonical counter: KPIs sum counter increments."""
+        if self.counts_as is None:
+            return self
+        spec = SIGNALS.get(self.counts_as)
+        if spec is None or spec.kind is not SignalKind.COUNTER:
+            raise ValueError(f"counts_as {self.counts_as!r} is not a canonical counter")
+        if self.kind is not SignalKind.COUNTER:
+            raise ValueError(f"a {self.kind.value} cannot count as {self.counts_as!r}")
+        return self
 
 
 class DeviceStatus(_Payload):

@@ -209,3 +209,10 @@ def test_custom_signals_pass_the_contract_and_old_statuses_stay_valid() -> None:
         CustomSignal(name="acme:fan.left", kind="gauge", meaning={"en": "x", "zh": "y"})
     with pytest.raises(ValidationError):  # both languages
         CustomSignal(name="acme:fan", kind="gauge", meaning={"en": "x"})
+    meaning = {"en": "x", "zh": "y"}
+    with pytest.raises(ValidationError, match="shadows the canonical signal 'part_count'"):
+        CustomSignal(name="acme:part_count", kind="counter", meaning=meaning)
+    with pytest.raises(ValidationError, match="'spindle_speed' is not a canonical counter"):
+        CustomSignal(name="acme:n", kind="counter", meaning=meaning, counts_as="spindle_speed")
+    with pytest.raises(ValidationError, match="a gauge cannot count as 'part_count'"):
+        CustomSignal(name="acme:n", kind="gauge", meaning=meaning, counts_as="part_count")

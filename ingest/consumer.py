@@ -49,15 +49,26 @@ def lane_of(topic: str, lanes: int) -> int:
     """A gateway's messages always go to the same lane, keeping them ordered; a gateway is its
     enterprise and gateway topic levels (ids are unique per enterprise, so both count)."""
     parts = topic.split("/", 4)
-    gateway = "/".join(parts[2:4])
+    if parts[0] == "spBv1.0":  # spBv1.0/{group}/{type}/{node}[/{device}]: one lane per node
+        gateway = "/".join(parts[1:4:2])
+    else:
+        gateway = "/".join(parts[2:4])
     return zlib.crc32(gateway.encode("utf-8", "replace")) % lanes
 
 
 class Consumer:
     """Owns the paho client: connect, subscribe, hand messages to ``route``, acknowledge later."""
 
-    def __init__(self, settings: MqttSettings, route: Route, metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        route: Route,
+        metrics: IngestMetrics,
+        extra_topics: list[tuple[str, int]] | None = None,
+    ) -> None:
         self.settings = settings
+        self.extra_topics = extra_topics or []
+        """Plain (not shared) subscriptions besides ours: Sparkplug B when mapped."""
         self.route = route
         self.metrics = metrics
         self.generation = 0
@@ -178,7 +189,11 @@ class Consumer:
         ]
         if self.settings.subscribe_metrics:
             topics.append((subscription(TopicKind.METRICS, group), 0))
-        return topics
+        return topics + self.extra_topics
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send a command (a Sparkplug rebirth request); paho queues it while disconnected."""
+        self._client.publish(topic, payload, qos=0)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

@@ -32,6 +32,8 @@ from ingest.maintenance import Maintenance
 from ingest.metrics import IngestMetrics
 from ingest.registry import RegistryCache, sync_signals
 from ingest.settings import IngestSettings
+from ingest.sparkplug import SparkplugHost, check_tenancy, load_mapping
+from ingest.sparkplug import subscriptions as sparkplug_subscriptions
 from ingest.writer import CommitListener, Lane, Writer, prepare_connection
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class IngestService:
         self.writer: Writer | None = None
         self.lanes: list[Lane] = []
         self.consumer: Consumer | None = None
+        self.sparkplug: SparkplugHost | None = None
         self.maintenance: Maintenance | None = None
         self.storage_path: StoragePath | None = None
         self._listeners: list[CommitListener] = []
@@ -109,7 +112,13 @@ class IngestService:
     def start(self, *, wait_for_db_s: float = 60.0) -> None:
         settings = self.settings
         # First, so unreadable TLS files stop start-up before anything else runs.
-        consumer = Consumer(settings.mqtt, self._route, self.metrics)
+        mapping = (
+            load_mapping(settings.sparkplug.mapping_file)
+            if settings.sparkplug.mapping_file
+            else None
+        )
+        extra = [(t, 1) for t in sparkplug_subscriptions()] if mapping else None
+        consumer = Consumer(settings.mqtt, self._route, self.metrics, extra)
         result = prepare_database(settings, wait_s=wait_for_db_s)
         self.storage_path = result.choice.path
         self.pool = psycopg_pool.ConnectionPool(
@@ -124,7 +133,16 @@ class IngestService:
         )
         self.pool.open(wait=True, timeout=settings.db.pool_timeout_s)
         with self.pool.connection() as conn:
+            if mapping is not None:
+                check_tenancy(mapping, conn)
             self.registry.load(conn)
+        if mapping is not None:
+            self.sparkplug = SparkplugHost(
+                mapping,
+                settings.limits,
+                consumer.publish,
+                rebirth_interval_s=settings.sparkplug.rebirth_interval_s,
+            )
         self.metrics.db_up.set(1)
         self.writer = Writer(settings, self.pool, self.registry, self.metrics, self.storage_path)
         self.writer.listeners.extend(self._listeners)
@@ -182,6 +200,10 @@ class IngestService:
         }
 
     def _route(self, incoming: Incoming) -> None:
+        if self.sparkplug is not None and incoming.topic.startswith("spBv1.0/"):
+            for decoded in self.sparkplug.route(incoming):
+                self.lanes[lane_of(decoded.topic, len(self.lanes))].put(decoded)
+            return
         self.lanes[lane_of(incoming.topic, len(self.lanes))].put(incoming)
 
     def _ack(self, incoming: Incoming) -> None:

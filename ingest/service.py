@@ -32,7 +32,7 @@ from ingest.maintenance import Maintenance
 from ingest.metrics import IngestMetrics
 from ingest.registry import RegistryCache, sync_signals
 from ingest.settings import IngestSettings
-from ingest.sparkplug import SparkplugHost, check_tenancy, load_mapping
+from ingest.sparkplug import BirthStore, SparkplugHost, check_tenancy, load_mapping
 from ingest.sparkplug import subscriptions as sparkplug_subscriptions
 from ingest.writer import CommitListener, Lane, Writer, prepare_connection
 
@@ -142,6 +142,8 @@ class IngestService:
                 settings.limits,
                 consumer.publish,
                 rebirth_interval_s=settings.sparkplug.rebirth_interval_s,
+                park_limit=max(1, settings.mqtt.receive_maximum // 2),
+                store=BirthStore(self.pool),
             )
         self.metrics.db_up.set(1)
         self.writer = Writer(settings, self.pool, self.registry, self.metrics, self.storage_path)

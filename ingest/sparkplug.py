@@ -13,9 +13,16 @@ stores them with its usual transaction, ledger and acknowledgement:
   DDEATH -> the device disconnected.
 - NDATA/DDATA -> samples, by alias or name through the last birth, scaled, with the metric's own
   timestamp and quality (property ``Quality``).
-- Data that cannot be decoded (no birth seen: after an ingest restart, or aliases unknown) is
-  held unacknowledged while a rebirth is requested (NCMD ``Node Control/Rebirth``), then decoded
-  after the birth; a ``seq`` gap also requests a rebirth (the data itself is stored).
+- Births are kept in ``sparkplug_births`` (migration 0008), so a restarted ingest decodes at
+  once; it still asks each node for a rebirth when it first hears from it again, in case a birth
+  was published while it was away (births are QoS 0 by the spec, and a broker does not queue
+  QoS 0 for an absent subscriber).
+- Data that cannot be decoded (no birth known, or an alias the birth did not announce) is held
+  unacknowledged while a rebirth is requested (NCMD ``Node Control/Rebirth``), then decoded after
+  the birth; a ``seq`` gap also requests a rebirth (the data itself is stored). At most
+  ``park_limit`` messages are held (half the broker's in-flight window by default: more would
+  keep the broker from delivering the very birth they wait for); past it, and after ``PARK_S``,
+  the oldest are dead-lettered (``sparkplug_undecodable``, payload prefix kept).
 
 Exactly once: Sparkplug's ``seq`` is 0-255 and restarts at every birth, so it can only detect a
 gap or reordering on one connection; it cannot name a message for ever. The ledger key of a
@@ -58,8 +65,6 @@ log = logging.getLogger(__name__)
 
 NODE_DEVICE: Final = ""
 """The mapping's ``sparkplug`` name for an edge node's own metrics (NBIRTH/NDATA)."""
-PARK_LIMIT: Final = 10_000
-"""Undecodable messages held per edge node while waiting for its rebirth."""
 PARK_S: Final = 120.0
 """How long an undecodable message waits for a birth before it is dead-lettered."""
 
@@ -310,6 +315,65 @@ class _NodeState:
     """Sparkplug device ('' = the node itself) -> its birth."""
     parked: list[tuple[float, Incoming]] = field(default_factory=list)
     rebirth_asked_mono: float = -1e9
+    unconfirmed: bool = False
+    """Births loaded from the database: ask for a rebirth when the node is next heard."""
+
+
+class BirthStore:
+    """``sparkplug_births``: the births followed, kept across ingest restarts."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def load(self) -> dict[tuple[str, str], _NodeState]:
+        nodes: dict[tuple[str, str], _NodeState] = {}
+        with self.pool.connection() as conn:
+            found = conn.execute(
+                "SELECT group_id, node_id, device, bdseq, aliases, datatypes FROM sparkplug_births"
+            ).fetchall()
+        for group, node, device, bdseq, aliases, datatypes in found:
+            state = nodes.setdefault((group, node), _NodeState(bdseq=bdseq, unconfirmed=True))
+            names = {int(alias): name for alias, name in aliases.items()}
+            state.births[device] = _Birth(names, dict(datatypes))
+        return nodes
+
+    def save(self, group: str, node: str, device: str, bdseq: int, birth: _Birth) -> None:
+        from psycopg.types.json import Jsonb
+
+        with self.pool.connection() as conn:
+            if device == NODE_DEVICE:  # a new node birth voids every device birth before it
+                conn.execute(
+                    "DELETE FROM sparkplug_births WHERE group_id = %s AND node_id = %s",
+                    (group, node),
+                )
+            conn.execute(
+                """INSERT INTO sparkplug_births (group_id, node_id, device, bdseq, aliases, datatypes)
+                   VALUES (%s, %s, %s, %s, %s, %s)
+                   ON CONFLICT (group_id, node_id, device) DO UPDATE SET bdseq = EXCLUDED.bdseq,
+                       aliases = EXCLUDED.aliases, datatypes = EXCLUDED.datatypes, born_at = now()""",
+                (
+                    group,
+                    node,
+                    device,
+                    bdseq,
+                    Jsonb({str(a): n for a, n in birth.names.items()}),
+                    Jsonb(birth.types),
+                ),
+            )
+
+    def forget(self, group: str, node: str, device: str | None = None) -> None:
+        with self.pool.connection() as conn:
+            if device is None:
+                conn.execute(
+                    "DELETE FROM sparkplug_births WHERE group_id = %s AND node_id = %s",
+                    (group, node),
+                )
+            else:
+                conn.execute(
+                    "DELETE FROM sparkplug_births WHERE group_id = %s AND node_id = %s "
+                    "AND device = %s",
+                    (group, node, device),
+                )
 
 
 class SparkplugHost:
@@ -322,12 +386,17 @@ class SparkplugHost:
         publish: Callable[[str, bytes], None],
         *,
         rebirth_interval_s: float = 5.0,
+        park_limit: int = 500,
+        store: BirthStore | None = None,
     ) -> None:
         self.mapping = mapping
         self.limits = limits
         self.publish = publish
         self.rebirth_interval_s = rebirth_interval_s
-        self.nodes: dict[tuple[str, str], _NodeState] = {}
+        self.park_limit = park_limit
+        self.store = store
+        self.nodes: dict[tuple[str, str], _NodeState] = store.load() if store else {}
+        self.parked = 0
         self.rebirths_requested = 0
         self._lock = threading.Lock()
 
@@ -365,6 +434,9 @@ class SparkplugHost:
                 _with(incoming, Rejected(Reason.SPARKPLUG_UNDECODABLE, str(exc), _tel(node_map)))
             ]
         state = self.nodes.setdefault((topic.group, topic.node), _NodeState())
+        if state.unconfirmed:
+            state.unconfirmed = False
+            self._ask_rebirth(topic, now)
         kind = topic.type
         if kind is spb.MessageType.NBIRTH:
             return self._nbirth(incoming, topic, node_map, state, payload, now)
@@ -372,7 +444,8 @@ class SparkplugHost:
             return self._ndeath(incoming, node_map, state, payload)
         device = topic.device if topic.device is not None else NODE_DEVICE
         if kind is spb.MessageType.DDEATH:
-            state.births.pop(device, None)
+            if state.births.pop(device, None) is not None and self.store is not None:
+                self.store.forget(topic.group, topic.node, device)
             self._check_seq(topic, state, payload, now)
             return [_with(incoming, self._device_status(node_map, device, payload, False))]
         if state.bdseq is None or (kind is spb.MessageType.DDATA and device not in state.births):
@@ -402,6 +475,10 @@ class SparkplugHost:
         state.bdseq = bdseq if bdseq is not None else -1
         state.seq = payload.seq if payload.HasField("seq") else 0
         state.births = {NODE_DEVICE: _birth_of(payload)}
+        if self.store is not None:
+            self.store.save(
+                topic.group, topic.node, NODE_DEVICE, state.bdseq, state.births[NODE_DEVICE]
+            )
         status = GatewayStatus(
             gateway=node_map.gateway,
             enterprise=node_map.enterprise,
@@ -434,6 +511,10 @@ class SparkplugHost:
         now: float,
     ) -> list[Incoming]:
         state.births[device] = _birth_of(payload)
+        if self.store is not None and state.bdseq is not None:
+            self.store.save(
+                node_map.group, node_map.node, device, state.bdseq, state.births[device]
+            )
         status = self._device_status(node_map, device, payload, True)
         values = self._data(node_map, state, device, payload, births_only=True)
         out = [_with(incoming, status)]
@@ -448,6 +529,8 @@ class SparkplugHost:
         if state.bdseq is not None and bdseq == state.bdseq:
             state.bdseq, state.seq = None, None
             state.births.clear()
+            if self.store is not None:
+                self.store.forget(node_map.group, node_map.node)
         status = GatewayStatus(
             gateway=node_map.gateway,
             enterprise=node_map.enterprise,
@@ -594,19 +677,25 @@ class SparkplugHost:
         self, incoming: Incoming, topic: spb.Topic, state: _NodeState, now: float
     ) -> list[Incoming]:
         self._ask_rebirth(topic, now)
-        if len(state.parked) >= PARK_LIMIT:
-            return [
+        state.parked.append((now, incoming))
+        self.parked += 1
+        out: list[Incoming] = []
+        while self.parked > self.park_limit:
+            oldest = min((s for s in self.nodes.values() if s.parked), key=lambda s: s.parked[0][0])
+            _, held = oldest.parked.pop(0)
+            self.parked -= 1
+            out.append(
                 _with(
-                    incoming,
+                    held,
                     Rejected(
                         Reason.SPARKPLUG_UNDECODABLE,
-                        f"no birth from {topic.group}/{topic.node} for its aliases, and "
-                        f"{PARK_LIMIT} messages already wait for one",
+                        f"no birth from {topic.group}/{topic.node} to decode its aliases, and "
+                        f"{self.park_limit} messages already wait for births (holding more would "
+                        "keep the broker from delivering them)",
                     ),
                 )
-            ]
-        state.parked.append((now, incoming))
-        return []
+            )
+        return out
 
     def _unpark(
         self, state: _NodeState, now: float, belongs: Callable[[Incoming], bool]
@@ -615,6 +704,7 @@ class SparkplugHost:
         if not ready:
             return []
         state.parked = [(t, i) for t, i in state.parked if not belongs(i)]
+        self.parked -= len(ready)
         out: list[Incoming] = []
         for incoming in ready:
             out += self._route(incoming, now, replay=True)
@@ -626,6 +716,7 @@ class SparkplugHost:
             if state.parked and now - state.parked[0][0] > PARK_S:
                 old = [i for t, i in state.parked if now - t > PARK_S]
                 state.parked = [(t, i) for t, i in state.parked if now - t <= PARK_S]
+                self.parked -= len(old)
                 for incoming in old:
                     out.append(
                         _with(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from ingest_support import ingest_settings, rows, scalar, wait_until
@@ -175,6 +176,11 @@ def test_an_ingest_restarted_with_empty_caches_asks_for_a_rebirth_and_then_decod
     # While the ingest is away, the node keeps sending by alias; the broker keeps them (QoS 1).
     for i in range(2, 6):
         node.data("plc-1", {"Press/Strokes": i}, ts_ms=base + i).wait_for_publish(10)
+    # Empty caches: the births the first ingest kept are gone (as for an ingest that never saw
+    # this node's birth), so nothing can decode the aliases until the node is born again.
+    assert scalar(pg_url, "SELECT count(*) FROM sparkplug_births") == 2
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM sparkplug_births")
     second = _sparkplug_ingest(pg_url, mosquitto, mapping, client_id)
     try:
         wait_until(lambda: "Node Control/Rebirth" in node.commands, what="a rebirth request")
@@ -229,8 +235,6 @@ def test_a_mapping_into_another_enterprises_device_is_refused_at_load(
     assert "enterprise 'ent-002'" in str(err.value)
 
     # Registered to another enterprise in the registry: refused when the ingest starts.
-    import psycopg
-
     from ingest.service import prepare_database
 
     prepare_database(ingest_settings(pg_url, mosquitto.url))

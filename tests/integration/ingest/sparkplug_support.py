@@ -68,7 +68,8 @@ class EdgeNode:
     commands: list[str] = field(default_factory=list)
     """Metric names of every NCMD received."""
     client: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    """Held from taking a seq to handing the message to paho, so seq order is wire order."""
 
     def topic(self, kind: str, device: str | None = None) -> str:
         base = f"spBv1.0/{self.group}/{kind}/{self.node}"
@@ -129,7 +130,10 @@ class EdgeNode:
 
     def birth(self, strokes: int = 0) -> None:
         with self.lock:
-            self.seq = 0
+            self._birth(strokes)
+
+    def _birth(self, strokes: int) -> None:
+        self.seq = 0
         nbirth = sp.NBirth(
             timestamp=now_ms(),
             seq=self._next(),
@@ -192,11 +196,10 @@ class EdgeNode:
         )
         with self.lock:
             self.seq = (self.seq + skip_seq) % 256
-        payload = sp.DData(timestamp=ts, seq=self._next(), metrics=metrics)
-        info = self.client.publish(
-            self.topic("DDATA", device), payload.encode(include_dtypes=False), qos=self.qos
-        )
-        return info
+            payload = sp.DData(timestamp=ts, seq=self._next(), metrics=metrics)
+            return self.client.publish(
+                self.topic("DDATA", device), payload.encode(include_dtypes=False), qos=self.qos
+            )
 
     def device_death(self, device: str) -> None:
         self._send(self.topic("DDEATH", device), sp.DDeath(timestamp=now_ms(), seq=self._next()))

@@ -42,8 +42,13 @@ ID_RE = re.compile(rf"^{ID_PATTERN}$")
 GATEWAY_PATTERN = f"pattern write {NAMESPACE}/%u/#"
 READ_ALL = f"topic read {NAMESPACE}/#"
 SPB = "spBv1.0"
-READER_SPARKPLUG = (f"topic read {SPB}/#", f"topic write {SPB}/+/NCMD/+")
-"""A reader (the ingest as Sparkplug host) reads every edge node and may ask any for a rebirth."""
+READER_SPARKPLUG = (
+    f"topic read {SPB}/#",
+    f"topic write {SPB}/+/NCMD/+",
+    f"topic write {SPB}/STATE/+",
+)
+"""A reader (the ingest as Sparkplug host) reads every edge node, may ask any for a rebirth, and
+publishes its host STATE (``sparkplug.host_id``); edge nodes cannot write STATE."""
 
 
 def sparkplug_username(group: str, node: str) -> str:

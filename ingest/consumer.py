@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -65,6 +66,7 @@ class Consumer:
         route: Route,
         metrics: IngestMetrics,
         extra_topics: list[tuple[str, int]] | None = None,
+        host_state_topic: str | None = None,
     ) -> None:
         self.settings = settings
         self.extra_topics = extra_topics or []
@@ -88,6 +90,14 @@ class Consumer:
         self._username, password = settings.login()
         if self._username is not None or password is not None:
             self._client.username_pw_set(self._username, password)
+        self.host_state_topic = host_state_topic
+        """Sparkplug primary host STATE: online on connect, offline as the Will (retained)."""
+        self._state_ms = 0
+        if host_state_topic is not None:
+            self._state_ms = int(time.time() * 1000)
+            self._client.will_set(
+                host_state_topic, _host_state(False, self._state_ms), qos=1, retain=True
+            )
         self._handshake_failure: BaseException | None = None
         """What the TLS handshake of the current connection attempt raised, if it failed."""
         self._problem: str | None = None
@@ -165,6 +175,11 @@ class Consumer:
     def stop(self) -> None:
         """Disconnect cleanly; acknowledgements queued before this call are sent first."""
         self._stopping = True
+        if self.host_state_topic is not None and self.connected.is_set():
+            info = self._client.publish(
+                self.host_state_topic, _host_state(False, self._state_ms), qos=1, retain=True
+            )
+            info.wait_for_publish(2)
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
@@ -221,6 +236,11 @@ class Consumer:
             client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in topics])
         else:
             client.subscribe(topics)
+        if self.host_state_topic is not None:
+            # Sparkplug 3.0: the birth's timestamp is the one the registered Will carries.
+            client.publish(
+                self.host_state_topic, _host_state(True, self._state_ms), qos=1, retain=True
+            )
         self.connected.set()
         self.metrics.mqtt_connected.set(1)
         log.info(
@@ -299,6 +319,11 @@ class Consumer:
             self.route(incoming)
         except Exception:
             log.exception("could not queue a message on %r; it stays unacknowledged", message.topic)
+
+
+def _host_state(online: bool, ts_ms: int) -> bytes:
+    """A Sparkplug 3.0 host application STATE payload."""
+    return orjson.dumps({"online": online, "timestamp": ts_ms})
 
 
 def _handshake_recorder(record: Callable[[BaseException], None]) -> type[ssl.SSLSocket]:

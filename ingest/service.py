@@ -118,7 +118,14 @@ class IngestService:
             else None
         )
         extra = [(t, 1) for t in sparkplug_subscriptions()] if mapping else None
-        consumer = Consumer(settings.mqtt, self._route, self.metrics, extra)
+        host = settings.sparkplug.host_id
+        consumer = Consumer(
+            settings.mqtt,
+            self._route,
+            self.metrics,
+            extra,
+            host_state_topic=f"spBv1.0/STATE/{host}" if mapping and host else None,
+        )
         result = prepare_database(settings, wait_s=wait_for_db_s)
         self.storage_path = result.choice.path
         self.pool = psycopg_pool.ConnectionPool(

@@ -203,6 +203,10 @@ class SparkplugSettings(BaseModel):
     Give it to one ingest worker: Sparkplug's births and seq need one reader per edge node."""
     rebirth_interval_s: float = Field(default=5.0, gt=0)
     """At most one rebirth request (NCMD) per edge node this often."""
+    host_id: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})?$")
+    """Publish this Sparkplug host application's STATE (``spBv1.0/STATE/<host_id>``, retained,
+    offline as the Will), so edge nodes configured with it as their primary host send data only
+    while the ingest is connected. Empty: no STATE."""
 
 
 class StorageSettings(BaseModel):

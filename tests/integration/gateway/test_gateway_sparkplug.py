@@ -192,3 +192,76 @@ async def test_rebirth_on_ncmd_and_historical_replay_after_the_primary_host_retu
         )
     finally:
         await app.stop()
+
+
+ROUND_TRIP_MAPPING = """\
+edge_nodes:
+  - group: plant-7
+    node: edge-1
+    enterprise: ent-a
+    gateway: gw-1
+    devices:
+      - sparkplug: m1
+        device: m1
+        metrics: {machine_state: machine_state, part_count: part_count, spindle_speed: spindle_speed}
+"""
+
+
+@pytest.mark.needs_pg
+async def test_our_gateway_feeds_our_ingest_over_sparkplug_once_the_ingest_is_online(
+    mosquitto: Mosquitto, pg_url: str, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import psycopg
+
+    from ingest.service import IngestService
+    from ingest.settings import IngestSettings
+
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(ROUND_TRIP_MAPPING)
+    settings = fake_settings(
+        mosquitto.url,
+        tmp_path / "gw",
+        sparkplug={"mode": "only", "group": GROUP, "node": NODE, "primary_host": "city"},
+    )
+    app = fake_app(settings, [make_device("m1")])
+    await app.start()
+    ingest = IngestService(
+        IngestSettings(
+            db={"url": pg_url, "pool_min": 1, "pool_max": 4},
+            mqtt={"url": mosquitto.url, "client_id": "ingest-round-trip"},
+            registry={"auto_register_gateways": True},
+            writer={"max_delay_ms": 50, "lanes": 2},
+            sparkplug={"mapping_file": mapping, "host_id": "city"},
+        )
+    )
+
+    def stored() -> dict[str, int]:
+        with psycopg.connect(pg_url) as conn:
+            return dict(
+                conn.execute(
+                    "SELECT s.name, count(*) FROM telemetry t JOIN signals s ON s.id = t.signal_id "
+                    "GROUP BY s.name"
+                ).fetchall()
+            )
+
+    try:
+        # No primary host online yet: the edge node waits, its data in the disk buffer.
+        await wait_until_async(lambda: app.buffer.last_stats.batches >= 2, what="buffered data")
+        assert not app.publisher.is_born
+        await asyncio.to_thread(ingest.start, wait_for_db_s=10)
+        await wait_until_async(
+            lambda: {"machine_state", "part_count", "spindle_speed"} <= stored().keys(),
+            timeout_s=20,
+            what="our gateway's Sparkplug data in our database",
+        )
+        with psycopg.connect(pg_url) as conn:
+            online = conn.execute(
+                "SELECT online FROM gateways WHERE enterprise_id = 'ent-a' AND id = 'gw-1'"
+            ).fetchone()
+        assert online == (True,)
+        assert stored()["part_count"] >= 2
+    finally:
+        await asyncio.to_thread(ingest.stop)
+        await app.stop()

@@ -109,6 +109,7 @@ class SparkplugPublisher(Publisher):
         self.bdseq_path = Path(data_dir) / BDSEQ_FILE
         self.bdseq = -1
         """The bdSeq of the Will registered for the current session."""
+        self._bdseq_sent = False
         self.telemetry_topic = spb.node_topic(self.group, spb.MessageType.NDATA, self.node)
         self.ndeath_topic = spb.node_topic(self.group, spb.MessageType.NDEATH, self.node)
         self.ncmd_topic = spb.node_topic(self.group, spb.MessageType.NCMD, self.node)
@@ -141,9 +142,18 @@ class SparkplugPublisher(Publisher):
         return props
 
     def _set_will(self, client: paho.Client) -> None:
-        """Runs in the connect thread: the next bdSeq, stored before the broker can use it."""
-        self.bdseq = self._advance_bdseq()
+        """Runs in the connect thread: the next bdSeq, stored before the broker can see it.
+
+        The spec counts CONNECT packets: an attempt whose TCP connect failed sent none, so its
+        number is used again."""
+        if self.bdseq < 0 or self._bdseq_sent:
+            self.bdseq = self._advance_bdseq()
+            self._bdseq_sent = False
         client.will_set(self.ndeath_topic, self._ndeath(), qos=1, retain=False)
+
+    def _connect_blocking(self, client: paho.Client) -> None:
+        super()._connect_blocking(client)  # raises when no CONNECT could be sent
+        self._bdseq_sent = True
 
     def _advance_bdseq(self) -> int:
         try:

@@ -265,3 +265,86 @@ async def test_our_gateway_feeds_our_ingest_over_sparkplug_once_the_ingest_is_on
     finally:
         await asyncio.to_thread(ingest.stop)
         await app.stop()
+
+
+async def test_a_broker_outage_loses_no_sparkplug_data_and_replays_it_historical(
+    mosquitto: Mosquitto, tmp_path: Path, collect: Any
+) -> None:
+    import asyncio
+
+    from gateway_fakes import make_profile
+
+    spb = collect(mosquitto.url, "spBv1.0/#", session="spb-outage-sub")
+    ours = collect(mosquitto.url, "shulian/v1/ent-a/gw-1/telemetry", session="outage-sub")
+    devices = [make_device(f"m{i}", profile=make_profile(interval_ms=50)) for i in range(2)]
+    settings = fake_settings(
+        mosquitto.url,
+        tmp_path / "gw",
+        buffer={"historical_after_s": 0.3},
+        sparkplug={"mode": "beside", "group": GROUP, "node": NODE},
+    )
+    app = fake_app(settings, devices)
+    await app.start()
+    spb_out = app.outputs[1][0]
+    try:
+        await wait_until_async(lambda: _of(spb.snapshot(), "DDATA"), what="live Sparkplug data")
+        await asyncio.to_thread(mosquitto.stop)
+        await wait_until_async(lambda: not spb_out.is_connected, what="disconnect seen")
+        before = app.batcher.seq
+        await wait_until_async(lambda: app.batcher.seq >= before + 10, what="data piling up")
+        await asyncio.to_thread(mosquitto.start)
+        await wait_until_async(lambda: spb_out.is_born, timeout_s=15, what="a new birth")
+        await app.scheduler.stop_all()
+        app.batcher.flush()
+        for _, _, spool in app.outputs:
+            await spool.drain()
+        last_seq = app.batcher.seq
+
+        async def drained() -> bool:
+            for publisher, buffer, _ in app.outputs:
+                if (await buffer.stats()).batches or publisher.inflight:
+                    return False
+            return True
+
+        for _ in range(400):
+            if await drained():
+                break
+            await asyncio.sleep(0.05)
+        assert await drained(), "both buffers drained"
+    finally:
+        await app.stop()
+
+    await wait_until_async(
+        lambda: {b.seq for b in ours.batches()} >= set(range(1, last_seq + 1)),
+        timeout_s=15,
+        what="every batch of our contract at its subscriber",
+    )
+    truth = {(s.device, s.signal, s.ts_ms, s.value) for b in ours.batches() for s in b.samples}
+
+    def sparkplug_samples() -> tuple[set[tuple[Any, ...]], list[bool]]:
+        births: dict[str, Any] = {}
+        got: set[tuple[Any, ...]] = set()
+        historical = []
+        for message in spb.snapshot():
+            kind, device = message.topic.split("/")[2], message.topic.rsplit("/", 1)[1]
+            if kind == "DBIRTH":
+                births[device] = sp.DBirth.decode(message.payload)
+            elif kind == "DDATA":
+                data = sp.DData.decode(message.payload, birth=births[device])
+                for m in data.metrics:
+                    value = int(m.value) if m.name == "part_count" else m.value
+                    got.add((device, m.name, m.timestamp, value))
+                    historical.append(m.is_historical)
+        return got, historical
+
+    await wait_until_async(
+        lambda: sparkplug_samples()[0] >= truth, timeout_s=15, what="every sample in Sparkplug"
+    )
+    got, historical = sparkplug_samples()
+    assert got == truth
+    assert any(historical) and not all(historical)
+    births = [
+        {m.name: m.value for m in sp.NBirth.decode(m.payload).metrics}["bdSeq"]
+        for m in _of(spb.snapshot(), "NBIRTH")
+    ]
+    assert births[-1] == (births[0] + 1) % 256, births

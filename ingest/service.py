@@ -27,7 +27,7 @@ from ingest.db.migrate import MigrationResult, migrate
 from ingest.db.partitions import ensure_partitions
 from ingest.db.timescale import StoragePath, apply_policies
 from ingest.decode import Incoming
-from ingest.errors import StorageError
+from ingest.errors import ConfigError, StorageError
 from ingest.maintenance import Maintenance
 from ingest.metrics import IngestMetrics
 from ingest.registry import RegistryCache, sync_signals
@@ -141,7 +141,11 @@ class IngestService:
         self.pool.open(wait=True, timeout=settings.db.pool_timeout_s)
         with self.pool.connection() as conn:
             if mapping is not None:
-                check_tenancy(mapping, conn)
+                try:
+                    check_tenancy(mapping, conn)
+                except ConfigError:
+                    self.pool.close()
+                    raise
             self.registry.load(conn)
         if mapping is not None:
             self.sparkplug = SparkplugHost(

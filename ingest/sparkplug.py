@@ -320,10 +320,27 @@ class _NodeState:
 
 
 class BirthStore:
-    """``sparkplug_births``: the births followed, kept across ingest restarts."""
+    """``sparkplug_births``: the births followed, kept across ingest restarts.
+
+    Writing is best effort: a birth that cannot be saved (the database is away) is still followed
+    in memory, and an ingest restarted without it asks the node for a rebirth."""
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
+
+    def save(self, group: str, node: str, device: str, bdseq: int, birth: _Birth) -> None:
+        try:
+            self._save(group, node, device, bdseq, birth)
+        except psycopg.Error as exc:  # psycopg_pool.PoolTimeout included
+            log.warning(
+                "could not keep the Sparkplug birth of %s/%s/%s: %s", group, node, device, exc
+            )
+
+    def forget(self, group: str, node: str, device: str | None = None) -> None:
+        try:
+            self._forget(group, node, device)
+        except psycopg.Error as exc:
+            log.warning("could not drop the Sparkplug births of %s/%s: %s", group, node, exc)
 
     def load(self) -> dict[tuple[str, str], _NodeState]:
         nodes: dict[tuple[str, str], _NodeState] = {}
@@ -337,7 +354,7 @@ class BirthStore:
             state.births[device] = _Birth(names, dict(datatypes))
         return nodes
 
-    def save(self, group: str, node: str, device: str, bdseq: int, birth: _Birth) -> None:
+    def _save(self, group: str, node: str, device: str, bdseq: int, birth: _Birth) -> None:
         from psycopg.types.json import Jsonb
 
         with self.pool.connection() as conn:
@@ -361,7 +378,7 @@ class BirthStore:
                 ),
             )
 
-    def forget(self, group: str, node: str, device: str | None = None) -> None:
+    def _forget(self, group: str, node: str, device: str | None) -> None:
         with self.pool.connection() as conn:
             if device is None:
                 conn.execute(

@@ -221,7 +221,7 @@ def _device(
         owner, target = target.split("/", 1)
         if enterprise is not None and owner != enterprise:
             problems.append(
-                f"{where('device')}: {owner}/{target} is enterprise {owner!r}'s device, but this "
+                f"{where('device')}: {owner}/{target} belongs to enterprise {owner!r}, but this "
                 f"edge node belongs to {enterprise!r}; a mapping can only route into its own "
                 "enterprise"
             )

@@ -169,7 +169,7 @@ def test_unmapped_node_device_and_metric_are_dead_lettered_with_the_reason(host:
     ("edit", "message"),
     [
         (
-            ("signal: part_count", "signal: part_cnt"),
+            ("Count: part_count", "Count: part_cnt"),
             ":11: edge_nodes[0].devices[0].metrics['Count'].signal: 'part_cnt' is not in wire.signals",
         ),
         (("    gateway: gw-spb\n", ""), ":2: edge_nodes[0].gateway: missing"),

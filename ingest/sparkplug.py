@@ -266,29 +266,24 @@ def check_tenancy(mapping: Mapping, conn: psycopg.Connection) -> None:
         ConfigError: naming the file, line and field.
     """
     problems: list[str] = []
+
+    def owners(table: str, column: str, ident: str) -> set[str]:
+        query = f"SELECT enterprise_id FROM {table} WHERE {column} = %s"  # fixed names only
+        return {row[0] for row in conn.execute(query, (ident,)).fetchall()}
+
     for node in mapping.nodes.values():
-        owners = {
-            r[0]
-            for r in conn.execute(
-                "SELECT enterprise_id FROM gateways WHERE id = %s", (node.gateway,)
-            ).fetchall()
-        }
-        if owners and node.enterprise not in owners:
+        gateway_owners = owners("gateways", "id", node.gateway)
+        if gateway_owners and node.enterprise not in gateway_owners:
             problems.append(
                 f"{node.where}: gateway {node.gateway!r} is registered to enterprise "
-                f"{', '.join(sorted(owners))}, not {node.enterprise!r}"
+                f"{', '.join(sorted(gateway_owners))}, not {node.enterprise!r}"
             )
         for device in node.devices.values():
-            owners = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT enterprise_id FROM devices WHERE device_id = %s", (device.device,)
-                ).fetchall()
-            }
-            if owners and node.enterprise not in owners:
+            device_owners = owners("devices", "device_id", device.device)
+            if device_owners and node.enterprise not in device_owners:
                 problems.append(
                     f"{device.where}: device {device.device!r} is registered to enterprise "
-                    f"{', '.join(sorted(owners))}, not to {node.enterprise!r} (the enterprise of "
+                    f"{', '.join(sorted(device_owners))}, not to {node.enterprise!r} (the enterprise of "
                     f"edge node {node.group}/{node.node}); a mapping can only route into its own "
                     "enterprise"
                 )
@@ -329,18 +324,23 @@ class BirthStore:
         self.pool = pool
 
     def save(self, group: str, node: str, device: str, bdseq: int, birth: _Birth) -> None:
-        try:
-            self._save(group, node, device, bdseq, birth)
-        except psycopg.Error as exc:  # psycopg_pool.PoolTimeout included
-            log.warning(
-                "could not keep the Sparkplug birth of %s/%s/%s: %s", group, node, device, exc
-            )
+        self._best_effort(
+            f"keep the Sparkplug birth of {group}/{node}/{device}",
+            lambda: self._save(group, node, device, bdseq, birth),
+        )
 
     def forget(self, group: str, node: str, device: str | None = None) -> None:
+        self._best_effort(
+            f"drop the Sparkplug births of {group}/{node}",
+            lambda: self._forget(group, node, device),
+        )
+
+    @staticmethod
+    def _best_effort(what: str, work: Callable[[], None]) -> None:
         try:
-            self._forget(group, node, device)
-        except psycopg.Error as exc:
-            log.warning("could not drop the Sparkplug births of %s/%s: %s", group, node, exc)
+            work()
+        except psycopg.Error as exc:  # psycopg_pool.PoolTimeout included
+            log.warning("could not %s: %s", what, exc)
 
     def load(self) -> dict[tuple[str, str], _NodeState]:
         nodes: dict[tuple[str, str], _NodeState] = {}

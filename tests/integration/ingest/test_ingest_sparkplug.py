@@ -97,7 +97,7 @@ def test_a_third_party_edge_node_lands_in_the_database_and_the_monitoring_pages(
         assert strokes == [10, 11, 12, 13, 14, 15]
         assert {v for name, _, v in points if name == "machine_state"} == {"idle", "running"}
         assert _gateway_online(pg_url) is True
-        assert _page_says_online(pg_url) == [("spb-neuron-1", True)]
+        assert _pages(pg_url) == ([("spb-neuron-1", True)], [("press-01", "running", True)])
         wait_until(
             lambda: (
                 "sparkplug_unmapped"
@@ -129,17 +129,18 @@ def test_a_third_party_edge_node_lands_in_the_database_and_the_monitoring_pages(
         )
         node.node_death()
         wait_until(lambda: _gateway_online(pg_url) is False, what="NDEATH -> gateway offline")
-        assert _page_says_online(pg_url) == [("spb-neuron-1", False)]
+        gateways, devices = _pages(pg_url)
+        assert gateways == [("spb-neuron-1", False)]
+        assert [(d, state) for d, state, _ in devices] == [("press-01", "offline")]
         assert service.sparkplug is not None and service.sparkplug.rebirths_requested == 0
     finally:
         service.stop()
 
 
-def _page_says_online(pg_url: str) -> list[tuple[str, bool]]:
-    """What the monitoring API (behind the enterprise's pages) says of its gateways."""
+def _pages(pg_url: str) -> tuple[list[tuple[str, bool]], list[tuple[str, str, bool]]]:
+    """What the monitoring API behind the enterprise's pages says: its gateways (id, online) and
+    its devices (id, state, online), as the enterprise's own login sees them."""
     import asyncio
-
-    import psycopg
 
     from ingest.api.app import create_app
     from ingest.api.settings import AppSettings
@@ -150,13 +151,15 @@ def _page_says_online(pg_url: str) -> list[tuple[str, bool]]:
             made = await create_token(conn, Role.ENTERPRISE, enterprise="ent-001")
             return made.secret
 
-    secret = asyncio.run(token())
+    headers = {"Authorization": f"Bearer {asyncio.run(token())}"}
     with TestClient(create_app(AppSettings(db_url=SecretStr(pg_url)))) as client:
-        answer = client.get(
-            "/api/enterprises/ent-001/gateways", headers={"Authorization": f"Bearer {secret}"}
+        gateways = client.get("/api/enterprises/ent-001/gateways", headers=headers)
+        devices = client.get("/api/enterprises/ent-001/devices", headers=headers)
+        assert gateways.status_code == devices.status_code == 200, (gateways.text, devices.text)
+        return (
+            [(g["id"], g["online"]) for g in gateways.json()["gateways"]],
+            [(d["id"], d["state"], d["online"]) for d in devices.json()["devices"]],
         )
-        assert answer.status_code == 200, answer.text
-        return [(g["id"], g["online"]) for g in answer.json()["gateways"]]
 
 
 def test_an_ingest_restarted_with_empty_caches_asks_for_a_rebirth_and_then_decodes(

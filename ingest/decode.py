@@ -48,6 +48,8 @@ class Incoming:
     received_mono: float
     received_ms: int
     retained: bool = False
+    predecoded: Any = None
+    """Set when the message was decoded before its lane (Sparkplug B: ``ingest.sparkplug``)."""
 
 
 @dataclass(frozen=True, slots=True)

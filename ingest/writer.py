@@ -141,6 +141,8 @@ class Writer:
         self._suppressed_logged_mono = 0.0
 
     def decode(self, incoming: Incoming) -> Pending:
+        if incoming.predecoded is not None:
+            return Pending(incoming, incoming.predecoded)
         return Pending(incoming, decode(incoming, self.settings.limits, int(time.time() * 1000)))
 
     def write(self, items: Sequence[Pending]) -> FlushStats:

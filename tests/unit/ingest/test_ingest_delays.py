@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -84,3 +88,16 @@ def test_statistics_that_could_not_be_stored_are_kept_for_the_next_try() -> None
     recorder.record([([7], ts, False)], ts / 1000 + 3)
     (entry,) = recorder._pending.values()
     assert entry.deliveries == 2 and entry.max_delay_s == pytest.approx(3)
+
+
+def test_the_delay_benchmark_runs_briefly_and_reports() -> None:
+    bench = Path(__file__).resolve().parents[3] / "bench" / "delays.py"
+    result = subprocess.run(
+        [sys.executable, str(bench), "--number", "20", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(result.stdout)
+    assert figures["delay_record_us_per_batch"] > 0 and figures["ratio_record_to_encode"] > 0

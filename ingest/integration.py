@@ -465,14 +465,6 @@ integ AS (
            sum(i.expected_s) AS expected_s, sum(i.covered_s) AS covered_s,
            sum(i.expected_samples) AS expected_samples, sum(i.samples) AS samples,
            sum(i.bad_samples) AS bad_samples,
-           (array_agg(i.longest_gap_s ORDER BY i.longest_gap_s DESC NULLS LAST, i.day))[1]
-               AS gap_s,
-           (array_agg(i.longest_gap_signal ORDER BY i.longest_gap_s DESC NULLS LAST, i.day))[1]
-               AS gap_signal,
-           (array_agg(i.longest_gap_start ORDER BY i.longest_gap_s DESC NULLS LAST, i.day))[1]
-               AS gap_start,
-           (array_agg(i.longest_gap_end ORDER BY i.longest_gap_s DESC NULLS LAST, i.day))[1]
-               AS gap_end,
            bool_or(i.has_state) AS has_state, bool_or(i.has_counter) AS has_counter,
            bool_or(i.has_energy) AS has_energy
     FROM integration_device_daily i JOIN dev ON dev.key = i.device_key
@@ -493,17 +485,41 @@ delays AS (
 present AS (
     SELECT cv.device_key, max(cv.ts) AS last_seen FROM current_values cv
     JOIN dev ON dev.key = cv.device_key GROUP BY cv.device_key
+),
+-- A day's longest gap that runs to midnight continues into the next day's when that one starts
+-- at midnight on the same signal: such runs are joined (a device down for days has one gap).
+gap_days AS (
+    SELECT i.device_key, {day_col} AS period, i.day, i.longest_gap_signal AS signal,
+           i.longest_gap_start AS gs, i.longest_gap_end AS ge,
+           lag(i.longest_gap_end) OVER w AS prev_ge, lag(i.longest_gap_signal) OVER w AS prev_sig
+    FROM integration_device_daily i JOIN dev ON dev.key = i.device_key
+    WHERE i.day >= %(first)s AND i.day <= %(last)s AND i.longest_gap_s IS NOT NULL
+    WINDOW w AS (PARTITION BY i.device_key ORDER BY i.day)
+),
+gap_runs AS (
+    SELECT device_key, period, signal, gs, ge,
+           sum(CASE WHEN prev_ge = gs AND prev_sig = signal AND {chain} THEN 0 ELSE 1 END)
+               OVER (PARTITION BY device_key ORDER BY day) AS run
+    FROM gap_days
+),
+gaps AS (
+    SELECT DISTINCT ON (device_key, period) device_key, period, signal, gs, ge
+    FROM (SELECT device_key, period, run, min(signal) AS signal, min(gs) AS gs, max(ge) AS ge
+          FROM gap_runs GROUP BY device_key, period, run) r
+    ORDER BY device_key, period, ge - gs DESC, gs
 )
 SELECT dev.key, dev.enterprise_id, dev.device_id, dev.name, dev.machine_kind, dev.profile,
        dev.segment_code, coalesce(i.day, dl.day) AS day, i.window_s, i.expected_signals,
        i.declared, i.expected_s, i.covered_s, i.expected_samples, i.samples, i.bad_samples,
-       i.gap_s, i.gap_signal, i.gap_start, i.gap_end, i.has_state, i.has_counter, i.has_energy,
+       extract(epoch FROM g.ge - g.gs) AS gap_s, g.signal AS gap_signal, g.gs AS gap_start,
+       g.ge AS gap_end, i.has_state, i.has_counter, i.has_energy,
        dl.deliveries, dl.histograms, dl.sum_delay_s, dl.max_delay_s, dl.historical_deliveries,
        dl.historical_max_delay_s, p.last_seen, s.state
 FROM dev
 LEFT JOIN integ i ON i.device_key = dev.key
 LEFT JOIN delays dl ON dl.device_key = dev.key {delay_join}
 LEFT JOIN present p ON p.device_key = dev.key
+LEFT JOIN gaps g ON g.device_key = dev.key AND g.period IS NOT DISTINCT FROM i.day
 LEFT JOIN device_states s ON s.device_key = dev.key
 ORDER BY dev.enterprise_id, dev.device_id, day
 """
@@ -517,6 +533,7 @@ def _rows_sql(by_day: bool) -> str:
             delay_day_col="d.day",
             delay_day_group=", d.day",
             delay_join="AND (i.day IS NULL OR dl.day = i.day)",
+            chain="false",
         )
     return _ROWS.format(
         day_col="NULL::date",
@@ -524,6 +541,7 @@ def _rows_sql(by_day: bool) -> str:
         delay_day_col="NULL::date",
         delay_day_group="",
         delay_join="",
+        chain="true",
     )
 
 

@@ -44,9 +44,6 @@ from ingest.kpis import city_today, day_start
 MAX_SILENCE_CAP_S: Final = 6 * 3600.0
 """Declared silences are capped here: it bounds how far before a day the refresh looks for the
 sample that covers the day's first minutes."""
-COUNTER_FAMILY: Final = ("part_count", "good_count", "reject_count")
-STATE_SIGNAL: Final = "machine_state"
-ENERGY_SIGNAL: Final = "active_energy"
 
 
 # --------------------------------------------------------------------------- catalogue

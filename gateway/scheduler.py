@@ -255,6 +255,7 @@ class DeviceRunner:
                 last_good_ms=self.pipeline.last_good_ms,
                 error=error,
                 custom_signals=self.custom_signals,
+                max_silence_s=self.device.profile.max_silence_s(),
             )
         )
 

@@ -185,6 +185,12 @@ class DeviceStatus(_Payload):
     error: str | None = None
     custom_signals: list[CustomSignal] = Field(default_factory=list)
     """The custom signals of the device's profile (1.2), so the ingest can store and show them."""
+    max_silence_s: dict[SignalName, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = (
+        None
+    )
+    """Per signal, the longest the gateway leaves it unreported while the device is connected
+    (1.2): its report-by-exception heartbeat plus its poll or publishing interval, in seconds.
+    The ingest measures completeness against it (docs/kpis.md); absent from older gateways."""
 
 
 class GatewayMetrics(_Payload):

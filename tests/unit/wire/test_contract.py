@@ -216,3 +216,18 @@ def test_custom_signals_pass_the_contract_and_old_statuses_stay_valid() -> None:
         CustomSignal(name="acme:n", kind="counter", meaning=meaning, counts_as="spindle_speed")
     with pytest.raises(ValidationError, match="a gauge cannot count as 'part_count'"):
         CustomSignal(name="acme:n", kind="gauge", meaning=meaning, counts_as="part_count")
+
+
+def test_v1_2_device_status_says_how_long_each_signal_may_stay_silent() -> None:
+    status = DeviceStatus.model_validate_json((GOLDEN / "device_status_v1_2.json").read_bytes())
+    assert status.max_silence_s == {
+        "machine_state": 61.0,
+        "part_count": 61.0,
+        "active_energy": 65.0,
+    }
+    older = DeviceStatus.model_validate_json((GOLDEN / "device_status.json").read_bytes())
+    assert older.max_silence_s is None  # 1.0/1.1 gateways: the ingest assumes a default
+    data = json.loads((GOLDEN / "device_status_v1_2.json").read_text())
+    data["max_silence_s"]["part_count"] = 0
+    with pytest.raises(ValidationError, match=r"max_silence_s\.part_count"):
+        DeviceStatus.model_validate(data)

@@ -200,3 +200,33 @@ def test_the_bureau_list_sorts_by_change_and_exports_csv(
     for who, expected in (("provider", ["ent-a"]), ("ent-b", ["ent-b"])):
         listed = client.get("/api/evidence", headers=_as(tokens, who)).json()["rows"]
         assert [r["enterprise"] for r in listed] == expected
+
+
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [("admin", 201), ("provider", 201), ("bureau", 403), ("ent-a", 403), ("ent-b", 404)],
+)
+def test_only_admin_and_the_enterprises_provider_enter_its_baseline(
+    evidence_app: tuple[TestClient, dict[str, str]], who: str, status: int
+) -> None:
+    client, tokens = evidence_app
+    answer = client.post(BASELINES, json={"method": "measured"}, headers=_as(tokens, who))
+    assert answer.status_code == status, answer.text
+    stored = client.get(BASELINES, headers=_as(tokens, "admin")).json()["baselines"]
+    assert len(stored) == (1 if status == 201 else 0)
+    if status == 201:
+        assert stored[0]["measured_days"] == 30  # the documented default
+
+
+def test_devices_behind_the_evidence_follow_the_bureaus_grant(
+    evidence_app: tuple[TestClient, dict[str, str]],
+) -> None:
+    client, tokens = evidence_app
+    assert "devices" not in client.get(EVIDENCE, headers=_as(tokens, "bureau")).json()
+    owner = client.get(EVIDENCE, headers=_as(tokens, "ent-a")).json()
+    devices = {d["id"]: d for d in owner["devices"]}
+    assert devices["lathe-1"]["first_data_day"] == "2025-04-28"
+    assert devices["grinder-2"]["first_data_day"] is None
+    client.put("/api/enterprises/ent-a/grants/bureau", headers=_as(tokens, "ent-a"))
+    granted = client.get(EVIDENCE, headers=_as(tokens, "bureau")).json()
+    assert [d["id"] for d in granted["devices"]] == ["grinder-1", "grinder-2", "lathe-1"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
@@ -141,7 +141,9 @@ class GatewayGoLive:
     def as_dict(self) -> dict[str, Any]:
         return {
             "gateway": self.gateway,
-            "first_birth": self.first_birth.isoformat() if self.first_birth else None,
+            "first_birth": self.first_birth.astimezone(UTC).isoformat()
+            if self.first_birth
+            else None,
             "first_data_day": _iso(self.first_data_day),
             "go_live": _iso(self.go_live),
         }
@@ -221,7 +223,7 @@ BASELINE_COLUMNS: Final = (
 def _baseline_json(row: dict[str, Any]) -> dict[str, Any]:
     out = {k: row[k] for k in BASELINE_COLUMNS if k not in ("enterprise_id", *FIGURES)}
     out["diagnosed_on"] = _iso(row["diagnosed_on"])
-    out["entered_at"] = row["entered_at"].isoformat()
+    out["entered_at"] = row["entered_at"].astimezone(UTC).isoformat()
     out["figures"] = {name: row[name] for name in FIGURES}
     return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Query, Request
@@ -93,7 +93,7 @@ async def enterprise_evidence(
     now = views.utc_now()
     found = await evidence.evidence(conn, settings, now, [enterprise_id])
     payload: dict[str, Any] = {
-        "as_of": now.isoformat(),
+        "as_of": now.astimezone(UTC).isoformat(),
         "enterprise": row,
         "figures": list(evidence.FIGURES),
         **found[enterprise_id],

@@ -106,13 +106,14 @@ def test_evidence_report_renders_and_prints_in_both_languages(
             expect(utilization.locator("td")).to_have_text(
                 ["设备利用率", "12.5%", "37.5%", "25.0%", "+100.0%"]
             )
+            expect(page.locator("#measures-table")).to_contain_text("设备联网率")
             expect(page.locator("#baseline-entry")).to_have_count(0)  # not the enterprise's to set
             page.screenshot(path=str(artifacts_dir / "evidence-zh.png"), full_page=True)
             pdf_zh = page.pdf(format="A4", landscape=True, print_background=False)
             (artifacts_dir / "evidence-zh.pdf").write_bytes(pdf_zh)
             text = _squeeze(_pdf_text(pdf_zh))
             for expected in ("大连甲轴承有限公司", "改造前后对比", "设备利用率", "12.5%", "25.0%",
-                             "+100.0%", "日均产量", "300.0", "数据来源与计算方法"):  # fmt: skip
+                             "+100.0%", "日均产量", "300.0", "数据贯通", "数据来源与计算方法"):  # fmt: skip
                 assert expected in text, expected
             assert "打印" not in text  # the print stylesheet hides the buttons
 

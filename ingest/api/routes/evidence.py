@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from datetime import UTC, date
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Query, Request
@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ingest import evidence
+from ingest import evidence, integration, kpis
 from ingest.api import registry, views
 from ingest.api.access import Capability
 from ingest.api.deps import Caller, CallerDep, Conn, get_settings
@@ -102,7 +102,65 @@ async def enterprise_evidence(
     }
     if caller.can(Capability.DEVICE_STATUS, enterprise_id):
         payload["devices"] = await evidence.devices_behind(conn, enterprise_id)
+    payload["measures"] = await measures_trend(conn, settings, enterprise_id, payload, now)
     return payload
+
+
+MEASURES = ("networked_share", "completeness", "longest_gap_h", "delay_p95_s", "class_coverage")
+"""The data-integration measures (ingest/integration.py) the evidence shows, in table order."""
+RECENT_DAYS = 30
+"""The bureau's list and the report's "recent" column judge integration over the last 30 days."""
+
+
+def measures_row(label: str, found: integration.EnterpriseIntegration) -> dict[str, Any]:
+    gap = found.longest_gap
+    return {
+        "label": label,
+        "first_day": found.first_day.isoformat(),
+        "last_day": found.last_day.isoformat(),
+        "registered": found.registered,
+        "networked": found.networked,
+        "networked_share": found.networked_share,
+        "completeness": found.completeness,
+        "longest_gap_h": round(gap.seconds / 3600, 2) if gap else None,
+        "longest_gap_signal": gap.signal if gap else None,
+        "delay_p95_s": found.delay.p95_s,
+        "class_coverage": found.class_coverage,
+        "segment_classes": found.segment_classes,
+    }
+
+
+def recent_days(settings: KpiSettings, now: datetime) -> tuple[date, date]:
+    yesterday = kpis.city_today(settings, now) - timedelta(days=1)
+    return yesterday - timedelta(days=RECENT_DAYS - 1), yesterday
+
+
+async def measures_trend(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    enterprise_id: str,
+    found: dict[str, Any],
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The integration measures over the baseline, each month, and the last 30 days."""
+    periods = [(m["label"], m["first_day"], m["last_day"]) for m in found["months"]]
+    if found["baseline"]["period"]:
+        period = found["baseline"]["period"]
+        periods.insert(0, ("baseline", period["first_day"], period["last_day"]))
+    first, last = recent_days(settings, now)
+    periods.append(("recent", first.isoformat(), last.isoformat()))
+    rows = []
+    for label, first_day, last_day in periods:
+        (measured,) = await integration.enterprise_measures(
+            conn,
+            settings,
+            date.fromisoformat(first_day),
+            date.fromisoformat(last_day),
+            enterprises=[enterprise_id],
+            now=now,
+        )
+        rows.append(measures_row(label, measured))
+    return rows
 
 
 def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], filename: str) -> Response:
@@ -194,7 +252,7 @@ async def add_baseline(
 
 # --------------------------------------------------------------------------- the bureau's list
 
-SORT_KEYS = ("name", "go_live", *evidence.FIGURES)
+SORT_KEYS = ("name", "go_live", *evidence.FIGURES, *MEASURES)
 
 
 async def pilot_list(
@@ -210,7 +268,15 @@ async def pilot_list(
             hint="Sort by name, go_live or a figure's change from the baseline.",
         )
     ents = await registry.enterprises(conn, only=caller.enterprise_filter())
-    found = await evidence.evidence(conn, settings, views.utc_now(), [e["id"] for e in ents])
+    now = views.utc_now()
+    found = await evidence.evidence(conn, settings, now, [e["id"] for e in ents])
+    first, last = recent_days(settings, now)
+    measured = {
+        m.enterprise: measures_row("recent", m)
+        for m in await integration.enterprise_measures(
+            conn, settings, first, last, enterprises=[e["id"] for e in ents], now=now
+        )
+    }
     rows = []
     for ent in ents:
         item = found[ent["id"]]
@@ -230,6 +296,7 @@ async def pilot_list(
                 "baseline_complete": item["baseline"]["complete"],
                 "latest_month": latest["label"] if latest else None,
                 "change": change,
+                "measures": measured.get(ent["id"]),
             }
         )
     reverse = order == "desc"
@@ -237,6 +304,8 @@ async def pilot_list(
     def value(row: dict[str, Any]) -> Any:
         if sort in ("name", "go_live"):
             return row[sort] or ""
+        if sort in MEASURES:
+            return (row["measures"] or {}).get(sort)
         return row["change"][sort]["relative"]
 
     known = [r for r in rows if value(r) is not None]
@@ -247,7 +316,9 @@ async def pilot_list(
 def list_csv_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     flat = []
     for row in rows:
-        out = {k: v for k, v in row.items() if k != "change"}
+        out = {k: v for k, v in row.items() if k not in ("change", "measures")}
+        for name in MEASURES:
+            out[name] = (row["measures"] or {}).get(name)
         for name in evidence.FIGURES:
             out[f"{name}_before"] = row["change"][name]["before"]
             out[f"{name}_after"] = row["change"][name]["after"]
@@ -266,6 +337,7 @@ LIST_COLUMNS = (
     "baseline_method",
     "baseline_complete",
     "latest_month",
+    *MEASURES,
     *(f"{n}_{part}" for n in evidence.FIGURES for part in ("before", "after", "change")),
 )
 
@@ -285,7 +357,13 @@ async def list_evidence(
 ) -> Any:
     rows = await pilot_list(conn, get_settings(request).kpi, caller, sort, order)
     if format == "json":
-        return {"sort": sort, "order": order, "figures": list(evidence.FIGURES), "rows": rows}
+        return {
+            "sort": sort,
+            "order": order,
+            "figures": list(evidence.FIGURES),
+            "measures": list(MEASURES),
+            "rows": rows,
+        }
     return _csv(list_csv_rows(rows), LIST_COLUMNS, "shulian-evidence.csv")
 
 
@@ -301,6 +379,14 @@ def fmt_figure(name: str, value: float | None) -> str:
     if name == "kwh_per_part":
         return f"{value:.3f}"
     return f"{value:,.1f}"
+
+
+def fmt_measure(name: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    if name in ("networked_share", "completeness", "class_coverage"):
+        return f"{value * 100:.1f}%"
+    return f"{value:,.2f}" if name == "longest_gap_h" else f"{value:,.1f}"
 
 
 def fmt_change(change: dict[str, Any]) -> str:
@@ -325,6 +411,8 @@ async def evidence_page(enterprise_id: str, request: Request, conn: Conn) -> Res
             rows=period_rows(found),
             fmt=fmt_figure,
             fmt_change=fmt_change,
+            fmt_measure=fmt_measure,
+            measures=MEASURES,
             is_en=language(request) == "en",
         )
 
@@ -353,6 +441,8 @@ async def evidence_list_page(
             order=order,
             fmt=fmt_figure,
             fmt_change=fmt_change,
+            fmt_measure=fmt_measure,
+            measures=MEASURES,
         )
 
     return await serve_page(request, conn, build)

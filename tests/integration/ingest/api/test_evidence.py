@@ -94,6 +94,13 @@ def test_measured_baseline_and_months_have_the_known_figures_and_changes(
     _assert_figures(months["2025-05"]["figures"], MAY)
     _assert_figures(months["2025-06"]["figures"], JUNE)
 
+    # The integration measures (ingest/integration.py, tested on known answers in
+    # test_integration_measures.py) for the same periods and the last 30 days.
+    labels = [m["label"] for m in body["measures"]]
+    assert labels == ["baseline", "2025-05", "2025-06", "recent"]
+    assert body["measures"][-1]["first_day"] == "2025-05-11"
+    assert all(m["registered"] == 3 for m in body["measures"])
+
     change = body["latest"]["change"]
     assert body["latest"]["label"] == "2025-06"
     assert change["utilization"]["relative"] == pytest.approx(1.0)  # 12.5 % -> 25 %
@@ -184,6 +191,7 @@ def test_the_bureau_list_sorts_by_change_and_exports_csv(
     assert [r["enterprise"] for r in rows] == ["ent-a", "ent-b", "ent-c"]  # no data: last
     assert rows[0]["change"]["utilization"]["relative"] == pytest.approx(1.0)
     assert rows[1]["go_live"] is None and rows[1]["latest_month"] is None
+    assert rows[0]["measures"]["registered"] == 3
 
     answer = client.get("/api/evidence?format=csv&sort=name", headers=_as(tokens, "bureau"))
     table = list(csv.DictReader(io.StringIO(answer.content.decode("utf-8-sig"))))

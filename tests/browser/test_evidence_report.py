@@ -6,6 +6,7 @@ table. The PDFs and screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import io
+import re
 import sys
 import threading
 import time
@@ -129,5 +130,21 @@ def test_evidence_report_renders_and_prints_in_both_languages(
             for expected in (NAME_EN, "Beforeandafter", "Utilization", "12.5%", "+100.0%",
                              "Outputperday", "Datasources"):  # fmt: skip
                 assert _squeeze(expected) in text, expected
+
+            # The bureau's list: sorted by a heading, in the page's language (English now).
+            page.click("#signout")
+            page.fill("#token", tokens["bureau"])
+            page.click("button[type=submit]")
+            page.click("header nav a[href='/evidence']")
+            expect(page.locator("#evidence-list tbody tr")).to_have_count(3)
+            page.click("#evidence-list a[data-sort=output_per_day]")
+            expect(page).to_have_url(re.compile(r"sort=output_per_day&order=desc"))
+            first = page.locator("#evidence-list tbody tr").first
+            expect(first).to_have_attribute("data-enterprise", "ent-a")
+            expect(first).to_contain_text(NAME_EN)
+            output = first.locator("td.num").nth(5 + 2)  # after the 5 integration measures
+            expect(output).to_contain_text("+200.0%")
+            expect(output).to_contain_text("100.0 → 300.0")
+            page.screenshot(path=str(artifacts_dir / "evidence-list-en.png"), full_page=True)
         finally:
             browser.close()

@@ -41,6 +41,16 @@ FIGURES: Final = (
 )
 """The compared figures, in table order; docs/kpis.md defines each one."""
 
+KPI_SIGNALS: Final = (
+    "machine_state",
+    "part_count",
+    "good_count",
+    "reject_count",
+    "active_energy",
+    "alarm_active",
+)
+"""Signal bases the figures rest on; the report lists which of them each device reports."""
+
 HIGHER_IS_BETTER: Final = {
     "utilization": True,
     "running_rate": True,
@@ -470,11 +480,10 @@ async def devices_behind(conn: AsyncConnection[Any], enterprise: str) -> list[di
                    AS last_seen,
                   coalesce((SELECT array_agg(DISTINCT g.base ORDER BY g.base)
                             FROM current_values cv JOIN signals g ON g.id = cv.signal_id
-                            WHERE cv.device_key = d.key AND g.base IN ('machine_state',
-                                'part_count', 'good_count', 'reject_count', 'active_energy',
-                                'alarm_active')), '{}') AS kpi_signals
+                            WHERE cv.device_key = d.key AND g.base = ANY(%s::text[])), '{}')
+                   AS kpi_signals
            FROM devices d WHERE d.enterprise_id = %s ORDER BY d.device_id""",
-        (enterprise,),
+        (list(KPI_SIGNALS), enterprise),
     )
     rows = await cursor.fetchall()
     for row in rows:

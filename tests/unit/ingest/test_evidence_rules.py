@@ -93,3 +93,24 @@ def test_evidence_and_baseline_rights() -> None:
     assert not can(provider, Capability.BASELINE, "ent-b", SERVED)
     assert not can(bureau, Capability.BASELINE, "ent-a", SERVED)
     assert not can(ent_a, Capability.BASELINE, "ent-a", SERVED)  # not its own bar to set
+
+
+def test_every_label_the_report_builds_from_data_exists_in_both_languages() -> None:
+    """The templates build these keys from figure, measure, method and role names (t() with a
+    variable, which the catalogue test cannot see)."""
+    import json
+    from pathlib import Path
+
+    from ingest.api.routes.evidence import MEASURES
+    from ingest.evidence import HIGHER_IS_BETTER, KPI_SIGNALS
+
+    assert set(HIGHER_IS_BETTER) == set(FIGURES)
+    wanted = {f"figure.{n}" for n in FIGURES} | {f"method.{n}" for n in FIGURES}
+    wanted |= {f"measure.{n}" for n in MEASURES} | {f"role.{r.value}" for r in Role}
+    wanted |= {f"evidence.method.{m}" for m in ("entered", "measured")}
+    wanted |= {f"evidence.method_short.{m}" for m in ("entered", "measured")}
+    wanted |= {f"signal.{s}" for s in KPI_SIGNALS}
+    web = Path(__file__).resolve().parents[3] / "ingest" / "web" / "i18n"
+    for lang in ("zh-CN", "en"):
+        strings = json.loads((web / f"{lang}.json").read_text("utf-8"))
+        assert sorted(wanted - set(strings)) == [], lang

@@ -8,12 +8,14 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
+import psycopg
 import pytest
 from evidence_data import JUNE, MAY, MEASURED_3_DAYS, NOW, build_history
 from fastapi.testclient import TestClient
-from monitoring_data import issue_tokens
+from monitoring_data import device_key, issue_tokens, set_current
 from pydantic import SecretStr
 
 from ingest.api import views
@@ -227,13 +229,19 @@ def test_only_admin_and_the_enterprises_provider_enter_its_baseline(
 
 
 def test_devices_behind_the_evidence_follow_the_bureaus_grant(
-    evidence_app: tuple[TestClient, dict[str, str]],
+    evidence_app: tuple[TestClient, dict[str, str]], monitoring_db: str
 ) -> None:
     client, tokens = evidence_app
+    with psycopg.connect(monitoring_db, autocommit=True) as conn:
+        lathe = device_key(monitoring_db, "ent-a", "lathe-1")
+        for signal, value in (("part_count", 600.0), ("spindle_speed", 1450.0)):
+            set_current(conn, lathe, signal, NOW, value)
     assert "devices" not in client.get(EVIDENCE, headers=_as(tokens, "bureau")).json()
     owner = client.get(EVIDENCE, headers=_as(tokens, "ent-a")).json()
     devices = {d["id"]: d for d in owner["devices"]}
     assert devices["lathe-1"]["first_data_day"] == "2025-04-28"
+    assert devices["lathe-1"]["kpi_signals"] == ["part_count"]  # not the spindle speed
+    assert devices["lathe-1"]["last_seen"] == NOW.astimezone(UTC).isoformat()
     assert devices["grinder-2"]["first_data_day"] is None
     client.put("/api/enterprises/ent-a/grants/bureau", headers=_as(tokens, "ent-a"))
     granted = client.get(EVIDENCE, headers=_as(tokens, "bureau")).json()

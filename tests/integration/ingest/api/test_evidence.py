@@ -41,6 +41,12 @@ def _as(tokens: dict[str, str], who: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tokens[who]}"}
 
 
+def _sign_in(client: TestClient, token: str) -> None:
+    """Sign in as the browser does: the session cookie stays in the client."""
+    client.cookies.clear()
+    client.post("/api/auth/session", json={"token": token}).raise_for_status()
+
+
 def _assert_figures(found: dict[str, Any], expected: dict[str, float]) -> None:
     for name, value in expected.items():
         assert found[name] == pytest.approx(value, abs=1e-4), name
@@ -243,6 +249,10 @@ def test_devices_behind_the_evidence_follow_the_bureaus_grant(
     assert devices["lathe-1"]["kpi_signals"] == ["part_count"]  # not the spindle speed
     assert devices["lathe-1"]["last_seen"] == NOW.astimezone(UTC).isoformat()
     assert devices["grinder-2"]["first_data_day"] is None
+    _sign_in(client, tokens["bureau"])
+    page = client.get("/enterprises/ent-a/evidence").text
+    client.cookies.clear()
+    assert 'id="devices-hidden"' in page and "尚未授权主管部门查看其设备数据" in page
     client.put("/api/enterprises/ent-a/grants/bureau", headers=_as(tokens, "ent-a"))
     granted = client.get(EVIDENCE, headers=_as(tokens, "bureau")).json()
     assert [d["id"] for d in granted["devices"]] == ["grinder-1", "grinder-2", "lathe-1"]

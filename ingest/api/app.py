@@ -24,6 +24,7 @@ from ingest.api.routes import (
     devices,
     districts,
     enterprises,
+    evidence,
     export,
     health,
     imports,
@@ -105,11 +106,13 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         devices,
         providers,
         export,
+        evidence,
         integration,
     ):
         app.include_router(module.router, prefix="/api")
     app.include_router(imports.router, prefix="/api")
     app.include_router(pages.router)
+    app.include_router(evidence.pages)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     app.add_middleware(NoStoreMiddleware)
     return app

@@ -22,6 +22,9 @@ class KpiSettings(BaseModel):
     """With fewer baseline days that have data, an enterprise gets no colour (grey)."""
     timezone: str = "Asia/Shanghai"
     """Calendar days (today, daily export) start at midnight in this zone."""
+    evidence_baseline_days: int = Field(default=30, ge=1, le=365)
+    """A measured before/after baseline covers this many days from an enterprise's go-live, unless
+    its own baseline entry says otherwise (docs/kpis.md "Baseline")."""
     default_max_silence_s: float = Field(default=65.0, gt=0)
     """Data integration: how long a signal may stay unreported when the device's gateway does not
     say (wire before 1.2): the base profiles' 60 s heartbeat plus a 5 s poll interval."""

@@ -27,6 +27,8 @@ STATUS_A = {"admin": 200, "bureau": 403, "ent-a": 200, "ent-b": 404, "provider":
 DATA_A = {"admin": 200, "bureau": 403, "ent-a": 200, "ent-b": 404, "provider": 403}
 INTEGRATION_A = {"admin": 200, "bureau": 200, "ent-a": 200, "ent-b": 404, "provider": 200}
 PROVIDER_SP1 = {"admin": 200, "bureau": 403, "ent-a": 403, "ent-b": 403, "provider": 200}
+EVIDENCE_A = {"admin": 200, "bureau": 200, "ent-a": 200, "ent-b": 404, "provider": 200}
+EVIDENCE_B = {"admin": 200, "bureau": 200, "ent-a": 404, "ent-b": 200, "provider": 404}
 DEVICE = "/api/enterprises/ent-a/devices/lathe-1"
 
 MATRIX: list[tuple[str, str, dict[str, int]]] = [
@@ -70,6 +72,12 @@ MATRIX: list[tuple[str, str, dict[str, int]]] = [
         "/api/enterprises/ent-zzz",
         {**SUMMARY_A, "admin": 404, "bureau": 404, "ent-a": 404, "provider": 404},
     ),
+    ("GET", "/api/enterprises/ent-a/evidence", EVIDENCE_A),
+    ("GET", "/api/enterprises/ent-a/evidence?format=csv", EVIDENCE_A),
+    ("GET", "/api/enterprises/ent-a/baselines", EVIDENCE_A),
+    ("GET", "/api/enterprises/ent-b/evidence", EVIDENCE_B),
+    ("GET", "/api/evidence", {k: 200 for k in CITY}),
+    ("GET", "/api/evidence?format=csv", {k: 200 for k in CITY}),
     ("GET", "/api/providers/sp-1", PROVIDER_SP1),
     ("GET", "/api/providers/sp-zzz", {**PROVIDER_SP1, "admin": 404, "provider": 404}),
     ("POST", "/api/import/enterprises", {**CITY}),
@@ -88,6 +96,9 @@ PAGES: list[tuple[str, dict[str, int]]] = [
     ("/enterprises/ent-a/devices/lathe-1", DATA_A),
     ("/provider", {"admin": 303, "bureau": 303, "ent-a": 303, "ent-b": 303, "provider": 200}),
     ("/providers/sp-1", PROVIDER_SP1),
+    ("/enterprises/ent-a/evidence", EVIDENCE_A),
+    ("/enterprises/ent-b/evidence", EVIDENCE_B),
+    ("/evidence", {k: 200 for k in CITY}),
 ]
 
 CSV = {

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Final
 
-from gateway.buffer import AsyncBuffer, BufferStats
+from gateway.buffer import AsyncBuffer, BufferStats, NewBatch
 from gateway.drivers.base import Driver
 from gateway.drivers.registry import get_driver
 from gateway.errors import ConfigError
@@ -39,11 +39,14 @@ from gateway.publisher import Publisher
 from gateway.rbe import ReportByException
 from gateway.scheduler import Backoff, DeviceRunner, Scheduler
 from gateway.settings import GatewaySettings
+from gateway.sparkplug import SparkplugPublisher
 from wire.payloads import DeviceConnection, DeviceStatus, GatewayStatus
 
 log = logging.getLogger(__name__)
 
 BUFFER_FILE = "buffer.sqlite3"
+SPARKPLUG_BUFFER_FILE = "sparkplug-buffer.sqlite3"
+"""With Sparkplug output beside our contract, its own store-and-forward buffer."""
 PKI_FOLDER = "pki"
 MAINTENANCE_S = 5.0
 
@@ -155,22 +158,30 @@ class GatewayApp:
             settings.buffer.synchronous,
         )
         self.metrics = GatewayMetricsHub(buffer_stats=self.buffer_stats)
-        self.publisher = Publisher(
-            settings.mqtt,
-            settings.buffer,
-            enterprise=gw.enterprise,
-            gateway=gw.id,
-            client_id=settings.client_id,
-            buffer=self.buffer,
-            metrics=self.metrics,
-            status=self.gateway_status,
+        mode = settings.sparkplug.mode
+        self.publisher: Publisher = (
+            self._sparkplug_publisher(self.buffer) if mode == "only" else self._shulian_publisher()
         )
         self.spool = Spool(self.buffer, self.publisher.offer_live)
+        self.outputs: list[tuple[Publisher, AsyncBuffer, Spool]] = [
+            (self.publisher, self.buffer, self.spool)
+        ]
+        if mode == "beside":
+            spb_buffer = AsyncBuffer.at(
+                Path(gw.data_dir) / SPARKPLUG_BUFFER_FILE,
+                settings.buffer.max_bytes,
+                settings.buffer.max_age_s,
+                settings.buffer.synchronous,
+            )
+            spb_publisher = self._sparkplug_publisher(spb_buffer)
+            self.outputs.append(
+                (spb_publisher, spb_buffer, Spool(spb_buffer, spb_publisher.offer_live))
+            )
         self.batcher = Batcher(
             self.boot,
             settings.buffer.batch_max_samples,
             settings.buffer.batch_max_delay_ms,
-            self.spool.put,
+            self._spool_everywhere if len(self.outputs) > 1 else self.spool.put,
         )
         self.scheduler = Scheduler(settings.gateway.connects_per_s)
         self._stop = asyncio.Event()
@@ -180,6 +191,48 @@ class GatewayApp:
         self._published_dropped = 0
         self._settings_at_start = dict(site.settings)
         self.reloads = 0
+
+    def _shulian_publisher(self) -> Publisher:
+        settings, gw = self.settings, self.settings.gateway
+        return Publisher(
+            settings.mqtt,
+            settings.buffer,
+            enterprise=gw.enterprise,
+            gateway=gw.id,
+            client_id=settings.client_id,
+            buffer=self.buffer,
+            metrics=self.metrics,
+            status=self.gateway_status,
+        )
+
+    def _sparkplug_publisher(self, buffer: AsyncBuffer) -> SparkplugPublisher:
+        settings, gw = self.settings, self.settings.gateway
+        return SparkplugPublisher(
+            settings.sparkplug.mqtt or settings.mqtt,
+            settings.buffer,
+            sparkplug=settings.sparkplug,
+            enterprise=gw.enterprise,
+            gateway=gw.id,
+            client_id=(settings.sparkplug.mqtt and settings.sparkplug.mqtt.client_id)
+            or f"{settings.client_id}-spb",
+            buffer=buffer,
+            metrics=self.metrics,
+            status=self.gateway_status,
+            signals_of=self._signals_of,
+            data_dir=Path(gw.data_dir),
+        )
+
+    def _signals_of(self, device_id: str) -> list[str]:
+        device = self.devices.get(device_id)
+        return [s.name for s in device.profile.signals] if device is not None else []
+
+    def _spool_everywhere(self, batch: NewBatch) -> None:
+        for _, _, spool in self.outputs:
+            spool.put(batch)
+
+    def publish_device_status(self, status: DeviceStatus) -> None:
+        for publisher, _, _ in self.outputs:
+            publisher.publish_device_status(status)
 
     def buffer_stats(self) -> BufferStats:
         """The disk buffer's last figures, counting batches lost before reaching the disk too."""
@@ -222,8 +275,12 @@ class GatewayApp:
         log_profile_warnings(self.site)
         if self.settings.metrics.port:
             self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
+        for publisher, buffer, spool in self.outputs[1:]:
+            await buffer.open()
+            await publisher.start()
+            self._tasks.append(asyncio.create_task(spool.run(), name="sparkplug-spool"))
         await self.publisher.start()
-        self._tasks = [
+        self._tasks += [
             asyncio.create_task(self.spool.run(), name="spool"),
             asyncio.create_task(self._maintain(), name="maintenance"),
             asyncio.create_task(self._reloader(), name="reload"),
@@ -240,15 +297,17 @@ class GatewayApp:
         log.info("gateway stopping")
         await self.scheduler.stop_all()
         self.batcher.flush()
-        try:
-            await self.spool.drain()
-        except TimeoutError:
-            log.error("the last batches could not be written to the buffer in time")
-        await self.publisher.stop()
+        for publisher, _, spool in self.outputs:
+            try:
+                await spool.drain()
+            except TimeoutError:
+                log.error("the last batches could not be written to the buffer in time")
+            await publisher.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.buffer.close()
+        for _, buffer, _ in self.outputs:
+            await buffer.close()
         log.info("gateway stopped")
 
     async def run(self) -> None:
@@ -284,7 +343,7 @@ class GatewayApp:
             device,
             driver_cls,
             pipeline,
-            self.publisher.publish_device_status,
+            self.publish_device_status,
             gateway=self.settings.gateway.id,
             bus_lock=self.scheduler.bus_lock(device, driver_cls),
             backoff=self.device_backoff,
@@ -304,7 +363,7 @@ class GatewayApp:
         await self.scheduler.remove(device_id)
         self.metrics.remove_device(device_id)
         if removed:
-            self.publisher.publish_device_status(
+            self.publish_device_status(
                 DeviceStatus(
                     gateway=self.settings.gateway.id,
                     device=device_id,
@@ -313,7 +372,8 @@ class GatewayApp:
                     error="removed from the site configuration",
                 )
             )
-            self.publisher.forget_device(device_id)
+            for publisher, _, _ in self.outputs:
+                publisher.forget_device(device_id)
 
     # ------------------------------------------------------------------- reload
 

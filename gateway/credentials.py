@@ -4,6 +4,12 @@ A gateway's username is ``<enterprise>/<gateway>``; the shipped ACL (deploy/mosq
 ``pattern write shulian/v1/%u/#``, so that login can publish only below its own subtree, and adding
 a gateway needs only its password line. Readers (the ingest) get ``user``/``topic read`` blocks.
 
+A Sparkplug B edge node (a Neuron, an Ignition Edge, or our gateway's Sparkplug output) logs in as
+``sparkplug@<group>/<node>``. Its group and node are not adjacent in Sparkplug topics
+(``spBv1.0/<group>/NDATA/<node>``), which Mosquitto's ``%u`` patterns cannot express, so it gets
+its own ``user`` block: write only its own births, data and deaths, read only its own commands and
+the hosts' STATE. The '@' keeps the gateway pattern from giving it any valid shulian topic.
+
 Passwords are hashed here in Mosquitto's own format (``$7$``: PBKDF2-SHA512, 101 iterations, the
 ``mosquitto_passwd`` default) rather than by calling ``mosquitto_passwd -b``, which would put the
 password on a command line that any local user can read in the process list. Mosquitto reads the
@@ -35,6 +41,39 @@ SALT_BYTES = 12
 ID_RE = re.compile(rf"^{ID_PATTERN}$")
 GATEWAY_PATTERN = f"pattern write {NAMESPACE}/%u/#"
 READ_ALL = f"topic read {NAMESPACE}/#"
+SPB = "spBv1.0"
+READER_SPARKPLUG = (
+    f"topic read {SPB}/#",
+    f"topic write {SPB}/+/NCMD/+",
+    f"topic write {SPB}/STATE/+",
+)
+"""A reader (the ingest as Sparkplug host) reads every edge node, may ask any for a rebirth, and
+publishes its host STATE (``sparkplug.host_id``); edge nodes cannot write STATE."""
+
+
+def sparkplug_username(group: str, node: str) -> str:
+    for value, what in ((group, "group"), (node, "node")):
+        if not ID_RE.match(value):
+            raise typer.BadParameter(
+                f"{what} {value!r}: use 1-64 letters, digits, '_', '.', '-' (the broker's ACL "
+                "file cannot hold spaces, and '/', '+', '#' are topic syntax)"
+            )
+    return f"sparkplug@{group}/{node}"
+
+
+def sparkplug_block(group: str, node: str) -> str:
+    """The ACL block confining one edge node's login to its own Sparkplug topics."""
+    lines = [f"user {sparkplug_username(group, node)}"]
+    lines += [f"topic write {SPB}/{group}/{kind}/{node}" for kind in ("NBIRTH", "NDATA", "NDEATH")]
+    lines += [
+        f"topic write {SPB}/{group}/{kind}/{node}/+" for kind in ("DBIRTH", "DDATA", "DDEATH")
+    ]
+    lines += [
+        f"topic read {SPB}/{group}/NCMD/{node}",
+        f"topic read {SPB}/{group}/DCMD/{node}/+",
+        f"topic read {SPB}/STATE/+",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def hash_password(password: str, *, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
@@ -103,10 +142,25 @@ def ensure_acl(acl_file: Path, readers: list[str] | None = None) -> None:
             f"{GATEWAY_PATTERN}\n"
         )
     for reader in readers or []:
-        block = f"user {reader}\n{READ_ALL}\n"
+        block = "\n".join([f"user {reader}", READ_ALL, *READER_SPARKPLUG]) + "\n"
         if f"user {reader}" not in (line.strip() for line in text.splitlines()):
             text += ("" if text.endswith("\n") else "\n") + "\n" + block
+        else:
+            text = _with_sparkplug_lines(text, reader)
     _write_private(acl_file, text, mode=0o644)
+
+
+def _with_sparkplug_lines(text: str, reader: str) -> str:
+    """Add the Sparkplug host lines to an existing reader block that predates them."""
+    lines = text.splitlines()
+    start = [line.strip() for line in lines].index(f"user {reader}")
+    end = start + 1
+    while end < len(lines) and lines[end].strip() and not lines[end].startswith("user "):
+        end += 1
+    missing = [
+        line for line in READER_SPARKPLUG if line not in (x.strip() for x in lines[start:end])
+    ]
+    return "\n".join(lines[:end] + missing + lines[end:]) + "\n"
 
 
 def _write_private(path: Path, text: str, mode: int = 0o640) -> None:
@@ -199,6 +253,31 @@ def add_reader(
     ensure_acl(acl_file, readers=[username])
     typer.echo(
         f"reader {username} may read {NAMESPACE}/#. Reload the broker: systemctl reload mosquitto"
+    )
+
+
+@app.command("add-sparkplug")
+def add_sparkplug(
+    group: Annotated[str, typer.Option(help="Sparkplug group id of the edge node.")],
+    node: Annotated[str, typer.Option(help="Sparkplug edge node id.")],
+    password_file: PasswordFile = Path("/etc/mosquitto/shulian/passwd"),
+    acl_file: AclFile = Path("/etc/mosquitto/shulian/acl"),
+    password_stdin: PasswordStdin = False,
+    secret_out: SecretOut = None,
+) -> None:
+    """Add (or re-key) a Sparkplug B edge node: username sparkplug@<group>/<node>, confined to
+    its own births, data, deaths and commands."""
+    username = sparkplug_username(group, node)
+    password = _read_secret(password_stdin, secret_out, f"sparkplug.{group}.{node}")
+    replaced = set_password_line(password_file, username, password)
+    ensure_acl(acl_file)
+    text = acl_file.read_text()
+    if f"user {username}" not in (line.strip() for line in text.splitlines()):
+        text += ("" if text.endswith("\n") else "\n") + "\n" + sparkplug_block(group, node)
+        _write_private(acl_file, text, mode=0o644)
+    typer.echo(
+        f"{'replaced' if replaced else 'added'} {username} in {password_file}; it may publish only "
+        f"{SPB}/{group}/N*|D*/{node}[/...]. Reload the broker: systemctl reload mosquitto"
     )
 
 

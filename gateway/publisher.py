@@ -178,7 +178,8 @@ class Publisher:
                 self._drained.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._drained.wait(), drain_s)
-            info = client.publish(self.status_topic, encode(self.status(False)), qos=1, retain=True)
+            topic, payload, retain = self._offline_message()
+            info = client.publish(topic, payload, qos=1, retain=retain)
             self._offline_mid = info.mid
             self._status_mids.add(info.mid)
             with contextlib.suppress(TimeoutError):
@@ -239,6 +240,8 @@ class Publisher:
         where = f"{self.mqtt.url} as {self.client_id}"
         silent_sessions = 0
         while not self._stopping:
+            client = self._client  # a subclass may start each session with a fresh client
+            assert client is not None
             self._session_over.clear()
             self._cause = None
             self._end = "closed"
@@ -339,13 +342,13 @@ class Publisher:
         # A fresh Last Will each time: its config hash and ts_ms are those of this connect (the
         # broker sends it as registered; ``will: true`` tells a reader to take the offline time
         # from its arrival).
-        client.will_set(self.status_topic, self._will(), qos=1, retain=True)
+        self._set_will(client)
         if self.protocol == "5":
             client.connect(
                 self.mqtt.host,
                 self.mqtt.port,
                 keepalive=self.mqtt.keepalive_s,
-                clean_start=False,
+                clean_start=self.clean_start,
                 properties=self._connect_properties(),
             )
         else:
@@ -725,6 +728,16 @@ class Publisher:
             self.unsettled.difference_update(ids)
 
     # ------------------------------------------------------------------- status
+
+    clean_start = False
+    """Our contract keeps a persistent session (paho resends unacknowledged batches itself)."""
+
+    def _set_will(self, client: paho.Client) -> None:
+        client.will_set(self.status_topic, self._will(), qos=1, retain=True)
+
+    def _offline_message(self) -> tuple[str, bytes, bool]:
+        """What a clean stop publishes last: topic, payload, retained."""
+        return self.status_topic, encode(self.status(False)), True
 
     def _will(self) -> bytes:
         """The Last Will: the offline status marked ``will``, since its ``ts_ms`` is the time it

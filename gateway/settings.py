@@ -168,7 +168,25 @@ class ReloadSettings(_Section):
     """How often the site file's mtime is checked; 0 reloads on SIGHUP only."""
 
 
-SECTIONS = ("gateway", "mqtt", "buffer", "metrics", "log", "reload")
+class SparkplugSettings(_Section):
+    """Sparkplug B output (docs/sparkplug.md): the gateway as an edge node of ``group``."""
+
+    mode: Literal["off", "beside", "only"] = "off"
+    """``beside``: Sparkplug B as well as the shulian contract (each with its own disk buffer, so
+    neither output waits for the other); ``only``: Sparkplug B instead of the shulian contract."""
+    group: str = Field(default="", pattern=r"^[^/+#]{0,255}$")
+    """Sparkplug group id; empty: the gateway's enterprise."""
+    node: str = Field(default="", pattern=r"^[^/+#]{0,255}$")
+    """Edge node id; empty: the gateway's id."""
+    primary_host: str = Field(default="", pattern=r"^[^/+#]{0,255}$")
+    """Host id of the primary host application (``spBv1.0/STATE/<id>``): births and data wait
+    until it is online, and the node goes offline (NDEATH) when it is not. Empty: publish always."""
+    mqtt: MqttSettings | None = None
+    """The Sparkplug broker session; None uses the ``mqtt`` section's broker and login with the
+    client id ``<mqtt client id>-spb``."""
+
+
+SECTIONS = ("gateway", "mqtt", "buffer", "metrics", "log", "reload", "sparkplug")
 
 
 class GatewaySettings(BaseSettings):
@@ -187,6 +205,7 @@ class GatewaySettings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     reload: ReloadSettings = ReloadSettings()
+    sparkplug: SparkplugSettings = SparkplugSettings()
 
     @property
     def client_id(self) -> str:

@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -49,15 +50,27 @@ def lane_of(topic: str, lanes: int) -> int:
     """A gateway's messages always go to the same lane, keeping them ordered; a gateway is its
     enterprise and gateway topic levels (ids are unique per enterprise, so both count)."""
     parts = topic.split("/", 4)
-    gateway = "/".join(parts[2:4])
+    if parts[0] == "spBv1.0":  # spBv1.0/{group}/{type}/{node}[/{device}]: one lane per node
+        gateway = "/".join(parts[1:4:2])
+    else:
+        gateway = "/".join(parts[2:4])
     return zlib.crc32(gateway.encode("utf-8", "replace")) % lanes
 
 
 class Consumer:
     """Owns the paho client: connect, subscribe, hand messages to ``route``, acknowledge later."""
 
-    def __init__(self, settings: MqttSettings, route: Route, metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        route: Route,
+        metrics: IngestMetrics,
+        extra_topics: list[tuple[str, int]] | None = None,
+        host_state_topic: str | None = None,
+    ) -> None:
         self.settings = settings
+        self.extra_topics = extra_topics or []
+        """Plain (not shared) subscriptions besides ours: Sparkplug B when mapped."""
         self.route = route
         self.metrics = metrics
         self.generation = 0
@@ -77,6 +90,14 @@ class Consumer:
         self._username, password = settings.login()
         if self._username is not None or password is not None:
             self._client.username_pw_set(self._username, password)
+        self.host_state_topic = host_state_topic
+        """Sparkplug primary host STATE: online on connect, offline as the Will (retained)."""
+        self._state_ms = 0
+        if host_state_topic is not None:
+            self._state_ms = int(time.time() * 1000)
+            self._client.will_set(
+                host_state_topic, _host_state(False, self._state_ms), qos=1, retain=True
+            )
         self._handshake_failure: BaseException | None = None
         """What the TLS handshake of the current connection attempt raised, if it failed."""
         self._problem: str | None = None
@@ -154,6 +175,11 @@ class Consumer:
     def stop(self) -> None:
         """Disconnect cleanly; acknowledgements queued before this call are sent first."""
         self._stopping = True
+        if self.host_state_topic is not None and self.connected.is_set():
+            info = self._client.publish(
+                self.host_state_topic, _host_state(False, self._state_ms), qos=1, retain=True
+            )
+            info.wait_for_publish(2)
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
@@ -178,7 +204,11 @@ class Consumer:
         ]
         if self.settings.subscribe_metrics:
             topics.append((subscription(TopicKind.METRICS, group), 0))
-        return topics
+        return topics + self.extra_topics
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Send a command (a Sparkplug rebirth request); paho queues it while disconnected."""
+        self._client.publish(topic, payload, qos=0)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
@@ -206,6 +236,11 @@ class Consumer:
             client.subscribe([(t, SubscribeOptions(qos=q)) for t, q in topics])
         else:
             client.subscribe(topics)
+        if self.host_state_topic is not None:
+            # Sparkplug 3.0: the birth's timestamp is the one the registered Will carries.
+            client.publish(
+                self.host_state_topic, _host_state(True, self._state_ms), qos=1, retain=True
+            )
         self.connected.set()
         self.metrics.mqtt_connected.set(1)
         log.info(
@@ -284,6 +319,11 @@ class Consumer:
             self.route(incoming)
         except Exception:
             log.exception("could not queue a message on %r; it stays unacknowledged", message.topic)
+
+
+def _host_state(online: bool, ts_ms: int) -> bytes:
+    """A Sparkplug 3.0 host application STATE payload."""
+    return orjson.dumps({"online": online, "timestamp": ts_ms})
 
 
 def _handshake_recorder(record: Callable[[BaseException], None]) -> type[ssl.SSLSocket]:

@@ -97,3 +97,7 @@ class Reason(StrEnum):
     """The same device, signal and timestamp appears again in one message."""
     STORAGE_REJECTED = "storage_rejected"
     """The database refused the message's rows even on its own (a value PostgreSQL cannot store)."""
+    SPARKPLUG_UNMAPPED = "sparkplug_unmapped"
+    """A Sparkplug edge node, device or metric that the Sparkplug mapping does not name."""
+    SPARKPLUG_UNDECODABLE = "sparkplug_undecodable"
+    """Not a Sparkplug B payload, or aliases no birth explained within the wait (rebirth asked)."""

@@ -66,7 +66,10 @@ _STATE_SECONDS = """
         sum(greatest(0, extract(epoch FROM least(coalesce(i.ended_at,
               greatest(i.started_at, s.last_seen + make_interval(secs => %(online_s)s))), {b})
             - greatest(i.started_at, {a})))) FILTER (WHERE i.state IN
-            ('running', 'idle', 'setup', 'fault')) AS planned_s
+            ('running', 'idle', 'setup', 'fault')) AS planned_s,
+        sum(greatest(0, extract(epoch FROM least(coalesce(i.ended_at,
+              greatest(i.started_at, s.last_seen + make_interval(secs => %(online_s)s))), {b})
+            - greatest(i.started_at, {a})))) FILTER (WHERE i.state = 'fault') AS fault_s
     FROM (
         SELECT device_key, state, started_at, ended_at FROM state_intervals
             WHERE started_at >= {a} AND started_at < {b}
@@ -107,12 +110,12 @@ WITH seen AS ({_SEEN.format(join="")}),
 states AS ({_STATE_SECONDS.format(a="%(a)s", b="%(b)s", join="", seen="seen")}),
 counters AS ({_COUNTER_SUMS.format(source=_COUNTERS_WINDOW.format(a="%(a)s", b="%(b)s"), join="")})
 INSERT INTO kpi_device_daily AS k (day, device_key, enterprise_id, reported, running_s, planned_s,
-                                    parts, good, reject, energy_kwh)
+                                    parts, good, reject, energy_kwh, fault_s)
 SELECT %(day)s, d.key, d.enterprise_id,
        coalesce(st.planned_s, 0) > 0 OR c.device_key IS NOT NULL
            OR coalesce(s.last_seen >= %(a)s AND s.last_seen < %(b)s, false),
        coalesce(st.running_s, 0), coalesce(st.planned_s, 0),
-       c.parts, c.good, c.reject, c.energy_kwh
+       c.parts, c.good, c.reject, c.energy_kwh, coalesce(st.fault_s, 0)
 FROM devices d
 LEFT JOIN seen s ON s.device_key = d.key
 LEFT JOIN states st ON st.device_key = d.key
@@ -120,22 +123,23 @@ LEFT JOIN counters c ON c.device_key = d.key
 ON CONFLICT (day, device_key) DO UPDATE SET
     enterprise_id = EXCLUDED.enterprise_id, reported = EXCLUDED.reported,
     running_s = EXCLUDED.running_s, planned_s = EXCLUDED.planned_s, parts = EXCLUDED.parts,
-    good = EXCLUDED.good, reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh
+    good = EXCLUDED.good, reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh,
+    fault_s = EXCLUDED.fault_s
 """
 
 _REFRESH_ENTERPRISES = """
 INSERT INTO kpi_enterprise_daily AS k (day, enterprise_id, devices, reported, running_s,
-                                        calendar_s, parts, good, reject, energy_kwh)
+                                        calendar_s, parts, good, reject, energy_kwh, fault_s)
 SELECT day, enterprise_id, count(*), count(*) FILTER (WHERE reported),
        sum(running_s), count(*) FILTER (WHERE reported) * %(covered_s)s,
        coalesce(sum(parts), 0), sum(coalesce(good, parts - reject)),
-       sum(coalesce(reject, parts - good)), coalesce(sum(energy_kwh), 0)
+       sum(coalesce(reject, parts - good)), coalesce(sum(energy_kwh), 0), sum(fault_s)
 FROM kpi_device_daily WHERE day = %(day)s
 GROUP BY day, enterprise_id
 ON CONFLICT (day, enterprise_id) DO UPDATE SET
     devices = EXCLUDED.devices, reported = EXCLUDED.reported, running_s = EXCLUDED.running_s,
     calendar_s = EXCLUDED.calendar_s, parts = EXCLUDED.parts, good = EXCLUDED.good,
-    reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh
+    reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh, fault_s = EXCLUDED.fault_s
 """
 
 

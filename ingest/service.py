@@ -27,11 +27,13 @@ from ingest.db.migrate import MigrationResult, migrate
 from ingest.db.partitions import ensure_partitions
 from ingest.db.timescale import StoragePath, apply_policies
 from ingest.decode import Incoming
-from ingest.errors import StorageError
+from ingest.errors import ConfigError, StorageError
 from ingest.maintenance import Maintenance
 from ingest.metrics import IngestMetrics
 from ingest.registry import RegistryCache, sync_signals
 from ingest.settings import IngestSettings
+from ingest.sparkplug import BirthStore, SparkplugHost, check_tenancy, load_mapping
+from ingest.sparkplug import subscriptions as sparkplug_subscriptions
 from ingest.writer import CommitListener, Lane, Writer, prepare_connection
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class IngestService:
         self.writer: Writer | None = None
         self.lanes: list[Lane] = []
         self.consumer: Consumer | None = None
+        self.sparkplug: SparkplugHost | None = None
         self.maintenance: Maintenance | None = None
         self.storage_path: StoragePath | None = None
         self._listeners: list[CommitListener] = []
@@ -109,7 +112,20 @@ class IngestService:
     def start(self, *, wait_for_db_s: float = 60.0) -> None:
         settings = self.settings
         # First, so unreadable TLS files stop start-up before anything else runs.
-        consumer = Consumer(settings.mqtt, self._route, self.metrics)
+        mapping = (
+            load_mapping(settings.sparkplug.mapping_file)
+            if settings.sparkplug.mapping_file
+            else None
+        )
+        extra = [(t, 1) for t in sparkplug_subscriptions()] if mapping else None
+        host = settings.sparkplug.host_id
+        consumer = Consumer(
+            settings.mqtt,
+            self._route,
+            self.metrics,
+            extra,
+            host_state_topic=f"spBv1.0/STATE/{host}" if mapping and host else None,
+        )
         result = prepare_database(settings, wait_s=wait_for_db_s)
         self.storage_path = result.choice.path
         self.pool = psycopg_pool.ConnectionPool(
@@ -124,7 +140,22 @@ class IngestService:
         )
         self.pool.open(wait=True, timeout=settings.db.pool_timeout_s)
         with self.pool.connection() as conn:
+            if mapping is not None:
+                try:
+                    check_tenancy(mapping, conn)
+                except ConfigError:
+                    self.pool.close()
+                    raise
             self.registry.load(conn)
+        if mapping is not None:
+            self.sparkplug = SparkplugHost(
+                mapping,
+                settings.limits,
+                consumer.publish,
+                rebirth_interval_s=settings.sparkplug.rebirth_interval_s,
+                park_limit=max(1, settings.mqtt.receive_maximum // 2),
+                store=BirthStore(self.pool),
+            )
         self.metrics.db_up.set(1)
         self.writer = Writer(settings, self.pool, self.registry, self.metrics, self.storage_path)
         self.writer.listeners.extend(self._listeners)
@@ -162,6 +193,8 @@ class IngestService:
         self._stopped.set()
         for lane in self.lanes:
             lane.stop()
+        if self.writer is not None and self.pool is not None:
+            self.writer.store_delays()
         if self.consumer is not None:
             self.consumer.stop()
         if self.maintenance is not None:
@@ -182,6 +215,10 @@ class IngestService:
         }
 
     def _route(self, incoming: Incoming) -> None:
+        if self.sparkplug is not None and incoming.topic.startswith("spBv1.0/"):
+            for decoded in self.sparkplug.route(incoming):
+                self.lanes[lane_of(decoded.topic, len(self.lanes))].put(decoded)
+            return
         self.lanes[lane_of(incoming.topic, len(self.lanes))].put(incoming)
 
     def _ack(self, incoming: Incoming) -> None:

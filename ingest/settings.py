@@ -164,6 +164,9 @@ class WriterSettings(BaseModel):
     """Parallel writers; a gateway always goes to the same lane, so its batches stay in order."""
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=5.0, gt=0)
+    delay_stats_flush_s: float = Field(default=60.0, ge=0)
+    """How often the per-device delay statistics (ingest/delays.py) are added to the database;
+    0 stores them after every flush (tests)."""
 
 
 class LimitsSettings(BaseModel):
@@ -193,6 +196,20 @@ class RegistrySettings(BaseModel):
     """Register devices that a known gateway announces (birth message or device status)."""
     refresh_s: float = Field(default=60.0, gt=0)
     """Reload the registry cache this often (picks up edits made through the API or CSV)."""
+
+
+class SparkplugSettings(BaseModel):
+    """Sparkplug B from third-party edge nodes (docs/sparkplug.md)."""
+
+    mapping_file: Path | None = None
+    """The Sparkplug mapping (YAML); None: the ingest does not subscribe to Sparkplug topics.
+    Give it to one ingest worker: Sparkplug's births and seq need one reader per edge node."""
+    rebirth_interval_s: float = Field(default=5.0, gt=0)
+    """At most one rebirth request (NCMD) per edge node this often."""
+    host_id: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.\-]{0,63})?$")
+    """Publish this Sparkplug host application's STATE (``spBv1.0/STATE/<host_id>``, retained,
+    offline as the Will), so edge nodes configured with it as their primary host send data only
+    while the ingest is connected. Empty: no STATE."""
 
 
 class StorageSettings(BaseModel):
@@ -278,6 +295,7 @@ class IngestSettings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    sparkplug: SparkplugSettings = Field(default_factory=SparkplugSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -42,12 +42,14 @@ from ingest.decode import (
     TelemetryBatch,
     decode,
 )
+from ingest.delays import DelayRecorder, Delivery
 from ingest.errors import Reason
 from ingest.metrics import IngestMetrics
 from ingest.registry import GatewayKey, RegistryCache, RegistryView, SignalInfo
 from ingest.settings import IngestSettings
 from ingest.states import OFFLINE, OfflineEvent, StateSample, apply_states, free_marker_ms
 from wire.payloads import DeviceConnection
+from wire.signals import is_custom
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ class _Plan:
     seen: tuple[dict[GatewayKey, int], dict[int, int]] = ({}, {})
     stored_points: int = 0
     duplicates: int = 0
+    deliveries: list[Delivery] = field(default_factory=list)
+    """Per stored batch: its devices and oldest sample time, for the delay statistics."""
     rejected: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 
 
@@ -138,8 +142,13 @@ class Writer:
         self._suppressed: collections.Counter[str] = collections.Counter()
         """'enterprise/gateway' -> dead letters held back since the last warning"""
         self._suppressed_logged_mono = 0.0
+        self.delays = DelayRecorder(
+            settings.api.monitoring.kpi.timezone, settings.writer.delay_stats_flush_s
+        )
 
     def decode(self, incoming: Incoming) -> Pending:
+        if incoming.predecoded is not None:
+            return Pending(incoming, incoming.predecoded)
         return Pending(incoming, decode(incoming, self.settings.limits, int(time.time() * 1000)))
 
     def write(self, items: Sequence[Pending]) -> FlushStats:
@@ -167,9 +176,21 @@ class Writer:
             raise
         committed_at = time.time()
         self._after_commit(items, plan, committed_at, time.perf_counter() - started)
+        if plan.deliveries:
+            self.delays.record(plan.deliveries, committed_at)
+        if self.delays.due():
+            self.store_delays()
         return FlushStats(
             len(items), plan.stored_points, plan.duplicates, time.perf_counter() - started
         )
+
+    def store_delays(self) -> None:
+        """Add the accumulated delay statistics to the database; a failure only delays them."""
+        try:
+            with self.pool.connection(timeout=self.settings.db.pool_timeout_s) as conn:
+                self.delays.store(conn)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            log.warning("could not store delay statistics (kept for the next try): %s", exc)
 
     def dead_letter_alone(self, item: Pending, error: BaseException) -> None:
         """Store one message the database refused as a storage_rejected dead letter."""
@@ -265,6 +286,14 @@ class Writer:
         unknown = devices - keys.keys()
         if unknown:
             batch = _without_unknown_devices(batch, unknown, topic.enterprise)
+        if not self.settings.limits.accept_unknown_signals:
+            undeclared = {
+                name
+                for name in {s[2] for s in batch.samples}
+                if is_custom(name) and not view.is_declared(name)
+            }
+            if undeclared:
+                batch = _without_undeclared_signals(batch, undeclared)
         signals: dict[str, SignalInfo] = {}
         for name in {s[2] for s in batch.samples}:
             signals[name] = view.signal(name)
@@ -366,11 +395,14 @@ class Writer:
                 f"device {status.device!r} is not registered in enterprise {topic.enterprise!r}",
             )
             return
+        if status.custom_signals:
+            view.declare_signals(status.custom_signals)
         row = conn.execute(
             """
             UPDATE devices SET connection = %s, connection_at = %s, connection_error = %s,
                 last_good_at = %s,
-                profile = CASE WHEN %s <> '' THEN %s ELSE profile END
+                profile = CASE WHEN %s <> '' THEN %s ELSE profile END,
+                max_silence_s = coalesce(%s::jsonb, max_silence_s)
             WHERE key = %s AND (connection_at IS NULL OR connection_at <= %s OR connection_at > %s)
             RETURNING key
             """,
@@ -381,6 +413,7 @@ class Writer:
                 _ts(status.last_good_ms) if status.last_good_ms else None,
                 status.profile,
                 status.profile,
+                orjson.dumps(status.max_silence_s).decode() if status.max_silence_s else None,
                 key,
                 _ts(status.ts_ms),
                 _ts(self._newest_trusted_ms()),
@@ -465,6 +498,7 @@ class Writer:
                 if hi is None or ts_ms > hi:
                     hi = ts_ms
             if lo is not None and hi is not None:
+                plan.deliveries.append((staged.keys.values(), lo, staged.batch.historical))
                 min_ts = lo if min_ts is None else min(min_ts, lo)
                 max_ts = hi if max_ts is None else max(max_ts, hi)
         state_id = view.signal("machine_state").id
@@ -669,16 +703,41 @@ class Writer:
 def _without_unknown_devices(
     batch: TelemetryBatch, unknown: set[str], enterprise: str
 ) -> TelemetryBatch:
+    return _without(
+        batch,
+        lambda sample: (
+            f"device {sample[1]!r} is not registered in enterprise {enterprise!r}"
+            if sample[1] in unknown
+            else None
+        ),
+        Reason.UNKNOWN_DEVICE,
+    )
+
+
+def _without_undeclared_signals(batch: TelemetryBatch, undeclared: set[str]) -> TelemetryBatch:
+    """Custom signals count only once a device status declared them (their kind decides how
+    they are stored; a name nobody declared could be any gateway's typo or flood)."""
+    return _without(
+        batch,
+        lambda sample: (
+            f"custom signal {sample[2]!r} is not declared in any device status (the gateway "
+            "sends the profile's custom_signals there: docs/profiles.md, Custom signals)"
+            if sample[2] in undeclared
+            else None
+        ),
+        Reason.UNKNOWN_SIGNAL,
+    )
+
+
+def _without(
+    batch: TelemetryBatch, why_not: Callable[[GoodSample], str | None], reason: Reason
+) -> TelemetryBatch:
+    """``batch`` without the samples ``why_not`` finds a reason against, each rejected with it."""
     kept: list[GoodSample] = []
     for sample in batch.samples:
-        if sample[1] in unknown:
-            batch.rejections.append(
-                SampleRejection(
-                    sample[0],
-                    Reason.UNKNOWN_DEVICE,
-                    f"device {sample[1]!r} is not registered in enterprise {enterprise!r}",
-                )
-            )
+        detail = why_not(sample)
+        if detail is not None:
+            batch.rejections.append(SampleRejection(sample[0], reason, detail))
         else:
             kept.append(sample)
     batch.rejections.sort(key=lambda r: r.index)

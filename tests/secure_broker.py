@@ -133,10 +133,14 @@ class SecureBroker:
 
 
 def start_secure_broker(
-    workdir: Path, gateways: list[tuple[str, str]], readers: list[str]
+    workdir: Path,
+    gateways: list[tuple[str, str]],
+    readers: list[str],
+    sparkplug_nodes: list[tuple[str, str]] | None = None,
 ) -> SecureBroker:
     """Start Mosquitto with the shipped secure config; ``gateways`` are (enterprise, gateway)
-    logins, ``readers`` reader logins; their passwords are in ``passwords`` by username."""
+    logins, ``readers`` reader logins, ``sparkplug_nodes`` (group, node) Sparkplug edge node
+    logins; their passwords are in ``passwords`` by username."""
     folder = workdir / "broker"
     (folder / "tls").mkdir(parents=True)
     ca_key, ca_cert = make_ca(folder / "tls", "ca")
@@ -149,6 +153,10 @@ def start_secure_broker(
     }
     for reader in readers:
         passwords[reader] = add_login(folder, "add-reader", "--username", reader)
+    for group, node in sparkplug_nodes or []:
+        passwords[f"sparkplug@{group}/{node}"] = add_login(
+            folder, "add-sparkplug", "--group", group, "--node", node
+        )
     tls_port = free_port()
     conf = (MOSQUITTO_CONF_DIR / "secure.conf").read_text()
     assert "listener 8883\n" in conf and "/etc/mosquitto/shulian/" in conf

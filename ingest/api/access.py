@@ -2,14 +2,19 @@
 
 Capabilities, by role (docs/monitoring.md has the full matrix with the endpoints):
 
-============  ===========  ==================  =============  ===========  ======  =====
-role          city KPIs    enterprise summary  device status  device data  import  grant
-============  ===========  ==================  =============  ===========  ======  =====
-admin         yes          any                 any            any          yes     no
-bureau        yes          any                 if granted     if granted   yes     no
-enterprise    no           own                 own            own          no      own
-provider      no           no                  served         no           no      no
-============  ===========  ==================  =============  ===========  ======  =====
+============  ===========  ==================  =============  ===========  ======  =====  ========  ========
+role          city KPIs    enterprise summary  device status  device data  import  grant  evidence  baseline
+============  ===========  ==================  =============  ===========  ======  =====  ========  ========
+admin         yes          any                 any            any          yes     no     any       any
+bureau        yes          any                 if granted     if granted   yes     no     any       no
+enterprise    no           own                 own            own          no      own    own       no
+provider      no           no                  served         no           no      no     served    served
+============  ===========  ==================  =============  ===========  ======  =====  ========  ========
+
+Evidence (the before/after report, ingest/evidence.py) is summary-level data: the bureau reads it
+for every enterprise, but the devices behind it only where device status is allowed (a grant).
+A baseline is entered from the pre-transformation diagnosis by admin or the enterprise's own
+service provider, who made the diagnosis; the enterprise itself cannot set the bar it is judged by.
 
 A service provider's page (``/provider``, ``/api/providers/{id}``: the enterprises that chose it,
 with the status of their gateways and devices) is for that provider's tokens and admin; another
@@ -41,6 +46,10 @@ class Capability(StrEnum):
     """CSV import of enterprises and devices."""
     GRANT = "grant"
     """Granting or withdrawing the bureau's access to device data."""
+    EVIDENCE = "evidence"
+    """An enterprise's before/after evidence: go-live, baseline, monthly figures, its report."""
+    BASELINE = "baseline"
+    """Entering an enterprise's before/after baseline (from its pre-transformation diagnosis)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +72,12 @@ def can(principal: Principal, capability: Capability, enterprise: str | None, re
         return capability is not Capability.GRANT
     if capability in (Capability.CITY_KPIS, Capability.IMPORT):
         return role in _CITY_ROLES
+    if capability is Capability.BASELINE:
+        return role is Role.PROVIDER and enterprise in reach.served
+    if capability is Capability.EVIDENCE and role is Role.PROVIDER:
+        return enterprise in reach.served
     if role is Role.BUREAU:
-        if capability is Capability.ENTERPRISE_SUMMARY:
+        if capability in (Capability.ENTERPRISE_SUMMARY, Capability.EVIDENCE):
             return True
         if capability in (Capability.DEVICE_STATUS, Capability.DEVICE_DATA):
             return enterprise in reach.granted

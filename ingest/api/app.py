@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingest import integration as integration_measures
 from ingest.api.errors import ApiError
 from ingest.api.live import LiveHub
 from ingest.api.routes import (
@@ -23,9 +24,11 @@ from ingest.api.routes import (
     devices,
     districts,
     enterprises,
+    evidence,
     export,
     health,
     imports,
+    integration,
     overview,
     pages,
     providers,
@@ -67,14 +70,20 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         app.state.pool = pool
         app.state.hub = hub
         refresher = asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily")
+        integration_refresher = asyncio.create_task(
+            _refresh_integration_forever(pool, settings), name="integration-daily"
+        )
         hub.start()
         try:
             yield
         finally:
             refresher.cancel()
+            integration_refresher.cancel()
             await hub.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
+            with contextlib.suppress(asyncio.CancelledError):
+                await integration_refresher
             await pool.close()
 
     app = FastAPI(
@@ -97,10 +106,13 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         devices,
         providers,
         export,
+        evidence,
+        integration,
     ):
         app.include_router(module.router, prefix="/api")
     app.include_router(imports.router, prefix="/api")
     app.include_router(pages.router)
+    app.include_router(evidence.pages)
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     app.add_middleware(NoStoreMiddleware)
     return app
@@ -161,5 +173,30 @@ async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: AppSetting
         except Exception:  # one broad catch at the task boundary: log and retry next period
             log.exception(
                 "daily KPI refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
+            )
+        await asyncio.sleep(settings.api.daily_refresh_s)
+
+
+async def _refresh_integration_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+    """Keep the data-integration measures current, in a task of its own: they read raw telemetry,
+    which takes longer than the KPIs' rollups and must not delay them. Today (and yesterday while
+    late data may come) every ``integration_refresh_s``; past days that gained data, checked as
+    often as the KPIs (``daily_refresh_s``), so loaded history shows within a minute."""
+    loop = asyncio.get_running_loop()
+    recent_due = 0.0
+    while True:
+        try:
+            recent = loop.time() >= recent_due
+            async with pool.connection() as conn:
+                await integration_measures.refresh_daily(
+                    conn, settings.api.kpi, days_back=1, recent=recent
+                )
+            if recent:
+                recent_due = loop.time() + settings.api.integration_refresh_s
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one broad catch at the task boundary: log and retry next period
+            log.exception(
+                "integration refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
             )
         await asyncio.sleep(settings.api.daily_refresh_s)

@@ -22,6 +22,15 @@ class KpiSettings(BaseModel):
     """With fewer baseline days that have data, an enterprise gets no colour (grey)."""
     timezone: str = "Asia/Shanghai"
     """Calendar days (today, daily export) start at midnight in this zone."""
+    evidence_baseline_days: int = Field(default=30, ge=1, le=365)
+    """A measured before/after baseline covers this many days from an enterprise's go-live, unless
+    its own baseline entry says otherwise (docs/kpis.md "Baseline")."""
+    default_max_silence_s: float = Field(default=65.0, gt=0)
+    """Data integration: how long a signal may stay unreported when the device's gateway does not
+    say (wire before 1.2): the base profiles' 60 s heartbeat plus a 5 s poll interval."""
+    silence_tolerance_s: float = Field(default=5.0, ge=0)
+    """Data integration: slack beyond a signal's max silence before time counts as missing
+    (slow reads, scheduling); docs/kpis.md "Completeness"."""
 
 
 class MonitoringSettings(BaseModel):
@@ -38,6 +47,11 @@ class MonitoringSettings(BaseModel):
     closes when the caller may no longer see it."""
     daily_refresh_s: float = Field(default=60.0, ge=1)
     """How often the daily KPI table is refreshed for today and yesterday."""
+    integration_refresh_s: float = Field(default=3600.0, ge=1)
+    """How often the data-integration measures (ingest/integration.py) are refreshed for today
+    (and yesterday until 6 h after midnight); each refresh reads the day's raw telemetry so far
+    (bench/integration.py), so they are daily figures refreshed hourly, not live ones. Past days
+    that gain data are picked up every ``daily_refresh_s``."""
     session_lifetime_s: int = Field(default=12 * HOUR_S, ge=60)
     """A browser session ends this long after sign-in, however active (12 h: one working day)."""
     session_idle_s: int = Field(default=2 * HOUR_S, ge=60)

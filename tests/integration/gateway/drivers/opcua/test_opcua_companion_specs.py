@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from asyncua import Client
+from support import wait_until_async
 
 from gateway.drivers.base import DriverMetrics, RawReading
 from gateway.drivers.opcua.driver import OpcUaDriver
@@ -364,3 +365,31 @@ async def test_paths_are_resolved_again_after_a_reconnect_to_a_renumbered_server
     finally:
         if driver is not None:
             await driver.close()
+
+
+async def test_the_gateway_subscription_path_delivers_every_companion_signal(
+    host: SimulatorHost, tmp_path: Path
+) -> None:
+    """`gateway run` subscribes rather than reads: every signal arrives good through the
+    subscriptions created on the resolved nodes."""
+    device = _device(
+        host,
+        tmp_path,
+        "imm-b",
+        "injection_moulding_euromap77",
+        select_machine={"serial_number": "E77-0002"},
+    )
+    driver = _driver(device)
+    readings: list[RawReading] = []
+    try:
+        await driver.connect()
+        for group in device.profile.groups:
+            await driver.subscribe(group, readings.extend)
+        wanted = {s.name for s in device.profile.signals}
+        await wait_until_async(
+            lambda: wanted <= {r.signal for r in readings if r.quality is Quality.GOOD},
+            what="every signal through the subscriptions",
+        )
+    finally:
+        await driver.close()
+    assert not [r for r in readings if r.quality is not Quality.GOOD]

@@ -8,14 +8,13 @@ exception, a bad OPC UA status) is a bad row with the reason and exit status 1.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from support import run_shulian
 
 from shulian.devservices import free_port
 from simulators.host import Endpoint, SimulatorHost
@@ -47,19 +46,7 @@ class Run:
 
 
 async def _probe(*args: str, timeout_s: float = 60.0) -> Run:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shulian",
-        "profile",
-        "probe",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
-    assert process.returncode is not None
-    return Run(process.returncode, stdout.decode(), stderr.decode())
+    return Run(*await run_shulian("profile", "probe", *args, timeout_s=timeout_s))
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

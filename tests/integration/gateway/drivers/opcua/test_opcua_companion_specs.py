@@ -10,9 +10,7 @@ the NodeSets in another order and hosts other machines first).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from asyncua import Client
-from support import wait_until_async
+from support import run_shulian, wait_until_async
 
 from gateway.drivers.base import DriverMetrics, RawReading
 from gateway.drivers.opcua.driver import OpcUaDriver
@@ -273,19 +271,7 @@ async def test_machine_selection_errors_say_what_the_server_has(
 
 
 async def _probe_cli(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shulian",
-        "profile",
-        "probe",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await run_shulian("profile", "probe", *args)
 
 
 async def test_probe_cli_selects_a_machine_or_says_which_ones_there_are(

@@ -58,6 +58,7 @@ DATA_DIRS = [
     "ingest/db/migrations",
     "simulators/scenarios",
     "simulators/manuals",
+    "simulators/nodesets",
     "shulian/demo_data",
 ]
 
@@ -90,6 +91,7 @@ def test_the_wheel_carries_every_data_file_the_code_reads(wheel: tuple[list[str]
         "ingest/db/migrations/0003_telemetry.timescaledb.sql",
         "simulators/scenarios/demo.yaml",
         "simulators/manuals/energy_meter.md",
+        "simulators/nodesets/Opc.Ua.MachineTool.NodeSet2.xml",
         "shulian/demo_data/enterprises.csv",
         "device_profiles/345/raceway_grinder.yaml",
         "device_profiles/_base/machine.yaml",

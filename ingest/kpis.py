@@ -194,7 +194,9 @@ async def refresh_daily(
     return sorted(days | set(late))
 
 
-CONTINUOUS_AGGREGATES: Final = ("counter_1h", "counter_1m", "telemetry_1h", "telemetry_1m")
+CONTINUOUS_AGGREGATES: Final = ("counter_1h", "counter_1m", "telemetry_1h")
+"""Refreshed over late ranges: what the daily KPIs and long charts read. telemetry_1m, the
+largest, is left to its policy, which runs every minute over the replay horizon."""
 
 
 async def refresh_late_days(

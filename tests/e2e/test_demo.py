@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +138,102 @@ def test_demo_with_amqtt_and_a_given_database(
     }
     assert named[storage_path] in text, text
     assert count > 0
+
+
+TOKEN_RE = re.compile(r"token       bureau: (slk_\S+)")
+GRANTED = ("ent-001", "ent-001-lathe-01")  # shulian/demo_data/grants.csv
+NOT_GRANTED = ("ent-002", "ent-002-hobber-01")
+
+
+def _get(base: str, path: str, token: str, lang: str = "") -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"}
+    if lang:
+        headers["Cookie"] = f"shulian_lang={lang}"
+    request = urllib.request.Request(base + path, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as resp:
+            return int(resp.status), resp.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode("utf-8")
+
+
+def _history_shown(base: str, token: str) -> tuple[list[float], set[str]] | None:
+    """The bureau's 30-day trend outputs and the enterprises' warning colours, once both are
+    filled (None before)."""
+    status, body = _get(base, "/api/trend?days=30", token)
+    if status != 200:
+        return None
+    outputs = [day["output"] for day in json.loads(body)["days"]]
+    status, body = _get(base, "/api/overview", token)
+    if status != 200:
+        return None
+    colours = {w["colour"] for w in json.loads(body)["warnings"]}
+    if len(outputs) == 30 and all(o > 0 for o in outputs) and len(colours - {"grey"}) >= 3:
+        return outputs, colours
+    return None
+
+
+@pytest.mark.skipif(mosquitto_binary() is None, reason="needs a mosquitto binary")
+def test_demo_starts_with_30_days_of_history_through_the_gateways(demo_workdir: Path) -> None:
+    """Within 90 s of start: 30 filled days in the bureau's trend and at least three warning
+    colours, all from the simulators' history sent through gateway, broker and ingest; one
+    enterprise's device page open to the bureau, another's saying why not in both languages."""
+    port = free_port()
+    args = ["--workdir", str(demo_workdir), "--port", str(port), "--broker", "mosquitto"]
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shulian", "demo", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_clean_env(),
+    )  # fmt: skip
+    lines = _lines(proc)
+    seen: list[str] = []
+    base = f"http://127.0.0.1:{port}"
+    try:
+        token = ""
+        shown = None
+        while time.monotonic() - started < 90 and shown is None:
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None, "demo exited early:\n" + "".join(seen[-40:])
+            match = TOKEN_RE.search(seen[-1]) if seen else None
+            token = match.group(1) if match else token
+            if token:
+                shown = _history_shown(base, token)
+        elapsed = time.monotonic() - started
+        logs = demo_workdir / "logs"
+        assert shown is not None, (
+            f"no 30 filled days and three warning colours within 90 s:\n{''.join(seen[-30:])}"
+            + "".join(f"\n{p.name}: {p.read_text(errors='replace')[-800:]}" for p in
+                      sorted(logs.glob("*.log")))
+        )  # fmt: skip
+        outputs, colours = shown
+        # The history went through the gateways: each backfill published historical batches
+        backfilled = [(logs / f"backfill-ent-00{n}.log").read_text() for n in range(1, 6)]
+        assert all(re.search(r"backfilled \d+ devices: [\d,]+ readings", t) for t in backfilled)
+        assert "history: backfilled; live gateways started" in "".join(seen)
+        print(f"history shown after {elapsed:.0f} s: colours {sorted(colours)}, outputs {outputs}")
+
+        status, _ = _get(base, f"/api/enterprises/{GRANTED[0]}/devices/{GRANTED[1]}", token)
+        assert status == 200
+        path = f"/enterprises/{GRANTED[0]}/devices/{GRANTED[1]}"
+        assert _get(base, path, token)[0] == 200
+        status, body = _get(
+            base, f"/api/enterprises/{NOT_GRANTED[0]}/devices/{NOT_GRANTED[1]}", token
+        )
+        assert status == 403, body
+        assert json.loads(body)["hint"] == (
+            "The enterprise has not granted the bureau access to its device data."
+        )
+        path = f"/enterprises/{NOT_GRANTED[0]}/devices/{NOT_GRANTED[1]}"
+        status, page = _get(base, path, token, "zh-CN")
+        assert status == 403 and f"企业 {NOT_GRANTED[0]} 尚未授权主管部门查看其设备数据" in page
+        status, page = _get(base, path, token, "en")
+        assert status == 403
+        assert f"Enterprise {NOT_GRANTED[0]} has not granted the bureau access" in page
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -16,6 +16,7 @@ enterprise, device) in Python: one query serves every level of the overview.
 from __future__ import annotations
 
 import functools
+import logging
 import statistics
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +25,12 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
+from psycopg.errors import LockNotAvailable
 from psycopg.rows import dict_row
 
 from ingest.api.settings import KpiSettings
+
+log = logging.getLogger(__name__)
 
 COUNTER_BASES: Final = ("part_count", "good_count", "reject_count", "active_energy")
 ACTIVE_STATES: Final = ("running", "idle", "setup", "fault")
@@ -194,9 +198,10 @@ async def refresh_daily(
     return sorted(days | set(late))
 
 
-CONTINUOUS_AGGREGATES: Final = ("counter_1h", "counter_1m", "telemetry_1h")
-"""Refreshed over late ranges: what the daily KPIs and long charts read. telemetry_1m, the
-largest, is left to its policy, which runs every minute over the replay horizon."""
+CONTINUOUS_AGGREGATES: Final = ("counter_1h", "telemetry_1h")
+"""Refreshed over late ranges: what the daily KPIs (whole hours of a day) and long charts read.
+The minute views are left to their policies, which run every minute over the replay horizon;
+refreshing them here too would mostly collide with those runs."""
 
 
 async def refresh_late_days(
@@ -229,10 +234,16 @@ async def refresh_late_days(
             return []  # the next round, after the rollup refresh
     else:
         for view in CONTINUOUS_AGGREGATES:
-            await conn.execute(
-                f"CALL refresh_continuous_aggregate('{view}'::regclass, %s::timestamptz, %s::timestamptz)",
-                (lo - timedelta(hours=1), hi + timedelta(hours=1)),
-            )
+            try:
+                await conn.execute(
+                    f"CALL refresh_continuous_aggregate('{view}'::regclass, "
+                    "%s::timestamptz, %s::timestamptz)",
+                    (lo - timedelta(hours=1), hi + timedelta(hours=1)),
+                )
+            except LockNotAvailable:
+                # Its policy is refreshing it right now: keep the notes for the next round
+                log.info("late days wait: %s is being refreshed by its policy", view)
+                return []
     zone = ZoneInfo(settings.timezone)
     today = city_today(settings, now)
     first, last = lo.astimezone(zone).date(), min(hi.astimezone(zone).date(), today)

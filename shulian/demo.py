@@ -418,8 +418,10 @@ HISTORY_INGEST_ENV: Final = {
     "SHULIAN_INGEST_LIMITS__MAX_AGE_S": str(35 * 86_400),
     "SHULIAN_INGEST_STORAGE__COMPRESS_AFTER_DAYS": "40",
     "SHULIAN_INGEST_STORAGE__LEDGER_RETENTION_DAYS": "40",
-    # Recompute late days soon after the backfill, not a minute later
-    "SHULIAN_INGEST_API__MONITORING__DAILY_REFRESH_S": "10",
+    # Recompute late days within seconds of the backfill, not a minute later (both are cheap
+    # at the demo's size)
+    "SHULIAN_INGEST_API__MONITORING__DAILY_REFRESH_S": "5",
+    "SHULIAN_INGEST_STORAGE__ROLLUP_REFRESH_S": "5",
 }
 
 

@@ -144,7 +144,10 @@ def _history_seen(base: str, token: str) -> tuple[list[float], list[str]]:
 
 
 def _is_filled(outputs: list[float], colours: list[str]) -> bool:
-    return len(outputs) == 30 and all(o > 0 for o in outputs) and len(set(colours) - {"grey"}) >= 3
+    """30 days with output, every enterprise judged against its baseline (none grey), and at
+    least three colours among them."""
+    days_filled = len(outputs) == 30 and all(o > 0 for o in outputs)
+    return days_filled and len(colours) == 5 and "grey" not in colours and len(set(colours)) >= 3
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="needs a mosquitto binary")

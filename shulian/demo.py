@@ -371,6 +371,10 @@ def run_demo(
             choice, tokens = asyncio.run(prepare_database(db_url, devices))
             storage = storage_line(db_url, choice, no_timescaledb)
             history = workdir / "history" if history_enabled and has_history(scenario) else None
+            if history is not None and stored_points(db_url) > 0:
+                # A second history would overlap the first run's days and its live counters
+                typer.echo("history: the database has data from a previous run (--fresh: anew)")
+                history = None
             sim_argv = shulian_argv("sim", "run", "--scenario", str(scenario_file))
             if history is not None:
                 shutil.rmtree(history, ignore_errors=True)

@@ -111,6 +111,44 @@ def run(
         raise _fail(exc) from None
 
 
+@app.command()
+def backfill(
+    config: ConfigOption,
+    history: Annotated[
+        Path,
+        typer.Option("--history", help="Folder of history logs, one <device id>.jsonl per device."),
+    ],
+    mqtt_url: Annotated[str | None, typer.Option(help="mqtt.url (mqtt:// or mqtts://)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="gateway.data_dir (disk buffer)")] = None,
+) -> None:
+    """Send the site's devices' history logs as historical data; return when all is acknowledged.
+
+    Run it before `gateway run` for the same site (docs/simulators.md, "History")."""
+    from gateway.backfill import backfill as run_backfill
+    from gateway.logs import configure_logging
+    from gateway.profiles.loader import load_site
+    from gateway.settings import build_settings
+
+    cli = _cli_overrides(None, None, mqtt_url, data_dir, None, None, 0)
+    try:
+        file_data, lines = _file_settings(config)
+        settings = build_settings(file_data, cli, file_name=str(config), file_lines=lines)
+        configure_logging(settings.log.format, settings.log.level)
+        settings.require_identity()
+        site = load_site(config)
+        result = asyncio.run(run_backfill(settings, site, history))
+    except ConfigError as exc:
+        raise _fail(exc) from None
+    except TimeoutError as exc:
+        typer.echo(f"backfill incomplete: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"backfilled {result.devices} devices: {result.readings:,} readings, "
+        f"{result.samples:,} samples in {result.batches:,} historical batches"
+        + (f"; no history log for {', '.join(result.missing)}" if result.missing else "")
+    )
+
+
 def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run ``main`` on uvloop when it is installed (the gateway extra brings it), else asyncio's.
 

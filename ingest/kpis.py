@@ -16,6 +16,7 @@ enterprise, device) in Python: one query serves every level of the overview.
 from __future__ import annotations
 
 import functools
+import logging
 import statistics
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,9 +25,12 @@ from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
+from psycopg.errors import LockNotAvailable
 from psycopg.rows import dict_row
 
 from ingest.api.settings import KpiSettings
+
+log = logging.getLogger(__name__)
 
 COUNTER_BASES: Final = ("part_count", "good_count", "reject_count", "active_energy")
 ACTIVE_STATES: Final = ("running", "idle", "setup", "fault")
@@ -194,7 +198,66 @@ async def refresh_daily(
             days.add(day)
     for day in sorted(days):
         await refresh_day(conn, settings, day, now)
-    return sorted(days)
+    late = await refresh_late_days(conn, settings, now=now, skip=days)
+    return sorted(days | set(late))
+
+
+CONTINUOUS_AGGREGATES: Final = ("counter_1h", "telemetry_1h")
+"""Refreshed over late ranges: what the daily KPIs (whole hours of a day) and long charts read.
+The minute views are left to their policies, which run every minute over the replay horizon;
+refreshing them here too would mostly collide with those runs."""
+
+
+async def refresh_late_days(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    *,
+    now: datetime | None = None,
+    skip: Iterable[date] = (),
+) -> list[date]:
+    """Recompute the days that received late data (kpi_late_data, noted by the ingest's writer).
+
+    The rollups must have taken the data in first: on plain PostgreSQL the notes wait until the
+    rollup refresh has handled every invalidation (a note is committed with its invalidation, so
+    reading the notes first and then finding no invalidation is enough); on TimescaleDB this
+    refreshes the continuous aggregates over the noted range itself, since their policies only
+    look back over the replay horizon and run once per bucket. ``conn`` must be in autocommit.
+    """
+    now = now or datetime.now(UTC)
+    cur = await conn.execute("SELECT id, lo, hi FROM kpi_late_data ORDER BY id LIMIT 10000")
+    notes = await cur.fetchall()
+    if not notes:
+        return []
+    plain = await conn.execute("SELECT to_regclass('rollup_invalidations') IS NOT NULL")
+    is_plain = bool((await plain.fetchone() or (False,))[0])
+    lo = min(n[1] for n in notes)
+    hi = max(n[2] for n in notes)
+    if is_plain:
+        pending = await conn.execute("SELECT EXISTS (SELECT 1 FROM rollup_invalidations)")
+        if (await pending.fetchone() or (False,))[0]:
+            return []  # the next round, after the rollup refresh
+    else:
+        for view in CONTINUOUS_AGGREGATES:
+            try:
+                await conn.execute(
+                    f"CALL refresh_continuous_aggregate('{view}'::regclass, "
+                    "%s::timestamptz, %s::timestamptz)",
+                    (lo - timedelta(hours=1), hi + timedelta(hours=1)),
+                )
+            except LockNotAvailable:
+                # Its policy is refreshing it right now: keep the notes for the next round
+                log.info("late days wait: %s is being refreshed by its policy", view)
+                return []
+    zone = ZoneInfo(settings.timezone)
+    today = city_today(settings, now)
+    first, last = lo.astimezone(zone).date(), min(hi.astimezone(zone).date(), today)
+    done = set(skip)
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    days = [d for d in days if d not in done]
+    for day in days:
+        await refresh_day(conn, settings, day, now)
+    await conn.execute("DELETE FROM kpi_late_data WHERE id = ANY(%s)", ([n[0] for n in notes],))
+    return days
 
 
 async def _first_data_day(conn: AsyncConnection[Any], settings: KpiSettings) -> date | None:

@@ -531,6 +531,8 @@ class Writer:
             and max_ts is not None
         ):
             record_invalidation(conn, min_ts, max_ts)
+        if min_ts is not None and max_ts is not None:
+            note_late_data(conn, min_ts, max_ts)
         self._touch_seen(conn, plan, current)
         if plan.dead_letters:
             plan.dead_letter_admission = self._store_dead_letters(conn, plan.dead_letters)
@@ -817,6 +819,18 @@ def _upsert_current_values(
         WHERE excluded.ts >= c.ts
         """
     )
+
+
+LATE_AFTER_MS: Final = 24 * 3600 * 1000
+"""Samples older than this when stored may belong to a day before yesterday, which the daily KPI
+refresh no longer revisits by itself: their range is noted for it (kpi_late_data)."""
+
+
+def note_late_data(conn: psycopg.Connection, min_ts_ms: int, max_ts_ms: int) -> None:
+    if min_ts_ms < time.time() * 1000 - LATE_AFTER_MS:
+        conn.execute(
+            "INSERT INTO kpi_late_data (lo, hi) VALUES (%s, %s)", (_ts(min_ts_ms), _ts(max_ts_ms))
+        )
 
 
 def _ts(ms: int) -> Any:

@@ -20,10 +20,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 from ruamel.yaml import YAML
@@ -222,6 +222,12 @@ def plan_scenario(source: Path, workdir: Path) -> tuple[Path, list[dict[str, Any
     return path, devices
 
 
+def has_history(source: Path) -> bool:
+    from simulators.scenario import load_scenario
+
+    return load_scenario(source).history is not None
+
+
 def write_site_files(
     devices: list[dict[str, Any]], broker: Broker, workdir: Path
 ) -> dict[str, tuple[Path, int]]:
@@ -297,6 +303,7 @@ async def prepare_database(
     from psycopg import AsyncConnection
 
     from ingest.api.csv_import import import_devices, import_enterprises
+    from ingest.api.registry import set_grant
     from ingest.auth import Role, create_token
     from ingest.db.migrate import migrate
 
@@ -309,7 +316,19 @@ async def prepare_database(
         first = sorted({d["enterprise"] for d in devices})[0]
         bureau = await create_token(conn, Role.BUREAU, name="demo bureau")
         own = await create_token(conn, Role.ENTERPRISE, enterprise=first, name="demo enterprise")
+        for enterprise in demo_grants():
+            # As if each had pressed "Grant" on its own page (the token records who did)
+            issued = await create_token(
+                conn, Role.ENTERPRISE, enterprise=enterprise, name="demo grant"
+            )
+            await set_grant(conn, enterprise, True, issued.token_id)
     return choice, {"bureau": bureau.secret, f"enterprise {first}": own.secret}
+
+
+def demo_grants() -> list[str]:
+    """Enterprises that grant the bureau their device data in the demo (demo_data/grants.csv)."""
+    text = (DEMO_DATA / "grants.csv").read_text(encoding="utf-8")
+    return [row["enterprise"] for row in csv.DictReader(io.StringIO(text))]
 
 
 def stored_points(db_url: str) -> int:
@@ -338,6 +357,7 @@ def run_demo(
     seconds: float | None,
     fresh: bool,
     broker_choice: str = "auto",
+    history_enabled: bool = True,
 ) -> int:
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
@@ -350,8 +370,16 @@ def run_demo(
             scenario_file, devices = plan_scenario(scenario, workdir)
             choice, tokens = asyncio.run(prepare_database(db_url, devices))
             storage = storage_line(db_url, choice, no_timescaledb)
-            stack.spawn("simulators", shulian_argv("sim", "run", "--scenario", str(scenario_file)))
-            _wait_ports(devices, stack, timeout_s=60)
+            history = workdir / "history" if history_enabled and has_history(scenario) else None
+            if history is not None and stored_points(db_url) > 0:
+                # A second history would overlap the first run's days and its live counters
+                typer.echo("history: the database has data from a previous run (--fresh: anew)")
+                history = None
+            sim_argv = shulian_argv("sim", "run", "--scenario", str(scenario_file))
+            if history is not None:
+                shutil.rmtree(history, ignore_errors=True)
+                sim_argv += ["--history-dir", str(history)]
+            stack.spawn("simulators", sim_argv)
             ingest_env = {
                 "SHULIAN_INGEST_DB__URL": db_url,
                 "SHULIAN_INGEST_MQTT__URL": broker.url,
@@ -361,15 +389,20 @@ def run_demo(
                 "SHULIAN_INGEST_REGISTRY__AUTO_REGISTER_GATEWAYS": "true",
                 "SHULIAN_INGEST_API__ENABLED": "true",
                 "SHULIAN_INGEST_API__PORT": str(api_port),
+                **HISTORY_INGEST_ENV,
             }
             stack.spawn("ingest", shulian_argv("ingest", "run"), ingest_env)
             devservices.wait_listening("127.0.0.1", api_port, 60, "the ingest's monitoring app")
+            # Meanwhile the simulators ran their history (about 20 s); then they listen
+            _wait_ports(devices, stack, timeout_s=180)
             sites = write_site_files(devices, broker, workdir)
-            for enterprise, (site, _) in sites.items():
-                argv = shulian_argv("gateway", "run", "--config", str(site))
-                stack.spawn(f"gateway-{enterprise}", argv)
+            backfills = _start_backfills(stack, sites, history) if history is not None else {}
+            if not backfills:
+                _start_gateways(stack, sites)
             _print_banner(broker, db_kind, storage, api_port, sites, tokens, devices, stack.logdir)
-            return _watch(stack, db_url, seconds)
+            if backfills:
+                typer.echo(f"history: backfilling {len(backfills)} gateways from {history}")
+            return _watch(stack, db_url, seconds, lambda: _after_backfills(stack, sites, backfills))
     except DemoError as exc:
         typer.echo(f"\ndemo failed: {exc}", err=True)
         return 1
@@ -381,6 +414,61 @@ def run_demo(
         stack.stop()
         if mosquitto is not None:
             mosquitto.stop()
+
+
+HISTORY_INGEST_ENV: Final = {
+    # History reaches 30 days back: the ingest must accept it (its replay horizon) and keep
+    # compression, retention and the batch ledger beyond that horizon, as it requires.
+    "SHULIAN_INGEST_LIMITS__MAX_AGE_S": str(35 * 86_400),
+    "SHULIAN_INGEST_STORAGE__COMPRESS_AFTER_DAYS": "40",
+    "SHULIAN_INGEST_STORAGE__LEDGER_RETENTION_DAYS": "40",
+    # Recompute late days within seconds of the backfill, not a minute later (both are cheap
+    # at the demo's size)
+    "SHULIAN_INGEST_API__MONITORING__DAILY_REFRESH_S": "5",
+    "SHULIAN_INGEST_STORAGE__ROLLUP_REFRESH_S": "5",
+}
+
+
+def _start_gateways(stack: Stack, sites: dict[str, tuple[Path, int]]) -> None:
+    for enterprise, (site, _) in sites.items():
+        argv = shulian_argv("gateway", "run", "--config", str(site))
+        stack.spawn(f"gateway-{enterprise}", argv)
+
+
+def _start_backfills(
+    stack: Stack, sites: dict[str, tuple[Path, int]], history: Path
+) -> dict[str, Child]:
+    """One ``gateway backfill`` per site, sending its devices' history logs through the broker."""
+    return {
+        enterprise: stack.spawn(
+            f"backfill-{enterprise}",
+            shulian_argv("gateway", "backfill", "--config", str(site), "--history", str(history)),
+        )
+        for enterprise, (site, _) in sites.items()
+    }
+
+
+def _after_backfills(
+    stack: Stack, sites: dict[str, tuple[Path, int]], backfills: dict[str, Child]
+) -> None:
+    """Once every backfill has finished, start the live gateways (their counters then continue
+    from the history's last readings); a failed backfill stops the demo with its log."""
+    if not backfills:
+        return
+    for enterprise, child in list(backfills.items()):
+        code = child.proc.poll()
+        if code == 0:  # done: no longer a child whose exit means trouble
+            stack.children.remove(child)
+            del backfills[enterprise]
+        elif code is not None:
+            raise DemoError(
+                f"backfill for {enterprise} exited with status {code}; its log "
+                f"({child.logfile}) ends:\n{child.tail()}"
+            )
+    if backfills:
+        return
+    _start_gateways(stack, sites)
+    typer.echo("history: backfilled; live gateways started")
 
 
 def _print_banner(
@@ -417,7 +505,9 @@ def _print_banner(
     typer.echo("\n".join(lines))
 
 
-def _watch(stack: Stack, db_url: str, seconds: float | None) -> int:
+def _watch(
+    stack: Stack, db_url: str, seconds: float | None, tick: Callable[[], None] = lambda: None
+) -> int:
     stop = {"now": False}
 
     def _stop(*_: object) -> None:
@@ -428,6 +518,7 @@ def _watch(stack: Stack, db_url: str, seconds: float | None) -> int:
     started = time.monotonic()
     last_print = 0.0
     while not stop["now"]:
+        tick()
         stack.check()
         if seconds is not None and time.monotonic() - started >= seconds:
             break
@@ -464,9 +555,18 @@ def demo(
             "MQTT_URL, when set, wins."
         ),
     ] = "auto",
+    history: Annotated[
+        bool,
+        typer.Option(
+            help="Start with the scenario's past days (30 in the demo scenario), backfilled "
+            "through the gateways before they go live."
+        ),
+    ] = True,
 ) -> None:
     """Start simulators, a gateway per enterprise, the ingest and the dashboard; print the URLs."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if broker not in ("auto", "mosquitto", "amqtt"):
         raise typer.BadParameter("choose auto, mosquitto or amqtt", param_hint="--broker")
-    raise typer.Exit(run_demo(scenario, workdir.resolve(), port, seconds, fresh, broker))
+    raise typer.Exit(
+        run_demo(scenario, workdir.resolve(), port, seconds, fresh, broker, history_enabled=history)
+    )

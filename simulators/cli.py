@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from simulators.errors import ScenarioError, ServeError
+from simulators.history import write_history
 from simulators.host import SimulatorHost
 from simulators.machines import KINDS
 from simulators.manual import stale_manuals, write_manuals
@@ -56,6 +58,14 @@ def run(
     kinds: Annotated[
         bool, typer.Option("--kinds", help="List the machine kinds and exit.")
     ] = False,
+    history_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--history-dir",
+            help="Before serving, run the scenario's `history` days and log them here "
+            "(one JSONL per device, for `shulian gateway backfill`).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a scenario's machines until Ctrl-C or SIGTERM, printing every endpoint when ready."""
     if kinds:
@@ -68,7 +78,15 @@ def run(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        asyncio.run(_serve(chosen, seed=seed, truth_file=truth_file, tick_ms=tick_ms))
+        asyncio.run(
+            _serve(
+                chosen,
+                seed=seed,
+                truth_file=truth_file,
+                tick_ms=tick_ms,
+                history_dir=history_dir,
+            )
+        )
     except ServeError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
@@ -111,7 +129,12 @@ def _choose_scenario(path: Path | None, load: int | None) -> Scenario:
 
 
 async def _serve(
-    scenario: Scenario, *, seed: int | None, truth_file: Path | None, tick_ms: int | None
+    scenario: Scenario,
+    *,
+    seed: int | None,
+    truth_file: Path | None,
+    tick_ms: int | None,
+    history_dir: Path | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -120,6 +143,17 @@ async def _serve(
     host = SimulatorHost(
         scenario, seed=seed, tick_ms=tick_ms, truth_file=truth_file, truth_max_points=1
     )
+    if history_dir is not None:
+        if scenario.history is None:
+            raise ServeError(f"--history-dir: scenario {scenario.name} has no `history` section")
+        # Blocking on purpose: nothing serves yet, and the live machines continue from its end.
+        summary = write_history(
+            host.stepping_order(), scenario.history, history_dir, time.time_ns() // 1_000_000
+        )
+        typer.echo(
+            f"history: {summary.steps} steps of {scenario.history.step_s:g} s for "
+            f"{summary.devices} devices in {history_dir}"
+        )
     async with host:
         for endpoint in host.endpoints():
             typer.echo(endpoint.describe())

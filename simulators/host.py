@@ -355,6 +355,9 @@ class SimulatorHost:
             self._units[spec.id] = unit
         return device
 
+    def stepping_order(self) -> list[SimulatedDevice]:
+        return self._stepping_order()
+
     def _stepping_order(self) -> list[SimulatedDevice]:
         """Meters last, so they measure the power their machines drew in the same tick."""
         devices = list(self.devices.values())

@@ -104,6 +104,31 @@ class InstanceSpec(BaseModel):
         return self.serial_number or f"SN-{self.id}"
 
 
+class HistorySpec(BaseModel):
+    """Past days the machine models are run through, in accelerated time, before serving live.
+
+    Each step the simulator records what every machine's controller holds (the raw values of its
+    address map) into a history log per device, which a gateway can backfill from
+    (``shulian gateway backfill``). Plants work one shift a day (``shift_start_h`` local time,
+    ``shift_hours`` long) and are switched off outside it; ``worked_share`` shortens the shift of
+    one enterprise on given days (days ago: share of the shift worked), so a demo shows
+    enterprises whose output fell against their own baseline.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: int = Field(default=30, ge=1, le=60)
+    step_s: float = Field(default=900.0, ge=10.0, le=3600.0)
+    """Virtual seconds between two recorded snapshots (the backfill's sample period)."""
+    dwell_scale: float = Field(default=1.0, gt=0)
+    """Dwell times of the past days (the live demo shrinks them; history keeps a real day)."""
+    timezone: str = "Asia/Shanghai"
+    shift_start_h: float = Field(default=6.0, ge=0, lt=24)
+    shift_hours: float = Field(default=16.0, gt=0, le=24)
+    worked_share: dict[str, dict[int, float]] = Field(default_factory=dict)
+    """Enterprise id -> {days ago (1 = yesterday): share of the shift worked, 0..1}."""
+
+
 class Scenario(BaseModel):
     """A set of simulated machines and the endpoints that serve them."""
 
@@ -119,6 +144,8 @@ class Scenario(BaseModel):
     host: str = "127.0.0.1"
     servers: list[ServerSpec] = Field(default_factory=list)
     instances: list[InstanceSpec]
+    history: HistorySpec | None = None
+    """Past days to run through before serving live (``shulian sim run --history-dir``)."""
 
     def instance_seed(self, instance: InstanceSpec) -> int:
         return instance.seed if instance.seed is not None else derive_seed(self.seed, instance.id)

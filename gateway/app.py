@@ -37,6 +37,7 @@ from gateway.profiles.loader import Site, load_site
 from gateway.profiles.models import DeviceConfig
 from gateway.publisher import Publisher
 from gateway.rbe import ReportByException
+from gateway.remote_config import RemoteConfig
 from gateway.scheduler import Backoff, DeviceRunner, Scheduler
 from gateway.settings import GatewaySettings
 from gateway.sparkplug import SparkplugPublisher
@@ -191,6 +192,12 @@ class GatewayApp:
         self._published_dropped = 0
         self._settings_at_start = dict(site.settings)
         self.reloads = 0
+        self.last_restarted: list[str] = []
+        """Devices (re)started by the last successful reload."""
+        self.remote: RemoteConfig | None = None
+        if settings.remote_config.enabled:
+            self.remote = RemoteConfig(self, Path(settings.gateway.data_dir) / "remote-config")
+            self.publisher.on_config = self.remote.receive
 
     def _shulian_publisher(self) -> Publisher:
         settings, gw = self.settings, self.settings.gateway
@@ -377,9 +384,13 @@ class GatewayApp:
 
     # ------------------------------------------------------------------- reload
 
-    async def reload(self) -> bool:
-        """Apply the site file as it is now; returns False (and keeps running) if it is invalid."""
-        path = Path(self.site.file)
+    async def reload(self, path: Path | None = None) -> bool:
+        """Apply the site file as it is now; returns False (and keeps running) if it is invalid.
+
+        ``path``: another site file to run from now on (a remote configuration's); the devices
+        whose configuration is unchanged keep running, the buffer is not touched.
+        """
+        path = path or Path(self.site.file)
         try:
             site = await asyncio.to_thread(self.site_loader, path)
             normalizers = compile_devices(site.devices)
@@ -405,6 +416,7 @@ class GatewayApp:
         self.config_hash = config_hash(site.devices)
         for device_id in changed + added:
             self._start_device(new[device_id])
+        self.last_restarted = sorted(changed + added)
         self._watched = _Watched.of(site)
         self.reloads += 1
         log_profile_warnings(site)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from gateway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
 
 app = typer.Typer(
     help="Run the factory gateway agent and manage its settings.", no_args_is_help=True
@@ -102,13 +106,28 @@ def run(
         settings = build_settings(file_data, cli, file_name=str(config), file_lines=lines)
         configure_logging(settings.log.format, settings.log.level)
         settings.require_identity()
-        site = load_site(config)
+        site = load_site(_site_to_run(config, settings))
     except ConfigError as exc:
         raise _fail(exc) from None
     try:
         _run_event_loop(run_gateway(settings, site))
     except ConfigError as exc:
         raise _fail(exc) from None
+
+
+def _site_to_run(config: Path, settings: GatewaySettings) -> Path:
+    """The last good remote configuration when remote configuration is on, else ``config``."""
+    from gateway.remote_config import last_good_site
+
+    if not settings.remote_config.enabled:
+        return config
+    remote = last_good_site(Path(settings.gateway.data_dir) / "remote-config")
+    if remote is not None:
+        logging.getLogger(__name__).info(
+            "running the last good remote configuration", extra={"site": str(remote)}
+        )
+        return remote
+    return config
 
 
 @app.command()

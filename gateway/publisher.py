@@ -158,6 +158,12 @@ class Publisher:
         """How the session ended: ``closed`` by the broker, ``timeout`` (no CONNACK), ``error``."""
         self._offline_mid: int | None = None
         self._offline_acked = asyncio.Event()
+        self.config_topic = topics.config(enterprise, gateway)
+        self.on_config: Callable[[bytes], None] | None = None
+        """Remote configuration (docs/remote-config.md): set to subscribe to the gateway's own
+        config topic on every connect; called on the loop with each bundle received."""
+        self._config_report: bytes | None = None
+        """A report not yet handed to paho (sent at the next connect)."""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -223,6 +229,7 @@ class Publisher:
         client.on_publish = self._cb_publish
         client.on_connect_fail = self._cb_connect_fail
         client.on_log = self._cb_log
+        client.on_message = self._cb_message
         return client
 
     def _connect_properties(self) -> Properties | None:
@@ -466,6 +473,10 @@ class Publisher:
             self._end = "error"
         self._post(self._on_disconnect, self._session_cause())
 
+    def _cb_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if self.on_config is not None and message.topic == self.config_topic:
+            self._post(self.on_config, bytes(message.payload))
+
     def _cb_connect_fail(self, client: Any, userdata: Any) -> None:
         self._post(self._on_disconnect, "connection failed")
 
@@ -501,6 +512,10 @@ class Publisher:
             extra={"url": self.mqtt.url, "session_present": session_present},
         )
         self._publish_retained_status()
+        if self.on_config is not None and self._client is not None:
+            # Retained: the broker sends the assigned bundle now, also after time offline.
+            self._client.subscribe(self.config_topic, qos=1)
+            self._send_config_report()
         self.is_backlog_dirty = True
         self._pump()
 
@@ -750,6 +765,18 @@ class Publisher:
             self._publish_status(
                 topics.device_status(self.enterprise, self.gateway, status.device), status
             )
+
+    def publish_config_report(self, payload: bytes) -> None:
+        """Send a ConfigReport now, or at the next connect (only the newest one is kept)."""
+        self._config_report = payload
+        self._send_config_report()
+
+    def _send_config_report(self) -> None:
+        if self.is_connected and self._client is not None and self._config_report is not None:
+            self._client.publish(
+                topics.config_report(self.enterprise, self.gateway), self._config_report, qos=1
+            )
+            self._config_report = None
 
     def publish_gateway_status(self) -> None:
         if self.is_connected:

@@ -168,6 +168,14 @@ class ReloadSettings(_Section):
     """How often the site file's mtime is checked; 0 reloads on SIGHUP only."""
 
 
+class RemoteConfigSettings(_Section):
+    """Remote configuration from the cloud (docs/remote-config.md); off unless the factory opts in."""
+
+    enabled: bool = False
+    """Subscribe to this gateway's config topic and apply what the provider assigns; off, the
+    gateway runs its local files only."""
+
+
 class SparkplugSettings(_Section):
     """Sparkplug B output (docs/sparkplug.md): the gateway as an edge node of ``group``."""
 
@@ -186,7 +194,16 @@ class SparkplugSettings(_Section):
     client id ``<mqtt client id>-spb``."""
 
 
-SECTIONS = ("gateway", "mqtt", "buffer", "metrics", "log", "reload", "sparkplug")
+SECTIONS = (
+    "gateway",
+    "mqtt",
+    "buffer",
+    "metrics",
+    "log",
+    "reload",
+    "remote_config",
+    "sparkplug",
+)
 
 
 class GatewaySettings(BaseSettings):
@@ -205,6 +222,7 @@ class GatewaySettings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
     reload: ReloadSettings = ReloadSettings()
+    remote_config: RemoteConfigSettings = RemoteConfigSettings()
     sparkplug: SparkplugSettings = SparkplugSettings()
 
     @property

@@ -201,6 +201,7 @@ class Consumer:
             (subscription(TopicKind.TELEMETRY, group), 1),
             (subscription(TopicKind.GATEWAY_STATUS), 1),
             (subscription(TopicKind.DEVICE_STATUS), 1),
+            (subscription(TopicKind.CONFIG_REPORT, group), 1),
         ]
         if self.settings.subscribe_metrics:
             topics.append((subscription(TopicKind.METRICS, group), 0))
@@ -209,6 +210,10 @@ class Consumer:
     def publish(self, topic: str, payload: bytes) -> None:
         """Send a command (a Sparkplug rebirth request); paho queues it while disconnected."""
         self._client.publish(topic, payload, qos=0)
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish a gateway's configuration: retained, QoS 1 (paho resends it after a reconnect)."""
+        self._client.publish(topic, payload, qos=1, retain=True)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any

@@ -22,6 +22,7 @@ from typing import Any, Final
 import psycopg
 import psycopg_pool
 
+from ingest.config_delivery import ConfigDelivery, is_report
 from ingest.consumer import Consumer, lane_of
 from ingest.db.migrate import MigrationResult, migrate
 from ingest.db.partitions import ensure_partitions
@@ -96,6 +97,7 @@ class IngestService:
         self.writer: Writer | None = None
         self.lanes: list[Lane] = []
         self.consumer: Consumer | None = None
+        self.config_delivery: ConfigDelivery | None = None
         self.sparkplug: SparkplugHost | None = None
         self.maintenance: Maintenance | None = None
         self.storage_path: StoragePath | None = None
@@ -175,7 +177,11 @@ class IngestService:
             lane.start()
         self.maintenance.start()
         self.consumer = consumer
+        self.config_delivery = ConfigDelivery(
+            self.pool, consumer.publish_retained, settings.db.url.get_secret_value()
+        )
         self.consumer.start()
+        self.config_delivery.start()
         self._backlog_thread = threading.Thread(
             target=self._watch_backlog, name="ingest-backlog", daemon=True
         )
@@ -195,6 +201,8 @@ class IngestService:
             lane.stop()
         if self.writer is not None and self.pool is not None:
             self.writer.store_delays()
+        if self.config_delivery is not None:
+            self.config_delivery.stop()
         if self.consumer is not None:
             self.consumer.stop()
         if self.maintenance is not None:
@@ -215,6 +223,10 @@ class IngestService:
         }
 
     def _route(self, incoming: Incoming) -> None:
+        if self.config_delivery is not None and is_report(incoming.topic):
+            self.config_delivery.report(incoming)  # tiny and rare: stored on paho's thread
+            self._ack(incoming)
+            return
         if self.sparkplug is not None and incoming.topic.startswith("spBv1.0/"):
             for decoded in self.sparkplug.route(incoming):
                 self.lanes[lane_of(decoded.topic, len(self.lanes))].put(decoded)

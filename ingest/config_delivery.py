@@ -1,0 +1,146 @@
+"""Deliver remote configuration (docs/remote-config.md) and record what the gateways answered.
+
+Every second the ingest compares, per gateway, the assignment in force with the revision it last
+published; a difference is published retained on the gateway's ``config`` topic (QoS 1), so a
+gateway that is offline now receives it when it connects. The API only writes rows; delivery
+lives here because the ingest holds the broker connection, and an API process need not.
+
+A gateway's answer (``config/report``) is stored in ``config_reports`` as it comes; a malformed
+one is logged with its topic and dropped (it holds no measurement to lose).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import psycopg_pool
+from psycopg.types.json import Jsonb
+from pydantic import ValidationError
+
+from ingest.api.remote_config import bundle_for
+from ingest.decode import Incoming
+from wire import topics
+from wire.payloads import ConfigReport
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S: Final = 1.0
+Publish = Callable[[str, bytes], None]
+"""Publish retained at QoS 1 (``Consumer.publish_retained``)."""
+
+_PENDING: Final = """
+    SELECT a.enterprise_id, a.gateway_id, max(a.id) AS revision
+    FROM config_assignments a
+    WHERE a.refused_at IS NULL
+    GROUP BY a.enterprise_id, a.gateway_id
+    HAVING max(a.id) IS DISTINCT FROM (
+        SELECT d.revision FROM config_deliveries d
+        WHERE d.enterprise_id = a.enterprise_id AND d.gateway_id = a.gateway_id)
+"""
+
+
+class ConfigDelivery:
+    """A thread publishing assignments as they change; ``report`` stores a gateway's answer."""
+
+    def __init__(
+        self, pool: psycopg_pool.ConnectionPool[Any], publish: Publish, conninfo: str
+    ) -> None:
+        self.pool = pool
+        self.conninfo = conninfo
+        """The bundle is built by the API's async queries, on a short async connection."""
+        self.publish = publish
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ingest-config", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(INTERVAL_S):
+            try:
+                self.deliver_pending()
+            except Exception:  # the thread boundary: delivery retries on the next tick
+                log.exception("configuration delivery failed; retrying")
+
+    def deliver_pending(self) -> int:
+        """Publish every gateway's assignment that differs from what was published; how many."""
+        with self.pool.connection() as conn:
+            pending = conn.execute(_PENDING).fetchall()
+        for enterprise, gateway, revision in pending:
+            payload = asyncio.run(self._bundle(enterprise, gateway))
+            if payload is None:
+                continue
+            self.publish(topics.config(enterprise, gateway), payload)
+            with self.pool.connection() as conn:
+                conn.execute(
+                    """INSERT INTO config_deliveries (enterprise_id, gateway_id, revision)
+                       VALUES (%s, %s, %s) ON CONFLICT (enterprise_id, gateway_id)
+                       DO UPDATE SET revision = EXCLUDED.revision, published_at = clock_timestamp()""",
+                    (enterprise, gateway, revision),
+                )
+            log.info(
+                "configuration published",
+                extra={"enterprise": enterprise, "gateway": gateway, "revision": revision},
+            )
+        return len(pending)
+
+    async def _bundle(self, enterprise: str, gateway: str) -> bytes | None:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+            bundle = await bundle_for(conn, enterprise, gateway, int(time.time() * 1000))
+        return None if bundle is None else bundle.model_dump_json().encode()
+
+    def report(self, incoming: Incoming) -> None:
+        """Store a gateway's ConfigReport; the topic names the enterprise and gateway."""
+        try:
+            topic = topics.parse_topic(incoming.topic)
+            report = ConfigReport.model_validate_json(incoming.payload)
+        except (topics.TopicError, ValidationError) as exc:
+            log.warning(
+                "configuration report dropped", extra={"topic": incoming.topic, "error": str(exc)}
+            )
+            return
+        if report.gateway != topic.gateway:
+            log.warning(
+                "configuration report dropped: gateway %r in a message on %r",
+                report.gateway,
+                incoming.topic,
+            )
+            return
+        with self.pool.connection() as conn:
+            conn.execute(
+                """INSERT INTO config_reports (enterprise_id, gateway_id, revision, status, sha256,
+                       messages, restarted, reported_at)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, to_timestamp(%s / 1000.0))""",
+                (
+                    topic.enterprise,
+                    topic.gateway,
+                    report.revision,
+                    report.status,
+                    report.sha256,
+                    Jsonb(report.messages),
+                    Jsonb(report.restarted),
+                    report.ts_ms,
+                ),
+            )
+        log.info(
+            "configuration report",
+            extra={"gateway": topic.gateway, "revision": report.revision, "status": report.status},
+        )
+
+
+def is_report(topic: str) -> bool:
+    return topic.startswith(f"{topics.NAMESPACE}/") and topic.endswith("/config/report")
+
+
+__all__ = ["ConfigDelivery", "is_report"]

@@ -40,7 +40,11 @@ ITERATIONS = 101
 SALT_BYTES = 12
 ID_RE = re.compile(rf"^{ID_PATTERN}$")
 GATEWAY_PATTERN = f"pattern write {NAMESPACE}/%u/#"
+GATEWAY_CONFIG_PATTERN = f"pattern read {NAMESPACE}/%u/config"
+"""A gateway reads its own remote configuration topic and no other (docs/remote-config.md)."""
 READ_ALL = f"topic read {NAMESPACE}/#"
+READER_CONFIG = f"topic write {NAMESPACE}/+/+/config"
+"""A reader (the ingest) publishes each gateway's assigned configuration, retained."""
 SPB = "spBv1.0"
 READER_SPARKPLUG = (
     f"topic read {SPB}/#",
@@ -141,8 +145,12 @@ def ensure_acl(acl_file: Path, readers: list[str] | None = None) -> None:
             "# Gateways log in as <enterprise>/<gateway> and write only below their own topics.\n"
             f"{GATEWAY_PATTERN}\n"
         )
+    if GATEWAY_CONFIG_PATTERN not in (line.strip() for line in text.splitlines()):
+        text += ("" if text.endswith("\n") or not text else "\n") + (
+            f"# ... and read only their own remote configuration topic.\n{GATEWAY_CONFIG_PATTERN}\n"
+        )
     for reader in readers or []:
-        block = "\n".join([f"user {reader}", READ_ALL, *READER_SPARKPLUG]) + "\n"
+        block = "\n".join([f"user {reader}", READ_ALL, READER_CONFIG, *READER_SPARKPLUG]) + "\n"
         if f"user {reader}" not in (line.strip() for line in text.splitlines()):
             text += ("" if text.endswith("\n") else "\n") + "\n" + block
         else:
@@ -158,7 +166,9 @@ def _with_sparkplug_lines(text: str, reader: str) -> str:
     while end < len(lines) and lines[end].strip() and not lines[end].startswith("user "):
         end += 1
     missing = [
-        line for line in READER_SPARKPLUG if line not in (x.strip() for x in lines[start:end])
+        line
+        for line in (READER_CONFIG, *READER_SPARKPLUG)
+        if line not in (x.strip() for x in lines[start:end])
     ]
     return "\n".join(lines[:end] + missing + lines[end:]) + "\n"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -240,3 +241,33 @@ async def test_batches_refused_by_the_acl_stay_in_the_buffer(
         assert (await app.buffer.stats()).batches >= app.batcher.seq - 1, "none deleted"
     finally:
         await app.stop()
+
+
+def test_a_gateway_reads_only_its_own_configuration_topic(secure_broker: SecureBroker) -> None:
+    """The shipped ACL: the ingest publishes each gateway's config; a gateway reads only its own,
+    whether it asks for another's topic by name or by wildcard (retained copies included)."""
+    url, pw = secure_broker.plain_url, secure_broker.passwords
+    ingest = Client(url, "ingest@shulian", pw["ingest@shulian"])
+    try:
+        assert ingest.connected.wait(5), ingest.connack
+        for enterprise in ("ent-a", "ent-b"):
+            info = ingest.client.publish(
+                f"shulian/v1/{enterprise}/gw-1/config", f"for {enterprise}".encode(), 1, True
+            )
+            info.wait_for_publish(5)
+    finally:
+        ingest.stop()
+    gw_a = Client(url, "ent-a/gw-1", pw["ent-a/gw-1"])
+    gw_b = Client(url, "ent-b/gw-1", pw["ent-b/gw-1"])
+    try:
+        assert gw_a.connected.wait(5) and gw_b.connected.wait(5)
+        gw_b.subscribe("shulian/v1/ent-b/gw-1/config")
+        gw_a.subscribe("shulian/v1/ent-b/gw-1/config")  # another enterprise's gateway, by name
+        gw_a.subscribe("shulian/v1/+/+/config")  # and by wildcard
+        eventually_sync(lambda: gw_b.messages and gw_a.messages, what="retained configurations")
+        time.sleep(0.5)  # give a wrongly allowed delivery time to arrive
+        assert gw_b.messages == [("shulian/v1/ent-b/gw-1/config", b"for ent-b")]
+        assert gw_a.messages == [("shulian/v1/ent-a/gw-1/config", b"for ent-a")]
+    finally:
+        gw_a.stop()
+        gw_b.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from gateway.cli import app
-from gateway.credentials import READER_SPARKPLUG, ensure_acl
+from gateway.credentials import READER_CONFIG, READER_SPARKPLUG, ensure_acl
 
 
 def _add(tmp_path: Path, group: str, node: str) -> tuple[int, str]:
@@ -46,12 +46,12 @@ def test_ids_that_would_widen_the_acl_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "acl").exists()
 
 
-def test_an_older_reader_block_gets_the_sparkplug_lines_in_place(tmp_path: Path) -> None:
+def test_an_older_reader_block_gets_the_config_and_sparkplug_lines_in_place(tmp_path: Path) -> None:
     acl = tmp_path / "acl"
     acl.write_text("user ingest@shulian\ntopic read shulian/v1/#\n\nuser other@x\ntopic read a\n")
     ensure_acl(acl, readers=["ingest@shulian"])
     ensure_acl(acl, readers=["ingest@shulian"])
     text = acl.read_text()
     reader = text.split("user ingest@shulian\n", 1)[1].split("\n\n", 1)[0].splitlines()
-    assert reader == ["topic read shulian/v1/#", *READER_SPARKPLUG]
+    assert reader == ["topic read shulian/v1/#", READER_CONFIG, *READER_SPARKPLUG]
     assert "user other@x\ntopic read a" in text

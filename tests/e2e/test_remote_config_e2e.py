@@ -78,6 +78,14 @@ def _token(pg_url: str) -> str:
     return asyncio.run(make())
 
 
+def _enterprise_token(pg_url: str) -> str:
+    async def make() -> str:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            return (await create_token(conn, Role.ENTERPRISE, enterprise=ENTERPRISE)).secret
+
+    return asyncio.run(make())
+
+
 def _register(pg_url: str) -> None:
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO service_providers (id, name) VALUES ('sp-rc', 'provider')")

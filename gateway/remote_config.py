@@ -98,6 +98,7 @@ class RemoteConfig:
         staging = self.folder / f"staging-{bundle.revision}"
         site = await asyncio.to_thread(_write_bundle, staging, bundle)
         messages = await asyncio.to_thread(_validation_errors, site, staging)
+        messages += await asyncio.to_thread(_identity_problems, site, gw.enterprise, gw.id)
         if messages:
             await asyncio.to_thread(shutil.rmtree, staging, True)
             return self._report(bundle.revision, "refused", messages, bundle.sha256)
@@ -182,6 +183,29 @@ def _validation_errors(site: Path, folder: Path) -> list[str]:
         for f in validate_paths(sorted(folder.glob("*.y*ml")))
         if f.severity == "error"
     ]
+
+
+def _identity_problems(site: Path, enterprise: str, gateway: str) -> list[str]:
+    """A site file naming another gateway would make this one read that gateway's machines."""
+    from gateway.errors import ConfigError
+    from gateway.profiles.loader import read_yaml
+
+    try:
+        data = read_yaml(site)
+    except ConfigError:  # the validator has already reported it
+        return []
+    section = data.get("gateway") if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        return []
+    problems = []
+    for key, mine in (("id", gateway), ("enterprise", enterprise)):
+        named = section.get(key)
+        if named is not None and str(named) != mine:
+            problems.append(
+                f"{site.name}: gateway.{key}: {named!r} is not this gateway's ({mine!r}); "
+                "a site file of another gateway is never applied"
+            )
+    return problems
 
 
 def _replace_dir(source: Path, target: Path) -> None:

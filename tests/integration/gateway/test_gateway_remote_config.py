@@ -123,9 +123,16 @@ async def test_remote_config_applies_refuses_and_survives_restart(
         assert any("sha256" in m for m in reports(sub)[-1]["messages"])
         assert not (data_dir / "remote-config/rev-3").exists()
 
+        # Another gateway's site file, in a bundle addressed to this one: refused.
+        other_site = {**good, "site.yaml": SITE.replace("id: gw-1", "id: gw-2")}
+        send(mosquitto, bundle(5, other_site))
+        await eventually(lambda: len(reports(sub)) == 4, what="the site identity refusal")
+        assert any("gateway.id: 'gw-2'" in m for m in reports(sub)[-1]["messages"]), reports(sub)
+        assert last_good_site(data_dir / "remote-config").parent.name == "rev-1"
+
         # Addressed to another enterprise's gateway: refused.
         send(mosquitto, bundle(4, good, enterprise="ent-z"))
-        await eventually(lambda: len(reports(sub)) == 4, what="the addressee refusal")
+        await eventually(lambda: len(reports(sub)) == 5, what="the addressee refusal")
         assert "not this gateway" in reports(sub)[-1]["messages"][0]
     finally:
         await app.stop()

@@ -20,6 +20,10 @@ A service provider's page (``/provider``, ``/api/providers/{id}``: the enterpris
 with the status of their gateways and devices) is for that provider's tokens and admin; another
 provider gets 404, the bureau and enterprises 403.
 
+Remote configuration (``CONFIG_READ``, ``CONFIG_ASSIGN``, ``CONFIG_REFUSE``; docs/remote-config.md):
+the serving provider reads and assigns, the enterprise reads and refuses its own, the bureau reads
+only where granted, admin reads and assigns everywhere but refuses nothing.
+
 Denials answer 403 when the caller may know the enterprise exists (a bureau asking for device data
 that was not granted, an enterprise asking for city KPIs) and 404 when it may not (an enterprise
 asking for another enterprise's device gets the same answer as for a device that does not exist).

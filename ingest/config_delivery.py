@@ -43,6 +43,16 @@ _PENDING: Final = """
         WHERE d.enterprise_id = a.enterprise_id AND d.gateway_id = a.gateway_id)
 """
 
+_CLEARED: Final = """
+    SELECT d.enterprise_id, d.gateway_id FROM config_deliveries d
+    WHERE d.revision IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM config_assignments a
+        WHERE a.enterprise_id = d.enterprise_id AND a.gateway_id = d.gateway_id
+          AND a.refused_at IS NULL)
+"""
+"""Gateways whose every assignment was refused: their retained bundle must go (an empty retained
+message clears it; the gateway keeps running its last good configuration)."""
+
 
 class ConfigDelivery:
     """A thread publishing assignments as they change; ``report`` stores a gateway's answer."""
@@ -75,8 +85,11 @@ class ConfigDelivery:
         """Publish every gateway's assignment that differs from what was published; how many."""
         with self.pool.connection() as conn:
             pending = conn.execute(_PENDING).fetchall()
+            cleared = conn.execute(_CLEARED).fetchall()
+        for enterprise, gateway in cleared:
+            pending.append((enterprise, gateway, None))
         for enterprise, gateway, revision in pending:
-            payload = asyncio.run(self._bundle(enterprise, gateway))
+            payload = b"" if revision is None else asyncio.run(self._bundle(enterprise, gateway))
             if payload is None:
                 continue
             self.publish(topics.config(enterprise, gateway), payload)

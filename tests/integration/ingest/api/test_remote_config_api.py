@@ -181,3 +181,41 @@ def test_bureau_sees_assignments_only_when_granted(
     assert client.post(
         "/api/config/assignments/1/refuse", headers=_h(tokens, "bureau"), json={}
     ).status_code in (403, 404)
+
+
+def test_delivery_publishes_what_is_in_force_and_clears_a_refused_one(
+    client: TestClient, tokens: dict[str, str], monitoring_db: str
+) -> None:
+    """ConfigDelivery against the database (the broker side is in the e2e test): a new
+    assignment is published once, as a bundle whose hashes check; refusing the only assignment
+    publishes an empty retained message, which clears the topic."""
+    from psycopg_pool import ConnectionPool
+
+    from ingest.config_delivery import ConfigDelivery
+    from wire.payloads import ConfigBundle, bundle_hash
+
+    _upload(client, tokens, "provider", PROFILE)
+    body = {
+        "gateways": [{"enterprise": "ent-a", "gateway": "gw-ent-a"}],
+        "files": {"servo_press_cabinet.yaml": 1},
+    }
+    revision = client.post("/api/config/assignments", headers=_h(tokens, "provider"), json=body)
+    rev = revision.json()["assignments"][0]["revision"]
+    sent: list[tuple[str, bytes]] = []
+    with ConnectionPool(monitoring_db, min_size=1, max_size=2) as pool:
+        delivery = ConfigDelivery(pool, lambda t, p: sent.append((t, p)), monitoring_db)
+        assert delivery.deliver_pending() == 1
+        assert delivery.deliver_pending() == 0  # published once
+        [(topic, payload)] = sent
+        assert topic == "shulian/v1/ent-a/gw-ent-a/config"
+        bundle = ConfigBundle.model_validate_json(payload)
+        assert bundle.revision == rev and bundle.sha256 == bundle_hash(bundle.files)
+        assert bundle.files[0].content == PROFILE
+        client.post(f"/api/config/assignments/{rev}/refuse", headers=_h(tokens, "ent-a"), json={})
+        assert delivery.deliver_pending() == 1
+        assert sent[-1] == (topic, b"")
+        assert delivery.deliver_pending() == 0
+    state = client.get(
+        "/api/config/enterprises/ent-a/gateways/gw-ent-a", headers=_h(tokens, "ent-a")
+    ).json()
+    assert state["assigned"] is None and state["delivered"]["revision"] is None

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import signal
@@ -297,11 +298,13 @@ class Budget:
     """How many events of one kind are left; the workers of that kind take from it."""
 
     left: int
+    deadline_mono: float = float("inf")
+    """No new event starts after this (``--max-minutes``)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> bool:
         with self.lock:
-            if self.left <= 0:
+            if self.left <= 0 or time.monotonic() > self.deadline_mono:
                 return False
             self.left -= 1
             return True
@@ -316,6 +319,24 @@ class Soak:
     windows: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     errors: list[str] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    """Set when the bench ends early (an error, SIGTERM): workers start nothing new."""
+    workers: list[threading.Thread] = field(default_factory=list)
+
+    def start_workers(self, servers: list[Server], budgets: dict[str, Budget]) -> None:
+        self.workers = [
+            threading.Thread(target=self.run_worker, args=(s, budgets[s.protocol], n), daemon=True)
+            for n, s in enumerate(servers)
+            if s.protocol in budgets
+        ]
+        for worker in self.workers:
+            worker.start()
+
+    def stop_workers(self) -> None:
+        """Let each worker finish the start it is in (so no simulator is left behind)."""
+        self.stopping.set()
+        for worker in self.workers:
+            worker.join(RECOVERY_TIMEOUT_S)
 
     @property
     def done(self) -> int:
@@ -326,7 +347,8 @@ class Soak:
         rng = random.Random(seed)
         try:
             while budget.take():
-                time.sleep(self.up_s * rng.uniform(0.5, 1.5))
+                if self.stopping.wait(self.up_s * rng.uniform(0.5, 1.5)):
+                    return
                 self.one_event(server, crash=server.starts % 2 == 0)
         except Exception as exc:  # reported in the JSON line; the other workers go on
             self.errors.append(f"{server.name}: {exc!r}")
@@ -340,15 +362,16 @@ class Soak:
                 watcher.arms[device] = Arm(stop_ms=stop_ms)
         stop_mono = time.monotonic()
         server.stop(crash)
-        if server.protocol == "modbus":
-            time.sleep(self.outage_s)
+        if server.protocol == "modbus" and self.stopping.wait(self.outage_s):
+            return
         back = server.start()
         with watcher.lock:
             for device in server.devices:
                 watcher.arms[device].back_mono = back
         deadline = back + RECOVERY_TIMEOUT_S
         while time.monotonic() < deadline and not self._recovered(server):
-            time.sleep(0.02)
+            if self.stopping.wait(0.02):
+                return
         with watcher.lock:
             arms = {d: watcher.arms.pop(d) for d in server.devices}
         end = max([a.sample_mono or time.monotonic() for a in arms.values()])
@@ -474,10 +497,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from shulian.devservices import Mosquitto
 
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp:
-        workdir = Path(tmp)
+        workdir = args.keep_dir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         servers = write_scenarios(workdir, args.opcua_servers, args.modbus_servers)
         gateway: subprocess.Popen[bytes] | None = None
         client = None
+        soak: Soak | None = None
         try:
             starting = [threading.Thread(target=s.start) for s in servers]
             for thread in starting:
@@ -500,12 +525,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )  # fmt: skip
                 devices = [d for s in servers for d in s.devices]
                 wait_for(lambda: watcher.good_seen >= set(devices), 120, "every device's data")
-                result = soak_phases(args, servers, watcher, gateway, log)
+                soak = Soak(watcher, up_s=args.up_s, outage_s=args.outage_s)
+                result = soak_phases(args, soak, servers, watcher, gateway, log)
                 stop_process(gateway)
                 result["gateway_log"] = log_figures(log, result["events"])
                 result["gateway_exit_code"] = gateway.returncode
                 return result
         finally:
+            if soak is not None:
+                soak.stop_workers()
             if client is not None:
                 client.disconnect()
                 client.loop_stop()
@@ -518,12 +546,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def soak_phases(
     args: argparse.Namespace,
+    soak: Soak,
     servers: list[Server],
     watcher: Watcher,
     gateway: subprocess.Popen[bytes],
     log: Path,
 ) -> dict[str, Any]:
-    soak = Soak(watcher, up_s=args.up_s, outage_s=args.outage_s)
     t0 = time.monotonic()
     rss: list[tuple[float, float, int]] = []  # (seconds since start, MB, events done)
 
@@ -538,16 +566,16 @@ def soak_phases(
     sample_until(lambda: time.monotonic() - t0 < args.warmup_s + args.calm_s)
     calm = [(t, mb) for t, mb, _ in rss[warm - 1 :]]
     restarts_from = len(rss)
-    budgets = {"opcua": Budget(args.opcua_restarts), "modbus": Budget(args.modbus_outages)}
-    workers = [
-        threading.Thread(target=soak.run_worker, args=(s, budgets[s.protocol], n), daemon=True)
-        for n, s in enumerate(servers)
-        if s.protocol in budgets
-    ]
-    for worker in workers:
-        worker.start()
-    sample_until(lambda: any(w.is_alive() for w in workers))
+    deadline = time.monotonic() + args.max_minutes * 60 if args.max_minutes else float("inf")
+    budgets = {
+        "opcua": Budget(args.opcua_restarts, deadline),
+        "modbus": Budget(args.modbus_outages, deadline),
+    }
+    load_before = os.getloadavg()
+    soak.start_workers(servers, budgets)
+    sample_until(lambda: any(w.is_alive() for w in soak.workers))
     last_event = len(rss)
+    load_after = os.getloadavg()
     sample_until(lambda: time.monotonic() - t0 < rss[last_event - 1][0] + args.settle_s)
     total = soak.done
     during = [(t, mb) for t, mb, _ in rss[restarts_from - 1 :]]
@@ -570,6 +598,10 @@ def soak_phases(
         "modbus_outages": modbus["events"],
         "seconds": round(rss[-1][0], 1),
         "restart_phase_s": round(during[-1][0] - during[0][0], 1) if during else None,
+        "load_average_1_5_15": {
+            "restarts_begin": [round(x, 1) for x in load_before],
+            "restarts_end": [round(x, 1) for x in load_after],
+        },
         "recovery": {"opcua": opcua, "modbus": modbus},
         "worker_errors": soak.errors,
         "rss_mb": {
@@ -630,6 +662,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="RSS settles when the last half grows less than this")  # fmt: skip
     parser.add_argument("--gap-s", type=float, default=5.0,
                         help="seconds without a good sample from a device that count as a gap")  # fmt: skip
+    parser.add_argument("--max-minutes", type=float, default=0,
+                        help="start no restart or outage after this many minutes of them (0: no limit)")  # fmt: skip
+    parser.add_argument("--keep-dir", type=Path, default=None,
+                        help="work in this folder and keep it (gateway.log, site file, simulator logs)")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 4 OPC UA restarts, 2 Modbus outages, short phases")  # fmt: skip
     args = parser.parse_args(argv)
@@ -645,7 +681,7 @@ def main() -> None:
     # A SIGTERM (e.g. from `timeout`) unwinds through the finally blocks that stop the children.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     figures = run(args)
-    inputs = {k: v for k, v in vars(args).items()}
+    inputs = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     print(json.dumps({"bench": "soak", "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "inputs": inputs, "environment": environment(), **figures}))  # fmt: skip
 

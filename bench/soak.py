@@ -35,7 +35,9 @@ data), status reports per restart (a restart should be one ``disconnected``, nev
     python bench/soak.py --opcua-restarts 200 --modbus-outages 50
     python bench/soak.py --quick                           # smoke: a few of each, < 60 s
 
-Progress goes to stderr; the last line on stdout is one JSON object.
+Progress goes to stderr; the last line on stdout is one JSON object. ``BENCH_GATEWAY_PYTHON_ARGS``
+is put between the Python executable and ``-m shulian`` (as in bench/gateway.py), e.g. a wrapper
+that takes tracemalloc snapshots.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ STEADY = (
 HEARTBEAT_S = 1.0
 """Every signal is published at least once a second, so a gap of a few seconds is lost data."""
 RECOVERY_TIMEOUT_S = 90.0
+GATEWAY_PYTHON_ARGS: list[str] = os.environ.get("BENCH_GATEWAY_PYTHON_ARGS", "").split()
+"""Put between the Python executable and ``-m shulian`` (a profiler's or tracemalloc wrapper)."""
 READY_LINE = b"simulators ready"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 
@@ -216,10 +220,13 @@ class Arm:
     """One device's watch during one restart or outage of its server."""
 
     stop_ms: int
+    exited: bool = False
+    """The server's process has exited (until then a SIGTERM'd server may still answer)."""
     back_mono: float | None = None
     sample_mono: float | None = None
     status_mono: float | None = None
     not_connected_reports: int = 0
+    reconnected_while_stopping: int = 0
     connected_while_down: int = 0
 
 
@@ -234,10 +241,15 @@ class Watcher:
     last_good_mono: dict[str, float] = field(default_factory=dict)
     last_status: dict[str, str] = field(default_factory=dict)
     gaps: list[tuple[str, float, float]] = field(default_factory=list)
-    seen: set[tuple[str, str, int]] = field(default_factory=set)
+    seen: dict[tuple[str, str, int], Any] = field(default_factory=dict)
+    """Every (device, signal, timestamp) received, with its value."""
+    batches_seen: set[tuple[str, int]] = field(default_factory=set)
     samples: int = 0
     duplicates: int = 0
-    duplicate_examples: list[tuple[str, str, int]] = field(default_factory=list)
+    """Samples whose device, signal and timestamp arrived before, in a batch never seen before:
+    the gateway produced them twice (a redelivered batch, same boot and seq, is MQTT's QoS 1)."""
+    redelivered_batches: int = 0
+    duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
 
     def on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         import orjson
@@ -251,6 +263,11 @@ class Watcher:
                 self._status(payload, now)
 
     def _telemetry(self, batch: dict[str, Any], now: float) -> None:
+        batch_key = (batch["boot"], batch["seq"])
+        if batch_key in self.batches_seen:
+            self.redelivered_batches += 1
+            return
+        self.batches_seen.add(batch_key)
         for sample in batch["samples"]:
             device = sample["device"]
             key = (device, sample["signal"], sample["ts_ms"])
@@ -258,8 +275,11 @@ class Watcher:
             if key in self.seen:
                 self.duplicates += 1
                 if len(self.duplicate_examples) < 5:
-                    self.duplicate_examples.append(key)
-            self.seen.add(key)
+                    self.duplicate_examples.append(
+                        {"sample": key, "values": [self.seen[key], sample["value"]],
+                         "quality": sample.get("quality", "good")}
+                    )  # fmt: skip
+            self.seen[key] = sample["value"]
             if sample.get("quality", "good") != "good":
                 continue
             self.good_seen.add(device)
@@ -284,6 +304,8 @@ class Watcher:
             return
         if connection != "connected":
             arm.not_connected_reports += 1
+        elif not arm.exited:
+            arm.reconnected_while_stopping += 1
         elif arm.back_mono is None:
             arm.connected_while_down += 1
         elif arm.status_mono is None:
@@ -362,6 +384,9 @@ class Soak:
                 watcher.arms[device] = Arm(stop_ms=stop_ms)
         stop_mono = time.monotonic()
         server.stop(crash)
+        with watcher.lock:
+            for device in server.devices:
+                watcher.arms[device].exited = True
         if server.protocol == "modbus" and self.stopping.wait(self.outage_s):
             return
         back = server.start()
@@ -383,6 +408,7 @@ class Soak:
             "sample_s": [_since(back, a.sample_mono) for a in arms.values()],
             "status_s": [_since(back, a.status_mono) for a in arms.values()],
             "not_connected_reports": [a.not_connected_reports for a in arms.values()],
+            "reconnected_while_stopping": [a.reconnected_while_stopping for a in arms.values()],
             "connected_while_down": sum(a.connected_while_down for a in arms.values()),
         }
         with self.lock:
@@ -438,6 +464,15 @@ def recovery_figures(events: list[dict[str, Any]], protocol: str) -> dict[str, A
         "status_recovery_s": _spread(statuses),
         "down_s_p50": percentile([e["down_s"] for e in mine], 0.5),
         "not_connected_reports_per_device_event": dict(Counter(reports)),
+        # A server stopping in order may take a reconnect before it exits: a second outage.
+        "reconnected_while_stopping": sum(r for e in mine for r in e["reconnected_while_stopping"]),
+        "extra_not_connected_reports": sum(
+            max(0, n - 1 - r)
+            for e in mine
+            for n, r in zip(
+                e["not_connected_reports"], e["reconnected_while_stopping"], strict=True
+            )
+        ),
         "connected_while_down": sum(e["connected_while_down"] for e in mine),
     }
 
@@ -519,7 +554,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )  # fmt: skip
                 log = workdir / "gateway.log"
                 gateway = subprocess.Popen(
-                    [sys.executable, "-m", "shulian", "gateway", "run", "--config", str(site),
+                    [sys.executable, *GATEWAY_PYTHON_ARGS, "-m", "shulian", "gateway", "run", "--config", str(site),
                      "--data-dir", str(workdir / "var")],
                     cwd=REPO, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
                 )  # fmt: skip
@@ -634,6 +669,7 @@ def soak_phases(
         "rss_series": [[round(t), round(mb, 1), n] for t, mb, n in rss[:: max(1, len(rss) // 60)]],
         "samples_received": watcher.samples,
         "duplicate_samples": watcher.duplicates,
+        "redelivered_batches": watcher.redelivered_batches,
         "duplicate_examples": watcher.duplicate_examples,
         "gaps_over_s": args.gap_s,
         "unexplained_gaps": len(lost),

@@ -249,6 +249,9 @@ class Watcher:
     """Samples whose device, signal and timestamp arrived before, in a batch never seen before:
     the gateway produced them twice (a redelivered batch, same boot and seq, is MQTT's QoS 1)."""
     redelivered_batches: int = 0
+    same_timestamp_other_value: int = 0
+    """Samples whose device, signal and timestamp arrived before with another value: the server
+    wrote the variable twice under one source timestamp (kept: the values differ)."""
     duplicate_examples: list[dict[str, Any]] = field(default_factory=list)
 
     def on_message(self, client: Any, userdata: Any, msg: Any) -> None:
@@ -272,7 +275,9 @@ class Watcher:
             device = sample["device"]
             key = (device, sample["signal"], sample["ts_ms"])
             self.samples += 1
-            if key in self.seen:
+            if key in self.seen and self.seen[key] != sample["value"]:
+                self.same_timestamp_other_value += 1
+            elif key in self.seen:
                 self.duplicates += 1
                 if len(self.duplicate_examples) < 5:
                     self.duplicate_examples.append(
@@ -670,6 +675,7 @@ def soak_phases(
         "samples_received": watcher.samples,
         "duplicate_samples": watcher.duplicates,
         "redelivered_batches": watcher.redelivered_batches,
+        "same_timestamp_other_value": watcher.same_timestamp_other_value,
         "duplicate_examples": watcher.duplicate_examples,
         "gaps_over_s": args.gap_s,
         "unexplained_gaps": len(lost),

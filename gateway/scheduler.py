@@ -42,6 +42,7 @@ from typing import Any
 
 from gateway.drivers.base import Capability, Driver, DriverError, DriverMetrics, ProtocolError
 from gateway.errors import DeviceTimeoutError, DeviceUnreachableError
+from gateway.heap import CYCLES
 from gateway.logs import DeviceLogger, RateLimitedLog, device_logger
 from gateway.pipeline import DeviceCounters, DevicePipeline, now_ms
 from gateway.profiles.models import DeviceConfig, GroupSpec
@@ -286,6 +287,7 @@ class DeviceRunner:
                 self._set_status(DeviceConnection.ERROR, f"internal error: {exc!r}")
                 if self._repeats.allow("bug") is not None:
                     self.log.exception("device task failed; restarting it")
+            CYCLES.session_ended()  # the closed session's cycles: collected in one go, soon
             if self.had_good_read:
                 attempt = 0  # the device worked this time: start the backoff over
             delay = self.backoff.delay(attempt)

@@ -98,7 +98,10 @@ def _signals(runner: DeviceRunner) -> list[dict[str, Any]]:
             {
                 "signal": spec.name,
                 "raw": raw.raw if raw else None,
-                "raw_unit": spec.unit or "",
+                # The profile's unit is that of raw * scale + offset: only an unscaled raw has it.
+                "raw_unit": (spec.unit or "") if (spec.scale, spec.offset) == (1, 0) else "",
+                "scale": spec.scale,
+                "offset": spec.offset,
                 "read_ms": raw.ts_ms if raw else None,
                 "value": sample.value if sample else None,
                 "unit": spec.canonical_unit,

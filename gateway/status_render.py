@@ -50,6 +50,9 @@ TEXT: Final[dict[str, dict[str, str]]] = {
     "ago": {"en": "{s} ago", "zh-CN": "{s}前"},
     "refresh": {"en": "Refreshes every {n} s", "zh-CN": "每 {n} 秒刷新"},
     "other_lang": {"en": "中文", "zh-CN": "English"},
+    "good": {"en": "good", "zh-CN": "良好"},
+    "bad": {"en": "bad", "zh-CN": "不良"},
+    "uncertain": {"en": "uncertain", "zh-CN": "不确定"},
 }
 
 
@@ -103,6 +106,29 @@ def connection_word(state: str | bool, lang: str) -> str:
     if isinstance(state, bool):
         state = "connected" if state else "disconnected"
     return TEXT[state][lang] if state in TEXT else state
+
+
+def raw_text(sig: dict[str, Any]) -> str:
+    """The raw value, with the profile's unit when unscaled, else with its scale and offset."""
+    text = shown(sig["raw"])
+    if sig["raw"] is None:
+        return text
+    if sig["raw_unit"]:
+        return f"{text} {sig['raw_unit']}"
+    scale, offset = sig.get("scale", 1), sig.get("offset", 0)
+    if scale != 1:
+        text += f" (×{shown(scale)})"
+    if offset:
+        text += f" (+{shown(offset)})"
+    return text
+
+
+def quality_text(sig: dict[str, Any], lang: str) -> str:
+    quality = sig["quality"]
+    if quality is None:
+        return "-"
+    word = TEXT[quality][lang] if quality in TEXT else quality
+    return f"{word}: {sig['reason']}" if sig["reason"] else word
 
 
 def buffer_line(buffer: dict[str, Any], lang: str) -> str:
@@ -185,18 +211,14 @@ def _device_html(device: dict[str, Any], now: int, lang: str) -> str:
         )
     rows = [_row([t(k, lang) for k in ("signal", "raw", "value", "quality", "read_at")], "th")]
     for sig in device["signals"]:
-        raw_unit = f" {sig['raw_unit']}" if sig["raw_unit"] and sig["raw"] is not None else ""
         unit = f" {sig['unit']}" if sig["unit"] and sig["value"] is not None else ""
-        quality = sig["quality"] or "-"
-        if sig["reason"]:
-            quality += f": {sig['reason']}"
         rows.append(
             _row(
                 [
                     escape(sig["signal"]),
-                    f'<span class="num">{escape(shown(sig["raw"]) + raw_unit)}</span>',
+                    f'<span class="num">{escape(raw_text(sig))}</span>',
                     f'<span class="num">{escape(shown(sig["value"]) + unit)}</span>',
-                    escape(quality),
+                    escape(quality_text(sig, lang)),
                     escape(age(sig["read_ms"], now, lang)),
                 ]
             )
@@ -289,9 +311,12 @@ def print_terminal(status: dict[str, Any], lang: str = "en") -> None:
             values.add_row(
                 esc(device["id"]),
                 esc(sig["signal"]),
-                esc(shown(sig["raw"]) + (f" {sig['raw_unit']}" if sig["raw_unit"] else "")),
-                esc(shown(sig["value"]) + (f" {sig['unit']}" if sig["unit"] else "")),
-                esc((sig["quality"] or "-") + (f": {sig['reason']}" if sig["reason"] else "")),
+                esc(raw_text(sig)),
+                esc(
+                    shown(sig["value"])
+                    + (f" {sig['unit']}" if sig["unit"] and sig["value"] is not None else "")
+                ),
+                esc(quality_text(sig, lang)),
                 age(sig["read_ms"], now, lang),
             )
     console.print(values)

@@ -77,6 +77,18 @@ def sample_status() -> dict[str, Any]:
                         "reason": None,
                     },
                     {
+                        "signal": "run_hours",
+                        "raw": 104007,
+                        "raw_unit": "",
+                        "scale": 0.1,
+                        "offset": 0,
+                        "read_ms": NOW - 3000,
+                        "value": 10400.7,
+                        "unit": "h",
+                        "quality": "uncertain",
+                        "reason": "UncertainLastUsableValue",
+                    },
+                    {
                         "signal": "part_count",
                         "raw": None,
                         "raw_unit": "",
@@ -101,6 +113,8 @@ def test_the_page_shows_devices_values_errors_buffer_and_broker(lang: str) -> No
         assert TEXT[key][lang] in page, key
     assert TEXT["disconnected"][lang] in page
     assert "77 degF" in page and "25 degC" in page  # raw and normalized, each with its unit
+    assert "104007 (×0.1)" in page and "10400.7 h" in page  # a scaled raw has no unit of its own
+    assert f"{TEXT['uncertain'][lang]}: UncertainLastUsableValue" in page
     assert "tcp://10.0.0.5:502 unit 3" in page
     assert "3,456" in page and "20.0 KiB" in page and "42.5 s" in page  # buffer depth, age
     assert "[Errno 111] Connection refused" in page  # the broker's last error
@@ -189,3 +203,22 @@ async def test_the_responder_serves_json_and_html_and_refuses_foreign_hosts() ->
         )
     finally:
         await server.stop()
+
+
+def test_the_terminal_view_keeps_bracketed_error_text(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rich would take ``[code 4]`` for markup and drop it; the terminal prints it as text."""
+    from gateway.status_render import print_terminal
+
+    monkeypatch.setenv("COLUMNS", "240")
+    status = sample_status()
+    status["devices"][0]["error"] = "press-1: Modbus exception [code 4] server device failure"
+    status["outputs"][0]["broker"]["last_error"] = "refused [bold]twice[/bold]"
+    print_terminal(status, "en")
+    out = capsys.readouterr().out
+    assert "[code 4] server device failure" in out
+    assert "refused [bold]twice[/bold]" in out
+    assert "press-1" in out and "tcp://10.0.0.5:502 unit 3" in out
+    assert "77 degF" in out and "25 degC" in out and "104007 (×0.1)" in out
+    assert "3,456 samples" in out and "dropped samples: 7" in out

@@ -1,6 +1,7 @@
 """The status page of a real `shulian gateway run` process, against the Modbus and OPC UA
 simulators and a real Mosquitto: it answers on 127.0.0.1 with the running gateway's devices,
-their last values as the simulators served them, a dead device's error; the CLI prints it."""
+their last values as the simulators served them, a dead device's error, a lost broker; the CLI
+prints it."""
 
 from __future__ import annotations
 
@@ -150,6 +151,17 @@ async def test_the_status_page_of_a_running_gateway(
             assert code == 0, err
             for text in ("gw-status", "hob-1", "lathe-1", "hob-dead", str(dead), "part_count"):
                 assert text in out, (text, out)
+
+            # The broker goes away: the page says so, since when, and why.
+            mosquitto.stop()
+
+            async def broker_down() -> dict[str, Any] | None:
+                _, body = await asyncio.to_thread(fetch, f"{base}/status.json")
+                broker: dict[str, Any] = json.loads(body)["outputs"][0]["broker"]
+                return broker if not broker["connected"] and broker["last_error"] else None
+
+            broker = await eventually(broker_down, what="broker down on the page", timeout_s=30)
+            assert isinstance(broker, dict) and broker["since_ms"] > status["now_ms"], broker
         finally:
             gateway.terminate()
             try:

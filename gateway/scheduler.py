@@ -199,6 +199,11 @@ class DeviceRunner:
         )
         self.connection = DeviceConnection.DISCONNECTED
         self.error: str | None = None
+        self.since_ms = now_ms()
+        """When the connection state last changed (the status page's "since")."""
+        self.last_error: str | None = None
+        self.last_error_ms: int | None = None
+        """The latest error, kept after the device recovers, and when it last happened."""
         self.last_good_mono = 0.0
         self.sessions = 0
         self.had_good_read = False
@@ -235,10 +240,14 @@ class DeviceRunner:
     def _set_status(self, connection: DeviceConnection, error: str | None = None) -> None:
         """Publish (retained) and log a change of connection state; a repeat of the current state
         with another error text (the next retry of a dead unit) changes nothing."""
+        if error is not None:
+            self.last_error, self.last_error_ms = error, now_ms()
         if connection == self.connection and (
             error == self.error or (self.error is not None and not self._error_is_stale)
         ):
             return
+        if connection is not self.connection:
+            self.since_ms = now_ms()
         self.connection = connection
         self.error = error
         self._error_is_stale = False

@@ -343,8 +343,9 @@ async def enter_demo_baselines(conn: Any) -> None:
     rows = [row for row in rows if row["enterprise"] not in entered]  # not again on a rerun
     if not rows:
         return
-    # Its secret is never printed: the token only records who entered the baselines
-    admin = await create_token(conn, Role.ADMIN, name="demo diagnosis")
+    # Its secret is never printed: the token only records who entered the baselines, under a
+    # name that reads the same in both languages
+    admin = await create_token(conn, Role.ADMIN, name="demo-diagnosis")
     for row in rows:
         entry: dict[str, Any] = {
             "method": "entered",
@@ -355,7 +356,7 @@ async def enter_demo_baselines(conn: Any) -> None:
         }
         await evidence.add_baseline(
             conn, row["enterprise"], entry, token_id=admin.token_id, role=Role.ADMIN.value,
-            name="demo diagnosis",
+            name="demo-diagnosis",
         )  # fmt: skip
 
 

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -325,7 +326,41 @@ async def prepare_database(
                 conn, Role.ENTERPRISE, enterprise=enterprise, name="demo grant"
             )
             await set_grant(conn, enterprise, True, issued.token_id)
+        await enter_demo_baselines(conn)
     return choice, {"bureau": bureau.secret, f"enterprise {first}": own.secret}
+
+
+BASELINE_FIGURES: Final = ("utilization", "running_rate", "reject_rate", "fault_h_per_day")
+
+
+async def enter_demo_baselines(conn: Any) -> None:
+    """Enter each demo enterprise's before/after baseline from its (fictional) pre-transformation
+    diagnosis (demo_data/baselines.csv), as admin would: with 30 days of history a baseline
+    measured over the default 30 days would fill the whole history and leave no month to
+    compare with it; an entered one is compared from the go-live month on."""
+    from ingest import evidence
+    from ingest.auth import Role, create_token
+
+    rows = list(csv.DictReader(io.StringIO((DEMO_DATA / "baselines.csv").read_text("utf-8"))))
+    entered = await evidence.latest_baselines(conn, [row["enterprise"] for row in rows])
+    rows = [row for row in rows if row["enterprise"] not in entered]  # not again on a rerun
+    if not rows:
+        return
+    # Its secret is never printed: the token only records who entered the baselines, under a
+    # name that reads the same in both languages
+    admin = await create_token(conn, Role.ADMIN, name="demo-diagnosis")
+    for row in rows:
+        entry: dict[str, Any] = {
+            "method": "entered",
+            "source": row["source"],
+            "diagnosed_on": date.fromisoformat(row["diagnosed_on"]),
+            "note": row["note"],
+            **{name: float(row[name]) for name in BASELINE_FIGURES if row[name]},
+        }
+        await evidence.add_baseline(
+            conn, row["enterprise"], entry, token_id=admin.token_id, role=Role.ADMIN.value,
+            name="demo-diagnosis",
+        )  # fmt: skip
 
 
 def demo_grants() -> list[str]:

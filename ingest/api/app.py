@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest.api.errors import ApiError
+from ingest.api.export_push import push_forever
 from ingest.api.live import LiveHub
 from ingest.api.routes import (
     auth,
@@ -67,14 +68,20 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         app.state.pool = pool
         app.state.hub = hub
         refresher = asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily")
+        tasks = [refresher]
+        if settings.api.export.enabled:  # the optional upward push (docs/export.md)
+            db_url = settings.db_url.get_secret_value()
+            tasks.append(asyncio.create_task(push_forever(db_url, settings.api), name="export"))
         hub.start()
         try:
             yield
         finally:
-            refresher.cancel()
+            for task in tasks:
+                task.cancel()
             await hub.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
 
     app = FastAPI(

@@ -185,8 +185,10 @@ def _day(text: str | None, settings: KpiSettings) -> date:
 
 @export_app.command("push")
 def export_push_day(day: DayOpt = None, config: ConfigOpt = None, db: DbUrl = "") -> None:
-    """Push one day to the configured receiver (retries with backoff); an accepted day is not
-    sent again. Exit 0 when accepted, 1 otherwise."""
+    """Push one day to the configured receiver, with retries (exit 0 when accepted).
+
+    An accepted day is never sent again; a failed or interrupted one is resent unchanged.
+    """
     from ingest.api import export_push
 
     url, settings = _monitoring_settings(config, db)

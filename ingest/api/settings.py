@@ -62,11 +62,11 @@ class ExportPushSettings(BaseModel):
         parts = urlsplit(self.url)
         if self.url and (parts.scheme != "https" or not parts.hostname):
             raise ValueError(
-                f"export.url: {self.url!r}: use https://host[:port]/path (the push is always "
-                "sent over verified TLS)"
+                f"url {self.url!r}: use https://host[:port]/path (the push is always sent over "
+                "verified TLS)"
             )
         if self.enabled and not self.url:
-            raise ValueError("export.enabled needs export.url: the receiver's https:// address")
+            raise ValueError("enabled needs url: the receiver's https:// address")
         return self
 
 

@@ -3,6 +3,9 @@ library's check character agrees with GB 32100-2015's formula written out here."
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -76,3 +79,11 @@ def test_library_check_character_matches_the_standard_formula(digits: str, org: 
     expected = standard_check_character(first_17)
     assert check_digit(first_17) == expected
     assert check_credit_code(first_17 + expected) == first_17 + expected
+
+
+def test_demo_enterprises_have_valid_distinct_codes() -> None:
+    demo = Path(__file__).resolve().parents[3] / "shulian" / "demo_data" / "enterprises.csv"
+    with demo.open(encoding="utf-8") as file:
+        codes = [row["credit_code"] for row in csv.DictReader(file)]
+    assert codes and all(check_credit_code(code) == code for code in codes)
+    assert len(set(codes)) == len(codes)

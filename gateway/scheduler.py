@@ -235,6 +235,7 @@ class DeviceRunner:
                 profile=self.device.profile.id,
                 last_good_ms=self.pipeline.last_good_ms,
                 error=error,
+                max_silence_s=self.device.profile.max_silence_s(),
             )
         )
 

@@ -162,6 +162,8 @@ class IngestService:
         self._stopped.set()
         for lane in self.lanes:
             lane.stop()
+        if self.writer is not None and self.pool is not None:
+            self.writer.store_delays()
         if self.consumer is not None:
             self.consumer.stop()
         if self.maintenance is not None:

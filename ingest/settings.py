@@ -164,6 +164,9 @@ class WriterSettings(BaseModel):
     """Parallel writers; a gateway always goes to the same lane, so its batches stay in order."""
     retry_initial_s: float = Field(default=0.2, gt=0)
     retry_max_s: float = Field(default=5.0, gt=0)
+    delay_stats_flush_s: float = Field(default=60.0, ge=0)
+    """How often the per-device delay statistics (ingest/delays.py) are added to the database;
+    0 stores them after every flush (tests)."""
 
 
 class LimitsSettings(BaseModel):

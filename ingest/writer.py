@@ -42,6 +42,7 @@ from ingest.decode import (
     TelemetryBatch,
     decode,
 )
+from ingest.delays import DelayRecorder, Delivery
 from ingest.errors import Reason
 from ingest.metrics import IngestMetrics
 from ingest.registry import GatewayKey, RegistryCache, RegistryView, SignalInfo
@@ -100,6 +101,8 @@ class _Plan:
     seen: tuple[dict[GatewayKey, int], dict[int, int]] = ({}, {})
     stored_points: int = 0
     duplicates: int = 0
+    deliveries: list[Delivery] = field(default_factory=list)
+    """Per stored batch: its devices and oldest sample time, for the delay statistics."""
     rejected: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
 
 
@@ -138,6 +141,9 @@ class Writer:
         self._suppressed: collections.Counter[str] = collections.Counter()
         """'enterprise/gateway' -> dead letters held back since the last warning"""
         self._suppressed_logged_mono = 0.0
+        self.delays = DelayRecorder(
+            settings.api.monitoring.kpi.timezone, settings.writer.delay_stats_flush_s
+        )
 
     def decode(self, incoming: Incoming) -> Pending:
         return Pending(incoming, decode(incoming, self.settings.limits, int(time.time() * 1000)))
@@ -167,9 +173,21 @@ class Writer:
             raise
         committed_at = time.time()
         self._after_commit(items, plan, committed_at, time.perf_counter() - started)
+        if plan.deliveries:
+            self.delays.record(plan.deliveries, committed_at)
+        if self.delays.due():
+            self.store_delays()
         return FlushStats(
             len(items), plan.stored_points, plan.duplicates, time.perf_counter() - started
         )
+
+    def store_delays(self) -> None:
+        """Add the accumulated delay statistics to the database; a failure only delays them."""
+        try:
+            with self.pool.connection(timeout=self.settings.db.pool_timeout_s) as conn:
+                self.delays.store(conn)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+            log.warning("could not store delay statistics (kept for the next try): %s", exc)
 
     def dead_letter_alone(self, item: Pending, error: BaseException) -> None:
         """Store one message the database refused as a storage_rejected dead letter."""
@@ -370,7 +388,8 @@ class Writer:
             """
             UPDATE devices SET connection = %s, connection_at = %s, connection_error = %s,
                 last_good_at = %s,
-                profile = CASE WHEN %s <> '' THEN %s ELSE profile END
+                profile = CASE WHEN %s <> '' THEN %s ELSE profile END,
+                max_silence_s = coalesce(%s::jsonb, max_silence_s)
             WHERE key = %s AND (connection_at IS NULL OR connection_at <= %s OR connection_at > %s)
             RETURNING key
             """,
@@ -381,6 +400,7 @@ class Writer:
                 _ts(status.last_good_ms) if status.last_good_ms else None,
                 status.profile,
                 status.profile,
+                orjson.dumps(status.max_silence_s).decode() if status.max_silence_s else None,
                 key,
                 _ts(status.ts_ms),
                 _ts(self._newest_trusted_ms()),
@@ -465,6 +485,7 @@ class Writer:
                 if hi is None or ts_ms > hi:
                     hi = ts_ms
             if lo is not None and hi is not None:
+                plan.deliveries.append((staged.keys.values(), lo, staged.batch.historical))
                 min_ts = lo if min_ts is None else min(min_ts, lo)
                 max_ts = hi if max_ts is None else max(max_ts, hi)
         state_id = view.signal("machine_state").id

@@ -24,7 +24,7 @@ from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-WIRE_VERSION: Final = "1.1"
+WIRE_VERSION: Final = "1.2"
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 SignalName = Annotated[
@@ -125,6 +125,12 @@ class DeviceStatus(_Payload):
     profile: str = ""
     last_good_ms: int | None = None
     error: str | None = None
+    max_silence_s: dict[SignalName, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = (
+        None
+    )
+    """Per signal, the longest the gateway leaves it unreported while the device is connected
+    (1.2): its report-by-exception heartbeat plus its poll or publishing interval, in seconds.
+    The ingest measures completeness against it (docs/kpis.md); absent from older gateways."""
 
 
 class GatewayMetrics(_Payload):

@@ -182,6 +182,15 @@ class ProfileBase(_Strict):
     def signals_of(self, group: str) -> list[SignalBase]:
         return [s for s in self.signals if s.group == group]
 
+    def max_silence_s(self) -> dict[str, float]:
+        """Per signal, the longest report by exception leaves it unreported while the device is
+        connected: the heartbeat counts from the last report, and the heartbeat sample is the
+        first read at or after it, so up to one poll interval later (DeviceStatus.max_silence_s)."""
+        intervals = {g.name: g.interval_ms / 1000 for g in self.groups}
+        return {
+            s.name: (s.heartbeat_s or self.heartbeat_s) + intervals[s.group] for s in self.signals
+        }
+
 
 class DeviceSpec(_Strict):
     """One device instance in a site file."""

@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ingest import integration as integration_measures
 from ingest.api.errors import ApiError
 from ingest.api.export_push import push_forever
 from ingest.api.live import LiveHub
@@ -27,6 +28,7 @@ from ingest.api.routes import (
     export,
     health,
     imports,
+    integration,
     overview,
     pages,
     providers,
@@ -104,6 +106,7 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         devices,
         providers,
         export,
+        integration,
     ):
         app.include_router(module.router, prefix="/api")
     app.include_router(imports.router, prefix="/api")
@@ -159,10 +162,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
     """Keep the daily KPI table current for today and yesterday (late data may still arrive)."""
+    integration_due = 0.0
     while True:
         try:
             async with pool.connection() as conn:
                 await refresh_daily(conn, settings.api.kpi, days_back=1)
+                if asyncio.get_running_loop().time() >= integration_due:
+                    integration_due = (
+                        asyncio.get_running_loop().time() + settings.api.integration_refresh_s
+                    )
+                    await integration_measures.refresh_daily(conn, settings.api.kpi, days_back=1)
         except asyncio.CancelledError:
             raise
         except Exception:  # one broad catch at the task boundary: log and retry next period

@@ -25,6 +25,12 @@ class KpiSettings(BaseModel):
     """With fewer baseline days that have data, an enterprise gets no colour (grey)."""
     timezone: str = "Asia/Shanghai"
     """Calendar days (today, daily export) start at midnight in this zone."""
+    default_max_silence_s: float = Field(default=65.0, gt=0)
+    """Data integration: how long a signal may stay unreported when the device's gateway does not
+    say (wire before 1.2): the base profiles' 60 s heartbeat plus a 5 s poll interval."""
+    silence_tolerance_s: float = Field(default=5.0, ge=0)
+    """Data integration: slack beyond a signal's max silence before time counts as missing
+    (slow reads, scheduling); docs/kpis.md "Completeness"."""
 
 
 class ExportPushSettings(BaseModel):
@@ -84,6 +90,9 @@ class MonitoringSettings(BaseModel):
     closes when the caller may no longer see it."""
     daily_refresh_s: float = Field(default=60.0, ge=1)
     """How often the daily KPI table is refreshed for today and yesterday."""
+    integration_refresh_s: float = Field(default=300.0, ge=1)
+    """How often the data-integration measures (ingest/integration.py) are refreshed for today
+    and yesterday; they read raw telemetry, so less often than the KPIs."""
     session_lifetime_s: int = Field(default=12 * HOUR_S, ge=60)
     """A browser session ends this long after sign-in, however active (12 h: one working day)."""
     session_idle_s: int = Field(default=2 * HOUR_S, ge=60)

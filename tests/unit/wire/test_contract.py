@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from wire import (
     Batch,
@@ -175,3 +176,18 @@ def test_v1_1_samples_carry_why_they_are_not_good_and_the_will_says_it_is_one() 
     assert will.will is True and will.online is False
     old_will = GatewayStatus.model_validate_json((GOLDEN / "gateway_status_will.json").read_bytes())
     assert old_will.will is False  # 1.0 gateways do not mark their Will
+
+
+def test_v1_2_device_status_says_how_long_each_signal_may_stay_silent() -> None:
+    status = DeviceStatus.model_validate_json((GOLDEN / "device_status_v1_2.json").read_bytes())
+    assert status.max_silence_s == {
+        "machine_state": 61.0,
+        "part_count": 61.0,
+        "active_energy": 65.0,
+    }
+    older = DeviceStatus.model_validate_json((GOLDEN / "device_status.json").read_bytes())
+    assert older.max_silence_s is None  # 1.0/1.1 gateways: the ingest assumes a default
+    data = json.loads((GOLDEN / "device_status_v1_2.json").read_text())
+    data["max_silence_s"]["part_count"] = 0
+    with pytest.raises(ValidationError, match=r"max_silence_s\.part_count"):
+        DeviceStatus.model_validate(data)

@@ -25,6 +25,7 @@ CITY = {"admin": 200, "bureau": 200, "ent-a": 403, "ent-b": 403, "provider": 403
 SUMMARY_A = {"admin": 200, "bureau": 200, "ent-a": 200, "ent-b": 404, "provider": 403}
 STATUS_A = {"admin": 200, "bureau": 403, "ent-a": 200, "ent-b": 404, "provider": 200}
 DATA_A = {"admin": 200, "bureau": 403, "ent-a": 200, "ent-b": 404, "provider": 403}
+INTEGRATION_A = {"admin": 200, "bureau": 200, "ent-a": 200, "ent-b": 404, "provider": 200}
 PROVIDER_SP1 = {"admin": 200, "bureau": 403, "ent-a": 403, "ent-b": 403, "provider": 200}
 DEVICE = "/api/enterprises/ent-a/devices/lathe-1"
 
@@ -55,6 +56,18 @@ MATRIX: list[tuple[str, str, dict[str, int]]] = [
     ("GET", DEVICE + "/series?signal=machine_state", DATA_A),
     ("GET", DEVICE + "/states", DATA_A),
     ("GET", "/api/enterprises/ent-a/devices/no-such-device", {k: 404 for k in CITY}),
+    ("GET", "/api/integration", CITY),
+    ("GET", "/api/integration?start=2025-01-01&end=2025-01-31", CITY),
+    ("GET", "/api/segments/345/integration", CITY),
+    ("GET", "/api/enterprises/ent-a/integration", INTEGRATION_A),
+    (
+        "GET",
+        "/api/enterprises/ent-a/integration/trend?start=2025-01-01&end=2025-01-07",
+        INTEGRATION_A,
+    ),
+    ("GET", DEVICE + "/integration", STATUS_A),
+    ("GET", "/api/enterprises/ent-a/devices/no-such-device/integration", {k: 404 for k in CITY}),
+    ("GET", "/api/enterprises/ent-zzz/integration", {k: 404 for k in CITY}),
     (
         "GET",
         "/api/enterprises/ent-zzz",
@@ -232,6 +245,37 @@ def test_bureau_reads_device_data_only_while_the_enterprise_grants_it(world: Any
     finally:
         client.delete("/api/enterprises/ent-a/grants/bureau", headers=owner)
     assert client.get(DEVICE, headers=bureau).status_code == 403
+
+
+def test_integration_lists_devices_only_to_callers_with_device_status(world: Any) -> None:
+    client, tokens = world
+    path = "/api/enterprises/ent-a/integration"
+    bodies = {c: client.get(path, headers=_headers(tokens, c)).json() for c in CITY if c != "ent-b"}
+    for caller, body in bodies.items():
+        assert body["enterprise"]["enterprise"] == "ent-a"
+        assert body["enterprise"]["registered"] == 3, caller
+    assert bodies["bureau"]["devices"] is None  # no grant: totals only
+    for caller in ("admin", "ent-a", "provider"):
+        assert [d["device"] for d in bodies[caller]["devices"]] == [
+            "grinder-1",
+            "grinder-2",
+            "lathe-1",
+        ]
+    owner = _headers(tokens, "ent-a")
+    client.put("/api/enterprises/ent-a/grants/bureau", headers=owner)
+    try:
+        devices = client.get(path, headers=_headers(tokens, "bureau")).json()["devices"]
+        assert [d["device"] for d in devices] == ["grinder-1", "grinder-2", "lathe-1"]
+    finally:
+        client.delete("/api/enterprises/ent-a/grants/bureau", headers=owner)
+
+
+def test_integration_refuses_a_reversed_range(world: Any) -> None:
+    client, tokens = world
+    response = client.get(
+        "/api/integration?start=2025-02-01&end=2025-01-01", headers=_headers(tokens, "bureau")
+    )
+    assert response.status_code == 422 and "after" in response.json()["message"]
 
 
 def test_ui_sign_in_sets_an_httponly_cookie_and_rejects_bad_tokens(world: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from psycopg import AsyncConnection
 
-from ingest import auth, kpis
+from ingest import auth, integration, kpis
 from ingest.api.settings import KpiSettings
 
 token_app = typer.Typer(
@@ -217,6 +217,7 @@ def export_document(day: DayOpt = None, config: ConfigOpt = None, db: DbUrl = ""
 
     async def build(conn: AsyncConnection[Any]) -> bytes:
         await kpis.refresh_day(conn, settings.kpi, chosen)
+        await integration.refresh_day(conn, settings.kpi, chosen)
         return (await build_daily_export(conn, settings.kpi, chosen)).to_bytes()
 
     try:

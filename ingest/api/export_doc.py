@@ -20,13 +20,53 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
-from ingest import kpis
+from ingest import integration, kpis
 from ingest.api.settings import KpiSettings
 
-__all__ = ["SCHEMA_VERSION", "DailyExport", "EnterpriseDay", "build_daily_export", "json_schema"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "DailyExport",
+    "EnterpriseDay",
+    "IntegrationDay",
+    "build_daily_export",
+    "json_schema",
+]
 
 SCHEMA_VERSION: Final = "1.0"
 DOCUMENT_KIND: Final = "shulian.daily_export"
+
+
+class IntegrationDay(BaseModel):
+    """An enterprise's data-integration measures for the day (docs/kpis.md "Data integration")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    networked_share: float | None = Field(
+        description="设备联网率: devices that sent any sample / registered devices"
+    )
+    completeness: float | None = Field(
+        description="数据完整率: covered / expected signal-seconds; null when nothing was expected"
+    )
+    expected_samples: float = Field(ge=0, description="Heartbeats the gateways owed at least")
+    samples: int = Field(ge=0, description="Samples received (good or uncertain)")
+    longest_gap_s: float | None = Field(
+        description="最长中断: longest time without a sample of one expected signal"
+    )
+    longest_gap_signal: str | None = Field(description="The signal of that gap")
+    deliveries: int = Field(ge=0, description="Live deliveries timed (one device, one commit)")
+    delay_p50_s: float | None = Field(
+        description="及时性: median delay sample -> storage (upper bucket edge), s"
+    )
+    delay_p95_s: float | None = Field(description="95th percentile delay (upper bucket edge), s")
+    delay_max_s: float | None = Field(description="Longest live delay, s")
+    class_coverage: float | None = Field(
+        description="关键设备数据覆盖率: classes of the segment's catalogue present whose devices "
+        "report state, counters and energy / classes present; null when none is present"
+    )
+    segment_classes: int = Field(ge=0, description="Machine classes in the segment's catalogue")
+    unclassified_devices: int = Field(
+        ge=0, description="Devices whose class is not in the segment's catalogue"
+    )
 
 
 class EnterpriseDay(BaseModel):
@@ -73,11 +113,11 @@ class EnterpriseDay(BaseModel):
     )
     warning_reason: str = Field(description="Why that colour (Chinese)")
     warning_reason_en: str = Field(description="Why that colour (English)")
-    integration: dict[str, float | None] | None = Field(
+    integration: IntegrationDay | None = Field(
         default=None,
         exclude_if=lambda value: value is None,
-        description="Reserved for the data-integration measures (数据贯通, docs/kpis.md). "
-        "Omitted while this platform does not compute them; never sent empty or estimated.",
+        description="Data-integration measures of the day (数据贯通, docs/kpis.md); omitted when "
+        "they were not computed to the day's end, never sent estimated",
     )
 
 
@@ -137,12 +177,16 @@ async def build_daily_export(
     warnings = await kpis.enterprise_warnings(
         conn, settings, kpis.day_start(settings, day + timedelta(days=1))
     )
+    measures = await _integration_of(conn, settings, day, now)
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(_REGISTRY)
     enterprises = []
     for row in await cursor.fetchall():
         figures_of = groups.get(row["id"]) or kpis.Kpis()
-        enterprises.append(_enterprise_day(row, figures_of, warnings[row["id"]]))
+        day_figures = _enterprise_day(row, figures_of, warnings[row["id"]])
+        if measures is not None:
+            day_figures = day_figures.model_copy(update={"integration": measures.get(row["id"])})
+        enterprises.append(day_figures)
     return DailyExport(
         day=day, timezone=settings.timezone, generated_at=now, enterprises=enterprises
     )
@@ -176,6 +220,41 @@ def _enterprise_day(
         warning_colour=warning.colour,  # type: ignore[arg-type]  # one of kpis.WARNING_COLOURS or grey
         warning_reason=warning.reason,
         warning_reason_en=warning.reason_en,
+    )
+
+
+async def _integration_of(
+    conn: AsyncConnection[Any], settings: KpiSettings, day: date, now: datetime
+) -> dict[str, IntegrationDay] | None:
+    """Each enterprise's measures for ``day``, or None when they were not refreshed to its end
+    (a partial day would read as missing data: the block is then left out, not estimated)."""
+    cursor = await conn.execute(
+        "SELECT through FROM integration_daily_state WHERE day = %s", (day,)
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0] < kpis.day_start(settings, day + timedelta(days=1)):
+        return None
+    measured = await integration.enterprise_measures(conn, settings, day, day, now=now)
+    return {m.enterprise: _integration_day(m) for m in measured}
+
+
+def _integration_day(measures: integration.EnterpriseIntegration) -> IntegrationDay:
+    gap = measures.longest_gap
+    delay = measures.delay
+    return IntegrationDay(
+        networked_share=measures.networked_share,
+        completeness=measures.completeness,
+        expected_samples=round(measures.expected_samples, 1),
+        samples=measures.samples,
+        longest_gap_s=gap.seconds if gap else None,
+        longest_gap_signal=gap.signal if gap else None,
+        deliveries=delay.deliveries,
+        delay_p50_s=delay.p50_s,
+        delay_p95_s=delay.p95_s,
+        delay_max_s=delay.max_s,
+        class_coverage=measures.class_coverage,
+        segment_classes=measures.segment_classes,
+        unclassified_devices=measures.unclassified_devices,
     )
 
 

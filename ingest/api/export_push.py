@@ -29,7 +29,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from ingest import kpis
+from ingest import integration, kpis
 from ingest.api.export_doc import SCHEMA_VERSION, build_daily_export
 from ingest.api.settings import ExportPushSettings, MonitoringSettings
 from ingest.errors import IngestError
@@ -166,11 +166,13 @@ async def push_day(
 async def _stored_or_new(
     conn: AsyncConnection[Any], settings: MonitoringSettings, day: date, now: datetime
 ) -> Delivery:
-    """The day's record; on the first push, the document is built from fresh KPIs and stored."""
+    """The day's record; on the first push, the document is built from freshly refreshed KPIs
+    and integration measures, and stored."""
     stored = await load_delivery(conn, day)
     if stored is not None:
         return stored
     await kpis.refresh_day(conn, settings.kpi, day, now)
+    await integration.refresh_day(conn, settings.kpi, day, now)
     body = (await build_daily_export(conn, settings.kpi, day, now)).to_bytes()
     await conn.execute(
         """INSERT INTO export_deliveries (day, schema_version, idempotency_key, endpoint, body,

@@ -7,6 +7,10 @@ The day: 2025-06-10 in Asia/Shanghai, complete.
 - grinder-1 (ent-a): running 08-12, no counters. grinder-2 (ent-a): never reported.
 - ent-a's baseline: the 7 days before, 1,200 parts and 100 kWh each: output 75 % -> blue.
 - ent-b, ent-c: nothing reported that day.
+- Data integration: lathe-1 declares machine_state may stay silent 3,600 s and sends it on every
+  hour except 10:00 and 11:00 (22 samples): its longest gap is 09:00-12:00 (10,800 s); of it
+  3,605 s are covered (silence + 5 s tolerance), so 7,195 of 86,400 s are missing. The grinders
+  send no telemetry: ent-a's networked share is 1/3.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import psycopg
 import pytest
 from export_receiver import TOKEN, Receiver, start_receiver
 from fastapi.testclient import TestClient
-from monitoring_data import add_increment, add_interval, device_key, issue_tokens
+from monitoring_data import add_increment, add_interval, device_key, issue_tokens, signal_id
 from pydantic import SecretStr
 from support import wait_until
 
@@ -59,6 +63,17 @@ def build_day(url: str) -> None:
         add_increment(conn, lathe, "part_count", local(9), 900)
         add_increment(conn, lathe, "reject_count", local(9), 100)
         add_increment(conn, lathe, "active_energy", local(9), 90)
+        conn.execute(
+            """UPDATE devices SET max_silence_s = '{"machine_state": 3600}' WHERE key = %s""",
+            (lathe,),
+        )
+        state = signal_id(conn, "machine_state")
+        for hour in [h for h in range(24) if h not in (10, 11)]:
+            conn.execute(
+                """INSERT INTO telemetry (ts, device_key, signal_id, quality, value_text)
+                   VALUES (%s, %s, %s, 0, 'running')""",
+                (local(hour), lathe, state),
+            )
         for back in range(1, 8):
             conn.execute(
                 """INSERT INTO kpi_enterprise_daily (day, enterprise_id, devices, reported,
@@ -70,9 +85,11 @@ def build_day(url: str) -> None:
 
 async def _document(url: str) -> dict[str, Any]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-        from ingest import kpis
+        from ingest import integration, kpis
 
-        await kpis.refresh_day(conn, KpiSettings(), DAY, local(1, DAY + timedelta(days=2)))
+        later = local(1, DAY + timedelta(days=2))
+        await kpis.refresh_day(conn, KpiSettings(), DAY, later)
+        await integration.refresh_day(conn, KpiSettings(), DAY, later)
         doc = await build_daily_export(conn, KpiSettings(), DAY, local(10, DAY + timedelta(2)))
         return dict(json.loads(doc.to_bytes()))
 
@@ -99,11 +116,38 @@ def test_document_carries_known_figures_and_follows_the_published_schema(
     assert a["oee"] == 0.6667
     assert a["warning_colour"] == "blue"
     assert "产量为基线的75%" in a["warning_reason"]
-    assert "integration" not in a  # the slot is omitted, never faked
+    measures = a["integration"]
+    assert measures["networked_share"] == pytest.approx(1 / 3, abs=1e-4)
+    assert measures["completeness"] == pytest.approx(1 - 7195 / 86400, abs=1e-4)
+    assert (measures["samples"], measures["expected_samples"]) == (22, 24.0)
+    assert (measures["longest_gap_s"], measures["longest_gap_signal"]) == (10800, "machine_state")
+    assert by_id["ent-b"]["integration"]["networked_share"] == 0.0
     b = by_id["ent-b"]
     assert b["credit_code"] is None
     assert (b["devices_reported"], b["online_rate"], b["running_rate"]) == (0, 0.0, None)
     assert (b["utilization"], b["oee"], b["output"], b["warning_colour"]) == (None, None, 0, "grey")
+
+
+def test_document_leaves_out_integration_measures_not_refreshed_to_the_days_end(
+    monitoring_db: str,
+) -> None:
+    """Measures of half a day would read as missing data: the block is omitted instead."""
+    build_day(monitoring_db)
+
+    async def run() -> dict[str, Any]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            from ingest import integration, kpis
+
+            later = local(1, DAY + timedelta(days=2))
+            await kpis.refresh_day(conn, KpiSettings(), DAY, later)
+            await integration.refresh_day(conn, KpiSettings(), DAY, local(12))
+            doc = await build_daily_export(conn, KpiSettings(), DAY, later)
+            return dict(json.loads(doc.to_bytes()))
+
+    document = asyncio.run(run())
+    jsonschema.validate(document, SCHEMA)
+    assert all("integration" not in e for e in document["enterprises"])
+    assert document["enterprises"][0]["output"] == 900  # the rest is there
 
 
 def test_document_endpoint_serves_the_document(client: TestClient, monitoring_db: str) -> None:

@@ -147,7 +147,8 @@ async def push_day(
         raise ExportPushError(f"day {day} is not complete yet", hint="Push a day before today.")
     # A connection of its own: the advisory lock lives as long as the session, so a process
     # that dies mid-push frees the day at once.
-    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+    # JIT off as in the app's pool: compiling the KPI queries costs more than running them.
+    async with await AsyncConnection.connect(db_url, autocommit=True, options="-c jit=off") as conn:
         cursor = await conn.execute(
             "SELECT pg_try_advisory_lock(hashtext(%s), %s)", (_LOCK_NAMESPACE, day.toordinal())
         )
@@ -157,7 +158,8 @@ async def push_day(
         delivery = await _stored_or_new(conn, settings, day, now)
         if delivery.status == "accepted":
             return delivery
-        await _send_with_retries(conn, export, day)
+        async with _client(export) as client:
+            await _send_with_retries(conn, client, export, day)
         stored = await load_delivery(conn, day)
         assert stored is not None  # the row was created above and is never deleted
         return stored
@@ -192,9 +194,21 @@ async def _stored_or_new(
 
 
 def _client(export: ExportPushSettings) -> httpx.AsyncClient:
+    """A client that verifies the receiver against ``ca_file`` or the system's trust store.
+
+    Raises:
+        ExportPushError: ``ca_file`` cannot be read as PEM certificates.
+    """
     verify: ssl.SSLContext | bool = True  # the system's trust store
     if export.ca_file is not None:
-        verify = ssl.create_default_context(cafile=str(export.ca_file))
+        try:
+            verify = ssl.create_default_context(cafile=str(export.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ExportPushError(
+                f"cannot load {export.ca_file}: {exc}",
+                where="api.monitoring.export.ca_file",
+                hint="Give the PEM file of the CA that signed the receiver's certificate.",
+            ) from None
     return httpx.AsyncClient(verify=verify, timeout=export.timeout_s)
 
 
@@ -214,7 +228,7 @@ def _headers(export: ExportPushSettings, day: date, sha256: str) -> dict[str, st
 
 
 async def _send_with_retries(
-    conn: AsyncConnection[Any], export: ExportPushSettings, day: date
+    conn: AsyncConnection[Any], client: httpx.AsyncClient, export: ExportPushSettings, day: date
 ) -> None:
     cursor = await conn.execute(
         "SELECT body, content_sha256 FROM export_deliveries WHERE day = %s", (day,)
@@ -240,15 +254,14 @@ async def _send_with_retries(
         reraise=True,
     )
     final = "accepted"
-    async with _client(export) as client:
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    await _attempt(conn, client, export.url, day, body, headers)
-        except _RetryableError:
-            final = "failed"
-        except _RefusedError:
-            final = "refused"
+    try:
+        async for attempt in retrying:
+            with attempt:
+                await _attempt(conn, client, export.url, day, body, headers)
+    except _RetryableError:
+        final = "failed"
+    except _RefusedError:
+        final = "refused"
     if final != "accepted":
         await conn.execute(
             "UPDATE export_deliveries SET status = %s WHERE day = %s AND status <> 'accepted'",

@@ -274,6 +274,10 @@ def test_push_refuses_an_unverified_receiver_and_a_refusal_is_not_retried(
     assert "CERTIFICATE_VERIFY_FAILED" in (delivery.last_error or "")
     assert receiver.requests == []
 
+    missing_ca = push_settings(receiver, ca_file=receiver.folder / "missing.crt")
+    with pytest.raises(export_push.ExportPushError, match=r"export\.ca_file: cannot load"):
+        asyncio.run(export_push.push_day(monitoring_db, missing_ca, DAY))
+
     wrong_token = push_settings(receiver, token=SecretStr("nope"))
     delivery = asyncio.run(export_push.push_day(monitoring_db, wrong_token, DAY))
     assert (delivery.status, delivery.attempts) == ("refused", 3)

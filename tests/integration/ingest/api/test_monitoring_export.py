@@ -385,3 +385,27 @@ def test_the_service_pushes_yesterday_once_after_its_kpi_refresh(
         )
         assert [(d[0], d[2]) for d in deliveries] == [(yesterday, 3)]
         assert [r.answered for r in receiver.requests] == [503, 503, 200]
+
+
+def test_cli_prints_a_document_and_lists_deliveries(monitoring_db: str, receiver: Receiver) -> None:
+    from typer.testing import CliRunner
+
+    from ingest.cli import app
+
+    build_day(monitoring_db)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["export", "document", "--day", str(DAY), "--db", monitoring_db])
+    assert shown.exit_code == 0, shown.output
+    document = json.loads(shown.output)
+    jsonschema.validate(document, SCHEMA)
+    assert {e["enterprise_id"]: e["output"] for e in document["enterprises"]}["ent-a"] == 900
+    assert "integration" in document["enterprises"][0]  # refreshed by the command
+
+    asyncio.run(export_push.push_day(monitoring_db, push_settings(receiver), DAY))
+    listed = runner.invoke(app, ["export", "deliveries", "--db", monitoring_db])
+    assert listed.exit_code == 0, listed.output
+    (line,) = listed.output.splitlines()
+    record = json.loads(line)
+    assert (record["day"], record["status"], record["attempts"]) == (str(DAY), "accepted", 3)
+    bad_day = runner.invoke(app, ["export", "push", "--day", "2025-13-01", "--db", monitoring_db])
+    assert bad_day.exit_code == 2 and "is not a day" in bad_day.output

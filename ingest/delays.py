@@ -15,7 +15,8 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -67,24 +68,47 @@ class DelayRecorder:
         self._lock = threading.Lock()
         self._pending: dict[tuple[date, int], _DayDevice] = {}
         self._next_flush = time.monotonic() + flush_every_s
+        self._day = date.min
+        self._day_ms = (0, 0)
+        """The last day looked up and its [start, end) in ms: nearly every batch falls in it."""
+
+    def _day_of(self, ms: int) -> date:
+        lo, hi = self._day_ms
+        if lo <= ms < hi:
+            return self._day
+        moment = datetime.fromtimestamp(ms / 1000, self.zone)
+        start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = datetime.combine(start.date() + timedelta(days=1), dt_time(0), tzinfo=self.zone)
+        self._day, self._day_ms = (
+            start.date(),
+            (
+                int(start.timestamp() * 1000),
+                int(end.timestamp() * 1000),
+            ),
+        )
+        return self._day
 
     def record(self, deliveries: Iterable[Delivery], committed_at: float) -> None:
         with self._lock:
+            pending = self._pending  # inside the lock: ``store`` swaps it
             for device_keys, oldest_ms, historical in deliveries:
                 delay_s = max(0.0, committed_at - oldest_ms / 1000)
-                day = datetime.fromtimestamp(oldest_ms / 1000, self.zone).date()
+                day = self._day_of(oldest_ms)
+                bucket = bucket_of(delay_s)
                 for key in device_keys:
-                    entry = self._pending.get((day, key))
+                    entry = pending.get((day, key))
                     if entry is None:
-                        entry = self._pending[(day, key)] = _DayDevice()
+                        entry = pending[(day, key)] = _DayDevice()
                     if historical:
                         entry.historical += 1
-                        entry.historical_max_s = max(entry.historical_max_s, delay_s)
+                        if delay_s > entry.historical_max_s:
+                            entry.historical_max_s = delay_s
                     else:
-                        entry.histogram[bucket_of(delay_s)] += 1
+                        entry.histogram[bucket] += 1
                         entry.deliveries += 1
                         entry.sum_delay_s += delay_s
-                        entry.max_delay_s = max(entry.max_delay_s, delay_s)
+                        if delay_s > entry.max_delay_s:
+                            entry.max_delay_s = delay_s
 
     def due(self) -> bool:
         return time.monotonic() >= self._next_flush

@@ -360,37 +360,44 @@ async def refresh_daily(
     backfill_days: int = 35,
     now: datetime | None = None,
 ) -> list[date]:
-    """Refresh today and ``days_back`` days before it, and every day of the last
-    ``backfill_days`` since the first data that was never refreshed to its end (oldest first, so
-    each device's first-data day is known before the days after it)."""
+    """Refresh today and ``days_back`` days before it, and each day of the last ``backfill_days``
+    never refreshed to its end that has telemetry or follows a day already materialized (a day
+    without any sample after devices went live is a real outage: completeness 0). Oldest first,
+    so each device's first-data day is known before the days after it. History loaded later
+    (a gateway's backlog, the demo) is picked up by the same rule."""
     now = now or datetime.now(UTC)
     today = city_today(settings, now)
     days = {today - timedelta(days=n) for n in range(days_back + 1)}
     cur = await conn.execute(
         """SELECT g.day::date FROM generate_series(%s::date, %s::date, interval '1 day') AS g(day)
            LEFT JOIN integration_daily_state s ON s.day = g.day::date
-           WHERE s.day IS NULL OR s.through < (g.day::date + 1)::timestamp AT TIME ZONE %s""",
+           WHERE s.day IS NULL OR s.through < (g.day::date + 1)::timestamp AT TIME ZONE %s
+           ORDER BY 1""",
         (today - timedelta(days=backfill_days), today, settings.timezone),
     )
     missing = [row[0] for row in await cur.fetchall()]
-    if missing:
-        first = await _first_data_day(conn, settings, missing[0])
-        days.update(day for day in missing if first is not None and day >= first)
+    cur = await conn.execute("SELECT min(day) FROM integration_device_daily")
+    row = await cur.fetchone()
+    first_materialized = row[0] if row else None
+    for day in missing:
+        if first_materialized is not None and day >= first_materialized:
+            days.add(day)
+        elif await _has_telemetry(conn, settings, day):
+            days.add(day)
     for day in sorted(days):
         await refresh_day(conn, settings, day, now)
     return sorted(days)
 
 
-async def _first_data_day(
-    conn: AsyncConnection[Any], settings: KpiSettings, since: date
-) -> date | None:
-    """The first day from ``since`` with any telemetry (one index probe, not a scan)."""
+async def _has_telemetry(conn: AsyncConnection[Any], settings: KpiSettings, day: date) -> bool:
+    """Whether ``day`` has any sample: stops at the first row, and an empty day's partition or
+    chunk is empty (no scan of the days around it)."""
     cur = await conn.execute(
-        "SELECT (min(ts) AT TIME ZONE %s)::date FROM telemetry WHERE ts >= %s",
-        (settings.timezone, day_start(settings, since)),
+        "SELECT EXISTS (SELECT 1 FROM telemetry WHERE ts >= %s AND ts < %s)",
+        (day_start(settings, day), day_start(settings, day + timedelta(days=1))),
     )
     row = await cur.fetchone()
-    return row[0] if row else None
+    return bool(row and row[0])
 
 
 # --------------------------------------------------------------------------- reading

@@ -78,6 +78,10 @@ async def test_slow_cycles_are_skipped_not_queued() -> None:
     assert runner.counters.overruns >= 2 * (state.reads - 1)
     assert runner.counters.read_cycles == state.reads
     assert statuses[0].connection is DeviceConnection.CONNECTED
+    # What the ingest measures completeness against: heartbeat 60 s + the 50 ms poll interval.
+    assert statuses[0].max_silence_s == dict.fromkeys(
+        ("machine_state", "part_count", "spindle_speed"), 60.05
+    )
 
 
 async def test_pipeline_samples_reach_the_batcher_and_status_goes_connected() -> None:

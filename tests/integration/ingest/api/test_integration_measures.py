@@ -38,11 +38,15 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from fastapi.testclient import TestClient
 from ingest_support import FakeGateway, now_ms, rows, scalar
+from pydantic import SecretStr
 from support import wait_until
 
 from ingest import integration
-from ingest.api.settings import KpiSettings
+from ingest.api.app import create_app
+from ingest.api.settings import AppSettings, KpiSettings
+from ingest.auth import Role, create_token
 from ingest.service import IngestService
 from wire import topics
 from wire.codec import encode
@@ -309,3 +313,40 @@ def test_stored_max_silence_comes_from_the_device_status(
     )
     assert stored["grinder-1"] == GRINDER_SILENCE
     assert stored["meter-1"] is None
+
+
+def test_the_api_serves_the_same_measures_by_role(pg_url: str, measured: dict[str, Any]) -> None:
+    async def tokens() -> dict[str, str]:
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            bureau = await create_token(conn, Role.BUREAU)
+            owner = await create_token(conn, Role.ENTERPRISE, enterprise="ent-int")
+            return {"bureau": bureau.secret, "owner": owner.secret}
+
+    secrets = asyncio.run(tokens())
+    day = measured["enterprise"].first_day.isoformat()
+    query = f"?start={day}&end={day}"
+    with TestClient(create_app(AppSettings(db_url=SecretStr(pg_url)))) as client:
+
+        def get(path: str, caller: str) -> Any:
+            response = client.get(path, headers={"Authorization": f"Bearer {secrets[caller]}"})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        own = get("/api/enterprises/ent-int/integration" + query, "owner")
+        assert own["enterprise"]["completeness"] == measured["enterprise"].completeness
+        assert own["enterprise"]["networked_share"] == 0.75
+        devices = {d["device"]: d for d in own["devices"]}
+        assert devices["grinder-1"]["longest_gap"]["signal"] == "active_energy"
+        assert devices["lathe-1"]["completeness"] == measured["devices"]["lathe-1"].completeness
+        bureau = get("/api/enterprises/ent-int/integration" + query, "bureau")
+        assert bureau["devices"] is None and bureau["enterprise"] == own["enterprise"]
+        city = get("/api/integration" + query, "bureau")
+        assert city["city"]["registered"] == 5
+        assert [s["segment"] for s in city["segments"]] == ["345", "367"]
+        segment = get("/api/segments/345/integration" + query, "bureau")
+        assert segment["segment"]["class_coverage"] == pytest.approx(1 / 3, abs=1e-4)
+        assert len(segment["catalogue"]) == 7
+        device = get("/api/enterprises/ent-int/devices/meter-1/integration" + query, "owner")
+        assert device["device"]["completeness"] == 1.0
+        trend = get(f"/api/enterprises/ent-int/integration/trend{query}", "owner")
+        assert [d["first_day"] for d in trend["days"]] == [day]

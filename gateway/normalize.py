@@ -105,17 +105,25 @@ class UnitProblem:
     message: str
 
 
-def unit_problem(unit: str | None, name: str, kind: SignalKind | None = None) -> UnitProblem | None:
+def unit_problem(
+    unit: str | None,
+    name: str,
+    kind: SignalKind | None = None,
+    declared: tuple[str, SignalKind] | None = None,
+) -> UnitProblem | None:
     """The one check of a signal's ``unit`` that ``profile validate`` and ``gateway run`` share.
 
     Returns None when the unit converts to the canonical unit of signal ``name`` as written, a
     warning when it is an alias (``RPM``), and an error when it is unknown or of another
     dimension. ``kind`` is the signal's own ``kind`` when the profile sets one; states and texts
-    take no unit, and a name outside the vocabulary is reported elsewhere.
+    take no unit, and a name outside the vocabulary is reported elsewhere. ``declared`` is the
+    (unit, kind) of a custom signal's declaration, which stands for the vocabulary's entry.
     """
-    from wire.signals import lookup_signal
+    from wire.signals import SignalSpec, lookup_signal
 
     spec = lookup_signal(name)
+    if declared is not None:
+        spec = SignalSpec(name, declared[0], declared[1], "", "")
     if unit is None or spec is None:
         return None
     if (kind or spec.kind) in (SignalKind.STATE, SignalKind.TEXT):
@@ -143,6 +151,32 @@ def unit_problem(unit: str | None, name: str, kind: SignalKind | None = None) ->
             f"unit {unit!r} is read as {pint_unit(unit)!r}; write {pint_unit(unit)!r}",
         )
     return None
+
+
+def canonical_unit_problem(unit: str) -> str | None:
+    """Why ``unit`` cannot be a custom signal's canonical unit (unknown to pint, or an alias
+    such as ``RPM`` that a canonical unit never is), or None when it can."""
+    text = unit.strip()
+    if not text:
+        return None
+    if text in UNIT_ALIASES:
+        return f"{text!r} is a manual's spelling; a canonical unit is written as pint does: {UNIT_ALIASES[text]!r}"
+    try:
+        unit_registry().Unit(text)
+    except Exception:  # pint raises several unrelated types for a bad unit string
+        return (
+            f"unit {text!r} is unknown (units are written as pint spells them: rpm, degC, kW, "
+            "L/min, ...; docs/profiles.md, Units)"
+        )
+    return None
+
+
+def same_unit(unit: str, other: str) -> bool:
+    """Whether two unit expressions are the same unit (``kW*h`` and ``kWh``; '' is a count)."""
+    try:
+        return linear_conversion(unit, other) == (1.0, 0.0)
+    except ValueError:
+        return False
 
 
 def pint_unit(unit: str) -> str:
@@ -277,7 +311,9 @@ def compile_signal(signal: SignalBase) -> Callable[[RawValue], Conversion]:
     factor, shift = 1.0, 0.0
     canonical = signal.canonical_unit
     if signal.unit is not None and signal.unit != canonical:
-        problem = unit_problem(signal.unit, signal.name, kind)
+        custom = signal.custom
+        declared = (custom.unit, custom.kind) if custom is not None else None
+        problem = unit_problem(signal.unit, signal.name, kind, declared)
         if problem is not None and problem.severity == "error":
             raise ValueError(problem.message)
         factor, shift = linear_conversion(pint_unit(signal.unit), canonical)

@@ -45,7 +45,8 @@ from gateway.errors import DeviceTimeoutError, DeviceUnreachableError
 from gateway.logs import DeviceLogger, RateLimitedLog, device_logger
 from gateway.pipeline import DeviceCounters, DevicePipeline, now_ms
 from gateway.profiles.models import DeviceConfig, GroupSpec
-from wire.payloads import DeviceConnection, DeviceStatus
+from wire.payloads import CustomSignal, DeviceConnection, DeviceStatus, Meaning
+from wire.signals import base_name
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,22 @@ class ConnectPacer:
             await asyncio.sleep(at - now)
 
 
+def custom_signal_declarations(device: DeviceConfig) -> list[CustomSignal]:
+    """The wire form of the custom signals the device's profile declares and reads."""
+    read = {base_name(s.name) for s in device.profile.signals}
+    return [
+        CustomSignal(
+            name=c.name,
+            kind=c.kind,
+            unit=c.unit,
+            meaning=Meaning(en=c.meaning.en, zh=c.meaning.zh),
+            counts_as=c.counts_as,
+        )
+        for c in device.profile.custom_signals
+        if c.name in read
+    ]
+
+
 class DeviceRunner:
     """The supervisor of one device: sessions, reconnects and its retained status."""
 
@@ -192,6 +209,8 @@ class DeviceRunner:
         self.groups: list[GroupSpec] = groups
         self.min_interval_s = min((g.interval_ms for g in groups), default=1000) / 1000
         self._phase_key = phase_key(device, driver_cls)
+        self.custom_signals = custom_signal_declarations(device)
+        """Sent in every status, so the ingest knows the custom signals before or with a value."""
 
     @property
     def is_connected(self) -> bool:
@@ -235,6 +254,7 @@ class DeviceRunner:
                 profile=self.device.profile.id,
                 last_good_ms=self.pipeline.last_good_ms,
                 error=error,
+                custom_signals=self.custom_signals,
                 max_silence_s=self.device.profile.max_silence_s(),
             )
         )

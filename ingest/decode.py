@@ -26,7 +26,7 @@ from wire.payloads import (
     MachineState,
     Sample,
 )
-from wire.signals import lookup_signal
+from wire.signals import is_custom, lookup_signal
 from wire.topics import Topic, TopicError, TopicKind, parse_topic
 
 QUALITY_CODES: Final = {"good": 0, "uncertain": 1, "bad": 2}
@@ -191,10 +191,16 @@ def _check_samples(
         signal = sample.signal
         known = known_signals.get(signal)
         if known is None:
-            known = known_signals[signal] = accept_unknown or lookup_signal(signal) is not None
+            known = known_signals[signal] = (
+                accept_unknown or is_custom(signal) or lookup_signal(signal) is not None
+            )
         if not known:
             rejections.append(
-                SampleRejection(index, Reason.UNKNOWN_SIGNAL, f"{signal!r} is not in wire.signals")
+                SampleRejection(
+                    index,
+                    Reason.UNKNOWN_SIGNAL,
+                    f"{signal!r} is not in wire.signals nor in a vendor namespace",
+                )
             )
             continue
         value = sample.value

@@ -44,9 +44,6 @@ from ingest.kpis import city_today, day_start
 MAX_SILENCE_CAP_S: Final = 6 * 3600.0
 """Declared silences are capped here: it bounds how far before a day the refresh looks for the
 sample that covers the day's first minutes."""
-COUNTER_FAMILY: Final = ("part_count", "good_count", "reject_count")
-STATE_SIGNAL: Final = "machine_state"
-ENERGY_SIGNAL: Final = "active_energy"
 
 
 # --------------------------------------------------------------------------- catalogue
@@ -257,26 +254,40 @@ win AS (
     FROM dev LEFT JOIN earlier e ON e.device_key = dev.key
     LEFT JOIN counts c ON c.device_key = dev.key
 ),
-real AS (
-    SELECT x.device_key, x.signal, x.m, w.wa, t.ts,
-           lead(t.ts) OVER (PARTITION BY x.device_key, x.signal ORDER BY t.ts) AS next_ts
+pairs AS (
+    SELECT x.device_key, g.id AS signal_id, x.signal, x.m + %(tol)s AS mt, w.wa,
+           date_part('epoch', w.wa) AS wae
     FROM expected x JOIN win w ON w.device_key = x.device_key AND w.wa IS NOT NULL
     JOIN signals g ON g.name = x.signal
-    JOIN telemetry t ON t.device_key = x.device_key AND t.signal_id = g.id
-        AND t.ts >= w.wa - make_interval(secs => x.m + %(tol)s) AND t.ts < %(b)s
-        AND t.quality < 2
-        AND NOT (g.name = 'machine_state' AND t.value_text IS NOT DISTINCT FROM 'offline')
+),
+real AS (
+    -- One sequential pass over the day (plus the longest silence before it), hashed against the
+    -- expected signals: much cheaper than an index probe per sample. Times as epoch seconds
+    -- (date_part: double precision) keep the per-row arithmetic in floats.
+    SELECT p.device_key, p.signal_id, p.signal, p.mt, p.wae, t.ts, date_part('epoch', t.ts) AS e,
+           date_part('epoch', lead(t.ts) OVER (PARTITION BY t.device_key, t.signal_id
+                                               ORDER BY t.ts)) AS ne
+    FROM telemetry t
+    JOIN pairs p ON p.device_key = t.device_key AND p.signal_id = t.signal_id
+    WHERE t.ts >= %(lookback_from)s AND t.ts < %(b)s AND t.quality < 2
+      AND t.ts >= p.wa - make_interval(secs => p.mt)
+      AND NOT (p.signal = 'machine_state' AND t.value_text IS NOT DISTINCT FROM 'offline')
 ),
 cover AS (
-    SELECT device_key, signal, min(ts) AS first_ts,
-           sum(greatest(0, extract(epoch FROM
-               least(coalesce(next_ts, %(b)s), ts + make_interval(secs => m + %(tol)s), %(b)s)
-               - greatest(ts, wa)))) AS covered_s
-    FROM real GROUP BY device_key, signal
+    -- One pass per signal: covered seconds, first sample, and the longest gap as the greatest
+    -- [seconds, -start] pair (arrays compare element by element: the longest, then earliest).
+    SELECT device_key, min(signal) AS signal, min(ts) AS first_ts,
+           sum(greatest(0, least(coalesce(ne, %(be)s), e + mt, %(be)s) - greatest(e, wae)))
+               AS covered_s,
+           max(ARRAY[coalesce(ne, %(be)s) - greatest(e, wae), -greatest(e, wae)]) AS longest
+    FROM real GROUP BY device_key, signal_id  -- the window's order: no sort
 ),
 gaps AS (
-    SELECT device_key, signal, greatest(ts, wa) AS gs, coalesce(next_ts, %(b)s) AS ge FROM real
+    SELECT device_key, signal, to_timestamp(-longest[2]) AS gs,
+           to_timestamp(-longest[2] + longest[1]) AS ge
+    FROM cover
     UNION ALL
+    -- The time before a signal's first sample when no earlier sample covers the window start.
     SELECT x.device_key, x.signal, w.wa, coalesce(c.first_ts, %(b)s)
     FROM expected x JOIN win w ON w.device_key = x.device_key AND w.wa IS NOT NULL
     LEFT JOIN cover c ON c.device_key = x.device_key AND c.signal = x.signal
@@ -333,10 +344,20 @@ async def refresh_day(
     through = min(day_start(settings, day + timedelta(days=1)), now.replace(microsecond=0))
     if through <= start:
         return start
+    cur = await conn.execute(
+        """SELECT max(least(greatest(j.value::float8, 1), %s)) FROM devices d,
+               jsonb_each_text(CASE WHEN jsonb_typeof(d.max_silence_s) = 'object'
+                                    THEN d.max_silence_s END) j""",
+        (MAX_SILENCE_CAP_S,),
+    )
+    row = await cur.fetchone()
+    longest_silence = max(float(row[0] or 0.0) if row else 0.0, settings.default_max_silence_s)
     params = {
         "day": day,
         "a": start,
         "b": through,
+        "be": through.timestamp(),
+        "lookback_from": start - timedelta(seconds=longest_silence + settings.silence_tolerance_s),
         "cap": MAX_SILENCE_CAP_S,
         "default_s": settings.default_max_silence_s,
         "tol": settings.silence_tolerance_s,
@@ -352,38 +373,61 @@ async def refresh_day(
     return through
 
 
+LATE_DATA_GRACE: Final = timedelta(hours=6)
+"""A past day in the recent set is refreshed again until this long after its end (late data)."""
+
+
 async def refresh_daily(
     conn: AsyncConnection[Any],
     settings: KpiSettings,
     *,
     days_back: int = 1,
     backfill_days: int = 35,
+    recent: bool = True,
     now: datetime | None = None,
 ) -> list[date]:
-    """Refresh today and ``days_back`` days before it, and each day of the last ``backfill_days``
-    never refreshed to its end that has telemetry or follows a day already materialized (a day
-    without any sample after devices went live is a real outage: completeness 0). Oldest first,
-    so each device's first-data day is known before the days after it. History loaded later
-    (a gateway's backlog, the demo) is picked up by the same rule."""
+    """Refresh the days that need it, oldest first (each device's first-data day must be known
+    before the days after it), and return them.
+
+    - With ``recent``: today, and each of the ``days_back`` days before it until
+      ``LATE_DATA_GRACE`` after its end (late data, a gateway's backlog).
+    - Always: each past day of the last ``backfill_days`` never refreshed to its end that has
+      telemetry or follows a materialized day (a day without any sample after devices went live
+      is a real outage: completeness 0), and each refreshed past day that received deliveries
+      since (``ingest_delay_daily.updated_at``, stored by the ingest every minute). History
+      loaded later (a backlog, the demo's 30 days) is picked up this way, and yesterday gets its
+      complete refresh soon after midnight.
+    """
     now = now or datetime.now(UTC)
     today = city_today(settings, now)
-    days = {today - timedelta(days=n) for n in range(days_back + 1)}
+    first = today - timedelta(days=backfill_days)
     cur = await conn.execute(
-        """SELECT g.day::date FROM generate_series(%s::date, %s::date, interval '1 day') AS g(day)
+        """SELECT g.day::date, s.through, s.refreshed_at, u.delivered_at
+           FROM generate_series(%s::date, %s::date, interval '1 day') AS g(day)
            LEFT JOIN integration_daily_state s ON s.day = g.day::date
-           WHERE s.day IS NULL OR s.through < (g.day::date + 1)::timestamp AT TIME ZONE %s
+           LEFT JOIN (SELECT day, max(updated_at) AS delivered_at FROM ingest_delay_daily
+                      WHERE day >= %s GROUP BY day) u ON u.day = g.day::date
            ORDER BY 1""",
-        (today - timedelta(days=backfill_days), today, settings.timezone),
+        (first, today - timedelta(days=1), first),
     )
-    missing = [row[0] for row in await cur.fetchall()]
+    past = await cur.fetchall()
+    days: set[date] = {today} if recent else set()
     cur = await conn.execute("SELECT min(day) FROM integration_device_daily")
     row = await cur.fetchone()
     first_materialized = row[0] if row else None
-    for day in missing:
-        if first_materialized is not None and day >= first_materialized:
-            days.add(day)
-        elif await _has_telemetry(conn, settings, day):
-            days.add(day)
+    for day, through, refreshed_at, delivered_at in past:
+        end = day_start(settings, day + timedelta(days=1))
+        if through is None or through < end:
+            if first_materialized is not None and day >= first_materialized:
+                days.add(day)
+            elif await _has_telemetry(conn, settings, day):
+                days.add(day)
+                first_materialized = day  # the days after it follow a materialized day
+        elif delivered_at is not None and delivered_at > refreshed_at:
+            days.add(day)  # data for it arrived since (ingest_delay_daily counts deliveries)
+        elif recent and day >= today - timedelta(days=days_back):
+            if refreshed_at < end + LATE_DATA_GRACE:
+                days.add(day)
     for day in sorted(days):
         await refresh_day(conn, settings, day, now)
     return sorted(days)
@@ -418,14 +462,6 @@ integ AS (
            sum(i.expected_s) AS expected_s, sum(i.covered_s) AS covered_s,
            sum(i.expected_samples) AS expected_samples, sum(i.samples) AS samples,
            sum(i.bad_samples) AS bad_samples,
-           (array_agg(i.longest_gap_s ORDER BY i.longest_gap_s DESC NULLS LAST, i.day))[1]
-               AS gap_s,
-           (array_agg(i.longest_gap_signal ORDER BY i.longest_gap_s DESC NULLS LAST, i.day))[1]
-               AS gap_signal,
-           (array_agg(i.longest_gap_start ORDER BY i.longest_gap_s DESC NULLS LAST, i.day))[1]
-               AS gap_start,
-           (array_agg(i.longest_gap_end ORDER BY i.longest_gap_s DESC NULLS LAST, i.day))[1]
-               AS gap_end,
            bool_or(i.has_state) AS has_state, bool_or(i.has_counter) AS has_counter,
            bool_or(i.has_energy) AS has_energy
     FROM integration_device_daily i JOIN dev ON dev.key = i.device_key
@@ -446,17 +482,41 @@ delays AS (
 present AS (
     SELECT cv.device_key, max(cv.ts) AS last_seen FROM current_values cv
     JOIN dev ON dev.key = cv.device_key GROUP BY cv.device_key
+),
+-- A day's longest gap that runs to midnight continues into the next day's when that one starts
+-- at midnight on the same signal: such runs are joined (a device down for days has one gap).
+gap_days AS (
+    SELECT i.device_key, {day_col} AS period, i.day, i.longest_gap_signal AS signal,
+           i.longest_gap_start AS gs, i.longest_gap_end AS ge,
+           lag(i.longest_gap_end) OVER w AS prev_ge, lag(i.longest_gap_signal) OVER w AS prev_sig
+    FROM integration_device_daily i JOIN dev ON dev.key = i.device_key
+    WHERE i.day >= %(first)s AND i.day <= %(last)s AND i.longest_gap_s IS NOT NULL
+    WINDOW w AS (PARTITION BY i.device_key ORDER BY i.day)
+),
+gap_runs AS (
+    SELECT device_key, period, signal, gs, ge,
+           sum(CASE WHEN prev_ge = gs AND prev_sig = signal AND {chain} THEN 0 ELSE 1 END)
+               OVER (PARTITION BY device_key ORDER BY day) AS run
+    FROM gap_days
+),
+gaps AS (
+    SELECT DISTINCT ON (device_key, period) device_key, period, signal, gs, ge
+    FROM (SELECT device_key, period, run, min(signal) AS signal, min(gs) AS gs, max(ge) AS ge
+          FROM gap_runs GROUP BY device_key, period, run) r
+    ORDER BY device_key, period, ge - gs DESC, gs
 )
 SELECT dev.key, dev.enterprise_id, dev.device_id, dev.name, dev.machine_kind, dev.profile,
        dev.segment_code, coalesce(i.day, dl.day) AS day, i.window_s, i.expected_signals,
        i.declared, i.expected_s, i.covered_s, i.expected_samples, i.samples, i.bad_samples,
-       i.gap_s, i.gap_signal, i.gap_start, i.gap_end, i.has_state, i.has_counter, i.has_energy,
+       extract(epoch FROM g.ge - g.gs) AS gap_s, g.signal AS gap_signal, g.gs AS gap_start,
+       g.ge AS gap_end, i.has_state, i.has_counter, i.has_energy,
        dl.deliveries, dl.histograms, dl.sum_delay_s, dl.max_delay_s, dl.historical_deliveries,
        dl.historical_max_delay_s, p.last_seen, s.state
 FROM dev
 LEFT JOIN integ i ON i.device_key = dev.key
 LEFT JOIN delays dl ON dl.device_key = dev.key {delay_join}
 LEFT JOIN present p ON p.device_key = dev.key
+LEFT JOIN gaps g ON g.device_key = dev.key AND g.period IS NOT DISTINCT FROM i.day
 LEFT JOIN device_states s ON s.device_key = dev.key
 ORDER BY dev.enterprise_id, dev.device_id, day
 """
@@ -470,6 +530,7 @@ def _rows_sql(by_day: bool) -> str:
             delay_day_col="d.day",
             delay_day_group=", d.day",
             delay_join="AND (i.day IS NULL OR dl.day = i.day)",
+            chain="false",
         )
     return _ROWS.format(
         day_col="NULL::date",
@@ -477,6 +538,7 @@ def _rows_sql(by_day: bool) -> str:
         delay_day_col="NULL::date",
         delay_day_group="",
         delay_join="",
+        chain="true",
     )
 
 

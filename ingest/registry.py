@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import psycopg
 
 from ingest.settings import RegistrySettings
-from wire.signals import SIGNALS, SignalKind, base_name, lookup_signal
+from wire.payloads import CustomSignal
+from wire.signals import SIGNALS, SignalKind, base_name, is_custom, lookup_signal
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ class _Maps:
     boots: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """(enterprise, gateway, boot) -> gateway_boots.key"""
     device_gateways: dict[int, str | None] = field(default_factory=dict)
+    declared: dict[str, CustomSignal] = field(default_factory=dict)
+    """Custom signal declarations stored since the process started (to skip repeats)."""
 
 
 class RegistryCache:
@@ -87,14 +90,20 @@ class RegistryCache:
             maps.signals.update(staged.signals)
             maps.boots.update(staged.boots)
             maps.device_gateways.update(staged.device_gateways)
+            maps.declared.update(staged.declared)
             self.unknown.update(unknown)
             for ident in list(staged.devices):
                 self.unknown.pop(("device", *ident), None)
             for ident in list(staged.gateways):
                 self.unknown.pop(("gateway", *ident), None)
+            for name in staged.declared:
+                self.unknown.pop(("signal", name), None)
 
     def signal(self, name: str) -> SignalInfo | None:
         return self.maps.signals.get(name)
+
+    def declared(self, name: str) -> CustomSignal | None:
+        return self.maps.declared.get(name)
 
 
 class RegistryView:
@@ -255,6 +264,14 @@ class RegistryView:
         info = self.staged.signals.get(name) or self.cache.signal(name)
         if info is not None:
             return info
+        if is_custom(name) and name != base_name(name):
+            # A qualified custom name (acme:fan_speed.left) takes its declared base's entry.
+            self.conn.execute(
+                "INSERT INTO signals (name, base, unit, kind, meaning, name_zh) "
+                "SELECT %s, base, unit, kind, meaning, name_zh FROM signals WHERE name = %s "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, base_name(name)),
+            )
         spec = lookup_signal(name)
         kind = spec.kind.value if spec else _kind_of_unknown(name)
         self.conn.execute(
@@ -273,6 +290,63 @@ class RegistryView:
         assert row is not None
         info = self.staged.signals[name] = SignalInfo(row[0], row[1])
         return info
+
+    def is_declared(self, name: str) -> bool:
+        """Whether a custom signal (``acme:fan_speed.l``) was declared in some device status:
+        its base has a row (only declarations make those). Misses are remembered for
+        ``NEGATIVE_TTL_S``, so a flood of an undeclared name costs no queries."""
+        base = base_name(name)
+        if base in self.staged.declared or self.staged.signals.get(base):
+            return True
+        if self.cache.signal(base) is not None or self.cache.declared(base) is not None:
+            return True
+        ident = ("signal", base)
+        if self._known_unknown(ident):
+            return False
+        row = self.conn.execute("SELECT id, kind FROM signals WHERE name = %s", (base,)).fetchone()
+        if row is None:
+            self.unknown[ident] = time.monotonic() + NEGATIVE_TTL_S
+            return False
+        self.staged.signals[base] = SignalInfo(row[0], row[1])
+        return True
+
+    def declare_signals(self, declarations: list[CustomSignal]) -> None:
+        """Store (or update) custom signals as a device's status declares them.
+
+        A declaration's row is its base name; rows of its qualified names (``acme:fan_speed.l``)
+        follow it. ``base`` is the canonical counter it ``counts_as``, else its own name: KPIs
+        select counters by ``base``, so an unmapped custom signal never counts. Unchanged
+        declarations (every status repeats them) write nothing.
+        """
+        for decl in declarations:
+            known = self.staged.declared.get(decl.name) or self.cache.declared(decl.name)
+            if known == decl:
+                continue
+            base = decl.counts_as or decl.name
+            row = (base, decl.unit, decl.kind.value, decl.meaning.en, decl.meaning.zh)
+            self.conn.execute(
+                "INSERT INTO signals (name, base, unit, kind, meaning, name_zh) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                (decl.name, *row),
+            )
+            changed = self.conn.execute(
+                "UPDATE signals SET base = %s, unit = %s, kind = %s, meaning = %s, name_zh = %s "
+                "WHERE (name = %s OR starts_with(name, %s)) "
+                "AND (base, unit, kind, meaning, name_zh) IS DISTINCT FROM (%s, %s, %s, %s, %s) "
+                "RETURNING id, name, kind",
+                (*row, decl.name, f"{decl.name}.", *row),
+            ).fetchall()
+            if changed and known is not None:
+                log.warning(
+                    "custom signal %s declared differently than before; the new declaration "
+                    "replaces it (declare it the same way in every profile)",
+                    decl.name,
+                    extra={"signal": decl.name},
+                )
+            for signal_id, name, kind in changed:
+                self.staged.signals[name] = SignalInfo(signal_id, kind)
+            self.staged.declared[decl.name] = decl
+            self.unknown.pop(("signal", decl.name), None)
 
     def boot_key(self, enterprise_id: str, gateway_id: str, boot: str) -> int:
         """The ledger key of one boot of one enterprise's gateway (batches are (boot key, seq))."""

@@ -49,6 +49,7 @@ from ingest.registry import GatewayKey, RegistryCache, RegistryView, SignalInfo
 from ingest.settings import IngestSettings
 from ingest.states import OFFLINE, OfflineEvent, StateSample, apply_states, free_marker_ms
 from wire.payloads import DeviceConnection
+from wire.signals import is_custom
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,14 @@ class Writer:
         unknown = devices - keys.keys()
         if unknown:
             batch = _without_unknown_devices(batch, unknown, topic.enterprise)
+        if not self.settings.limits.accept_unknown_signals:
+            undeclared = {
+                name
+                for name in {s[2] for s in batch.samples}
+                if is_custom(name) and not view.is_declared(name)
+            }
+            if undeclared:
+                batch = _without_undeclared_signals(batch, undeclared)
         signals: dict[str, SignalInfo] = {}
         for name in {s[2] for s in batch.samples}:
             signals[name] = view.signal(name)
@@ -384,6 +393,8 @@ class Writer:
                 f"device {status.device!r} is not registered in enterprise {topic.enterprise!r}",
             )
             return
+        if status.custom_signals:
+            view.declare_signals(status.custom_signals)
         row = conn.execute(
             """
             UPDATE devices SET connection = %s, connection_at = %s, connection_error = %s,
@@ -690,16 +701,41 @@ class Writer:
 def _without_unknown_devices(
     batch: TelemetryBatch, unknown: set[str], enterprise: str
 ) -> TelemetryBatch:
+    return _without(
+        batch,
+        lambda sample: (
+            f"device {sample[1]!r} is not registered in enterprise {enterprise!r}"
+            if sample[1] in unknown
+            else None
+        ),
+        Reason.UNKNOWN_DEVICE,
+    )
+
+
+def _without_undeclared_signals(batch: TelemetryBatch, undeclared: set[str]) -> TelemetryBatch:
+    """Custom signals count only once a device status declared them (their kind decides how
+    they are stored; a name nobody declared could be any gateway's typo or flood)."""
+    return _without(
+        batch,
+        lambda sample: (
+            f"custom signal {sample[2]!r} is not declared in any device status (the gateway "
+            "sends the profile's custom_signals there: docs/profiles.md, Custom signals)"
+            if sample[2] in undeclared
+            else None
+        ),
+        Reason.UNKNOWN_SIGNAL,
+    )
+
+
+def _without(
+    batch: TelemetryBatch, why_not: Callable[[GoodSample], str | None], reason: Reason
+) -> TelemetryBatch:
+    """``batch`` without the samples ``why_not`` finds a reason against, each rejected with it."""
     kept: list[GoodSample] = []
     for sample in batch.samples:
-        if sample[1] in unknown:
-            batch.rejections.append(
-                SampleRejection(
-                    sample[0],
-                    Reason.UNKNOWN_DEVICE,
-                    f"device {sample[1]!r} is not registered in enterprise {enterprise!r}",
-                )
-            )
+        detail = why_not(sample)
+        if detail is not None:
+            batch.rejections.append(SampleRejection(sample[0], reason, detail))
         else:
             kept.append(sample)
     batch.rejections.sort(key=lambda r: r.index)

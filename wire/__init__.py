@@ -7,26 +7,30 @@ from wire.codec import WireError, decode_batch, decode_status, encode
 from wire.payloads import (
     WIRE_VERSION,
     Batch,
+    CustomSignal,
     DeviceConnection,
     DeviceStatus,
     GatewayMetrics,
     GatewayStatus,
     MachineState,
+    Meaning,
     Quality,
     Sample,
 )
-from wire.signals import SIGNALS, SignalKind, SignalSpec, base_name, lookup_signal
+from wire.signals import SIGNALS, SignalKind, SignalSpec, base_name, is_custom, lookup_signal
 from wire.topics import Topic, TopicError, TopicKind, parse_topic
 
 __all__ = [
     "SIGNALS",
     "WIRE_VERSION",
     "Batch",
+    "CustomSignal",
     "DeviceConnection",
     "DeviceStatus",
     "GatewayMetrics",
     "GatewayStatus",
     "MachineState",
+    "Meaning",
     "Quality",
     "Sample",
     "SignalKind",
@@ -39,6 +43,7 @@ __all__ = [
     "decode_batch",
     "decode_status",
     "encode",
+    "is_custom",
     "lookup_signal",
     "parse_topic",
 ]

@@ -22,14 +22,28 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from wire.signals import SIGNALS, SignalKind, custom_name_problem
 
 WIRE_VERSION: Final = "1.2"
 
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 SignalName = Annotated[
-    str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$", max_length=80)
+    str,
+    StringConstraints(
+        pattern=r"^([a-z][a-z0-9_]*:)?[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$", max_length=80
+    ),
 ]
+"""A canonical name (``voltage.l1``) or, since 1.2, a custom one in a vendor namespace
+(``acme:fan_speed``, ``acme:fan_speed.left``), declared in the device's status."""
 Version = Annotated[str, StringConstraints(pattern=r"^1\.\d+$")]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
@@ -115,6 +129,50 @@ class GatewayStatus(_Payload):
     publishes the Will at the loss, and a reader takes that delivery as the offline time."""
 
 
+class Meaning(BaseModel):
+    """What a custom signal means, in English and Chinese (shown in the reader's language)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    en: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    zh: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class CustomSignal(BaseModel):
+    """A profile's own signal (1.2): what the canonical vocabulary says of a canonical name."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")]
+    """``namespace:name``, without a qualifier; samples may qualify it (``acme:fan_speed.l``)."""
+    kind: SignalKind
+    unit: Annotated[str, StringConstraints(max_length=64)] = ""
+    """Canonical unit of the signal (pint syntax); empty for none."""
+    meaning: Meaning
+    counts_as: SignalName | None = None
+    """The canonical counter it counts as in KPIs; None: it never counts."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_canonical(cls, name: str) -> str:
+        problem = custom_name_problem(name)  # a canonical local name would read as the canonical
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+    @model_validator(mode="after")
+    def _counts_as_a_counter(self) -> CustomSignal:
+        """Only a counter maps onto a canonical counter: KPIs sum counter increments."""
+        if self.counts_as is None:
+            return self
+        spec = SIGNALS.get(self.counts_as)
+        if spec is None or spec.kind is not SignalKind.COUNTER:
+            raise ValueError(f"counts_as {self.counts_as!r} is not a canonical counter")
+        if self.kind is not SignalKind.COUNTER:
+            raise ValueError(f"a {self.kind.value} cannot count as {self.counts_as!r}")
+        return self
+
+
 class DeviceStatus(_Payload):
     """Retained per-device connection status."""
 
@@ -125,6 +183,8 @@ class DeviceStatus(_Payload):
     profile: str = ""
     last_good_ms: int | None = None
     error: str | None = None
+    custom_signals: list[CustomSignal] = Field(default_factory=list)
+    """The custom signals of the device's profile (1.2), so the ingest can store and show them."""
     max_silence_s: dict[SignalName, Annotated[float, Field(gt=0, allow_inf_nan=False)]] | None = (
         None
     )

@@ -43,6 +43,11 @@ def signals_markdown() -> str:
         "unit to these. Kinds: gauge (a level), counter (cumulative, may wrap or reset), state",
         "(running/idle/setup/fault/off), alarm, text.",
         "",
+        "A value that no name here fits gets a custom signal in a vendor namespace",
+        "(`acme:fan_speed`), declared with its kind, unit and meanings in the profile: see",
+        "[profiles.md, Custom signals](profiles.md#custom-signals). It never counts in the",
+        "industry KPIs unless it declares `counts_as` one of the counters below.",
+        "",
         "| name | unit | kind | meaning | 中文 |",
         "|---|---|---|---|---|",
     ]

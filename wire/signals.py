@@ -8,6 +8,7 @@ docs/signals.md is generated from this table (and a test keeps them in step).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -131,6 +132,44 @@ _TABLE: Final[list[tuple[str, str, SignalKind, str, str]]] = [
 SIGNALS: Final[dict[str, SignalSpec]] = {
     name: SignalSpec(name, unit, kind, meaning, zh) for name, unit, kind, meaning, zh in _TABLE
 }
+
+
+CUSTOM_BASE: Final = re.compile(r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*$")
+"""A custom signal's declared name, ``namespace:name`` (``acme:fan_speed``): the colon keeps it
+apart from every canonical name, which never has one (docs/profiles.md, Custom signals)."""
+
+
+def is_custom(signal: str) -> bool:
+    """Whether a (possibly qualified) signal name is in a vendor namespace: ``acme:fan_speed.l``."""
+    return ":" in signal
+
+
+def custom_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be declared as a custom signal, or None when it can."""
+    if "." in name:
+        return (
+            f"{name!r}: declare the base name without a qualifier "
+            f"({name.split('.', 1)[0]!r}); signals may add one"
+        )
+    if not is_custom(name):
+        if name in SIGNALS:
+            return f"{name!r} is a canonical signal: read it in `signals:` instead of declaring it"
+        return (
+            f"{name!r} has no vendor namespace: write it as 'namespace:name' (for example "
+            f"'acme:{name}')"
+        )
+    if not CUSTOM_BASE.match(name):
+        return (
+            f"{name!r} is not 'namespace:name' with lowercase letters, digits and '_', each "
+            "part starting with a letter"
+        )
+    local = name.split(":", 1)[1]
+    if local in SIGNALS:
+        return (
+            f"{name!r} shadows the canonical signal {local!r}: read {local!r} (with a qualifier "
+            "if the machine has several) or choose another name"
+        )
+    return None
 
 
 def base_name(signal: str) -> str:

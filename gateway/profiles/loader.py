@@ -20,7 +20,14 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from gateway.drivers.registry import DRIVERS, profile_models
 from gateway.errors import ConfigError
-from gateway.profiles.models import DeviceConfig, DeviceSpec, FleetSpec, ProfileBase
+from gateway.profiles.models import (
+    DeviceConfig,
+    DeviceSpec,
+    FleetSpec,
+    ProfileBase,
+    custom_signal_problems,
+)
+from wire.signals import SignalKind
 
 Path_ = tuple[str | int, ...]
 Lines = dict[Path_, tuple[str, int]]
@@ -382,7 +389,34 @@ def structure_problems(data: dict[str, Any], lines: Lines, file: str) -> list[st
             problems.append(
                 f"{where}: signals[{index}].group: {group!r} is not one of the groups {names}"
             )
-    return problems
+    return problems + _custom_structure_problems(data, lines, file)
+
+
+def _custom_structure_problems(data: dict[str, Any], lines: Lines, file: str) -> list[str]:
+    """The profile-level checks of custom signals (``custom_signal_problems``) on the raw data."""
+    declared = data.get("custom_signals") or []
+    signals = data.get("signals") or []
+    if not isinstance(declared, list) or not isinstance(signals, list):
+        return []
+    none: dict[
+        str, Any
+    ] = {}  # an item that is not a mapping keeps its index, with nothing to check
+    problems = custom_signal_problems(
+        [
+            (d.get("name"), d.get("kind"), d.get("counts_as"))
+            for d in (d if isinstance(d, dict) else none for d in declared)
+        ],
+        [
+            (s.get("name"), s.get("kind"), s.get("states") is not None)
+            for s in (s if isinstance(s, dict) else none for s in signals)
+        ],
+    )
+    out = []
+    for problem in problems:
+        path, _, message = problem.partition(": ")
+        loc = parse_field_path(path)
+        out.append(f"{locate(lines, loc, file)}: {format_path(loc)}: {message}")
+    return out
 
 
 CHECK_ENDPOINTS: dict[str, str] = {
@@ -456,10 +490,10 @@ def unit_findings(data: dict[str, Any], lines: Lines, file: str) -> tuple[list[s
     reports unit errors in the same pass as field mistakes elsewhere in the file.
     """
     from gateway.normalize import unit_problem
-    from wire.signals import SignalKind
 
     errors: list[str] = []
     warnings: list[str] = []
+    declared = _declared_units(data)
     signals = data.get("signals")
     for index, signal in enumerate(signals if isinstance(signals, list) else []):
         if not isinstance(signal, dict):
@@ -467,13 +501,33 @@ def unit_findings(data: dict[str, Any], lines: Lines, file: str) -> tuple[list[s
         name, unit, kind = signal.get("name"), signal.get("unit"), signal.get("kind")
         if not isinstance(name, str) or not isinstance(unit, str):
             continue
-        problem = unit_problem(unit, name, SignalKind(kind) if kind in set(SignalKind) else None)
+        problem = unit_problem(
+            unit,
+            name,
+            SignalKind(kind) if kind in set(SignalKind) else None,
+            declared.get(name.split(".", 1)[0]),
+        )
         if problem is not None:
             where = f"{locate(lines, ('signals', index, 'unit'), file)}: signals[{index}].unit"
             (errors if problem.severity == "error" else warnings).append(
                 f"{where}: {problem.message}"
             )
     return errors, warnings
+
+
+def _declared_units(data: dict[str, Any]) -> dict[str, tuple[str, SignalKind]]:
+    """(unit, kind) of each well-formed custom signal declaration in the raw data."""
+    from gateway.normalize import canonical_unit_problem
+
+    out: dict[str, tuple[str, SignalKind]] = {}
+    items = data.get("custom_signals")
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            continue
+        unit, kind = item.get("unit", ""), item.get("kind")
+        if kind in set(SignalKind) and isinstance(unit, str) and not canonical_unit_problem(unit):
+            out[item["name"]] = (unit.strip(), SignalKind(kind))
+    return out
 
 
 def _merge(
@@ -485,7 +539,7 @@ def _merge(
     for key, value in child.items():
         if key == "extends":
             continue
-        if key in ("signals", "groups") and isinstance(value, list):
+        if key in ("signals", "groups", "custom_signals") and isinstance(value, list):
             merged[key], lines = _merge_named(base.get(key) or [], value, key, lines, child_lines)
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             merged[key] = {**base[key], **value}

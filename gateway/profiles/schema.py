@@ -28,7 +28,7 @@ from gateway.profiles.loader import (
     record_lines,
     validation_problems,
 )
-from gateway.profiles.models import GroupSpec, SignalBase
+from gateway.profiles.models import CustomSignalSpec, GroupSpec, SignalBase
 from wire.signals import SIGNALS
 
 SCHEMA_ID: Final = "https://shulian.dev/schemas/device-profile.schema.json"
@@ -59,6 +59,12 @@ _REMOVE_GROUP_KEY: Final[dict[str, Any]] = {
 }
 
 
+_REMOVE_CUSTOM_KEY: Final[dict[str, Any]] = {
+    "type": "boolean",
+    "description": "In a profile that extends another: drop the inherited custom signal.",
+}
+
+
 def authoring_schema() -> dict[str, Any]:
     """The profile schema for files as written: the model schema plus ``extends``/``abstract``."""
     schema = copy.deepcopy(profile_json_schema())
@@ -82,6 +88,10 @@ def authoring_schema() -> dict[str, Any]:
         group_ref = profile_def["properties"]["groups"]["items"]["$ref"]
         group_def = defs[group_ref.rsplit("/", 1)[1]]
         group_def["properties"]["remove"] = copy.deepcopy(_REMOVE_GROUP_KEY)
+        custom_ref = profile_def["properties"]["custom_signals"]["items"]["$ref"]
+        custom_def = defs[custom_ref.rsplit("/", 1)[1]]
+        custom_def["properties"]["remove"] = copy.deepcopy(_REMOVE_CUSTOM_KEY)
+        custom_def["required"] = ["name"]  # a child may override one field of an inherited one
         branches.append({"$ref": f"#/$defs/{model.__name__}"})
     # anyOf, not a discriminated oneOf: an abstract base has no `protocol`, and a signal that
     # overrides only shared fields fits every protocol.
@@ -102,9 +112,14 @@ def _signal_name_schema(model_schema: dict[str, Any]) -> dict[str, Any]:
     """A canonical name (offered for completion) or one qualified with ``.l1``, ``.z3``, ..."""
     bases = sorted(SIGNALS)
     qualified = "^(" + "|".join(re.escape(b) for b in bases) + r")\.[a-z0-9_]+$"
+    custom = r"^[a-z][a-z0-9_]*:[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$"  # declared in custom_signals
     return {
         "description": model_schema.get("description", ""),
-        "anyOf": [{"enum": bases}, {"type": "string", "pattern": qualified}],
+        "anyOf": [
+            {"enum": bases},
+            {"type": "string", "pattern": qualified},
+            {"type": "string", "pattern": custom},
+        ],
     }
 
 
@@ -141,6 +156,14 @@ def check_abstract_base(data: CommentedMap, file: Path) -> list[str]:
         data, "groups", lines, where, GroupSpec, {*GroupSpec.model_fields, "remove"}
     )
     problems += _check_items(data, "signals", lines, where, SignalBase, _signal_fields())
+    problems += _check_items(
+        data,
+        "custom_signals",
+        lines,
+        where,
+        CustomSignalSpec,
+        {*CustomSignalSpec.model_fields, "remove"},
+    )
     return problems
 
 
@@ -149,7 +172,7 @@ def _check_items(
     key: str,
     lines: Lines,
     where: str,
-    model: type[SignalBase] | type[GroupSpec],
+    model: type[SignalBase] | type[GroupSpec] | type[CustomSignalSpec],
     known: set[str],
 ) -> list[str]:
     problems: list[str] = []

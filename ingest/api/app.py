@@ -70,7 +70,10 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         app.state.pool = pool
         app.state.hub = hub
         refresher = asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily")
-        tasks = [refresher]
+        integration_refresher = asyncio.create_task(
+            _refresh_integration_forever(pool, settings), name="integration-daily"
+        )
+        tasks = [refresher, integration_refresher]
         if settings.api.export.enabled:  # the optional upward push (docs/export.md)
             db_url = settings.db_url.get_secret_value()
             tasks.append(asyncio.create_task(push_forever(db_url, settings.api), name="export"))
@@ -162,20 +165,39 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
     """Keep the daily KPI table current for today and yesterday (late data may still arrive)."""
-    integration_due = 0.0
     while True:
         try:
             async with pool.connection() as conn:
                 await refresh_daily(conn, settings.api.kpi, days_back=1)
-                if asyncio.get_running_loop().time() >= integration_due:
-                    integration_due = (
-                        asyncio.get_running_loop().time() + settings.api.integration_refresh_s
-                    )
-                    await integration_measures.refresh_daily(conn, settings.api.kpi, days_back=1)
         except asyncio.CancelledError:
             raise
         except Exception:  # one broad catch at the task boundary: log and retry next period
             log.exception(
                 "daily KPI refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
+            )
+        await asyncio.sleep(settings.api.daily_refresh_s)
+
+
+async def _refresh_integration_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+    """Keep the data-integration measures current, in a task of its own: they read raw telemetry,
+    which takes longer than the KPIs' rollups and must not delay them. Today (and yesterday while
+    late data may come) every ``integration_refresh_s``; past days that gained data, checked as
+    often as the KPIs (``daily_refresh_s``), so loaded history shows within a minute."""
+    loop = asyncio.get_running_loop()
+    recent_due = 0.0
+    while True:
+        try:
+            recent = loop.time() >= recent_due
+            async with pool.connection() as conn:
+                await integration_measures.refresh_daily(
+                    conn, settings.api.kpi, days_back=1, recent=recent
+                )
+            if recent:
+                recent_due = loop.time() + settings.api.integration_refresh_s
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one broad catch at the task boundary: log and retry next period
+            log.exception(
+                "integration refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
             )
         await asyncio.sleep(settings.api.daily_refresh_s)

@@ -90,9 +90,11 @@ class MonitoringSettings(BaseModel):
     closes when the caller may no longer see it."""
     daily_refresh_s: float = Field(default=60.0, ge=1)
     """How often the daily KPI table is refreshed for today and yesterday."""
-    integration_refresh_s: float = Field(default=300.0, ge=1)
+    integration_refresh_s: float = Field(default=3600.0, ge=1)
     """How often the data-integration measures (ingest/integration.py) are refreshed for today
-    and yesterday; they read raw telemetry, so less often than the KPIs."""
+    (and yesterday until 6 h after midnight); each refresh reads the day's raw telemetry so far
+    (bench/integration.py), so they are daily figures refreshed hourly, not live ones. Past days
+    that gain data are picked up every ``daily_refresh_s``."""
     session_lifetime_s: int = Field(default=12 * HOUR_S, ge=60)
     """A browser session ends this long after sign-in, however active (12 h: one working day)."""
     session_idle_s: int = Field(default=2 * HOUR_S, ge=60)

@@ -15,7 +15,7 @@ from ingest.api.access import Capability
 from ingest.api.deps import Caller
 from ingest.api.scopes import Scope, require_scope, scope_figures
 from ingest.api.settings import KpiSettings
-from wire.signals import lookup_signal
+from wire.signals import is_custom, lookup_signal
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -280,7 +280,8 @@ async def device_live(
 async def current_signals(conn: AsyncConnection[Any], device_key: int) -> list[dict[str, Any]]:
     rows = await registry.fetch_all(
         conn,
-        """SELECT g.name AS signal, g.unit, cv.ts, cv.value, cv.value_text, cv.quality
+        """SELECT g.name AS signal, g.unit, cv.ts, cv.value, cv.value_text, cv.quality,
+                  g.meaning, g.name_zh
            FROM current_values cv JOIN signals g ON g.id = cv.signal_id
            WHERE cv.device_key = %s ORDER BY g.name""",
         (device_key,),
@@ -295,8 +296,10 @@ async def current_signals(conn: AsyncConnection[Any], device_key: int) -> list[d
                 "unit": r["unit"] or (spec.unit if spec else ""),
                 "ts": r["ts"].isoformat(),
                 "quality": ("good", "uncertain", "bad")[min(int(r["quality"]), 2)],
-                "meaning": spec.meaning if spec else "",
-                "zh": spec.zh if spec else "",
+                # A custom signal's meanings are its declaration's (stored from the status).
+                "meaning": spec.meaning if spec else r["meaning"],
+                "zh": spec.zh if spec else r["name_zh"],
+                "custom": is_custom(r["signal"]),
             }
         )
     return out

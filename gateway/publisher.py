@@ -49,7 +49,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -86,6 +86,23 @@ class _Flight:
     is_replay: bool
 
 
+@dataclass
+class BrokerState:
+    """The broker link as the status page shows it."""
+
+    connected: bool = False
+    since_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+    last_error: str | None = None
+    last_error_ms: int | None = None
+
+    def change(self, connected: bool) -> None:
+        if connected != self.connected:
+            self.connected, self.since_ms = connected, time.time_ns() // 1_000_000
+
+    def failed(self, error: str) -> None:
+        self.last_error, self.last_error_ms = error, time.time_ns() // 1_000_000
+
+
 class Publisher:
     """Owns the paho client, the in-flight window and the replay cursor."""
 
@@ -120,6 +137,7 @@ class Publisher:
         self.live_cap = 2 * mqtt.max_inflight
 
         self.is_connected = False
+        self.broker = BrokerState()
         self.live: deque[StoredBatch] = deque()
         self.live_from: int | None = None
         """Rows with ids >= live_from reach the publisher through ``offer_live``; the rest are backlog."""
@@ -444,6 +462,7 @@ class Publisher:
         return bool(started) and time.monotonic() - started > 30
 
     def _log_refusal(self, key: str, message: str, level: int = logging.ERROR) -> None:
+        self.broker.failed(message)
         suppressed = self._refusals.allow(key)
         if suppressed is not None:
             log.log(level, message, extra={"suppressed": suppressed} if suppressed else None)
@@ -505,6 +524,7 @@ class Publisher:
         self._connected_at = time.monotonic()
         self.has_connected = True
         self.is_connected = True
+        self.broker.change(True)
         self.counters.is_connected = True
         self.counters.connects += 1
         log.info(
@@ -526,6 +546,9 @@ class Publisher:
 
     def _on_lost(self) -> None:
         self.is_connected = False
+        self.broker.change(False)
+        if not self._stopping:
+            self.broker.failed(f"disconnected: {self._session_cause()}")
         self.counters.is_connected = False
         # Live entries not yet sent are on disk: the backlog stream will take them.
         self.live.clear()

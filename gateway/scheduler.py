@@ -42,6 +42,7 @@ from typing import Any
 
 from gateway.drivers.base import Capability, Driver, DriverError, DriverMetrics, ProtocolError
 from gateway.errors import DeviceTimeoutError, DeviceUnreachableError
+from gateway.heap import CYCLES
 from gateway.logs import DeviceLogger, RateLimitedLog, device_logger
 from gateway.pipeline import DeviceCounters, DevicePipeline, now_ms
 from gateway.profiles.models import DeviceConfig, GroupSpec
@@ -198,6 +199,11 @@ class DeviceRunner:
         )
         self.connection = DeviceConnection.DISCONNECTED
         self.error: str | None = None
+        self.since_ms = now_ms()
+        """When the connection state last changed (the status page's "since")."""
+        self.last_error: str | None = None
+        self.last_error_ms: int | None = None
+        """The latest error, kept after the device recovers, and when it last happened."""
         self.last_good_mono = 0.0
         self.sessions = 0
         self.had_good_read = False
@@ -234,10 +240,14 @@ class DeviceRunner:
     def _set_status(self, connection: DeviceConnection, error: str | None = None) -> None:
         """Publish (retained) and log a change of connection state; a repeat of the current state
         with another error text (the next retry of a dead unit) changes nothing."""
+        if error is not None:
+            self.last_error, self.last_error_ms = error, now_ms()
         if connection == self.connection and (
             error == self.error or (self.error is not None and not self._error_is_stale)
         ):
             return
+        if connection is not self.connection:
+            self.since_ms = now_ms()
         self.connection = connection
         self.error = error
         self._error_is_stale = False
@@ -286,6 +296,7 @@ class DeviceRunner:
                 self._set_status(DeviceConnection.ERROR, f"internal error: {exc!r}")
                 if self._repeats.allow("bug") is not None:
                     self.log.exception("device task failed; restarting it")
+            CYCLES.session_ended()  # the closed session's cycles: collected in one go, soon
             if self.had_good_read:
                 attempt = 0  # the device worked this time: start the backoff over
             delay = self.backoff.delay(attempt)

@@ -153,6 +153,45 @@ class MetricsSettings(_Section):
     """How often GatewayMetrics goes out over MQTT; 0 turns it off."""
 
 
+LOOPBACK_NAMES = ("localhost", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class StatusSettings(_Section):
+    """The installer's status page (``http://127.0.0.1:8765/``) and ``/status.json``."""
+
+    bind: str = "127.0.0.1"
+    """Address the page listens on; anything but loopback needs ``allow_remote``."""
+    port: int = Field(default=8765, ge=0, le=65535)
+    """0 turns the page off."""
+    allow_remote: bool = False
+    """Serve on a non-loopback ``bind``: device endpoints and errors become visible to anyone
+    who can reach that address (the page has no login)."""
+    refresh_s: int = Field(default=5, ge=1, le=3600)
+    """How often the HTML page reloads itself."""
+
+    @model_validator(mode="after")
+    def _local_unless_allowed(self) -> StatusSettings:
+        if not is_loopback(self.bind) and not self.allow_remote:
+            raise ValueError(
+                f"bind {self.bind!r} is not a loopback address: the status page has no login "
+                "and shows device endpoints and errors; set status.allow_remote: true to serve "
+                "it there anyway"
+            )
+        return self
+
+
 class LogSettings(_Section):
     format: Literal["text", "json"] = "text"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -199,6 +238,7 @@ SECTIONS = (
     "mqtt",
     "buffer",
     "metrics",
+    "status",
     "log",
     "reload",
     "remote_config",
@@ -220,6 +260,7 @@ class GatewaySettings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     buffer: BufferSettings = BufferSettings()
     metrics: MetricsSettings = MetricsSettings()
+    status: StatusSettings = StatusSettings()
     log: LogSettings = LogSettings()
     reload: ReloadSettings = ReloadSettings()
     remote_config: RemoteConfigSettings = RemoteConfigSettings()

@@ -185,13 +185,14 @@ def settings_show(
 
 
 def _mount_monitoring_commands() -> None:
-    """``token`` and ``kpi`` come from the monitoring module (ingest/api/cli.py)."""
+    """``token``, ``kpi`` and ``export`` come from the monitoring module (ingest/api/cli.py)."""
     try:
-        from ingest.api.cli import kpi_app, token_app
+        from ingest.api.cli import export_app, kpi_app, token_app
     except ImportError:  # the monitoring module is optional for a bare ingest worker
         return
     app.add_typer(token_app, name="token")
     app.add_typer(kpi_app, name="kpi")
+    app.add_typer(export_app, name="export")
 
 
 _mount_monitoring_commands()

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -230,14 +231,16 @@ def has_history(source: Path) -> bool:
 
 def write_site_files(
     devices: list[dict[str, Any]], broker: Broker, workdir: Path
-) -> dict[str, tuple[Path, int]]:
-    """One site file per enterprise; returns enterprise -> (site file, metrics port)."""
-    sites: dict[str, tuple[Path, int]] = {}
+) -> dict[str, tuple[Path, int, int]]:
+    """One site file per enterprise; returns enterprise -> (site file, metrics port, status page
+    port): each gateway needs its own ports, as they all run on this machine."""
+    sites: dict[str, tuple[Path, int, int]] = {}
     folder = workdir / "gateways"
     folder.mkdir(parents=True, exist_ok=True)
     enterprises = sorted({d["enterprise"] for d in devices})
-    for enterprise, metrics_port in zip(
-        enterprises, devservices.free_ports(len(enterprises)), strict=True
+    ports = devservices.free_ports(2 * len(enterprises))
+    for enterprise, metrics_port, status_port in zip(
+        enterprises, ports[::2], ports[1::2], strict=True
     ):
         entries = []
         for d in (d for d in devices if d["enterprise"] == enterprise):
@@ -259,6 +262,7 @@ def write_site_files(
             },
             "mqtt": {"url": broker.url, "protocol": broker.protocol},
             "metrics": {"port": metrics_port, "publish_interval_s": 15},
+            "status": {"port": status_port},
             "devices": entries,
         }
         path = folder / f"{enterprise}.yaml"
@@ -266,7 +270,7 @@ def write_site_files(
         yaml.default_flow_style = False
         with path.open("w", encoding="utf-8") as fh:
             yaml.dump(site, fh)
-        sites[enterprise] = (path, metrics_port)
+        sites[enterprise] = (path, metrics_port, status_port)
     return sites
 
 
@@ -322,7 +326,41 @@ async def prepare_database(
                 conn, Role.ENTERPRISE, enterprise=enterprise, name="demo grant"
             )
             await set_grant(conn, enterprise, True, issued.token_id)
+        await enter_demo_baselines(conn)
     return choice, {"bureau": bureau.secret, f"enterprise {first}": own.secret}
+
+
+BASELINE_FIGURES: Final = ("utilization", "running_rate", "reject_rate", "fault_h_per_day")
+
+
+async def enter_demo_baselines(conn: Any) -> None:
+    """Enter each demo enterprise's before/after baseline from its (fictional) pre-transformation
+    diagnosis (demo_data/baselines.csv), as admin would: with 30 days of history a baseline
+    measured over the default 30 days would fill the whole history and leave no month to
+    compare with it; an entered one is compared from the go-live month on."""
+    from ingest import evidence
+    from ingest.auth import Role, create_token
+
+    rows = list(csv.DictReader(io.StringIO((DEMO_DATA / "baselines.csv").read_text("utf-8"))))
+    entered = await evidence.latest_baselines(conn, [row["enterprise"] for row in rows])
+    rows = [row for row in rows if row["enterprise"] not in entered]  # not again on a rerun
+    if not rows:
+        return
+    # Its secret is never printed: the token only records who entered the baselines, under a
+    # name that reads the same in both languages
+    admin = await create_token(conn, Role.ADMIN, name="demo-diagnosis")
+    for row in rows:
+        entry: dict[str, Any] = {
+            "method": "entered",
+            "source": row["source"],
+            "diagnosed_on": date.fromisoformat(row["diagnosed_on"]),
+            "note": row["note"],
+            **{name: float(row[name]) for name in BASELINE_FIGURES if row[name]},
+        }
+        await evidence.add_baseline(
+            conn, row["enterprise"], entry, token_id=admin.token_id, role=Role.ADMIN.value,
+            name="demo-diagnosis",
+        )  # fmt: skip
 
 
 def demo_grants() -> list[str]:
@@ -429,14 +467,14 @@ HISTORY_INGEST_ENV: Final = {
 }
 
 
-def _start_gateways(stack: Stack, sites: dict[str, tuple[Path, int]]) -> None:
-    for enterprise, (site, _) in sites.items():
+def _start_gateways(stack: Stack, sites: dict[str, tuple[Path, int, int]]) -> None:
+    for enterprise, (site, _, _) in sites.items():
         argv = shulian_argv("gateway", "run", "--config", str(site))
         stack.spawn(f"gateway-{enterprise}", argv)
 
 
 def _start_backfills(
-    stack: Stack, sites: dict[str, tuple[Path, int]], history: Path
+    stack: Stack, sites: dict[str, tuple[Path, int, int]], history: Path
 ) -> dict[str, Child]:
     """One ``gateway backfill`` per site, sending its devices' history logs through the broker."""
     return {
@@ -444,12 +482,12 @@ def _start_backfills(
             f"backfill-{enterprise}",
             shulian_argv("gateway", "backfill", "--config", str(site), "--history", str(history)),
         )
-        for enterprise, (site, _) in sites.items()
+        for enterprise, (site, _, _) in sites.items()
     }
 
 
 def _after_backfills(
-    stack: Stack, sites: dict[str, tuple[Path, int]], backfills: dict[str, Child]
+    stack: Stack, sites: dict[str, tuple[Path, int, int]], backfills: dict[str, Child]
 ) -> None:
     """Once every backfill has finished, start the live gateways (their counters then continue
     from the history's last readings); a failed backfill stops the demo with its log."""
@@ -476,7 +514,7 @@ def _print_banner(
     db_kind: str,
     storage: str,
     api_port: int,
-    sites: dict[str, tuple[Path, int]],
+    sites: dict[str, tuple[Path, int, int]],
     tokens: dict[str, str],
     devices: list[dict[str, Any]],
     logdir: Path,
@@ -497,8 +535,8 @@ def _print_banner(
         f"  metrics     {base}/metrics",
     ]
     lines += [
-        f"  gateway     http://127.0.0.1:{port}/metrics  ({ent})"
-        for ent, (_, port) in sites.items()
+        f"  gateway     http://127.0.0.1:{status}/  http://127.0.0.1:{port}/metrics  ({ent})"
+        for ent, (_, port, status) in sites.items()
     ]
     lines += [""] + [f"  token       {who}: {secret}" for who, secret in tokens.items()]
     lines += ["", f"  logs        {logdir}", "  Ctrl-C stops everything.", ""]

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest import integration as integration_measures
 from ingest.api.errors import ApiError
+from ingest.api.export_push import push_forever
 from ingest.api.live import LiveHub
 from ingest.api.routes import (
     auth,
@@ -74,17 +75,20 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         integration_refresher = asyncio.create_task(
             _refresh_integration_forever(pool, settings), name="integration-daily"
         )
+        tasks = [refresher, integration_refresher]
+        if settings.api.export.enabled:  # the optional upward push (docs/export.md)
+            db_url = settings.db_url.get_secret_value()
+            tasks.append(asyncio.create_task(push_forever(db_url, settings.api), name="export"))
         hub.start()
         try:
             yield
         finally:
-            refresher.cancel()
-            integration_refresher.cancel()
+            for task in tasks:
+                task.cancel()
             await hub.stop()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
-            with contextlib.suppress(asyncio.CancelledError):
-                await integration_refresher
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await pool.close()
 
     app = FastAPI(

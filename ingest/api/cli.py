@@ -1,27 +1,34 @@
-"""``shulian ingest token create|list|revoke`` and ``shulian ingest kpi refresh``: typer sub-apps.
+"""``shulian ingest token create|list|revoke``, ``kpi refresh`` and ``export push|document|deliveries``.
 
-The ingest's CLI mounts them: ``app.add_typer(token_app, name="token")`` and
-``app.add_typer(kpi_app, name="kpi")``.
+The ingest's CLI mounts these typer sub-apps: ``app.add_typer(token_app, name="token")``,
+``app.add_typer(kpi_app, name="kpi")`` and ``app.add_typer(export_app, name="export")``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
-from datetime import UTC, datetime, timedelta
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from psycopg import AsyncConnection
 
-from ingest import auth, kpis
+from ingest import auth, integration, kpis
 from ingest.api.settings import KpiSettings
 
 token_app = typer.Typer(
     help="Create, list and revoke API tokens of the monitoring module.", no_args_is_help=True
 )
 kpi_app = typer.Typer(help="Maintain the daily KPI tables.", no_args_is_help=True)
+export_app = typer.Typer(
+    help="The daily export for upward platforms: push a day, print a document, list deliveries.",
+    no_args_is_help=True,
+)
 
 DbUrl = Annotated[
     str,
@@ -143,3 +150,89 @@ def refresh(
         )
     )
     typer.echo(f"refreshed {len(days)} day(s): {days[0]} .. {days[-1]}")
+
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML settings file (api.monitoring.export: the receiver)"),
+]
+DayOpt = Annotated[
+    str | None, typer.Option("--day", help="YYYY-MM-DD; default yesterday (in kpi.timezone)")
+]
+
+
+def _monitoring_settings(config: Path | None, db: str) -> tuple[str, Any]:
+    """The database URL and the ``api.monitoring`` section, as the service would load them."""
+    from ingest.errors import IngestError
+    from ingest.settings import load_settings
+
+    try:
+        settings = load_settings(config, **({"db": {"url": db}} if db else {}))
+    except IngestError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return settings.db.url.get_secret_value(), settings.api.monitoring
+
+
+def _day(text: str | None, settings: KpiSettings) -> date:
+    if not text:
+        return kpis.city_today(settings, datetime.now(UTC)) - timedelta(days=1)
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a day; write YYYY-MM-DD") from None
+
+
+@export_app.command("push")
+def export_push_day(day: DayOpt = None, config: ConfigOpt = None, db: DbUrl = "") -> None:
+    """Push one day to the configured receiver, with retries (exit 0 when accepted).
+
+    An accepted day is never sent again; a failed or interrupted one is resent unchanged.
+    """
+    from ingest.api import export_push
+
+    url, settings = _monitoring_settings(config, db)
+    chosen = _day(day, settings.kpi)
+    try:
+        delivery = asyncio.run(export_push.push_day(url, settings, chosen))
+    except export_push.ExportPushError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"{chosen}: {delivery.status} after {delivery.attempts} attempt(s), sha256 "
+        f"{delivery.content_sha256[:12]}, schema {delivery.schema_version}"
+        + (f"; last error: {delivery.last_error}" if delivery.status != "accepted" else "")
+    )
+    if delivery.status != "accepted":
+        raise typer.Exit(1)
+
+
+@export_app.command("document")
+def export_document(day: DayOpt = None, config: ConfigOpt = None, db: DbUrl = "") -> None:
+    """Print a day's export document (JSON) as it would be sent now."""
+    from ingest.api.export_doc import build_daily_export
+
+    url, settings = _monitoring_settings(config, db)
+    chosen = _day(day, settings.kpi)
+
+    async def build(conn: AsyncConnection[Any]) -> bytes:
+        await kpis.refresh_day(conn, settings.kpi, chosen)
+        await integration.refresh_day(conn, settings.kpi, chosen)
+        return (await build_daily_export(conn, settings.kpi, chosen)).to_bytes()
+
+    try:
+        body = asyncio.run(_with_conn(url, build))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    sys.stdout.write(body.decode("utf-8") + "\n")
+
+
+@export_app.command("deliveries")
+def export_deliveries(config: ConfigOpt = None, db: DbUrl = "") -> None:
+    """List the pushes: day, status, attempts, content hash, last error, acknowledgement."""
+    from ingest.api import export_push
+
+    url, _ = _monitoring_settings(config, db)
+    for delivery in asyncio.run(_with_conn(url, export_push.list_deliveries)):
+        typer.echo(json.dumps(delivery.as_dict(), ensure_ascii=False))

@@ -1,14 +1,20 @@
-"""Import enterprises and devices from CSV into the registry (upsert by id); errors name file:line: column."""
+"""Import enterprises and devices from CSV into the registry (upsert by id); errors name file:line: column.
+
+Every row is checked; the good rows are written and the refused ones are reported together
+(``RowsRejectedError``, 422), so one mistyped row neither blocks nor loses the rest of a file.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 from psycopg import AsyncConnection
 
-from ingest.api.errors import BadInputError
+from ingest.api.errors import BadInputError, RowsRejectedError
+from ingest.credit_code import CreditCodeError, check_credit_code
 
 ENTERPRISE_COLUMNS: Final = ("id", "name", "district", "segment")
 ENTERPRISE_OPTIONAL: Final = (
@@ -17,11 +23,13 @@ ENTERPRISE_OPTIONAL: Final = (
     "specialized",
     "little_giant",
     "service_provider",
+    "credit_code",
 )
 DEVICE_COLUMNS: Final = ("enterprise", "device")
 DEVICE_OPTIONAL: Final = ("name", "gateway", "profile", "machine_kind", "line", "rated_cycle_s")
 _TRUE = {"1", "true", "yes", "y", "是", "t"}
 _FALSE = {"0", "false", "no", "n", "否", "f", ""}
+Record = TypeVar("Record")
 
 
 def _rows(text: str, filename: str, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
@@ -64,6 +72,43 @@ def _updates_keeping_omitted(header: set[str], table: str, columns: dict[str, st
     )
 
 
+def _checked(
+    rows: list[tuple[int, dict[str, str]]],
+    filename: str,
+    check: Callable[[str, dict[str, str]], Record],
+) -> tuple[list[Record], list[str]]:
+    """Each row through ``check(where, row)``: the records of the good rows and the messages of
+    the refused ones (``file:line: column: what``), in file order."""
+    records: list[Record] = []
+    rejected: list[str] = []
+    for line, row in rows:
+        try:
+            records.append(check(f"{filename}:{line}", row))
+        except BadInputError as exc:
+            rejected.append(exc.message + (f" ({exc.hint})" if exc.hint else ""))
+    return records, rejected
+
+
+def _credit_code(
+    row: dict[str, str], where: str, owners: dict[str, str], enterprise: str
+) -> str | None:
+    """The row's credit code checked (blank: none), refused when another enterprise has it."""
+    text = row.get("credit_code", "")
+    if not text:
+        return None
+    try:
+        code = check_credit_code(text)
+    except CreditCodeError as exc:
+        raise BadInputError(
+            f"{where}: credit_code: {exc}",
+            hint="Copy the 18 characters from the business licence (营业执照).",
+        ) from None
+    owner = owners.setdefault(code, enterprise)
+    if owner != enterprise:
+        raise BadInputError(f"{where}: credit_code: {code} is already the code of {owner!r}")
+    return code
+
+
 async def _known(conn: AsyncConnection[Any], table: str, column: str) -> set[str]:
     cur = await conn.execute(f"SELECT {column} FROM {table}")
     return {r[0] for r in await cur.fetchall()}
@@ -81,9 +126,12 @@ async def import_enterprises(
     segments = await _known(conn, "segments", "code")
     providers = await _known(conn, "service_providers", "id")
     existing = await _known(conn, "enterprises", "id")
-    records = []
-    for line, row in rows:
-        where = f"{filename}:{line}"
+    cur = await conn.execute(
+        "SELECT credit_code, id FROM enterprises WHERE credit_code IS NOT NULL"
+    )
+    owners: dict[str, str] = dict(await cur.fetchall())
+
+    def check(where: str, row: dict[str, str]) -> tuple[Any, ...]:
         if not row.get("id"):
             raise BadInputError(f"{where}: id: empty")
         district = districts_by_name.get(row["district"], row["district"])
@@ -100,19 +148,20 @@ async def import_enterprises(
         provider = row.get("service_provider") or None
         if provider and provider not in providers:
             raise BadInputError(f"{where}: service_provider: unknown provider {provider!r}")
-        records.append(
-            (
-                row["id"],
-                row["name"],
-                row.get("name_en", ""),
-                district,
-                row["segment"],
-                _bool(row.get("above_designated_size", ""), f"{where}: above_designated_size"),
-                _bool(row.get("specialized", ""), f"{where}: specialized"),
-                _bool(row.get("little_giant", ""), f"{where}: little_giant"),
-                provider,
-            )
+        return (
+            row["id"],
+            row["name"],
+            row.get("name_en", ""),
+            district,
+            row["segment"],
+            _bool(row.get("above_designated_size", ""), f"{where}: above_designated_size"),
+            _bool(row.get("specialized", ""), f"{where}: specialized"),
+            _bool(row.get("little_giant", ""), f"{where}: little_giant"),
+            provider,
+            _credit_code(row, where, owners, row["id"]),
         )
+
+    records, rejected = _checked(rows, filename, check)
     updates = _updates_keeping_omitted(
         header_of(text),
         "enterprises",
@@ -122,19 +171,23 @@ async def import_enterprises(
             "specialized": "specialized",
             "little_giant": "little_giant",
             "service_provider": "service_provider_id",
+            "credit_code": "credit_code",
         },
     )
-    async with conn.transaction(), conn.cursor() as cur:
-        await cur.executemany(
+    async with conn.transaction(), conn.cursor() as cursor:
+        await cursor.executemany(
             """INSERT INTO enterprises (id, name, name_en, district_id, segment_code,
-                   above_designated_size, specialized, little_giant, service_provider_id)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   above_designated_size, specialized, little_giant, service_provider_id,
+                   credit_code)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,
                    district_id = EXCLUDED.district_id, segment_code = EXCLUDED.segment_code, """
             + updates,
             records,
         )
     created = sum(1 for r in records if r[0] not in existing)
+    if rejected:
+        raise RowsRejectedError(filename, rejected, created, len(records) - created)
     return created, len(records) - created
 
 
@@ -146,9 +199,8 @@ async def import_devices(conn: AsyncConnection[Any], text: str, filename: str) -
     gateways = {(e, g) for e, g in await cur.fetchall()}  # gateway ids are unique per enterprise
     cur = await conn.execute("SELECT enterprise_id || '/' || device_id FROM devices")
     existing = {r[0] for r in await cur.fetchall()}
-    records = []
-    for line, row in rows:
-        where = f"{filename}:{line}"
+
+    def check(where: str, row: dict[str, str]) -> tuple[Any, ...]:
         if row["enterprise"] not in enterprises:
             raise BadInputError(
                 f"{where}: enterprise: unknown enterprise {row['enterprise']!r}",
@@ -173,18 +225,18 @@ async def import_devices(conn: AsyncConnection[Any], text: str, filename: str) -
                 ) from None
             if rated <= 0:
                 raise BadInputError(f"{where}: rated_cycle_s: must be positive seconds")
-        records.append(
-            (
-                row["enterprise"],
-                row["device"],
-                row.get("name", ""),
-                gateway,
-                row.get("profile", ""),
-                row.get("machine_kind", ""),
-                row.get("line", ""),
-                rated,
-            )
+        return (
+            row["enterprise"],
+            row["device"],
+            row.get("name", ""),
+            gateway,
+            row.get("profile", ""),
+            row.get("machine_kind", ""),
+            row.get("line", ""),
+            rated,
         )
+
+    records, rejected = _checked(rows, filename, check)
     updates = _updates_keeping_omitted(
         header_of(text),
         "devices",
@@ -206,4 +258,6 @@ async def import_devices(conn: AsyncConnection[Any], text: str, filename: str) -
             records,
         )
     created = sum(1 for r in records if f"{r[0]}/{r[1]}" not in existing)
+    if rejected:
+        raise RowsRejectedError(filename, rejected, created, len(records) - created)
     return created, len(records) - created

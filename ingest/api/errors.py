@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ApiError(Exception):
     """An error with a stable ``code``, a message saying what and where, and a hint."""
@@ -26,7 +28,7 @@ class ApiError(Exception):
         self.params = dict(params or {})
         super().__init__(message)
 
-    def body(self) -> dict[str, str]:
+    def body(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "hint": self.hint}
 
 
@@ -55,3 +57,29 @@ class NotFoundError(ApiError):
 class BadInputError(ApiError):
     status = 422
     code = "bad_input"
+
+
+class RowsRejectedError(BadInputError):
+    """Some rows of an imported file were refused; the good ones were written.
+
+    The message lists every refused row as ``file:line: column: what``; the body adds the counts
+    of what was written and the rows one by one, so a client can fix and resend only those.
+    """
+
+    def __init__(self, filename: str, rejected: list[str], created: int, updated: int) -> None:
+        self.rejected = rejected
+        self.created = created
+        self.updated = updated
+        super().__init__(
+            f"{filename}: {len(rejected)} row(s) refused, {created} created and {updated} "
+            f"updated from the others: " + "; ".join(rejected),
+            hint="Fix the refused rows and import them again; the written rows need no resend.",
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {
+            **super().body(),
+            "rejected": self.rejected,
+            "created": self.created,
+            "updated": self.updated,
+        }

@@ -78,7 +78,7 @@ _ENTERPRISE_SELECT = """
 SELECT e.id, e.name, e.name_en, e.district_id AS district, d.name_zh AS district_name,
        d.name_en AS district_name_en, e.segment_code AS segment, s.name_zh AS segment_name,
        s.name_en AS segment_name_en, e.above_designated_size, e.specialized, e.little_giant,
-       e.service_provider_id AS service_provider
+       e.service_provider_id AS service_provider, e.credit_code
 FROM enterprises e
 LEFT JOIN districts d ON d.id = e.district_id
 LEFT JOIN segments s ON s.code = e.segment_code

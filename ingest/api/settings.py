@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import time
+from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
@@ -31,6 +34,49 @@ class KpiSettings(BaseModel):
     silence_tolerance_s: float = Field(default=5.0, ge=0)
     """Data integration: slack beyond a signal's max silence before time counts as missing
     (slow reads, scheduling); docs/kpis.md "Completeness"."""
+
+
+class ExportPushSettings(BaseModel):
+    """The optional push of the daily export to an upward platform (docs/export.md)."""
+
+    enabled: bool = False
+    """Push each complete day once, after ``at`` local time, with the retries below."""
+    url: str = ""
+    """The receiver, ``https://host[:port]/path``; TLS is always verified."""
+    token: SecretStr | None = None
+    """Sent in ``auth_header`` as ``<auth_scheme> <token>`` (just the token when the scheme is
+    empty)."""
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    ca_file: Path | None = None
+    """PEM file of the CA that signed the receiver's certificate; None: the system trust store."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Per request: connect, send and wait for the answer."""
+    attempts: int = Field(default=6, ge=1, le=100)
+    """Tries per run; a run that used them all leaves the day ``failed`` for the next run."""
+    backoff_s: float = Field(default=2.0, gt=0)
+    """Wait after the first failed try; it doubles (with jitter) up to ``backoff_max_s``."""
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    at: time = time(2, 0)
+    """Local time (``kpi.timezone``) after which the previous day is pushed: late data from
+    gateways that were offline has arrived by then."""
+    backfill_days: int = Field(default=3, ge=1, le=35)
+    """Days back that the service still pushes when they were missed (service down, receiver
+    down past the retries)."""
+    check_s: float = Field(default=60.0, gt=0)
+    """How often the service looks for a due day."""
+
+    @model_validator(mode="after")
+    def _https_receiver(self) -> ExportPushSettings:
+        parts = urlsplit(self.url)
+        if self.url and (parts.scheme != "https" or not parts.hostname):
+            raise ValueError(
+                f"url {self.url!r}: use https://host[:port]/path (the push is always sent over "
+                "verified TLS)"
+            )
+        if self.enabled and not self.url:
+            raise ValueError("enabled needs url: the receiver's https:// address")
+        return self
 
 
 class MonitoringSettings(BaseModel):
@@ -63,6 +109,7 @@ class MonitoringSettings(BaseModel):
     """Origins besides the app's own (``scheme://host[:port]``) whose pages may send
     state-changing requests with the session cookie."""
     kpi: KpiSettings = Field(default_factory=KpiSettings)
+    export: ExportPushSettings = Field(default_factory=ExportPushSettings)
 
     @model_validator(mode="after")
     def _idle_within_lifetime(self) -> MonitoringSettings:

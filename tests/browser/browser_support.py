@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,3 +67,15 @@ def chromium_page(width: int = 1366, height: int = 900) -> Iterator[Any]:
             )
         finally:
             browser.close()
+
+
+def pdf_text(pdf: bytes) -> str:
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def squeeze(text: str) -> str:
+    """PDF text comes out with line breaks and spaces where the layout put them, and CJK fonts
+    map some characters to their compatibility forms (⼤ KANGXI RADICAL BIG for 大): NFKC."""
+    return "".join(unicodedata.normalize("NFKC", text).split())

@@ -5,12 +5,10 @@ table. The PDFs and screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import io
 import re
 import sys
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import uvicorn
 from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest" / "api"))
+from browser_support import pdf_text, squeeze
 from evidence_data import NOW, build_history
 from monitoring_data import issue_tokens, prepare_schema, seed_registry
 
@@ -57,18 +56,6 @@ def server(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, 
     yield f"http://127.0.0.1:{port}", tokens
     srv.should_exit = True
     thread.join(timeout=10)
-
-
-def _pdf_text(pdf: bytes) -> str:
-    from pypdf import PdfReader
-
-    return "\n".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(pdf)).pages)
-
-
-def _squeeze(text: str) -> str:
-    """PDF text comes out with line breaks and spaces where the layout put them, and CJK fonts
-    map some characters to their compatibility forms (⼤ KANGXI RADICAL BIG for 大): NFKC."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
 
 
 def test_evidence_report_renders_and_prints_in_both_languages(
@@ -113,7 +100,7 @@ def test_evidence_report_renders_and_prints_in_both_languages(
             page.screenshot(path=str(artifacts_dir / "evidence-zh.png"), full_page=True)
             pdf_zh = page.pdf(format="A4", landscape=True, print_background=False)
             (artifacts_dir / "evidence-zh.pdf").write_bytes(pdf_zh)
-            text = _squeeze(_pdf_text(pdf_zh))
+            text = squeeze(pdf_text(pdf_zh))
             for expected in ("大连甲轴承有限公司", "改造前后对比", "设备利用率", "12.5%", "25.0%",
                              "+100.0%", "日均产量", "300.0", "数据贯通", "数据来源与计算方法"):  # fmt: skip
                 assert expected in text, expected
@@ -126,10 +113,10 @@ def test_evidence_report_renders_and_prints_in_both_languages(
             page.screenshot(path=str(artifacts_dir / "evidence-en.png"), full_page=True)
             pdf_en = page.pdf(format="A4", landscape=True)
             (artifacts_dir / "evidence-en.pdf").write_bytes(pdf_en)
-            text = _squeeze(_pdf_text(pdf_en))
+            text = squeeze(pdf_text(pdf_en))
             for expected in (NAME_EN, "Beforeandafter", "Utilization", "12.5%", "+100.0%",
                              "Outputperday", "Datasources"):  # fmt: skip
-                assert _squeeze(expected) in text, expected
+                assert squeeze(expected) in text, expected
 
             # The bureau's list: sorted by a heading, in the page's language (English now).
             page.click("#signout")

@@ -152,7 +152,8 @@ def test_enterprise_opens_its_device_page_from_the_device_list(
             page.click("#device-table a:text('LATHE-1')")
             expect(page).to_have_url(base + "/enterprises/ent-a/devices/lathe-1")
             expect(page.locator("#device-state")).to_have_text("运行")
-            expect(page.locator("#signal-table")).to_contain_text("spindle_speed")
+            expect(page.locator("#signal-table")).to_contain_text("主轴转速")  # spindle_speed
+            expect(page.locator("#signal-table")).not_to_contain_text("spindle_speed")
             expect(page.locator("#signal-table tbody tr").first).to_contain_text("运行")
             expect(page.locator('.tile[data-kpi="output"] .num')).to_have_text("120")
             expect(page.locator("#series-signal")).to_have_value("spindle_speed")
@@ -165,7 +166,7 @@ def test_enterprise_opens_its_device_page_from_the_device_list(
 
             page.click("#lang-switch")
             expect(page.locator("#device-state")).to_have_text("Running")
-            expect(page.locator("#signal-table")).to_contain_text("spindle speed")
+            expect(page.locator("#signal-table")).to_contain_text("Main (or wheel) spindle speed")
             expect(page.locator(".meta")).to_contain_text("CNC lathe")
             page.screenshot(path=str(artifacts_dir / "monitoring-device-en.png"), full_page=True)
         finally:
@@ -332,3 +333,58 @@ def test_each_language_shows_its_own_names_kinds_states_and_error_messages(
             expect(page.locator(".error-page p").first).to_contain_text("has not granted")
         finally:
             browser.close()
+
+
+NAMES_EN = {"ent-a": "Dalian Jia Bearing Co.", "ent-b": "Dalian Yi Auto Parts Co.",
+            "ent-c": "Dalian Bing Gear Co."}  # fmt: skip
+PAGES = {  # who signs in -> the pages they visit (the bureau's device page: no grant, 403)
+    "bureau": ["/", "/segments/345", "/enterprises/ent-a", "/enterprises/ent-a/evidence",
+               "/enterprises/ent-a/devices/lathe-1", "/evidence"],
+    "ent-a": ["/enterprises/ent-a", "/enterprises/ent-a/devices/lathe-1",
+              "/enterprises/ent-a/devices/grinder-1", "/enterprises/ent-a/evidence"],
+}  # fmt: skip
+
+
+def test_every_page_speaks_only_its_own_language(
+    server: tuple[str, dict[str, str], str], artifacts_dir: Path
+) -> None:
+    """Per language, the visible text of <main> on the overview, a segment, an enterprise, its
+    devices and its evidence, as the bureau and as the enterprise: no Chinese on English pages, no
+    English UI or server words on Chinese ones, no raw machine kind, signal or state id on either
+    (rules: tests/browser/language_check.py)."""
+    from language_check import foreign_text
+    from playwright.sync_api import sync_playwright
+
+    base, tokens, url = server
+    with psycopg.connect(url, autocommit=True) as conn:
+        for ent, name_en in NAMES_EN.items():
+            conn.execute("UPDATE enterprises SET name_en = %s WHERE id = %s", (name_en, ent))
+    findings: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for lang in ("zh-CN", "en"):
+                for who, paths in PAGES.items():
+                    context = browser.new_context(
+                        viewport={"width": 1366, "height": 900}, timezone_id="Asia/Shanghai"
+                    )
+                    context.add_cookies([{"name": "shulian_lang", "value": lang, "url": base}])
+                    page = context.new_page()
+                    page.goto(base + "/login")
+                    page.fill("#token", tokens[who])
+                    page.click("button[type=submit]")
+                    page.wait_for_url(lambda u: "/login" not in u)
+                    for path in paths:
+                        page.goto(base + path)
+                        page.wait_for_timeout(1500)  # the figures the page fetches after load
+                        text = page.locator("main").inner_text()
+                        assert text.strip(), f"{lang} {who} {path}: empty <main>"
+                        findings += [f"{lang} {who} {path}: {f}" for f in foreign_text(text, lang)]
+                        name = (
+                            f"lang-{lang}-{who}-{path.strip('/').replace('/', '-') or 'overview'}"
+                        )
+                        page.screenshot(path=str(artifacts_dir / f"{name}.png"), full_page=True)
+                    context.close()
+        finally:
+            browser.close()
+    assert not findings, "\n".join(findings)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import queue
@@ -17,10 +18,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import wait_until
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
+from browser_support import CHROMIUM, chromium_page, pdf_text, squeeze
+
+from shulian.demo import DEMO_DATA
 from shulian.devservices import free_port, mosquitto_binary, timescaledb_bindir
 
 pytestmark = [pytest.mark.slow]
@@ -151,7 +157,9 @@ def _is_filled(outputs: list[float], colours: list[str]) -> bool:
 
 
 @pytest.mark.skipif(mosquitto_binary() is None, reason="needs a mosquitto binary")
-def test_demo_on_defaults_starts_with_30_days_of_history(demo_workdir: Path) -> None:
+def test_demo_on_defaults_starts_with_30_days_of_history(
+    demo_workdir: Path, artifacts_dir: Path
+) -> None:
     """Nothing given: embedded PostgreSQL and a private Mosquitto, as on a fresh clone.
 
     Stored points within 60 s and every printed URL answering; within 90 s 30 filled days in the
@@ -229,9 +237,77 @@ def test_demo_on_defaults_starts_with_30_days_of_history(demo_workdir: Path) -> 
         status, page = _get(base, path, token, "en")
         assert status == 403
         assert f"Enterprise {NOT_GRANTED[0]} has not granted the bureau access" in page
+        if Path(CHROMIUM).exists():
+            _check_evidence_report(base, token, started, artifacts_dir)
+        else:
+            print("evidence report not printed: needs Debian's chromium at /usr/bin/chromium")
     finally:
         proc.terminate()
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+DEMO_NAMES = {  # shulian/demo_data/enterprises.csv
+    "zh-CN": "瓦房店精密轴承有限公司（演示）",
+    "en": "Wafangdian Precision Bearing Co. (demo)",
+}
+TABLE_TITLE = {"zh-CN": "改造前后对比", "en": "Before and after"}
+MONTH_RE = re.compile(r"^\d{4}-\d{2}$")
+
+
+def _check_evidence_report(base: str, token: str, started: float, out: Path) -> None:
+    """The bureau's browser opens ent-001's evidence page in both languages within the deadline
+    and prints it: the PDF names the enterprise and holds the before/after table with the
+    diagnosis' baseline (demo_data/baselines.csv) and at least one month after it."""
+    with chromium_page() as page:
+        page.goto(base + "/login")
+        page.fill("#token", token)
+        page.click("button[type=submit]")
+        page.wait_for_url(lambda url: "/login" not in url)
+        for lang in ("zh-CN", "en"):
+            page.context.add_cookies([{"name": "shulian_lang", "value": lang, "url": base}])
+            page.goto(f"{base}/enterprises/{GRANTED[0]}/evidence")
+            headings = page.locator("#before-after-table thead th").all_inner_texts()
+            months = [h.strip() for h in headings if MONTH_RE.match(h.strip())]
+            assert months, f"{lang}: no month after the baseline in {headings}"
+            row = page.locator('#before-after-table tr[data-figure="utilization"] td')
+            values = row.all_inner_texts()  # figure, baseline, months..., change
+            assert values[1].strip() == "30.0%", values  # the diagnosis' utilization
+            assert all(v.strip() not in ("", "–") for v in values[2:-1]), values
+            pdf = page.pdf(format="A4", landscape=True)
+            (out / f"demo-evidence-{lang}.pdf").write_bytes(pdf)
+            text = squeeze(pdf_text(pdf))
+            for expected in (DEMO_NAMES[lang], TABLE_TITLE[lang], *months):
+                assert squeeze(expected) in text, f"{lang} PDF lacks {expected!r}"
+        elapsed = time.monotonic() - started
+        print(f"evidence pages and PDFs after {elapsed:.0f} s, months {months}")
+        assert elapsed < DEADLINE_S, f"evidence report printed only after {elapsed:.0f} s"
+        _check_languages(page, base)
+
+
+DEMO_PAGES = ["/", "/segments/345", f"/enterprises/{GRANTED[0]}",
+              f"/enterprises/{GRANTED[0]}/devices/{GRANTED[1]}", f"/enterprises/{GRANTED[0]}/evidence",
+              f"/enterprises/{NOT_GRANTED[0]}/devices/{NOT_GRANTED[1]}", "/evidence"]  # fmt: skip
+
+
+def _check_languages(page: Any, base: str) -> None:
+    """The demo's own pages, as the bureau, speak only the page's language (the rules of
+    tests/browser/language_check.py). The diagnosis' title quoted as the baseline's source is the
+    enterprise's document, shown as entered: it is left out."""
+    from language_check import foreign_text
+
+    with (DEMO_DATA / "baselines.csv").open(encoding="utf-8") as fh:
+        sources = [row["source"] for row in csv.DictReader(fh)]
+    findings: list[str] = []
+    for lang in ("zh-CN", "en"):
+        page.context.add_cookies([{"name": "shulian_lang", "value": lang, "url": base}])
+        for path in DEMO_PAGES:
+            page.goto(base + path)
+            page.wait_for_timeout(1500)  # the figures the page fetches after load
+            text = page.locator("main").inner_text()
+            for source in sources:
+                text = text.replace(source, "")
+            findings += [f"{lang} {path}: {f}" for f in foreign_text(text, lang)]
+    assert not findings, "\n".join(findings)

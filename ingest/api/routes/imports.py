@@ -22,7 +22,10 @@ async def import_enterprises(
     caller: CallerDep, conn: Conn, body: CsvBody, filename: FileName = "enterprises.csv"
 ) -> ImportOut:
     """Columns: id, name, district (id or Chinese name), segment, and optionally name_en,
-    above_designated_size, specialized, little_giant (1/0), service_provider."""
+    above_designated_size, specialized, little_giant (1/0), service_provider, credit_code (统一社会信用代码,
+    checked with its check character).
+
+    Good rows are written; refused rows come back as a 422 naming each ``file:line: column``."""
     caller.require(Capability.IMPORT)
     created, updated = await csv_import.import_enterprises(conn, body, filename)
     return ImportOut(created=created, updated=updated, file=filename)
@@ -33,7 +36,7 @@ async def import_devices(
     caller: CallerDep, conn: Conn, body: CsvBody, filename: FileName = "devices.csv"
 ) -> ImportOut:
     """Columns: enterprise, device, and optionally name, gateway, profile, machine_kind, line,
-    rated_cycle_s."""
+    rated_cycle_s. Good rows are written; refused rows come back as a 422 naming each row."""
     caller.require(Capability.IMPORT)
     created, updated = await csv_import.import_devices(conn, body, filename)
     return ImportOut(created=created, updated=updated, file=filename)

@@ -224,16 +224,23 @@ function signalValue(s) {
   return esc(s.value);
 }
 
+/* A signal by its meaning in the page's language; the id of a profile's signal (spindle_speed)
+   only in the tooltip. A vendor's custom signal keeps its tag (sim:cabinet_fan_speed) in view:
+   it is the name the vendor's documentation uses. */
+function signalLabel(s) {
+  return (LANG === "en" ? s.meaning : s.zh) || s.meaning || s.signal;
+}
+
 function renderSignals(signals) {
   const tbody = document.querySelector("#signal-table tbody");
   if (!tbody) return;
-  tbody.innerHTML = signals.length ? signals.map((s) => `<tr><td>${esc(s.signal)} <span class="help">${esc(LANG === "en" ? s.meaning : s.zh)}</span>${s.custom ? ` <span class="help custom-signal">(${esc(t("signal.custom"))})</span>` : ""}</td>` +
+  tbody.innerHTML = signals.length ? signals.map((s) => `<tr><td title="${esc(s.signal)}">${s.custom ? `${esc(s.signal)} <span class="help">${esc(signalLabel(s))}</span>` : esc(signalLabel(s))}${s.custom ? ` <span class="help custom-signal">(${esc(t("signal.custom"))})</span>` : ""}</td>` +
     `<td class="num">${signalValue(s)} ${esc(s.unit)}</td><td>${fmtTime(s.ts)}</td></tr>`).join("")
     : `<tr><td colspan="3">${esc(t("device.no_data"))}</td></tr>`;
   const select = document.getElementById("series-signal");
   if (select && !select.options.length) {
     const numeric = signals.filter((s) => typeof s.value === "number");
-    select.innerHTML = numeric.map((s) => `<option>${esc(s.signal)}</option>`).join("");
+    select.innerHTML = numeric.map((s) => `<option value="${esc(s.signal)}">${esc(signalLabel(s))}</option>`).join("");
     select.addEventListener("change", () => loadSeries(select.value));
     if (numeric.length) loadSeries(numeric[0].signal);
   }

@@ -56,6 +56,25 @@ def test_migrate_then_import_enterprises_and_devices(
     assert refused.exit_code == 1
     assert "bad.csv:2: segment" in refused.output
 
+    # A mistyped credit code refuses its row alone, named; the good row is written.
+    codes = tmp_path / "codes.csv"
+    codes.write_text(
+        "id,name,district,segment,credit_code\n"
+        "ent-1,大连一号轴承,210211,345,91110000600037341L\n"
+        "ent-2,大连二号汽配,金州区,367,91110000600037341M\n",
+        encoding="utf-8",
+    )
+    refused = runner.invoke(app, ["registry", "import", "enterprises", str(codes), "--db", pg_url])
+    assert refused.exit_code == 1
+    assert "codes.csv:3: credit_code: '91110000600037341M' has the check character 'M'" in (
+        refused.output
+    )
+    assert "0 created and 1 updated" in refused.output  # ent-1 existed: it was updated
+    assert rows(pg_url, "SELECT id, credit_code FROM enterprises ORDER BY id") == [
+        ("ent-1", "91110000600037341L"),
+        ("ent-2", None),
+    ]
+
 
 def test_settings_show_masks_secrets():
     shown = runner.invoke(

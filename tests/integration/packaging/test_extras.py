@@ -11,6 +11,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 CLOUD_ONLY = {"fastapi", "uvicorn", "starlette", "psycopg", "psycopg-binary", "psycopg-pool"}
+WEB_FRAMEWORKS = {"aiohttp", "flask", "django", "tornado", "sanic", "quart", "bottle", "starlette"}
+"""The gateway's status page is served by asyncio itself (gateway/status.py), not by one of these."""
 
 
 def _resolve(extra: str, tmp_path: Path) -> set[str]:
@@ -31,6 +33,7 @@ def test_gateway_extra_pulls_no_web_or_database_packages(tmp_path: Path) -> None
     gateway = _resolve("gateway", tmp_path)
     assert {"asyncua", "pymodbus", "paho-mqtt", "pint"} <= gateway
     assert not gateway & CLOUD_ONLY, gateway & CLOUD_ONLY
+    assert not gateway & WEB_FRAMEWORKS, gateway & WEB_FRAMEWORKS
 
 
 def test_ingest_extra_does_pull_them(tmp_path: Path) -> None:
@@ -39,11 +42,13 @@ def test_ingest_extra_does_pull_them(tmp_path: Path) -> None:
 
 
 def test_gateway_commands_import_no_cloud_module() -> None:
+    """Nor does the running gateway with its status page (gateway.app, gateway.status)."""
     code = (
         "import sys; from shulian.cli import build_app; build_app(['gateway']); "
-        "build_app(['profile']); "
+        "build_app(['profile']); import gateway.app, gateway.status, gateway.status_render; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('fastapi', 'uvicorn', 'psycopg', 'psycopg_pool', 'ingest')); print(bad); "
+        "('fastapi', 'uvicorn', 'starlette', 'aiohttp', 'flask', 'psycopg', 'psycopg_pool', "
+        "'ingest')); print(bad); "
         "sys.exit(1 if bad else 0)"
     )
     result = subprocess.run(

@@ -191,7 +191,7 @@ def eventually_sync(
 
 
 def fake_settings(mqtt_url: str, data_dir: Any, **sections: dict[str, Any]) -> Any:
-    """Gateway settings for tests: fast batching and reconnects, no metrics port, no file watch."""
+    """Gateway settings for tests: fast batching and reconnects, no metrics port or status page, no file watch."""
     from gateway.settings import build_settings
 
     data: dict[str, Any] = {
@@ -199,6 +199,7 @@ def fake_settings(mqtt_url: str, data_dir: Any, **sections: dict[str, Any]) -> A
         "mqtt": {"url": mqtt_url, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5},
         "buffer": {"batch_max_delay_ms": 50},
         "metrics": {"port": 0, "publish_interval_s": 0},
+        "status": {"port": 0},
         "reload": {"watch_interval_s": 0},
     }
     for key, value in sections.items():

@@ -23,6 +23,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -178,6 +179,9 @@ def candidates(info: FieldInfo) -> Iterator[Any]:
             if isinstance(plain, str) and "127.0.0.1" in plain:
                 yield plain.replace("127.0.0.1", "192.0.2.7")  # a URL: keep its form, new host
             yield "probe-7"
+            yield "https://probe.example.cn/path"  # settings that take only an https:// URL
+        elif option is time:
+            yield "03:30:00"
         elif option is Path:
             yield "/tmp/shulian-probe/file-7"
         elif origin is list:
@@ -193,6 +197,8 @@ def _normal(value: Any) -> Any:
         return value.get_secret_value()
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, time):
+        return value.isoformat()
     return value
 
 
@@ -265,6 +271,10 @@ COMPANIONS: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], Any]] = {
     ("ingest", ("mqtt", "ca_file")): {("mqtt", "url"): "mqtts://broker.example.cn:8883"},
     ("ingest", ("mqtt", "cert_file")): {("mqtt", "url"): "mqtts://broker.example.cn:8883"},
     ("ingest", ("mqtt", "key_file")): {("mqtt", "url"): "mqtts://broker.example.cn:8883"},
+    # The push needs its receiver.
+    ("ingest", ("api", "monitoring", "export", "enabled")): {
+        ("api", "monitoring", "export", "url"): "https://platform.example.cn/daily"
+    },
     ("ingest", ("environment",)): {  # prod refuses the development URLs
         ("db", "url"): "postgresql://shulian@db.example.cn/shulian",
         ("mqtt", "url"): "mqtt://broker.example.cn:1883",

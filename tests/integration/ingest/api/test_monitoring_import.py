@@ -112,3 +112,46 @@ def test_device_import_keys_gateways_per_enterprise(client: TestClient, monitori
     assert response.status_code == 200, response.text
     counts = {g["id"]: g["devices"] for g in response.json()["gateways"]}
     assert counts == {"gw-01": 1, "gw-ent-b": 1}
+
+
+def test_a_credit_code_with_a_wrong_check_character_is_refused_naming_its_row(
+    client: TestClient, monitoring_db: str
+) -> None:
+    """Line 3's code is Huawei's with its last character mistyped (6 for 8): that row alone is
+    refused, named by file, line and column; the good rows around it are written."""
+    body = (
+        "id,name,district,segment,credit_code\n"
+        "ent-a,大连甲轴承有限公司,甘井子区,345,91110000600037341L\n"
+        "ent-b,大连乙汽车部件有限公司,金州区,367,914403001922038218\n"
+        "ent-d,大连丁齿轮有限公司,金州区,345,9144 0300 7152 6726xg\n"
+    )
+    token = issue_tokens(monitoring_db)["bureau"]
+    response = client.post(
+        "/api/import/enterprises?filename=pilot.csv",
+        content=body.encode(),
+        headers={"Authorization": f"Bearer {token}", "content-type": "text/csv"},
+    )
+    assert response.status_code == 422, response.text
+    answer = response.json()
+    assert answer["rejected"] == [
+        "pilot.csv:3: credit_code: '914403001922038218' has the check character '8' but its "
+        "first 17 characters give '6': a character is mistyped (Copy the 18 characters from "
+        "the business licence (营业执照).)"
+    ]
+    assert (answer["created"], answer["updated"]) == (1, 1)
+    assert "pilot.csv:3: credit_code" in answer["message"]
+    with psycopg.connect(monitoring_db) as conn:
+        codes = dict(conn.execute("SELECT id, credit_code FROM enterprises").fetchall())
+    assert codes == {"ent-a": "91110000600037341L", "ent-b": None, "ent-c": None,
+                     "ent-d": "9144030071526726XG"}  # fmt: skip
+
+    # The same code for another enterprise is refused too; the database would refuse it anyway.
+    response = client.post(
+        "/api/import/enterprises",
+        content="id,name,district,segment,credit_code\nent-c,丙,甘井子区,345,91110000600037341L\n".encode(),
+        headers={"Authorization": f"Bearer {token}", "content-type": "text/csv"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["rejected"] == [
+        "enterprises.csv:2: credit_code: 91110000600037341L is already the code of 'ent-a'"
+    ]

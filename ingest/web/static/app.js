@@ -314,7 +314,7 @@ function fleetDeviceRow(d) {
 function fleetCard(g) {
   const problems = g.problems.map((p) => `<span class="badge problem problem-${p}">${esc(t("problem." + p))}</span>`).join(" ") ||
     `<span class="badge state-running">${esc(t("fleet.healthy"))}</span>`;
-  const buffer = `${fmtNum(g.buffer_samples)} ${t("fleet.buffer_samples")} · ${fmtBytes(g.buffer_bytes)}` +
+  const buffer = g.buffer_samples === null ? "–" : `${fmtNum(g.buffer_samples)} ${t("fleet.buffer_samples")} · ${fmtBytes(g.buffer_bytes)}` +
     (g.buffer_fill !== null ? ` (${fmtPct(g.buffer_fill)})` : "") + ` · ${t("fleet.oldest")} ${fmtAge(g.buffer_oldest_age_s)}`;
   return `<div class="card wide fleet-gateway${g.problems.length ? " stands-out" : ""}" data-gateway="${esc(g.enterprise_id)}/${esc(g.id)}">` +
     `<h2>${esc(g.id)} <span class="badge gateway-state state-${g.online ? "running" : "offline"}">${esc(t(g.online ? "gateway.online" : "gateway.offline"))}</span>` +

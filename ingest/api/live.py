@@ -1,7 +1,7 @@
 """Live updates: watch for new data and push each subscriber its page's data as server-sent events.
 
-One poller per app asks the database for the newest sample time every ``live_poll_s``; when it
-moves, every open stream recomputes its scope's payload (shared between subscribers of the same
+One poller per app asks the database for the newest sample, gateway status/metrics and device
+status times every ``live_poll_s``; when one moves, every open stream recomputes its scope's payload (shared between subscribers of the same
 scope and access) and sends it as an ``update`` event. A quiet stream gets a comment line every
 15 s so proxies keep it open.
 

@@ -19,6 +19,7 @@ and ``seq`` counts up from 1 within it, so the ingest can drop redelivered batch
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -204,6 +205,60 @@ class GatewayMetrics(_Payload):
 DEVICE_READ_RATE = "points_read_per_s."
 """GatewayMetrics figures named with this prefix and a device id are that device's raw readings
 per second since the previous metrics message (gateways from 0.x on; absent from older ones)."""
+
+
+class ConfigFile(BaseModel):
+    """One file of a remote configuration: a profile or the site file, with its hash."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}\.ya?ml$")]
+    """A plain file name (no folders), so a bundle cannot write outside the gateway's folder."""
+    kind: Literal["profile", "site"]
+    version: int = Field(ge=1)
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    content: str
+
+
+class ConfigBundle(_Payload):
+    """The configuration the cloud assigned to one gateway (retained on its ``config`` topic).
+
+    ``revision`` grows with every assignment (a rollback is a new revision of older files);
+    ``sha256`` is ``bundle_hash(files)``, which the gateway recomputes before using anything.
+    """
+
+    gateway: Id
+    enterprise: Id
+    revision: int = Field(ge=1)
+    ts_ms: int = Field(ge=0)
+    files: list[ConfigFile]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ConfigReport(_Payload):
+    """A gateway's answer about one delivered revision: applied, or refused with every message."""
+
+    gateway: Id
+    revision: int = Field(ge=0)
+    status: Literal["applied", "refused"]
+    sha256: str = ""
+    messages: list[Annotated[str, StringConstraints(max_length=2000)]] = Field(default_factory=list)
+    restarted: list[Id] = Field(default_factory=list)
+    """Devices restarted to apply it (those whose configuration changed)."""
+    ts_ms: int = Field(ge=0)
+
+
+def file_hash(content: str) -> str:
+    """sha256 of a file's text as UTF-8, as stored with each uploaded version."""
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def bundle_hash(files: list[ConfigFile]) -> str:
+    """sha256 over the files' names and contents in name order; both ends compute it the same way."""
+    digest = hashlib.sha256()
+    for file in sorted(files, key=lambda f: f.name):
+        digest.update(file.name.encode("utf-8") + b"\0" + file_hash(file.content).encode() + b"\n")
+    return digest.hexdigest()
 
 
 Payload = Batch | GatewayStatus | DeviceStatus | GatewayMetrics

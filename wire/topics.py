@@ -6,6 +6,8 @@ Layout (``{e}`` enterprise id, ``{g}`` gateway id, ``{d}`` device id)::
     shulian/v1/{e}/{g}/status               GatewayStatus, QoS 1, retained; also the Last Will
     shulian/v1/{e}/{g}/devices/{d}/status   DeviceStatus, QoS 1, retained
     shulian/v1/{e}/{g}/metrics              GatewayMetrics, QoS 0, not retained
+    shulian/v1/{e}/{g}/config               ConfigBundle, cloud -> gateway, QoS 1, retained
+    shulian/v1/{e}/{g}/config/report        ConfigReport, gateway -> cloud, QoS 1, not retained
 
 Enterprise and gateway sit in the topic so a broker ACL pattern (``shulian/v1/%u/...``-style) can
 confine a gateway's credentials to its own subtree. A major wire version gets a new namespace.
@@ -32,6 +34,8 @@ class TopicKind(StrEnum):
     GATEWAY_STATUS = "status"
     DEVICE_STATUS = "device_status"
     METRICS = "metrics"
+    CONFIG = "config"
+    CONFIG_REPORT = "config_report"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class Topic:
         base = f"{NAMESPACE}/{self.enterprise}/{self.gateway}"
         if self.kind is TopicKind.DEVICE_STATUS:
             return f"{base}/devices/{self.device}/status"
+        if self.kind is TopicKind.CONFIG_REPORT:
+            return f"{base}/config/report"
         return f"{base}/{self.kind.value}"
 
 
@@ -93,6 +99,24 @@ def metrics(enterprise: str, gateway: str) -> str:
     )
 
 
+def config(enterprise: str, gateway: str) -> str:
+    """The gateway's own configuration topic: the cloud publishes its assigned bundle, retained."""
+    return str(
+        Topic(TopicKind.CONFIG, check_id(enterprise, "enterprise"), check_id(gateway, "gateway"))
+    )
+
+
+def config_report(enterprise: str, gateway: str) -> str:
+    """Where the gateway answers applied or refused about a delivered configuration."""
+    return str(
+        Topic(
+            TopicKind.CONFIG_REPORT,
+            check_id(enterprise, "enterprise"),
+            check_id(gateway, "gateway"),
+        )
+    )
+
+
 def subscription(kind: TopicKind, share_group: str | None = None) -> str:
     """The wildcard filter for every enterprise's and gateway's topics of one kind.
 
@@ -101,6 +125,8 @@ def subscription(kind: TopicKind, share_group: str | None = None) -> str:
     """
     if kind is TopicKind.DEVICE_STATUS:
         flt = f"{NAMESPACE}/+/+/devices/+/status"
+    elif kind is TopicKind.CONFIG_REPORT:
+        flt = f"{NAMESPACE}/+/+/config/report"
     else:
         flt = f"{NAMESPACE}/+/+/{kind.value}"
     if share_group:
@@ -123,6 +149,10 @@ def parse_topic(topic: str) -> Topic:
         return Topic(TopicKind.GATEWAY_STATUS, enterprise, gateway)
     if rest == ["metrics"]:
         return Topic(TopicKind.METRICS, enterprise, gateway)
+    if rest == ["config"]:
+        return Topic(TopicKind.CONFIG, enterprise, gateway)
+    if rest == ["config", "report"]:
+        return Topic(TopicKind.CONFIG_REPORT, enterprise, gateway)
     if len(rest) == 3 and rest[0] == "devices" and rest[2] == "status":
         return Topic(TopicKind.DEVICE_STATUS, enterprise, gateway, check_id(rest[1], "device"))
     raise TopicError(f"topic {topic!r}: unknown message kind {'/'.join(rest)!r}")

@@ -50,6 +50,12 @@ class Capability(StrEnum):
     """An enterprise's before/after evidence: go-live, baseline, monthly figures, its report."""
     BASELINE = "baseline"
     """Entering an enterprise's before/after baseline (from its pre-transformation diagnosis)."""
+    CONFIG_READ = "config_read"
+    """Remote configuration of an enterprise's gateways: assignments, their audit log, reports."""
+    CONFIG_ASSIGN = "config_assign"
+    """Assigning configuration versions to an enterprise's gateways (docs/remote-config.md)."""
+    CONFIG_REFUSE = "config_refuse"
+    """Refusing an assignment the enterprise's provider made."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +75,11 @@ def can(principal: Principal, capability: Capability, enterprise: str | None, re
     """Whether ``principal`` has ``capability`` (on ``enterprise`` when it is per enterprise)."""
     role = principal.role
     if role is Role.ADMIN:
-        return capability is not Capability.GRANT
+        return capability not in (Capability.GRANT, Capability.CONFIG_REFUSE)
     if capability in (Capability.CITY_KPIS, Capability.IMPORT):
         return role in _CITY_ROLES
+    if capability in _CONFIG:
+        return _config_allowed(principal, capability, enterprise, reach)
     if capability is Capability.BASELINE:
         return role is Role.PROVIDER and enterprise in reach.served
     if capability is Capability.EVIDENCE and role is Role.PROVIDER:
@@ -86,6 +94,25 @@ def can(principal: Principal, capability: Capability, enterprise: str | None, re
         return enterprise is not None and enterprise == principal.enterprise
     if role is Role.PROVIDER:
         return capability is Capability.DEVICE_STATUS and enterprise in reach.served
+    return False
+
+
+_CONFIG = {Capability.CONFIG_READ, Capability.CONFIG_ASSIGN, Capability.CONFIG_REFUSE}
+
+
+def _config_allowed(
+    principal: Principal, capability: Capability, enterprise: str | None, reach: Reach
+) -> bool:
+    """Remote configuration: the serving provider reads and assigns, the enterprise reads and
+    refuses, the bureau reads only what an enterprise granted (admin, above, does all but refuse,
+    which is the enterprise's own decision)."""
+    role = principal.role
+    if role is Role.PROVIDER:
+        return capability is not Capability.CONFIG_REFUSE and enterprise in reach.served
+    if role is Role.ENTERPRISE:
+        return capability is not Capability.CONFIG_ASSIGN and enterprise == principal.enterprise
+    if role is Role.BUREAU:
+        return capability is Capability.CONFIG_READ and enterprise in reach.granted
     return False
 
 

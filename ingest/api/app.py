@@ -21,6 +21,7 @@ from ingest.api.errors import ApiError
 from ingest.api.live import LiveHub
 from ingest.api.routes import (
     auth,
+    config,
     devices,
     districts,
     enterprises,
@@ -108,6 +109,7 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         export,
         evidence,
         integration,
+        config,
     ):
         app.include_router(module.router, prefix="/api")
     app.include_router(imports.router, prefix="/api")

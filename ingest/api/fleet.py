@@ -33,7 +33,7 @@ BUFFER_OLD_S: Final = 300.0
 """A buffer half full, or holding a sample older than five minutes, is filling: the gateway
 cannot deliver, and the bound drops the oldest samples once it is reached."""
 
-PROBLEMS: Final = ("offline", "quiet", "buffer", "dropped", "device")
+PROBLEMS: Final = ("offline", "quiet", "buffer", "dropped", "device", "config")
 
 
 async def fleet_page(
@@ -54,7 +54,7 @@ async def fleet_page(
         for device in mine:
             device["reads_per_s"] = figures.get(DEVICE_READ_RATE + device["id"])
             del device["enterprise_id"], device["gateway_id"]
-        row = {**gateway, **_buffer(figures), "devices": mine}
+        row = {**gateway, **_buffer(figures), **_config(gateway), "devices": mine}
         row["problems"] = problems(row, now)
         rows.append(row)
     return {"as_of": now.isoformat(), "fleet": key, "gateways": rows}
@@ -69,6 +69,18 @@ def _buffer(figures: dict[str, float]) -> dict[str, Any]:
         "buffer_fill": round(size / max_bytes, 4) if size is not None and max_bytes else None,
         "buffer_oldest_age_s": figures.get("buffer_oldest_age_s"),
         "points_read_per_s": figures.get("points_read_per_s"),
+    }
+
+
+def _config(gateway: dict[str, Any]) -> dict[str, Any]:
+    """Remote configuration (docs/remote-config.md): the revision in force, the newest one the
+    gateway applied, and, when its newest report refused a revision, that refusal's messages."""
+    last = gateway.pop("config_last_report")
+    refused = last is not None and last["status"] == "refused"
+    return {
+        "config_refusal": {"revision": last["revision"], "messages": last["messages"]}
+        if refused
+        else None
     }
 
 
@@ -94,6 +106,8 @@ def problems(gateway: dict[str, Any], now: datetime) -> list[str]:
         found.append("dropped")
     if any(d["connection"] != "connected" or d["error"] for d in gateway["devices"]):
         found.append("device")
+    if gateway["config_refusal"] is not None:
+        found.append("config")
     return found
 
 
@@ -103,8 +117,24 @@ async def _gateways(conn: AsyncConnection[Any], only: list[str] | None) -> list[
         """SELECT g.enterprise_id, e.name AS enterprise_name, e.name_en AS enterprise_name_en,
                   g.id, g.online, g.status_at AS since, g.version, g.config_hash,
                   g.buffer_dropped_samples, g.metrics, g.metrics_at,
-                  greatest(g.last_seen_at, g.status_at, g.metrics_at) AS last_heard_at
+                  greatest(g.last_seen_at, g.status_at, g.metrics_at) AS last_heard_at,
+                  assigned.id AS config_assigned, applied.revision AS config_applied,
+                  to_jsonb(report) AS config_last_report
            FROM gateways g JOIN enterprises e ON e.id = g.enterprise_id
+           LEFT JOIN LATERAL (
+               SELECT a.id FROM config_assignments a
+               WHERE a.enterprise_id = g.enterprise_id AND a.gateway_id = g.id
+                 AND a.refused_at IS NULL
+               ORDER BY a.id DESC LIMIT 1) assigned ON true
+           LEFT JOIN LATERAL (
+               SELECT r.revision FROM config_reports r
+               WHERE r.enterprise_id = g.enterprise_id AND r.gateway_id = g.id
+                 AND r.status = 'applied'
+               ORDER BY r.id DESC LIMIT 1) applied ON true
+           LEFT JOIN LATERAL (
+               SELECT r.revision, r.status, r.messages FROM config_reports r
+               WHERE r.enterprise_id = g.enterprise_id AND r.gateway_id = g.id
+               ORDER BY r.id DESC LIMIT 1) report ON true
            WHERE %(all)s OR g.enterprise_id = ANY(%(only)s)
            ORDER BY g.enterprise_id, g.id""",
         {"all": only is None, "only": only or []},

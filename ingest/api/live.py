@@ -37,7 +37,7 @@ from ingest.api.settings import MonitoringSettings
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
-ACCESS = 4
+ACCESS = 6
 """Where the access part of the poll's marker starts (before it: data, gateway and device status)."""
 
 Recheck = Callable[[], Awaitable[Caller]]
@@ -102,6 +102,8 @@ class LiveHub:
                           (SELECT max(since) FROM device_states),
                           (SELECT max(greatest(status_at, metrics_at)) FROM gateways),
                           (SELECT max(connection_at) FROM devices),
+                          (SELECT (max(id), max(refused_at)) FROM config_assignments),
+                          (SELECT max(id) FROM config_reports),
                           (SELECT coalesce(string_agg(enterprise || ':' || grantee, ','
                                                       ORDER BY enterprise, grantee), '')
                            FROM data_grants),

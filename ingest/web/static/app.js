@@ -321,6 +321,10 @@ function fleetCard(g) {
     `<span class="help">${esc(LANG === "en" ? (g.enterprise_name_en || g.enterprise_name) : (g.enterprise_name || g.enterprise_name_en))}</span></h2>` +
     `<p class="meta"><span class="since">${t("fleet.since")} ${fmtTime(g.since)}</span> · ${t("fleet.version")} ${esc(g.version || "–")} · ` +
     `${t("fleet.buffer")} <span class="buffer">${buffer}</span> · ${t("fleet.dropped")} <span class="dropped">${fmtNum(g.buffer_dropped_samples)}</span></p>` +
+    `<p class="meta config">${t("fleet.config")}: ${t("fleet.config.assigned")} <span class="config-assigned">${esc(g.config_assigned ?? "–")}</span> · ` +
+    `${t("fleet.config.applied")} <span class="config-applied">${esc(g.config_applied ?? "–")}</span></p>` +
+    (g.config_refusal ? `<div class="config-refusal"><p>${esc(t("fleet.config.refused"))} ${esc(g.config_refusal.revision)}</p><ul>` +
+      g.config_refusal.messages.map((m) => `<li>${esc(m)}</li>`).join("") + "</ul></div>" : "") +
     `<p class="problems">${problems}</p>` +
     `<div class="scroll"><table class="table fleet-devices"><thead><tr><th>${esc(t("col.device"))}</th><th>${esc(t("fleet.connection"))}</th>` +
     `<th>${esc(t("fleet.last_good"))}</th><th>${esc(t("fleet.reads_per_s"))}</th><th>${esc(t("fleet.last_error"))}</th></tr></thead>` +

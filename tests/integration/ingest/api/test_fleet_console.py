@@ -20,6 +20,7 @@ from subprocess import Popen
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from ingest_support import now_ms, scalar
@@ -151,3 +152,52 @@ def test_fleet_console_shows_buffer_device_errors_dead_letters_and_the_last_will
 
         every = client.get("/api/fleet/all", headers=provider)
         assert every.status_code == 404  # a provider never sees the whole fleet
+
+
+def test_fleet_console_shows_configuration_assigned_applied_and_refused(
+    client: TestClient, monitoring_db: str
+) -> None:
+    """Assignments go through the remote-configuration API; the gateway's reports are stored as
+    rows of config_reports (what the ingest keeps of a wire ConfigReport)."""
+    tokens = issue_tokens(monitoring_db)
+    provider = {"Authorization": f"Bearer {tokens['provider']}"}
+    profile = (REPO / "tests" / "data" / "profiles" / "servo_press_cabinet.yaml").read_text()
+
+    def gateway() -> dict[str, Any]:
+        (only,) = client.get("/api/fleet/sp-1", headers=provider).json()["gateways"]
+        return only
+
+    assert (gateway()["config_assigned"], gateway()["config_applied"]) == (None, None)
+    revisions = []
+    for n in (1, 2):
+        upload = client.post(
+            "/api/config/providers/sp-1/files",
+            headers=provider,
+            json={"name": "p.yaml", "kind": "profile", "content": profile + f"\n# v{n}\n"},
+        )
+        assert upload.status_code == 200, upload.text
+        assigned = client.post(
+            "/api/config/assignments",
+            headers=provider,
+            json={
+                "gateways": [{"enterprise": "ent-a", "gateway": "gw-ent-a"}],
+                "files": {"p.yaml": n},
+            },
+        )
+        assert assigned.status_code == 200, assigned.text
+        revisions.append(assigned.json()["assignments"][0]["revision"])
+    messages = ["p.yaml:12: signals[0].scale: not a number"]
+    with psycopg.connect(monitoring_db, autocommit=True) as conn:
+        for revision, status, said in (
+            (revisions[0], "applied", []),
+            (revisions[1], "refused", messages),
+        ):
+            conn.execute(
+                "INSERT INTO config_reports (enterprise_id, gateway_id, revision, status, "
+                "messages, reported_at) VALUES ('ent-a', 'gw-ent-a', %s, %s, %s, now())",
+                (revision, status, orjson.dumps(said).decode()),
+            )
+    g = gateway()
+    assert (g["config_assigned"], g["config_applied"]) == (revisions[1], revisions[0])
+    assert g["config_refusal"] == {"revision": revisions[1], "messages": messages}
+    assert "config" in g["problems"]

@@ -159,7 +159,9 @@ class GatewayApp:
             settings.buffer.max_age_s,
             settings.buffer.synchronous,
         )
-        self.metrics = GatewayMetricsHub(buffer_stats=self.buffer_stats)
+        self.metrics = GatewayMetricsHub(
+            buffer_stats=self.buffer_stats, buffer_max_bytes=settings.buffer.max_bytes
+        )
         mode = settings.sparkplug.mode
         self.publisher: Publisher = (
             self._sparkplug_publisher(self.buffer) if mode == "only" else self._shulian_publisher()

@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from gateway.buffer import BufferStats
 from gateway.drivers.base import DriverMetrics
 from gateway.pipeline import DeviceCounters
+from wire.payloads import DEVICE_READ_RATE
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class GatewayMetricsHub:
     devices: dict[str, DeviceEntry] = field(default_factory=dict)
     publisher: PublisherCounters = field(default_factory=PublisherCounters)
     buffer_stats: Callable[[], BufferStats] = lambda: BufferStats(0, 0, 0, 0, 0, None)
+    buffer_max_bytes: int = 0
+    """The disk buffer's bound, so the cloud can tell how full it is (0: not known)."""
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
@@ -78,6 +81,7 @@ class GatewayMetricsHub:
         )
         self.registry.register(_HubCollector(self))
         self._last_rates: tuple[float, int, int] | None = None
+        self._last_device_reads: dict[str, int] = {}
 
     def add_device(
         self,
@@ -121,19 +125,39 @@ class GatewayMetricsHub:
             "poll_overruns_total": sum(e.counters.overruns for e in self.devices.values()),
             "buffer_batches": stats.batches,
             "buffer_bytes": stats.bytes,
+            "buffer_samples": stats.samples,
+            "buffer_max_bytes": self.buffer_max_bytes,
             "buffer_dropped_samples_total": stats.dropped_samples,
             "mqtt_connected": 1.0 if pub.is_connected else 0.0,
             "mqtt_inflight_batches": pub.inflight,
             "devices": len(self.devices),
             "devices_connected": sum(1 for e in self.devices.values() if e.is_connected()),
         }
+        if stats.oldest_ms is not None:
+            out["buffer_oldest_age_s"] = round(
+                max(time.time() * 1000 - stats.oldest_ms, 0) / 1000, 1
+            )
         if self._last_rates is not None:
             then, read_then, pub_then = self._last_rates
             span = max(now - then, 1e-3)
             out["points_read_per_s"] = round((read - read_then) / span, 1)
             out["points_published_per_s"] = round((pub.points_published - pub_then) / span, 1)
+            out.update(self._device_read_rates(span))
         self._last_rates = (now, read, pub.points_published)
+        self._last_device_reads = {d: e.counters.points_read for d, e in self.devices.items()}
         return out
+
+    def _device_read_rates(self, span: float) -> dict[str, float]:
+        """Per device, ``points_read_per_s.<device>``: the fleet console shows which machine
+        stopped being read even while the gateway as a whole still reads others."""
+        rates: dict[str, float] = {}
+        for device, entry in self.devices.items():
+            before = self._last_device_reads.get(device)
+            if before is not None:
+                rates[f"{DEVICE_READ_RATE}{device}"] = round(
+                    (entry.counters.points_read - before) / span, 1
+                )
+        return rates
 
 
 class _HubCollector(Collector):

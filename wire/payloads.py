@@ -202,6 +202,11 @@ class GatewayMetrics(_Payload):
     figures: dict[str, float]
 
 
+DEVICE_READ_RATE = "points_read_per_s."
+"""GatewayMetrics figures named with this prefix and a device id are that device's raw readings
+per second since the previous metrics message (gateways from 0.x on; absent from older ones)."""
+
+
 class ConfigFile(BaseModel):
     """One file of a remote configuration: a profile or the site file, with its hash."""
 

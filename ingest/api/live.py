@@ -1,7 +1,7 @@
 """Live updates: watch for new data and push each subscriber its page's data as server-sent events.
 
-One poller per app asks the database for the newest sample time every ``live_poll_s``; when it
-moves, every open stream recomputes its scope's payload (shared between subscribers of the same
+One poller per app asks the database for the newest sample, gateway status/metrics and device
+status times every ``live_poll_s``; when one moves, every open stream recomputes its scope's payload (shared between subscribers of the same
 scope and access) and sends it as an ``update`` event. A quiet stream gets a comment line every
 15 s so proxies keep it open.
 
@@ -27,7 +27,7 @@ import orjson
 from fastapi import Request
 from psycopg_pool import AsyncConnectionPool
 
-from ingest.api import views
+from ingest.api import fleet, views
 from ingest.api.access import Capability
 from ingest.api.deps import Caller, spare_connection
 from ingest.api.errors import ApiError
@@ -37,6 +37,8 @@ from ingest.api.settings import MonitoringSettings
 log = logging.getLogger(__name__)
 
 KEEPALIVE_S = 15.0
+ACCESS = 6
+"""Where the access part of the poll's marker starts (before it: data, gateway and device status)."""
 
 Recheck = Callable[[], Awaitable[Caller]]
 """Authenticates the stream's credential again and checks its scope; raises ``ApiError`` when
@@ -98,6 +100,10 @@ class LiveHub:
             cur = await conn.execute(
                 """SELECT (SELECT max(ts) FROM current_values),
                           (SELECT max(since) FROM device_states),
+                          (SELECT max(greatest(status_at, metrics_at)) FROM gateways),
+                          (SELECT max(connection_at) FROM devices),
+                          (SELECT (max(id), max(refused_at)) FROM config_assignments),
+                          (SELECT max(id) FROM config_reports),
                           (SELECT coalesce(string_agg(enterprise || ':' || grantee, ','
                                                       ORDER BY enterprise, grantee), '')
                            FROM data_grants),
@@ -107,7 +113,9 @@ class LiveHub:
             marker = await cur.fetchone()
         if marker == self._marker:
             return False
-        if marker is not None and (self._marker is None or marker[2:] != self._marker[2:]):
+        if marker is not None and (
+            self._marker is None or marker[ACCESS:] != self._marker[ACCESS:]
+        ):
             self._access_version += 1
         self._marker = marker
         async with self._changed:
@@ -179,6 +187,8 @@ class LiveHub:
                 body = await views.enterprise_page(conn, settings, caller, scope.key, now)
             elif scope.kind == "provider":
                 body = await views.provider_page(conn, settings, caller, scope.key, now)
+            elif scope.kind == "fleet":
+                body = await fleet.fleet_page(conn, caller, scope.key, now)
             else:
                 body = await views.device_live(conn, settings, caller, scope, now)
         return orjson.dumps(body, default=_default)

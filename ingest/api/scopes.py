@@ -26,11 +26,11 @@ class Scope:
     @classmethod
     def parse(cls, text: str) -> Scope:
         kind, _, key = text.partition(":")
-        if kind not in ("city", "segment", "district", "enterprise", "device", "provider"):
+        if kind not in ("city", "segment", "district", "enterprise", "device", "provider", "fleet"):
             raise BadInputError(
                 f"scope {text!r}: unknown kind {kind!r}",
                 hint="Use city, segment:<code>, district:<code>, enterprise:<id>, "
-                "device:<enterprise>/<device> or provider:<id>.",
+                "device:<enterprise>/<device>, provider:<id> or fleet:<provider id or all>.",
             )
         if kind != "city" and not key:
             raise BadInputError(f"scope {text!r}: {kind} needs a key, e.g. {kind}:<id>")
@@ -71,6 +71,8 @@ async def require_scope(conn: AsyncConnection[Any], caller: Caller, scope: Scope
                 params={"kind": "enterprise", "key": scope.key},
             )
         return row
+    if scope.kind == "fleet":
+        return await _require_fleet(conn, caller, scope.key)
     if scope.kind == "provider":
         if not can_see_provider(caller.principal, scope.key):
             if caller.role is Role.PROVIDER:
@@ -112,3 +114,26 @@ async def scope_figures(
     elif scope.kind == "device":
         filters["device_key"] = row["key"]
     return await kpis.device_figures(conn, settings, window, now, **filters)
+
+
+async def _require_fleet(conn: AsyncConnection[Any], caller: Caller, key: str) -> dict[str, Any]:
+    """The fleet console: a provider's own fleet (``fleet:<provider>``), admin any or ``all``."""
+    mine = caller.role is Role.PROVIDER and key == caller.principal.provider
+    if caller.role is not Role.ADMIN and not mine:
+        if caller.role is Role.PROVIDER:
+            raise NotFoundError(
+                f"service provider {key!r} not found", params={"kind": "provider", "key": key}
+            )
+        raise ForbiddenError(
+            f"role {caller.role.value!r} may not open the fleet console",
+            hint="The fleet console is for a service provider's tokens (its own fleet) and admin.",
+            reason="provider_only",
+        )
+    if key == "all" and caller.role is Role.ADMIN:
+        return {"id": key}
+    row = await registry.provider(conn, key)
+    if row is None:
+        raise NotFoundError(
+            f"service provider {key!r} not found", params={"kind": "provider", "key": key}
+        )
+    return row

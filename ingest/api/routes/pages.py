@@ -269,6 +269,33 @@ async def _provider(request: Request, conn: Conn, caller: Caller, provider_id: s
     )
 
 
+@router.get("/fleet", response_class=HTMLResponse)
+async def own_fleet_page(request: Request, conn: Conn) -> Response:
+    """The fleet console of the signed-in provider; admin sees every gateway."""
+
+    async def build(caller: Caller) -> Response:
+        if caller.role is Role.ADMIN:
+            return _fleet(request, caller, "all")
+        if caller.role is Role.PROVIDER and caller.principal.provider:
+            return _fleet(request, caller, caller.principal.provider)
+        return RedirectResponse(home_of(caller.principal), status_code=303)
+
+    return await _page(request, conn, build)
+
+
+@router.get("/fleet/{key}", response_class=HTMLResponse)
+async def fleet_page(key: str, request: Request, conn: Conn) -> Response:
+    async def build(caller: Caller) -> Response:
+        await require_scope(conn, caller, Scope("fleet", key))
+        return _fleet(request, caller, key)
+
+    return await _page(request, conn, build)
+
+
+def _fleet(request: Request, caller: Caller, key: str) -> Response:
+    return render(request, "fleet.html", "fleet", caller, scope=f"fleet:{key}")
+
+
 def _not_found(kind: str, key: str) -> ApiError:
     from ingest.api.errors import NotFoundError
 

@@ -288,6 +288,84 @@ function renderProvider(data) {
   }).join("");
 }
 
+/* ---- the fleet console: every gateway of a provider's enterprises ---- */
+let fleetData = null;
+const FLEET_SORT = {
+  problems: (a, b) => b.problems.length - a.problems.length || a.enterprise_id.localeCompare(b.enterprise_id) || a.id.localeCompare(b.id),
+  enterprise: (a, b) => a.enterprise_id.localeCompare(b.enterprise_id) || a.id.localeCompare(b.id),
+  state: (a, b) => Number(a.online) - Number(b.online) || a.id.localeCompare(b.id),
+  buffer: (a, b) => (b.buffer_samples ?? -1) - (a.buffer_samples ?? -1) || a.id.localeCompare(b.id),
+};
+function fmtAge(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  return seconds < 120 ? `${fmtNum(seconds)} s` : seconds < 7200 ? `${fmtNum(seconds / 60)} min` : `${fmtNum(seconds / 3600, 1)} h`;
+}
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "–";
+  return n < 1024 ? `${fmtNum(n)} B` : n < 1048576 ? `${fmtNum(n / 1024, 1)} KiB` : `${fmtNum(n / 1048576, 1)} MiB`;
+}
+function fleetFilters() {
+  return Object.fromEntries(["enterprise", "state", "problem", "sort"].map((k) => [k, document.getElementById(`fleet-${k}`).value]));
+}
+function fleetShown(g, f) {
+  if (f.enterprise && g.enterprise_id !== f.enterprise) return false;
+  if (f.state && (f.state === "online") !== g.online) return false;
+  if (f.problem === "any") return g.problems.length > 0;
+  return !f.problem || g.problems.includes(f.problem);
+}
+function fleetDeviceRow(d) {
+  return `<tr class="fleet-device${d.connection !== "connected" || d.error ? " trouble" : ""}" data-device="${esc(d.id)}"><td>${esc(d.name || d.id)}</td>` +
+    `<td><span class="badge state-${d.connection === "connected" ? "running" : "offline"}">${esc(t("connection." + d.connection))}</span></td>` +
+    `<td>${fmtTime(d.last_good_at)}</td><td class="num">${fmtNum(d.reads_per_s, 1)}</td><td class="device-error">${esc(d.error || "")}</td></tr>`;
+}
+function fleetCard(g) {
+  const problems = g.problems.map((p) => `<span class="badge problem problem-${p}">${esc(t("problem." + p))}</span>`).join(" ") ||
+    `<span class="badge state-running">${esc(t("fleet.healthy"))}</span>`;
+  const buffer = g.buffer_samples === null ? "–" : `${fmtNum(g.buffer_samples)} ${t("fleet.buffer_samples")} · ${fmtBytes(g.buffer_bytes)}` +
+    (g.buffer_fill !== null ? ` (${fmtPct(g.buffer_fill)})` : "") + ` · ${t("fleet.oldest")} ${fmtAge(g.buffer_oldest_age_s)}`;
+  return `<div class="card wide fleet-gateway${g.problems.length ? " stands-out" : ""}" data-gateway="${esc(g.enterprise_id)}/${esc(g.id)}">` +
+    `<h2>${esc(g.id)} <span class="badge gateway-state state-${g.online ? "running" : "offline"}">${esc(t(g.online ? "gateway.online" : "gateway.offline"))}</span>` +
+    `<span class="help">${esc(LANG === "en" ? (g.enterprise_name_en || g.enterprise_name) : (g.enterprise_name || g.enterprise_name_en))}</span></h2>` +
+    `<p class="meta"><span class="since">${t("fleet.since")} ${fmtTime(g.since)}</span> · ${t("fleet.version")} ${esc(g.version || "–")} · ` +
+    `${t("fleet.buffer")} <span class="buffer">${buffer}</span> · ${t("fleet.dropped")} <span class="dropped">${fmtNum(g.buffer_dropped_samples)}</span></p>` +
+    `<p class="meta config">${t("fleet.config")}: ${t("fleet.config.assigned")} <span class="config-assigned">${esc(g.config_assigned ?? "–")}</span> · ` +
+    `${t("fleet.config.applied")} <span class="config-applied">${esc(g.config_applied ?? "–")}</span></p>` +
+    (g.config_refusal ? `<div class="config-refusal"><p>${esc(t("fleet.config.refused"))} ${esc(g.config_refusal.revision)}</p><ul>` +
+      g.config_refusal.messages.map((m) => `<li>${esc(m)}</li>`).join("") + "</ul></div>" : "") +
+    `<p class="problems">${problems}</p>` +
+    `<div class="scroll"><table class="table fleet-devices"><thead><tr><th>${esc(t("col.device"))}</th><th>${esc(t("fleet.connection"))}</th>` +
+    `<th>${esc(t("fleet.last_good"))}</th><th>${esc(t("fleet.reads_per_s"))}</th><th>${esc(t("fleet.last_error"))}</th></tr></thead>` +
+    `<tbody>${g.devices.map(fleetDeviceRow).join("")}</tbody></table></div></div>`;
+}
+function drawFleet() {
+  if (!fleetData) return;
+  const f = fleetFilters();
+  const select = document.getElementById("fleet-enterprise");
+  const enterprises = [...new Set(fleetData.gateways.map((g) => g.enterprise_id))].sort();
+  for (const id of enterprises) {
+    if (![...select.options].some((o) => o.value === id)) select.add(new Option(id, id));
+  }
+  const shown = fleetData.gateways.filter((g) => fleetShown(g, f)).sort(FLEET_SORT[f.sort]);
+  document.getElementById("fleet").innerHTML = shown.map(fleetCard).join("");
+  document.getElementById("fleet-none").hidden = shown.length > 0;
+  document.getElementById("fleet-count").textContent = `${fmtNum(shown.length)} / ${fmtNum(fleetData.gateways.length)} ${t("fleet.count")}`;
+}
+function renderFleet(data) { fleetData = data; drawFleet(); }
+async function loadDeadLetters() {
+  const key = body.dataset.scope.split(":")[1];
+  const data = await api(`/api/fleet/${encodeURIComponent(key)}/dead-letters`);
+  const table = document.getElementById("dead-letters");
+  table.hidden = false;
+  table.querySelector("tbody").innerHTML = data.dead_letters.map((d) => `<tr><td>${fmtTime(d.received_at)}</td><td>${esc(d.enterprise_id)}</td>` +
+    `<td>${esc(d.gateway_id)}</td><td>${esc(d.reason)}</td><td class="num">${fmtNum(d.samples)}</td><td>${esc(d.detail)}</td></tr>`).join("") ||
+    `<tr><td colspan="6">${esc(t("fleet.dead_letters.none"))}</td></tr>`;
+}
+function wireFleet() {
+  if (body.dataset.page !== "fleet") return;
+  for (const k of ["enterprise", "state", "problem", "sort"]) document.getElementById(`fleet-${k}`).addEventListener("change", drawFleet);
+  document.getElementById("dead-letters-load").addEventListener("click", () => loadDeadLetters().catch((e) => console.error(e)));
+}
+
 /* ---- pages ---- */
 function renderPayload(page, data) {
   if (data.summary) renderTiles(data.summary);
@@ -296,6 +374,7 @@ function renderPayload(page, data) {
     renderWarnings(data.warnings); renderAlarms(data.alarms);
   }
   if (page === "provider") { renderProvider(data); return; }
+  if (page === "fleet") { renderFleet(data); return; }
   // The device list was drawn because the caller could see device data; a payload without it
   // means that access ended (grant withdrawn): reload, and the page comes back without the list.
   if (page === "enterprise" && document.getElementById("device-table") && !data.devices) {
@@ -318,6 +397,7 @@ const PAGE_SOURCES = {
   enterprise: (key) => `/api/enterprises/${encodeURIComponent(key)}`,
   device: () => scopeDevicePath("/api"),
   provider: (key) => `/api/providers/${encodeURIComponent(key)}`,
+  fleet: (key) => `/api/fleet/${encodeURIComponent(key)}`,
 };
 
 async function loadPage(page) {
@@ -401,5 +481,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const page = body.dataset.page;
   if (page === "login") { wireLogin(); return; }
   wireGrant();
+  wireFleet();
   if (PAGE_SOURCES[page]) loadPage(page).catch((error) => console.error(error));
 });

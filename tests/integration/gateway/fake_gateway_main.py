@@ -1,7 +1,8 @@
 """Run a real gateway process whose devices are fakes: ``python fake_gateway_main.py spec.json``.
 
-The spec holds the settings sections and ``devices`` ({id, interval_ms}); each fake device's
-part_count counts its reads, so a test can spot any lost sample as a gap.
+The spec holds the settings sections and ``devices`` ({id, interval_ms, unreachable}); each fake
+device's part_count counts its reads, so a test can spot any lost sample as a gap; an unreachable
+one refuses every connection (the gateway reports its error).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # support, for gateway_fakes
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "unit" / "gateway"))
 
-from gateway_fakes import FakeDriver, make_device, make_profile
+from gateway_fakes import FakeDriver, make_device, make_profile, world
 
 from gateway.app import GatewayApp
 from gateway.logs import configure_logging
@@ -36,6 +37,8 @@ def main() -> None:
         )
         for d in spec["devices"]
     ]
+    for d in spec["devices"]:
+        world(d["id"]).is_unreachable = bool(d.get("unreachable", False))
     app = GatewayApp(
         settings,
         Site(file=sys.argv[1], settings={}, devices=devices),

@@ -83,6 +83,11 @@ MATRIX: list[tuple[str, str, dict[str, int]]] = [
     ("GET", "/api/evidence?format=csv", {k: 200 for k in CITY}),
     ("GET", "/api/providers/sp-1", PROVIDER_SP1),
     ("GET", "/api/providers/sp-zzz", {**PROVIDER_SP1, "admin": 404, "provider": 404}),
+    ("GET", "/api/fleet/sp-1", PROVIDER_SP1),
+    ("GET", "/api/fleet/sp-1/dead-letters", PROVIDER_SP1),
+    ("GET", "/api/fleet/all", {**PROVIDER_SP1, "provider": 404}),
+    ("GET", "/api/fleet/all/dead-letters", {**PROVIDER_SP1, "provider": 404}),
+    ("GET", "/api/fleet/sp-zzz", {**PROVIDER_SP1, "admin": 404, "provider": 404}),
     ("POST", "/api/import/enterprises", {**CITY}),
     ("POST", "/api/import/devices", {**CITY}),
     (
@@ -99,6 +104,9 @@ PAGES: list[tuple[str, dict[str, int]]] = [
     ("/enterprises/ent-a/devices/lathe-1", DATA_A),
     ("/provider", {"admin": 303, "bureau": 303, "ent-a": 303, "ent-b": 303, "provider": 200}),
     ("/providers/sp-1", PROVIDER_SP1),
+    ("/fleet", {"admin": 200, "bureau": 303, "ent-a": 303, "ent-b": 303, "provider": 200}),
+    ("/fleet/sp-1", PROVIDER_SP1),
+    ("/fleet/all", {**PROVIDER_SP1, "provider": 404}),
     ("/enterprises/ent-a/evidence", EVIDENCE_A),
     ("/enterprises/ent-b/evidence", EVIDENCE_B),
     ("/evidence", {k: 200 for k in CITY}),
@@ -175,7 +183,15 @@ def test_page_access_matrix(world: Any, path: str, table: dict[str, int], caller
 
 @pytest.mark.parametrize("caller", ("admin", "bureau", "ent-a", "ent-b", "provider"))
 @pytest.mark.parametrize(
-    "scope", ["city", "enterprise:ent-a", "device:ent-a/lathe-1", "provider:sp-1"]
+    "scope",
+    [
+        "city",
+        "enterprise:ent-a",
+        "device:ent-a/lathe-1",
+        "provider:sp-1",
+        "fleet:sp-1",
+        "fleet:all",
+    ],
 )
 def test_live_stream_denials_match_the_endpoints(world: Any, scope: str, caller: str) -> None:
     client, tokens = world
@@ -184,6 +200,8 @@ def test_live_stream_denials_match_the_endpoints(world: Any, scope: str, caller:
         "enterprise:ent-a": SUMMARY_A,
         "device:ent-a/lathe-1": DATA_A,
         "provider:sp-1": PROVIDER_SP1,
+        "fleet:sp-1": PROVIDER_SP1,
+        "fleet:all": {**PROVIDER_SP1, "provider": 404},
     }[scope]
     if table[caller] == 200:
         pytest.skip("an allowed stream is tested by the live-update tests")
@@ -230,6 +248,19 @@ def test_provider_page_lists_the_enterprises_that_chose_it_with_their_status(wor
     assert [d["id"] for d in served["devices"]] == ["grinder-1", "grinder-2", "lathe-1"]
     assert all("kpis" not in d for d in served["devices"])
     assert sum(served["states"].values()) == 3
+
+
+def test_fleet_console_lists_only_the_gateways_of_the_providers_enterprises(world: Any) -> None:
+    client, tokens = world
+    mine = client.get("/api/fleet/sp-1", headers=_headers(tokens, "provider")).json()
+    every = client.get("/api/fleet/all", headers=_headers(tokens, "admin")).json()
+    assert [(g["enterprise_id"], g["id"]) for g in mine["gateways"]] == [("ent-a", "gw-ent-a")]
+    assert [d["id"] for d in mine["gateways"][0]["devices"]] == [
+        "grinder-1",
+        "grinder-2",
+        "lathe-1",
+    ]
+    assert [g["enterprise_id"] for g in every["gateways"]] == ["ent-a", "ent-b", "ent-c"]
 
 
 def test_another_enterprises_device_looks_exactly_like_a_missing_one(world: Any) -> None:

@@ -16,7 +16,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 import pysparkplug as sp
+from ingest_support import ingest_settings
 from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.service import IngestService
 
 GROUP, NODE = "plant-7", "neuron-1"
 
@@ -49,6 +52,23 @@ def write_mapping(folder: Path, text: str = MAPPING) -> Path:
     path = folder / "sparkplug-mapping.yaml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def sparkplug_ingest(
+    pg_url: str, mqtt_url: str, mapping: Path, client_id: str = ""
+) -> IngestService:
+    """The ingest in process with ``mapping``, subscribed (Sparkplug topics too) when it returns;
+    quick rebirth requests so tests need not wait for them."""
+    settings = ingest_settings(
+        pg_url,
+        mqtt_url,
+        sparkplug={"mapping_file": mapping, "rebirth_interval_s": 0.5},
+        **({"mqtt": {"client_id": client_id}} if client_id else {}),
+    )
+    service = IngestService(settings)
+    service.start(wait_for_db_s=10)
+    assert service.consumer is not None and service.consumer.subscribed.wait(10)
+    return service
 
 
 def now_ms() -> int:

@@ -14,10 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from ingest_support import ingest_settings, rows, scalar, wait_until
 from pydantic import SecretStr
-from sparkplug_support import EdgeNode, now_ms, write_mapping
+from sparkplug_support import EdgeNode, now_ms, sparkplug_ingest, write_mapping
 
 from ingest.errors import ConfigError
-from ingest.service import IngestService
 from ingest.sparkplug import load_mapping
 from shulian.devservices import Mosquitto
 
@@ -42,21 +41,6 @@ def edge(mosquitto: Mosquitto) -> Iterator[Callable[..., EdgeNode]]:
         node.close()
 
 
-def _sparkplug_ingest(
-    pg_url: str, mosquitto: Mosquitto, mapping: Path, client_id: str = ""
-) -> IngestService:
-    settings = ingest_settings(
-        pg_url,
-        mosquitto.url,
-        sparkplug={"mapping_file": mapping, "rebirth_interval_s": 0.5},
-        **({"mqtt": {"client_id": client_id}} if client_id else {}),
-    )
-    service = IngestService(settings)
-    service.start(wait_for_db_s=10)
-    assert service.consumer is not None and service.consumer.subscribed.wait(10)
-    return service
-
-
 def _points(pg_url: str) -> list[tuple[Any, ...]]:
     return rows(pg_url, SAMPLES)
 
@@ -71,7 +55,7 @@ def _gateway_online(pg_url: str) -> bool | None:
 def test_a_third_party_edge_node_lands_in_the_database_and_the_monitoring_pages(
     pg_url: str, mosquitto: Mosquitto, tmp_path: Path, edge: Callable[..., EdgeNode]
 ) -> None:
-    service = _sparkplug_ingest(pg_url, mosquitto, write_mapping(tmp_path))
+    service = sparkplug_ingest(pg_url, mosquitto.url, write_mapping(tmp_path))
     try:
         node = edge(devices=["plc-1", "plc-9"])
         node.birth(strokes=10)
@@ -167,7 +151,7 @@ def test_an_ingest_restarted_with_empty_caches_asks_for_a_rebirth_and_then_decod
 ) -> None:
     mapping = write_mapping(tmp_path)
     client_id = "ingest-spb-restart"
-    first = _sparkplug_ingest(pg_url, mosquitto, mapping, client_id)
+    first = sparkplug_ingest(pg_url, mosquitto.url, mapping, client_id)
     node = edge()
     node.birth()
     base = now_ms() + 100  # apart from the birth's own values
@@ -184,7 +168,7 @@ def test_an_ingest_restarted_with_empty_caches_asks_for_a_rebirth_and_then_decod
     assert scalar(pg_url, "SELECT count(*) FROM sparkplug_births") == 2
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("DELETE FROM sparkplug_births")
-    second = _sparkplug_ingest(pg_url, mosquitto, mapping, client_id)
+    second = sparkplug_ingest(pg_url, mosquitto.url, mapping, client_id)
     try:
         wait_until(lambda: "Node Control/Rebirth" in node.commands, what="a rebirth request")
 
@@ -204,7 +188,7 @@ def test_an_ingest_restarted_with_empty_caches_asks_for_a_rebirth_and_then_decod
 def test_a_seq_gap_requests_a_rebirth_and_keeps_the_data(
     pg_url: str, mosquitto: Mosquitto, tmp_path: Path, edge: Callable[..., EdgeNode]
 ) -> None:
-    service = _sparkplug_ingest(pg_url, mosquitto, write_mapping(tmp_path))
+    service = sparkplug_ingest(pg_url, mosquitto.url, write_mapping(tmp_path))
     try:
         node = edge()
         node.birth()
@@ -248,7 +232,7 @@ def test_a_mapping_into_another_enterprises_device_is_refused_at_load(
         )
     mapping = write_mapping(tmp_path)
     with pytest.raises(ConfigError) as err:
-        _sparkplug_ingest(pg_url, mosquitto, mapping)
+        sparkplug_ingest(pg_url, mosquitto.url, mapping)
     text = str(err.value)
     assert f"{mapping}:9: edge_nodes[0].devices[0].device" in text
     assert "device 'press-01' is registered to enterprise ent-002, not to 'ent-001'" in text

@@ -303,6 +303,24 @@ def _run(tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[Any]) ->
             in (tmp_path / f"{offline}-again.log").read_text()
         )
 
+        # The enterprise refuses the newest assignment of one gateway: the one before it (the
+        # rollback) is in force again, is delivered again and applied, and the console agrees.
+        kept = GATEWAYS[0]
+        enterprise = {"Authorization": f"Bearer {_enterprise_token(pg_url)}"}
+        r = api.post(
+            f"/api/config/assignments/{fifth[kept]}/refuse",
+            headers=enterprise,
+            json={"reason": "not during the night shift"},
+        )
+        assert r.status_code == 200, r.text
+        wait_until(
+            lambda: state(kept)["applied_revision"] == fourth[kept], APPLY_WITHIN_S, 0.2,
+            what="the assignment before the refused one applied again",
+        )  # fmt: skip
+        console = fleet(api, headers)[kept]
+        assert console["config_assigned"] == console["config_applied"] == fourth[kept], console
+        assert "config" not in console["problems"], console
+
     time.sleep(3)  # let the last reads arrive
     end_ms = int(time.time() * 1000)
     for p in (restarted, gw_procs[GATEWAYS[0]]):

@@ -38,6 +38,8 @@ CURRENT: Final = "current"
 """File naming the folder of the last good revision."""
 KEEP: Final = 3
 """Applied revisions kept on disk (the current one and two before it, for inspection)."""
+BUNDLE: Final = "<bundle>"
+"""How a refusal message names the folder of the bundle it was validated in."""
 
 
 def last_good_site(folder: Path) -> Path | None:
@@ -177,9 +179,11 @@ def _validation_errors(site: Path, folder: Path) -> list[str]:
     """The errors ``shulian profile validate`` reports for the bundle, named by file name."""
     from gateway.profile_cli import validate_paths
 
+    # The staging folder is this gateway's and is removed after a refusal: the provider reading
+    # the messages on the console knows the files by their names and the folder as the bundle.
     prefix = f"{folder}/"
     return [
-        f.text.replace(prefix, "")
+        f.text.replace(prefix, "").replace(str(folder), BUNDLE)
         for f in validate_paths(sorted(folder.glob("*.y*ml")))
         if f.severity == "error"
     ]

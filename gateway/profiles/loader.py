@@ -274,7 +274,8 @@ class ProfileResolver:
             folders = [str(p) for p in self.search_paths]
             if relative_to is not None:
                 folders.insert(0, str(relative_to))
-            raise ConfigError([f"no profile with id {ref!r} in {folders}"])
+            # The folder of the naming file is often also a search path: name it once.
+            raise ConfigError([f"no profile with id {ref!r} in {list(dict.fromkeys(folders))}"])
         return path
 
     def _id_index(self, *, shipped: bool) -> dict[str, Path]:

@@ -5,7 +5,10 @@ Each gateway reads two simulated machines of two kinds (profile ``drill_<a>`` an
 The provider uploads a new version of ``drill_<a>``, used by both gateways, and assigns it: both
 apply it within 10 s and restart only the device using it. An invalid version (the profile is
 valid on its own but no longer has the id the sites name) is refused by both with the
-validator's messages, visible through the API, and they keep running. Then a rollback, and a
+validator's messages, visible through the API and in the provider's fleet console (API and, in
+chromium, the page: assigned and applied revisions apart, the gateways' own refusal messages, the
+``config`` problem), and they keep running. Then a rollback, which the console shows as assigned
+equal to applied with no problem left, and a
 gateway that was stopped during an assignment applies it when it comes back. The simulators'
 ground truth then shows no row stored twice, and no lasting state or counter value missed.
 """
@@ -13,6 +16,8 @@ ground truth then shows no row stored twice, and no lasting state or counter val
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +43,9 @@ from pipeline import (
 from pydantic import SecretStr
 from support import wait_until
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
+from browser_support import api_server, chromium_page, need_chromium
+
 from ingest.api.app import create_app
 from ingest.api.settings import AppSettings
 from ingest.auth import Role, create_token
@@ -47,6 +55,7 @@ from simulators.scenario import generate_load_scenario
 pytestmark = [pytest.mark.slow, pytest.mark.needs_pg, pytest.mark.needs_broker]
 
 ENTERPRISE = "ent-drill"
+PROVIDER = "sp-rc"
 GATEWAYS = ("gw-rc1", "gw-rc2")
 KINDS = ["servo_press", "energy_meter"]
 POLL_MS = 500
@@ -72,7 +81,7 @@ def _token(pg_url: str) -> str:
     async def make() -> str:
         async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
             return (
-                await create_token(conn, Role.PROVIDER, provider="sp-rc", name="sp-rc ops")
+                await create_token(conn, Role.PROVIDER, provider=PROVIDER, name="sp-rc ops")
             ).secret
 
     return asyncio.run(make())
@@ -97,6 +106,36 @@ def _register(pg_url: str) -> None:
             conn.execute(
                 "INSERT INTO gateways (id, enterprise_id) VALUES (%s, %s)", (gateway, ENTERPRISE)
             )
+
+
+def fleet(api: TestClient, headers: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The provider's fleet console (its API), one row per gateway id."""
+    r = api.get(f"/api/fleet/{PROVIDER}", headers=headers)
+    assert r.status_code == 200, r.text
+    return {g["id"]: g for g in r.json()["gateways"]}
+
+
+def _console_page_shows(pg_url: str, token: str, refused: dict[str, dict[str, Any]]) -> None:
+    """The console page in chromium (English) lists each gateway's refusal messages."""
+    need_chromium()
+    from playwright.sync_api import expect
+
+    i18n = Path(__file__).resolve().parents[2] / "ingest" / "web" / "i18n" / "en.json"
+    t: dict[str, str] = json.loads(i18n.read_text("utf-8"))
+    with api_server(pg_url) as base, chromium_page() as page:
+        page.context.add_cookies([{"name": "shulian_lang", "value": "en", "url": base}])
+        page.goto(base + "/login")
+        page.fill("#token", token)
+        page.click("button[type=submit]")
+        expect(page).to_have_url(base + "/provider")
+        page.goto(f"{base}/fleet/{PROVIDER}")
+        for g, report in refused.items():
+            card = page.locator(f'.fleet-gateway[data-gateway="{ENTERPRISE}/{g}"]')
+            expect(card.locator(".config-refusal li")).to_have_text(report["messages"])
+            expect(card.locator(".config-refusal")).to_contain_text(
+                f"{t['fleet.config.refused']} {report['revision']}"
+            )
+            expect(card.locator(".problems")).to_contain_text(t["problem.config"])
 
 
 @pytest.mark.timeout(400)
@@ -139,7 +178,8 @@ def _run(tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[Any]) ->
 
     app = create_app(AppSettings(db_url=SecretStr(pg_url)))
     with TestClient(app) as api:
-        headers = {"Authorization": f"Bearer {_token(pg_url)}"}
+        token = _token(pg_url)
+        headers = {"Authorization": f"Bearer {token}"}
         profile_a = f"drill_{KINDS[0]}.yaml"
 
         def upload(name: str, content: str, kind: str = "profile") -> Any:
@@ -220,8 +260,19 @@ def _run(tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[Any]) ->
             assert refused[g]["status"] == "refused", refused[g]
             assert refused[g]["messages"], refused[g]
             assert any(f"drill_{KINDS[0]}" in m for m in refused[g]["messages"]), refused[g]
+            # Named for the provider: files by name, no path local to the gateway.
+            assert not any(str(tmp_path) in m for m in refused[g]["messages"]), refused[g]
             assert state(g)["applied_revision"] == second[g], "the old version keeps running"
             assert state(g)["last_report"]["messages"] == refused[g]["messages"]
+        # The fleet console reads what the gateways reported: revisions apart, their messages.
+        console = fleet(api, headers)
+        for g in GATEWAYS:
+            assert console[g]["config_assigned"] == third[g], console[g]
+            assert console[g]["config_applied"] == second[g], console[g]
+            refusal = {"revision": third[g], "messages": refused[g]["messages"]}
+            assert console[g]["config_refusal"] == refusal, console[g]
+            assert "config" in console[g]["problems"], console[g]
+        _console_page_shows(pg_url, token, refused)
 
         # Rollback: assign version 1 again.
         fourth = dict(zip(GATEWAYS, assign(GATEWAYS, {profile_a: 1}), strict=True))
@@ -230,6 +281,11 @@ def _run(tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[Any]) ->
             assert rolled[g]["status"] == "applied" and rolled[g]["restarted"] == [
                 changed_device[g]
             ]
+        console = fleet(api, headers)
+        for g in GATEWAYS:
+            assert console[g]["config_assigned"] == console[g]["config_applied"] == fourth[g]
+            assert console[g]["config_refusal"] is None, console[g]
+            assert "config" not in console[g]["problems"], console[g]
 
         # A gateway stopped during an assignment applies it when it comes back.
         offline = GATEWAYS[1]
@@ -246,6 +302,24 @@ def _run(tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[Any]) ->
             "running the last good remote configuration"
             in (tmp_path / f"{offline}-again.log").read_text()
         )
+
+        # The enterprise refuses the newest assignment of one gateway: the one before it (the
+        # rollback) is in force again, is delivered again and applied, and the console agrees.
+        kept = GATEWAYS[0]
+        enterprise = {"Authorization": f"Bearer {_enterprise_token(pg_url)}"}
+        r = api.post(
+            f"/api/config/assignments/{fifth[kept]}/refuse",
+            headers=enterprise,
+            json={"reason": "not during the night shift"},
+        )
+        assert r.status_code == 200, r.text
+        wait_until(
+            lambda: state(kept)["applied_revision"] == fourth[kept], APPLY_WITHIN_S, 0.2,
+            what="the assignment before the refused one applied again",
+        )  # fmt: skip
+        console = fleet(api, headers)[kept]
+        assert console["config_assigned"] == console["config_applied"] == fourth[kept], console
+        assert "config" not in console["problems"], console
 
     time.sleep(3)  # let the last reads arrive
     end_ms = int(time.time() * 1000)

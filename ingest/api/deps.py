@@ -202,6 +202,20 @@ class Caller:
         return visible_enterprises_filter(self.principal, self.reach)
 
 
+async def visible_enterprise(
+    conn: AsyncConnection[Any], caller: Caller, enterprise_id: str, capability: Capability
+) -> dict[str, Any]:
+    """The enterprise's registry row once the caller holds ``capability`` for it; 404 if none."""
+    caller.require(capability, enterprise_id)
+    row = await registry.enterprise(conn, enterprise_id)
+    if row is None:
+        raise NotFoundError(
+            f"enterprise {enterprise_id!r} not found",
+            params={"kind": "enterprise", "key": enterprise_id},
+        )
+    return row
+
+
 def _reason(role: Role, capability: Capability) -> str:
     """The page text for ``_hint``'s cases (``error.message.<reason>`` in ingest/web/i18n/)."""
     if role is Role.BUREAU and capability in (Capability.DEVICE_DATA, Capability.DEVICE_STATUS):

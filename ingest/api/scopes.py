@@ -12,7 +12,7 @@ from psycopg import AsyncConnection
 from ingest import kpis
 from ingest.api import registry
 from ingest.api.access import Capability, can_see_provider
-from ingest.api.deps import Caller
+from ingest.api.deps import Caller, visible_enterprise
 from ingest.api.errors import BadInputError, ForbiddenError, NotFoundError
 from ingest.api.settings import KpiSettings
 from ingest.auth import Role
@@ -63,14 +63,7 @@ async def require_scope(conn: AsyncConnection[Any], caller: Caller, scope: Scope
             )
         return row
     if scope.kind == "enterprise":
-        caller.require(Capability.ENTERPRISE_SUMMARY, scope.key)
-        row = await registry.enterprise(conn, scope.key)
-        if row is None:
-            raise NotFoundError(
-                f"enterprise {scope.key!r} not found",
-                params={"kind": "enterprise", "key": scope.key},
-            )
-        return row
+        return await visible_enterprise(conn, caller, scope.key, Capability.ENTERPRISE_SUMMARY)
     if scope.kind == "fleet":
         return await _require_fleet(conn, caller, scope.key)
     if scope.kind == "provider":

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Request
 from ingest import kpis
 from ingest.api import registry, views
 from ingest.api.access import Capability
-from ingest.api.deps import CallerDep, Conn, get_settings
-from ingest.api.errors import NotFoundError
+from ingest.api.deps import CallerDep, Conn, get_settings, visible_enterprise
 from ingest.api.routes.overview import DayQuery
 from ingest.api.scopes import parse_day
 
@@ -22,16 +21,6 @@ router = APIRouter(tags=["enterprises"])
 async def list_enterprises(caller: CallerDep, conn: Conn) -> dict[str, Any]:
     """Bureau and admin: all; an enterprise: itself; a provider: the enterprises it serves."""
     return {"enterprises": await registry.enterprises(conn, only=caller.enterprise_filter())}
-
-
-async def _existing(
-    conn: Conn, caller: CallerDep, enterprise_id: str, capability: Capability
-) -> dict[str, Any]:
-    caller.require(capability, enterprise_id)
-    row = await registry.enterprise(conn, enterprise_id)
-    if row is None:
-        raise NotFoundError(f"enterprise {enterprise_id!r} not found")
-    return row
 
 
 @router.get("/enterprises/{enterprise_id}", summary="An enterprise's KPI summary and warning")
@@ -61,7 +50,7 @@ async def enterprise(
 async def enterprise_devices(
     enterprise_id: str, request: Request, caller: CallerDep, conn: Conn
 ) -> dict[str, Any]:
-    await _existing(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
+    await visible_enterprise(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
     settings = get_settings(request).kpi
     now = datetime.now(UTC)
     window = kpis.window_for(settings, now)
@@ -72,31 +61,31 @@ async def enterprise_devices(
 
 @router.get("/enterprises/{enterprise_id}/gateways", summary="An enterprise's gateways")
 async def enterprise_gateways(enterprise_id: str, caller: CallerDep, conn: Conn) -> dict[str, Any]:
-    await _existing(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
+    await visible_enterprise(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
     return {"gateways": await registry.gateways(conn, enterprise_id)}
 
 
 @router.get("/enterprises/{enterprise_id}/profiles", summary="Device profiles an enterprise uses")
 async def enterprise_profiles(enterprise_id: str, caller: CallerDep, conn: Conn) -> dict[str, Any]:
-    await _existing(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
+    await visible_enterprise(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
     return {"profiles": await registry.profiles_of(conn, enterprise_id)}
 
 
 @router.get("/enterprises/{enterprise_id}/grants", summary="Whether the bureau may see device data")
 async def get_grant(enterprise_id: str, caller: CallerDep, conn: Conn) -> dict[str, Any]:
-    await _existing(conn, caller, enterprise_id, Capability.ENTERPRISE_SUMMARY)
+    await visible_enterprise(conn, caller, enterprise_id, Capability.ENTERPRISE_SUMMARY)
     return {"bureau": await registry.is_granted(conn, enterprise_id)}
 
 
 @router.put("/enterprises/{enterprise_id}/grants/bureau", summary="Let the bureau see device data")
 async def grant(enterprise_id: str, caller: CallerDep, conn: Conn) -> dict[str, Any]:
-    await _existing(conn, caller, enterprise_id, Capability.GRANT)
+    await visible_enterprise(conn, caller, enterprise_id, Capability.GRANT)
     await registry.set_grant(conn, enterprise_id, True, caller.principal.token_id)
     return {"bureau": True}
 
 
 @router.delete("/enterprises/{enterprise_id}/grants/bureau", summary="Withdraw the bureau's access")
 async def withdraw(enterprise_id: str, caller: CallerDep, conn: Conn) -> dict[str, Any]:
-    await _existing(conn, caller, enterprise_id, Capability.GRANT)
+    await visible_enterprise(conn, caller, enterprise_id, Capability.GRANT)
     await registry.set_grant(conn, enterprise_id, False, caller.principal.token_id)
     return {"bureau": False}

@@ -22,8 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ingest import evidence, integration, kpis
 from ingest.api import registry, views
 from ingest.api.access import Capability
-from ingest.api.deps import Caller, CallerDep, Conn, get_settings
-from ingest.api.errors import BadInputError, NotFoundError
+from ingest.api.deps import Caller, CallerDep, Conn, get_settings, visible_enterprise
+from ingest.api.errors import BadInputError
 from ingest.api.routes.pages import _page as serve_page
 from ingest.api.routes.pages import language, local_name, render
 from ingest.api.settings import KpiSettings
@@ -72,24 +72,11 @@ class BaselineIn(BaseModel):
         return self
 
 
-async def _enterprise_row(
-    conn: AsyncConnection[Any], caller: Caller, enterprise_id: str, capability: Capability
-) -> dict[str, Any]:
-    caller.require(capability, enterprise_id)
-    row = await registry.enterprise(conn, enterprise_id)
-    if row is None:
-        raise NotFoundError(
-            f"enterprise {enterprise_id!r} not found",
-            params={"kind": "enterprise", "key": enterprise_id},
-        )
-    return row
-
-
 async def enterprise_evidence(
     conn: AsyncConnection[Any], settings: KpiSettings, caller: Caller, enterprise_id: str
 ) -> dict[str, Any]:
     """One enterprise's evidence; its devices only where the caller may see device status."""
-    row = await _enterprise_row(conn, caller, enterprise_id, Capability.EVIDENCE)
+    row = await visible_enterprise(conn, caller, enterprise_id, Capability.EVIDENCE)
     now = views.utc_now()
     found = await evidence.evidence(conn, settings, now, [enterprise_id])
     payload: dict[str, Any] = {
@@ -223,7 +210,7 @@ async def get_evidence(
     summary="Every baseline entry of an enterprise, newest (in force) first: who, when, source",
 )
 async def list_baselines(enterprise_id: str, caller: CallerDep, conn: Conn) -> dict[str, Any]:
-    await _enterprise_row(conn, caller, enterprise_id, Capability.EVIDENCE)
+    await visible_enterprise(conn, caller, enterprise_id, Capability.EVIDENCE)
     return {"baselines": await evidence.baseline_history(conn, enterprise_id)}
 
 
@@ -235,7 +222,7 @@ async def list_baselines(enterprise_id: str, caller: CallerDep, conn: Conn) -> d
 async def add_baseline(
     enterprise_id: str, entry: BaselineIn, request: Request, caller: CallerDep, conn: Conn
 ) -> dict[str, Any]:
-    await _enterprise_row(conn, caller, enterprise_id, Capability.BASELINE)
+    await visible_enterprise(conn, caller, enterprise_id, Capability.BASELINE)
     values = entry.model_dump()
     if entry.method == "measured" and entry.measured_days is None:
         values["measured_days"] = get_settings(request).kpi.evidence_baseline_days

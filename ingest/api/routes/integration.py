@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from ingest import integration, kpis
 from ingest.api import registry, views
 from ingest.api.access import Capability
-from ingest.api.deps import CallerDep, Conn, get_settings
+from ingest.api.deps import CallerDep, Conn, get_settings, visible_enterprise
 from ingest.api.errors import BadInputError, NotFoundError
 from ingest.api.routes.overview import DayQuery
 from ingest.api.scopes import parse_day
@@ -43,15 +43,12 @@ def _days(settings: KpiSettings, start: str | None, end: str | None) -> tuple[da
 
 async def _enterprise(conn: Conn, caller: CallerDep, enterprise_id: str) -> dict[str, Any]:
     """The enterprise's row, if the caller may see its summary or its device status."""
-    if not caller.can(Capability.DEVICE_STATUS, enterprise_id):
-        caller.require(Capability.ENTERPRISE_SUMMARY, enterprise_id)
-    row = await registry.enterprise(conn, enterprise_id)
-    if row is None:
-        raise NotFoundError(
-            f"enterprise {enterprise_id!r} not found",
-            params={"kind": "enterprise", "key": enterprise_id},
-        )
-    return row
+    capability = (
+        Capability.DEVICE_STATUS
+        if caller.can(Capability.DEVICE_STATUS, enterprise_id)
+        else Capability.ENTERPRISE_SUMMARY
+    )
+    return await visible_enterprise(conn, caller, enterprise_id, capability)
 
 
 @router.get(

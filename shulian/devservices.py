@@ -242,6 +242,14 @@ TIMESCALEDB_SERVER_SETTINGS: dict[str, str] = {
 }
 
 
+def _let_other_users_pass(path: Path) -> None:
+    """Add search (x) permission for group and others to every folder above ``path``."""
+    while path != path.parent:
+        path = path.parent
+        with contextlib.suppress(PermissionError):
+            os.chmod(path, os.stat(path).st_mode | 0o011)
+
+
 class PrivatePostgres:
     """A throw-away PostgreSQL cluster on a free port, trust auth, that a test may stop or kill.
 
@@ -283,11 +291,10 @@ class PrivatePostgres:
             info = pwd.getpwnam(self.user)
             for path in (self.workdir, self.datadir):
                 os.chown(path, info.pw_uid, info.pw_gid)
-            path = self.workdir
-            while path != path.parent:  # the server user must be able to reach its folder
-                path = path.parent
-                with contextlib.suppress(PermissionError):
-                    os.chmod(path, os.stat(path).st_mode | 0o011)
+            # The server user must reach its folder and its binaries (with their lib/ and
+            # share/ beside bin/): a checkout under `mktemp -d` sits in a 0700 folder.
+            _let_other_users_pass(self.workdir)
+            _let_other_users_pass(self.bindir.parent)
         self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
 
     def start(self, timeout_s: float = 30.0) -> PrivatePostgres:

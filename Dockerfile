@@ -11,6 +11,7 @@ COPY shulian ./shulian
 COPY wire ./wire
 COPY gateway ./gateway
 COPY ingest ./ingest
+COPY monitoring ./monitoring
 COPY simulators ./simulators
 COPY device_profiles ./device_profiles
 COPY deploy ./deploy

@@ -34,10 +34,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ingest.py shadows ingest
 
-from ingest import integration, kpis
-from ingest.api.settings import KpiSettings
 from ingest.db.migrate import migrate
 from ingest.registry import sync_signals
+from monitoring import integration, kpis
+from monitoring.settings import KpiSettings
 from shulian.devservices import create_database, drop_database
 
 PARTITIONED = ("telemetry", "counter_increments", "rollup_1m", "rollup_1h",

@@ -43,15 +43,15 @@ from psycopg_pool import AsyncConnectionPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest import kpis
-from ingest.api import views
-from ingest.api.access import Reach
-from ingest.api.deps import Caller, spare_connection
-from ingest.api.scopes import Scope
-from ingest.api.settings import KpiSettings
-from ingest.auth import Principal, Role
 from ingest.db.migrate import migrate
 from ingest.registry import sync_signals
+from monitoring import kpis
+from monitoring.api import views
+from monitoring.api.access import Reach
+from monitoring.api.deps import Caller, spare_connection
+from monitoring.api.scopes import Scope
+from monitoring.auth import Principal, Role
+from monitoring.settings import KpiSettings
 from shulian.devservices import create_database, drop_database
 
 MIN_RUNS = 3
@@ -156,7 +156,7 @@ async def measure(
     url: str, settings: KpiSettings, seconds: float, enterprise: str
 ) -> dict[str, Any]:
     admin = Caller(Principal(0, Role.ADMIN), Reach())
-    # Connections as the app has them (ingest/api/app.py): a pool with JIT off; a request holds
+    # Connections as the app has them (monitoring/api/app.py): a pool with JIT off; a request holds
     # one connection and the overview and group pages take a spare one for their side queries.
     async with (
         AsyncConnectionPool(

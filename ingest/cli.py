@@ -156,7 +156,7 @@ async def _import_csv(db_url: str, kind: str, text: str, filename: str) -> tuple
     """Run the monitoring module's CSV import (the same function its API calls)."""
     from psycopg import AsyncConnection
 
-    from ingest.api.csv_import import import_devices, import_enterprises
+    from monitoring.api.csv_import import import_devices, import_enterprises
 
     importer = import_enterprises if kind == "enterprises" else import_devices
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
@@ -185,9 +185,9 @@ def settings_show(
 
 
 def _mount_monitoring_commands() -> None:
-    """``token``, ``kpi`` and ``export`` come from the monitoring module (ingest/api/cli.py)."""
+    """``token``, ``kpi`` and ``export`` come from the monitoring module (monitoring/api/cli.py)."""
     try:
-        from ingest.api.cli import export_app, kpi_app, token_app
+        from monitoring.api.cli import export_app, kpi_app, token_app
     except ImportError:  # the monitoring module is optional for a bare ingest worker
         return
     app.add_typer(token_app, name="token")

@@ -22,8 +22,8 @@ import psycopg_pool
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from ingest.api.remote_config import bundle_for
 from ingest.decode import Incoming
+from monitoring.api.remote_config import bundle_for
 from wire import topics
 from wire.payloads import ConfigReport
 

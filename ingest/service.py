@@ -307,7 +307,7 @@ def _serve_api(settings: IngestSettings, service: IngestService) -> None:
     from fastapi import Request, Response
     from prometheus_client.exposition import choose_encoder
 
-    from ingest.api.app import create_app
+    from monitoring.api.app import create_app
 
     app = create_app(settings)
     app.state.ingest = service

@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validat
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ingest.api.settings import MonitoringSettings
 from ingest.errors import ConfigError
+from monitoring.settings import MonitoringSettings
 
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/shulian"
 DEV_MQTT_URL = "mqtt://127.0.0.1:1883"

@@ -306,10 +306,10 @@ async def prepare_database(
     import psycopg
     from psycopg import AsyncConnection
 
-    from ingest.api.csv_import import import_devices, import_enterprises
-    from ingest.api.registry import set_grant
-    from ingest.auth import Role, create_token
     from ingest.db.migrate import migrate
+    from monitoring.api.csv_import import import_devices, import_enterprises
+    from monitoring.api.registry import set_grant
+    from monitoring.auth import Role, create_token
 
     with psycopg.connect(db_url, autocommit=True) as conn:
         choice = migrate(conn).choice
@@ -338,8 +338,8 @@ async def enter_demo_baselines(conn: Any) -> None:
     diagnosis (demo_data/baselines.csv), as admin would: with 30 days of history a baseline
     measured over the default 30 days would fill the whole history and leave no month to
     compare with it; an entered one is compared from the go-live month on."""
-    from ingest import evidence
-    from ingest.auth import Role, create_token
+    from monitoring import evidence
+    from monitoring.auth import Role, create_token
 
     rows = list(csv.DictReader(io.StringIO((DEMO_DATA / "baselines.csv").read_text("utf-8"))))
     entered = await evidence.latest_baselines(conn, [row["enterprise"] for row in rows])

@@ -15,8 +15,8 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from ingest.api.app import create_app
-from ingest.api.settings import AppSettings, MonitoringSettings
+from monitoring.api.app import create_app
+from monitoring.settings import AppSettings, MonitoringSettings
 from shulian.devservices import free_port
 
 CHROMIUM = "/usr/bin/chromium"

@@ -29,7 +29,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 REPO = Path(__file__).resolve().parents[2]
-I18N = REPO / "ingest" / "web" / "i18n"
+I18N = REPO / "monitoring" / "web" / "i18n"
 PROFILES = REPO / "device_profiles"
 
 CJK_RE = re.compile(r"[\u2e80-\u2fff\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff"
@@ -60,7 +60,7 @@ def _catalog(name: str) -> list[str]:
 def server_messages() -> list[str]:
     """English messages and hints the API writes (``"...`` string literals of ingest/api)."""
     texts: list[str] = []
-    for path in (REPO / "ingest" / "api").rglob("*.py"):
+    for path in (REPO / "monitoring" / "api").rglob("*.py"):
         source = path.read_text(encoding="utf-8")
         texts += re.findall(r'(?:hint=|message=|detail=|Error\()\s*f?"([^"]{12,})"', source)
     return texts

@@ -34,7 +34,7 @@ from pipeline import (
     write_site,
 )
 
-from ingest.auth import Role, create_token
+from monitoring.auth import Role, create_token
 from shulian.devservices import Mosquitto, free_port
 from simulators.scenario import single_kind_scenario
 

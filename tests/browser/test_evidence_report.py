@@ -17,14 +17,14 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest" / "api"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "monitoring"))
 from browser_support import pdf_text, squeeze
 from evidence_data import NOW, build_history
 from monitoring_data import issue_tokens, prepare_schema, seed_registry
 
-from ingest.api import views
-from ingest.api.app import create_app
-from ingest.api.settings import AppSettings
+from monitoring.api import views
+from monitoring.api.app import create_app
+from monitoring.settings import AppSettings
 from shulian.devservices import free_port
 
 CHROMIUM = "/usr/bin/chromium"

@@ -22,7 +22,7 @@ import pytest
 from browser_support import api_server, chromium_page, need_chromium
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest" / "api"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "monitoring"))
 from ingest_support import FakeGateway, ingest_settings, now_ms
 from monitoring_data import issue_tokens, seed_registry
 
@@ -34,7 +34,7 @@ from wire.payloads import DeviceStatus, GatewayStatus
 
 pytestmark = [pytest.mark.needs_pg, pytest.mark.needs_broker]
 
-I18N = Path(__file__).resolve().parents[2] / "ingest" / "web" / "i18n"
+I18N = Path(__file__).resolve().parents[2] / "monitoring" / "web" / "i18n"
 DEVICES = ["grinder-1", "grinder-2", "lathe-1"]
 ERROR = "no reply from 192.168.10.21:502 (unit 1) within 1.0 s"
 

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest" / "api"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "monitoring"))
 from browser_support import CHROMIUM, CHROMIUM_ARGS, api_server, need_chromium
 from monitoring_data import (
     add_increment,

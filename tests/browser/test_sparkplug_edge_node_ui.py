@@ -23,7 +23,7 @@ from support import wait_until
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "ingest"))
 from sparkplug_support import EdgeNode, sparkplug_ingest, write_mapping
 
-from ingest.auth import Role, create_token
+from monitoring.auth import Role, create_token
 from shulian.devservices import Mosquitto
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_pg, pytest.mark.needs_broker]

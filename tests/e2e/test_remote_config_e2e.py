@@ -46,9 +46,9 @@ from support import wait_until
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
 from browser_support import api_server, chromium_page, need_chromium
 
-from ingest.api.app import create_app
-from ingest.api.settings import AppSettings
-from ingest.auth import Role, create_token
+from monitoring.api.app import create_app
+from monitoring.auth import Role, create_token
+from monitoring.settings import AppSettings
 from shulian.devservices import Mosquitto, free_port
 from simulators.scenario import generate_load_scenario
 
@@ -120,7 +120,7 @@ def _console_page_shows(pg_url: str, token: str, refused: dict[str, dict[str, An
     need_chromium()
     from playwright.sync_api import expect
 
-    i18n = Path(__file__).resolve().parents[2] / "ingest" / "web" / "i18n" / "en.json"
+    i18n = Path(__file__).resolve().parents[2] / "monitoring" / "web" / "i18n" / "en.json"
     t: dict[str, str] = json.loads(i18n.read_text("utf-8"))
     with api_server(pg_url) as base, chromium_page() as page:
         page.context.add_cookies([{"name": "shulian_lang", "value": "en", "url": base}])

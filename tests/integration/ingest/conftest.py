@@ -1,47 +1,5 @@
 """Fixtures for the ingest's integration tests: an in-process service and fake gateways."""
 
-from __future__ import annotations
+from ingest_fixtures import fake_gateway, start_ingest
 
-from collections.abc import Callable, Iterator
-
-import pytest
-from ingest_support import FakeGateway, ingest_settings
-
-from ingest.service import IngestService
-from shulian.devservices import Mosquitto
-
-
-@pytest.fixture()
-def start_ingest(pg_url: str, mosquitto: Mosquitto) -> Iterator[Callable[..., IngestService]]:
-    """Start in-process ingest services (stopped at the end); kwargs are settings sections."""
-    started: list[IngestService] = []
-
-    def start(**sections: dict[str, object]) -> IngestService:
-        service = IngestService(ingest_settings(pg_url, mosquitto.url, **sections))
-        service.start(wait_for_db_s=10)
-        assert service.consumer is not None
-        assert service.consumer.subscribed.wait(10), "ingest did not subscribe at the broker"
-        started.append(service)
-        return service
-
-    yield start
-    for service in started:
-        service.stop()
-
-
-@pytest.fixture()
-def fake_gateway(mosquitto: Mosquitto) -> Iterator[Callable[..., FakeGateway]]:
-    made: list[FakeGateway] = []
-
-    def make(
-        enterprise: str = "ent-001", gateway: str = "gw-01", devices: list[str] | None = None
-    ) -> FakeGateway:
-        gw = FakeGateway(
-            mosquitto.url, enterprise, gateway, devices or ["dev-1", "dev-2"]
-        ).connect()
-        made.append(gw)
-        return gw
-
-    yield make
-    for gw in made:
-        gw.close()
+__all__ = ["fake_gateway", "start_ingest"]

@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 from ingest_support import now_ms, rows, scalar, wait_until
 
-from ingest import kpis
-from ingest.api import views
-from ingest.api.settings import KpiSettings
+from monitoring import kpis
+from monitoring.api import views
+from monitoring.settings import KpiSettings
 from wire import topics
 from wire.codec import encode
 from wire.payloads import CustomSignal, DeviceConnection, DeviceStatus, Meaning, Sample

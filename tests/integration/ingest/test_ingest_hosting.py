@@ -121,7 +121,7 @@ def test_sigterm_with_a_dashboard_stream_open_stops_the_ingest_cleanly(mosquitto
 
     import psycopg
 
-    from ingest.auth import Role, create_token
+    from monitoring.auth import Role, create_token
 
     port = free_port()
     env = {

@@ -126,9 +126,9 @@ def _pages(pg_url: str) -> tuple[list[tuple[str, bool]], list[tuple[str, str, bo
     its devices (id, state, online), as the enterprise's own login sees them."""
     import asyncio
 
-    from ingest.api.app import create_app
-    from ingest.api.settings import AppSettings
-    from ingest.auth import Role, create_token
+    from monitoring.api.app import create_app
+    from monitoring.auth import Role, create_token
+    from monitoring.settings import AppSettings
 
     async def token() -> str:
         async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:

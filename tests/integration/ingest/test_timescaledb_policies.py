@@ -29,10 +29,10 @@ from ingest_support import (
     wait_until,
 )
 
-from ingest import kpis
-from ingest.api.settings import KpiSettings
 from ingest.service import IngestService, prepare_database
 from ingest.settings import DAY_S
+from monitoring import kpis
+from monitoring.settings import KpiSettings
 from shulian.devservices import Mosquitto
 from wire.payloads import Sample
 

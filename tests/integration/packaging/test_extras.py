@@ -88,10 +88,10 @@ def test_the_wheel_carries_every_data_file_the_code_reads(wheel: tuple[list[str]
     """A non-editable install (the Docker image, a gateway) must not lose templates or SQL."""
     names, _ = wheel
     wanted = [
-        "ingest/api/app.py",
-        "ingest/web/templates/",
-        "ingest/web/static/vendor/echarts",
-        "ingest/web/i18n/zh-CN.json",
+        "monitoring/api/app.py",
+        "monitoring/web/templates/",
+        "monitoring/web/static/vendor/echarts",
+        "monitoring/web/i18n/zh-CN.json",
         "ingest/db/migrations/0001_registry.sql",
         "ingest/db/migrations/0003_telemetry.timescaledb.sql",
         "simulators/scenarios/demo.yaml",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shulian.demo import DEFAULT_SCENARIO, devices_csv, plan_scenario
 
-I18N = Path(__file__).resolve().parents[3] / "ingest" / "web" / "i18n"
+I18N = Path(__file__).resolve().parents[3] / "monitoring" / "web" / "i18n"
 
 
 def test_demo_devices_carry_profile_machine_kinds_that_pages_can_label(tmp_path: Path) -> None:

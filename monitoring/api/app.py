@@ -1,0 +1,208 @@
+"""Build the monitoring web app: JSON API under /api, pages and static assets, live updates."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import AsyncConnectionPool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from monitoring import integration as integration_measures
+from monitoring.api.errors import ApiError
+from monitoring.api.export_push import push_forever
+from monitoring.api.live import LiveHub
+from monitoring.api.routes import (
+    auth,
+    config,
+    devices,
+    districts,
+    enterprises,
+    evidence,
+    export,
+    health,
+    imports,
+    integration,
+    overview,
+    pages,
+    providers,
+    segments,
+)
+from monitoring.kpis import refresh_daily
+from monitoring.settings import AppSettings
+
+log = logging.getLogger(__name__)
+
+WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
+
+
+def create_app(settings: AppSettings | Any) -> FastAPI:
+    """The FastAPI app: opens a connection pool on start-up and closes it on shutdown.
+
+    Args:
+        settings: ``AppSettings``, or the ingest's ``IngestSettings`` (its ``api`` and ``db``
+            sections are used).
+    """
+    if not isinstance(settings, AppSettings):
+        settings = AppSettings.from_ingest(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            settings.db_url.get_secret_value(),
+            # Two: the overview reads warnings and the registry on a second connection.
+            min_size=min(2, settings.api.pool_size),
+            max_size=settings.api.pool_size,
+            # JIT compiling the KPI queries (their cost estimates are large) takes longer than
+            # running them: about 1.4 s against 0.1 s at 10,000 devices (bench/monitoring.py).
+            kwargs={"autocommit": True, "options": "-c jit=off"},
+            open=False,
+            name="shulian-api",
+        )
+        await pool.open(wait=True, timeout=30)
+        hub = LiveHub(pool, settings.api)
+        app.state.pool = pool
+        app.state.hub = hub
+        refresher = asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily")
+        integration_refresher = asyncio.create_task(
+            _refresh_integration_forever(pool, settings), name="integration-daily"
+        )
+        tasks = [refresher, integration_refresher]
+        if settings.api.export.enabled:  # the optional upward push (docs/export.md)
+            db_url = settings.db_url.get_secret_value()
+            tasks.append(asyncio.create_task(push_forever(db_url, settings.api), name="export"))
+        hub.start()
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await hub.stop()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await pool.close()
+
+    app = FastAPI(
+        title="shulian monitoring (产业运行监测)",
+        version="1.0",
+        description="City industry-operation monitoring: KPIs, registry, devices, daily export. "
+        "Authenticate with `Authorization: Bearer <token>`; docs/monitoring.md lists what each "
+        "role can see.",
+        lifespan=lifespan,
+    )
+    app.state.api_settings = settings.api
+    _install_error_handlers(app)
+    for module in (
+        health,
+        auth,
+        overview,
+        segments,
+        districts,
+        enterprises,
+        devices,
+        providers,
+        export,
+        evidence,
+        integration,
+        config,
+    ):
+        app.include_router(module.router, prefix="/api")
+    app.include_router(imports.router, prefix="/api")
+    app.include_router(pages.router)
+    app.include_router(evidence.pages)
+    app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
+    app.add_middleware(NoStoreMiddleware)
+    return app
+
+
+class NoStoreMiddleware:
+    """``Cache-Control: no-store`` on pages and API answers (not on /static).
+
+    Nothing a signed-in user saw stays in the browser's cache: after signing out, the back button
+    asks the server again (and lands on the sign-in page) instead of showing the data.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        body = {
+            "code": "bad_input",
+            "message": f"{where}: {first.get('msg', 'invalid')}",
+            "hint": "See /docs for the parameters of this endpoint.",
+        }
+        return JSONResponse(body, status_code=422)
+
+
+async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+    """Keep the daily KPI table current for today and yesterday (late data may still arrive)."""
+    while True:
+        try:
+            async with pool.connection() as conn:
+                await refresh_daily(conn, settings.api.kpi, days_back=1)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one broad catch at the task boundary: log and retry next period
+            log.exception(
+                "daily KPI refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
+            )
+        await asyncio.sleep(settings.api.daily_refresh_s)
+
+
+async def _refresh_integration_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+    """Keep the data-integration measures current, in a task of its own: they read raw telemetry,
+    which takes longer than the KPIs' rollups and must not delay them. Today (and yesterday while
+    late data may come) every ``integration_refresh_s``; past days that gained data, checked as
+    often as the KPIs (``daily_refresh_s``), so loaded history shows within a minute."""
+    loop = asyncio.get_running_loop()
+    recent_due = 0.0
+    while True:
+        try:
+            recent = loop.time() >= recent_due
+            async with pool.connection() as conn:
+                await integration_measures.refresh_daily(
+                    conn, settings.api.kpi, days_back=1, recent=recent
+                )
+            if recent:
+                recent_due = loop.time() + settings.api.integration_refresh_s
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one broad catch at the task boundary: log and retry next period
+            log.exception(
+                "integration refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
+            )
+        await asyncio.sleep(settings.api.daily_refresh_s)

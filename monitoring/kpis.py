@@ -1,0 +1,921 @@
+"""Compute the monitoring KPIs from stored data; docs/kpis.md defines each one precisely.
+
+Two layers keep the overview fast at city scale:
+
+1. ``refresh_daily`` materializes per-device and per-enterprise daily figures (kpi_device_daily,
+   kpi_enterprise_daily) for [day start, ``through``) from the rollup views (counter_1h, counter_1m)
+   and state_intervals. The service refreshes today and yesterday every minute.
+2. ``device_figures`` reads those rows for a range of days and, when the range includes today,
+   adds the minutes after ``through`` live from counter_1m and state_intervals, plus the present
+   (last sample, machine state, alarms) from current_values and device_states.
+
+``aggregate`` then sums device figures into KPIs for any grouping (city, segment, district,
+enterprise, device) in Python: one query serves every level of the overview.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import statistics
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+from psycopg import AsyncConnection
+from psycopg.errors import LockNotAvailable
+from psycopg.rows import dict_row
+
+from monitoring.settings import KpiSettings
+
+log = logging.getLogger(__name__)
+
+COUNTER_BASES: Final = ("part_count", "good_count", "reject_count", "active_energy")
+ACTIVE_STATES: Final = ("running", "idle", "setup", "fault")
+"""States that count as planned (powered and reporting) time; off and offline do not."""
+
+
+# --------------------------------------------------------------------------- calendar
+
+
+def city_today(settings: KpiSettings, now: datetime) -> date:
+    return now.astimezone(ZoneInfo(settings.timezone)).date()
+
+
+def day_start(settings: KpiSettings, day: date) -> datetime:
+    """Midnight of ``day`` in the city's time zone, as an aware UTC datetime."""
+    return datetime.combine(day, time(0), tzinfo=ZoneInfo(settings.timezone)).astimezone(UTC)
+
+
+def _floor_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+# --------------------------------------------------------------------------- SQL pieces
+
+_SEEN = """
+    SELECT cv.device_key, max(cv.ts) AS last_seen
+    FROM current_values cv {join} GROUP BY cv.device_key"""
+
+# Intervals overlapping [a, b): three index-friendly parts instead of one OR (see 0102's index).
+# An open interval ends, for KPIs, when the device stopped reporting (last sample plus the online
+# window), so a device that fell silent without a disconnect message is not counted as running.
+_STATE_SECONDS = """
+    SELECT i.device_key,
+        sum(greatest(0, extract(epoch FROM least(coalesce(i.ended_at,
+              greatest(i.started_at, s.last_seen + make_interval(secs => %(online_s)s))), {b})
+            - greatest(i.started_at, {a})))) FILTER (WHERE i.state = 'running') AS running_s,
+        sum(greatest(0, extract(epoch FROM least(coalesce(i.ended_at,
+              greatest(i.started_at, s.last_seen + make_interval(secs => %(online_s)s))), {b})
+            - greatest(i.started_at, {a})))) FILTER (WHERE i.state IN
+            ('running', 'idle', 'setup', 'fault')) AS planned_s,
+        sum(greatest(0, extract(epoch FROM least(coalesce(i.ended_at,
+              greatest(i.started_at, s.last_seen + make_interval(secs => %(online_s)s))), {b})
+            - greatest(i.started_at, {a})))) FILTER (WHERE i.state = 'fault') AS fault_s
+    FROM (
+        SELECT device_key, state, started_at, ended_at FROM state_intervals
+            WHERE started_at >= {a} AND started_at < {b}
+        UNION ALL
+        SELECT device_key, state, started_at, ended_at FROM state_intervals
+            WHERE started_at < {a} AND ended_at > {a}
+        UNION ALL
+        SELECT device_key, state, started_at, ended_at FROM state_intervals
+            WHERE started_at < {a} AND ended_at IS NULL
+    ) i {join}
+    LEFT JOIN {seen} s ON s.device_key = i.device_key
+    GROUP BY i.device_key"""
+
+_COUNTER_SUMS = """
+    SELECT c.device_key,
+        sum(c.increase) FILTER (WHERE g.base = 'part_count') AS parts,
+        sum(c.increase) FILTER (WHERE g.base = 'good_count') AS good,
+        sum(c.increase) FILTER (WHERE g.base = 'reject_count') AS reject,
+        sum(c.increase) FILTER (WHERE g.base = 'active_energy') AS energy_kwh
+    FROM ({source}) c
+    JOIN signals g ON g.id = c.signal_id AND g.base IN
+        ('part_count', 'good_count', 'reject_count', 'active_energy')
+    {join}
+    GROUP BY c.device_key"""
+
+_COUNTERS_WINDOW = """
+    SELECT device_key, signal_id, increase FROM counter_1h
+        WHERE bucket >= {a} AND bucket < date_trunc('hour', {b}, 'UTC')
+    UNION ALL
+    SELECT device_key, signal_id, increase FROM counter_1m
+        WHERE bucket >= greatest({a}, date_trunc('hour', {b}, 'UTC')) AND bucket < {b}"""
+
+
+# --------------------------------------------------------------------------- daily refresh
+
+_REFRESH_DEVICES = f"""
+WITH seen AS ({_SEEN.format(join="")}),
+states AS ({_STATE_SECONDS.format(a="%(a)s", b="%(b)s", join="", seen="seen")}),
+counters AS ({_COUNTER_SUMS.format(source=_COUNTERS_WINDOW.format(a="%(a)s", b="%(b)s"), join="")})
+INSERT INTO kpi_device_daily AS k (day, device_key, enterprise_id, reported, running_s, planned_s,
+                                    parts, good, reject, energy_kwh, fault_s)
+SELECT %(day)s, d.key, d.enterprise_id,
+       coalesce(st.planned_s, 0) > 0 OR c.device_key IS NOT NULL
+           OR coalesce(s.last_seen >= %(a)s AND s.last_seen < %(b)s, false),
+       coalesce(st.running_s, 0), coalesce(st.planned_s, 0),
+       c.parts, c.good, c.reject, c.energy_kwh, coalesce(st.fault_s, 0)
+FROM devices d
+LEFT JOIN seen s ON s.device_key = d.key
+LEFT JOIN states st ON st.device_key = d.key
+LEFT JOIN counters c ON c.device_key = d.key
+ON CONFLICT (day, device_key) DO UPDATE SET
+    enterprise_id = EXCLUDED.enterprise_id, reported = EXCLUDED.reported,
+    running_s = EXCLUDED.running_s, planned_s = EXCLUDED.planned_s, parts = EXCLUDED.parts,
+    good = EXCLUDED.good, reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh,
+    fault_s = EXCLUDED.fault_s
+"""
+
+_REFRESH_ENTERPRISES = """
+INSERT INTO kpi_enterprise_daily AS k (day, enterprise_id, devices, reported, running_s,
+                                        calendar_s, parts, good, reject, energy_kwh, fault_s)
+SELECT day, enterprise_id, count(*), count(*) FILTER (WHERE reported),
+       sum(running_s), count(*) FILTER (WHERE reported) * %(covered_s)s,
+       coalesce(sum(parts), 0), sum(coalesce(good, parts - reject)),
+       sum(coalesce(reject, parts - good)), coalesce(sum(energy_kwh), 0), sum(fault_s)
+FROM kpi_device_daily WHERE day = %(day)s
+GROUP BY day, enterprise_id
+ON CONFLICT (day, enterprise_id) DO UPDATE SET
+    devices = EXCLUDED.devices, reported = EXCLUDED.reported, running_s = EXCLUDED.running_s,
+    calendar_s = EXCLUDED.calendar_s, parts = EXCLUDED.parts, good = EXCLUDED.good,
+    reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh, fault_s = EXCLUDED.fault_s
+"""
+
+
+async def refresh_day(
+    conn: AsyncConnection[Any], settings: KpiSettings, day: date, now: datetime | None = None
+) -> datetime:
+    """Materialize ``day``'s figures up to now (or its end); return the ``through`` stored."""
+    now = now or datetime.now(UTC)
+    start = day_start(settings, day)
+    end = day_start(settings, day + timedelta(days=1))
+    through = min(end, _floor_minute(now))
+    if through <= start:
+        return start
+    params = {
+        "day": day,
+        "a": start,
+        "b": through,
+        "online_s": settings.online_window_s,
+        "covered_s": (through - start).total_seconds(),
+    }
+    async with conn.transaction():
+        await conn.execute(_REFRESH_DEVICES, params)
+        await conn.execute(_REFRESH_ENTERPRISES, params)
+        await conn.execute(
+            """INSERT INTO kpi_daily_state (day, through, refreshed_at) VALUES (%s, %s, now())
+               ON CONFLICT (day) DO UPDATE SET through = EXCLUDED.through, refreshed_at = now()""",
+            (day, through),
+        )
+    return through
+
+
+async def refresh_daily(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    *,
+    days_back: int = 1,
+    now: datetime | None = None,
+) -> list[date]:
+    """Refresh today and ``days_back`` days before it, plus any day of the last 35 never completed."""
+    now = now or datetime.now(UTC)
+    today = city_today(settings, now)
+    days = {today - timedelta(days=n) for n in range(days_back + 1)}
+    cur = await conn.execute(
+        """SELECT g.day::date FROM generate_series(%s::date, %s::date, interval '1 day') AS g(day)
+           LEFT JOIN kpi_daily_state k ON k.day = g.day::date
+           WHERE k.day IS NULL OR k.through < (g.day::date + 1)::timestamp AT TIME ZONE %s""",
+        (today - timedelta(days=35), today, settings.timezone),
+    )
+    first_data = await _first_data_day(conn, settings)
+    for (day,) in await cur.fetchall():
+        if first_data is not None and day >= first_data:
+            days.add(day)
+    for day in sorted(days):
+        await refresh_day(conn, settings, day, now)
+    late = await refresh_late_days(conn, settings, now=now, skip=days)
+    return sorted(days | set(late))
+
+
+CONTINUOUS_AGGREGATES: Final = ("counter_1h", "telemetry_1h")
+"""Refreshed over late ranges: what the daily KPIs (whole hours of a day) and long charts read.
+The minute views are left to their policies, which run every minute over the replay horizon;
+refreshing them here too would mostly collide with those runs."""
+
+
+async def refresh_late_days(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    *,
+    now: datetime | None = None,
+    skip: Iterable[date] = (),
+) -> list[date]:
+    """Recompute the days that received late data (kpi_late_data, noted by the ingest's writer).
+
+    The rollups must have taken the data in first: on plain PostgreSQL the notes wait until the
+    rollup refresh has handled every invalidation (a note is committed with its invalidation, so
+    reading the notes first and then finding no invalidation is enough); on TimescaleDB this
+    refreshes the continuous aggregates over the noted range itself, since their policies only
+    look back over the replay horizon and run once per bucket. ``conn`` must be in autocommit.
+    """
+    now = now or datetime.now(UTC)
+    cur = await conn.execute("SELECT id, lo, hi FROM kpi_late_data ORDER BY id LIMIT 10000")
+    notes = await cur.fetchall()
+    if not notes:
+        return []
+    plain = await conn.execute("SELECT to_regclass('rollup_invalidations') IS NOT NULL")
+    is_plain = bool((await plain.fetchone() or (False,))[0])
+    lo = min(n[1] for n in notes)
+    hi = max(n[2] for n in notes)
+    if is_plain:
+        pending = await conn.execute("SELECT EXISTS (SELECT 1 FROM rollup_invalidations)")
+        if (await pending.fetchone() or (False,))[0]:
+            return []  # the next round, after the rollup refresh
+    else:
+        for view in CONTINUOUS_AGGREGATES:
+            try:
+                await conn.execute(
+                    f"CALL refresh_continuous_aggregate('{view}'::regclass, "
+                    "%s::timestamptz, %s::timestamptz)",
+                    (lo - timedelta(hours=1), hi + timedelta(hours=1)),
+                )
+            except LockNotAvailable:
+                # Its policy is refreshing it right now: keep the notes for the next round
+                log.info("late days wait: %s is being refreshed by its policy", view)
+                return []
+    zone = ZoneInfo(settings.timezone)
+    today = city_today(settings, now)
+    first, last = lo.astimezone(zone).date(), min(hi.astimezone(zone).date(), today)
+    done = set(skip)
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    days = [d for d in days if d not in done]
+    for day in days:
+        await refresh_day(conn, settings, day, now)
+    await conn.execute("DELETE FROM kpi_late_data WHERE id = ANY(%s)", ([n[0] for n in notes],))
+    return days
+
+
+async def _first_data_day(conn: AsyncConnection[Any], settings: KpiSettings) -> date | None:
+    cur = await conn.execute(
+        "SELECT (min(started_at) AT TIME ZONE %s)::date FROM state_intervals", (settings.timezone,)
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+# --------------------------------------------------------------------------- device figures
+
+
+@dataclass(slots=True)
+class DeviceFigures:
+    """One device's figures for a range of days (and the present when the range includes today)."""
+
+    key: int
+    device_id: str
+    name: str
+    enterprise: str
+    segment: str | None
+    district: str | None
+    machine_kind: str
+    line: str
+    rated_cycle_s: float | None
+    last_seen: datetime | None
+    state: str | None
+    alarm: bool
+    reported: bool
+    running_s: float
+    planned_s: float
+    parts: float | None
+    good: float | None
+    reject: float | None
+    energy_kwh: float | None
+    calendar_s: float = 0.0
+    """Seconds of the window (the same for every device of a query)."""
+    is_networked: bool = False
+    is_online: bool = False
+
+    @property
+    def current_state(self) -> str:
+        """The machine state now, ``offline`` when the device is not online, and ``online`` when
+        it is online but reports no machine state (an energy meter, a compressor without a state
+        signal): the badge agrees with the online count."""
+        if not self.is_online:
+            return "offline"
+        return self.state or "online"
+
+    @property
+    def good_parts(self) -> float | None:
+        if self.good is not None:
+            return self.good
+        if self.parts is not None and self.reject is not None:
+            return max(self.parts - self.reject, 0.0)
+        return None
+
+    @property
+    def reject_parts(self) -> float | None:
+        if self.reject is not None:
+            return self.reject
+        if self.parts is not None and self.good is not None:
+            return max(self.parts - self.good, 0.0)
+        return None
+
+
+# A range of days sums each device's rows; one day has one row per device, joined straight to
+# the devices: its row count is unknown to the planner until autovacuum analyzes the new day
+# (0.2 s became 3 s with a nested loop over a CTE of "1 row" that had 5,000).
+_ONE_DAY_JOIN: Final = (
+    "LEFT JOIN kpi_device_daily dy ON dy.device_key = dev.key AND dy.day = %(last_day)s"
+)
+
+_DAYS: Final = """
+    SELECT k.device_key, bool_or(k.reported) AS reported, sum(k.running_s) AS running_s,
+           sum(k.planned_s) AS planned_s, sum(k.parts) AS parts, sum(k.good) AS good,
+           sum(k.reject) AS reject, sum(k.energy_kwh) AS energy_kwh
+    FROM kpi_device_daily k {join} WHERE k.day >= %(first_day)s AND k.day <= %(last_day)s
+    GROUP BY k.device_key"""
+
+
+@functools.cache
+def _device_figures_sql(filters: tuple[str, ...], one_day: bool) -> str:
+    """The device-figures query for a scope, with only the filters in use, so plans stay simple.
+
+    The city (no filter) reads every table whole; a scope first picks its devices (``dev``) and
+    joins each part to them. ``present`` reads current_values once for both the last sample time
+    and the alarm flag.
+    """
+    where = " AND ".join(_DEVICE_FILTERS[name] for name in filters)
+    join = {
+        alias: f"JOIN dev ON dev.key = {alias}.device_key" if filters else ""
+        for alias in ("cv", "i", "k", "c")
+    }
+    return f"""
+WITH dev AS (
+    SELECT d.key, d.device_id, d.name, d.enterprise_id, e.segment_code, e.district_id,
+           d.machine_kind, d.line, d.rated_cycle_s
+    FROM devices d JOIN enterprises e ON e.id = d.enterprise_id
+    {"WHERE " + where if where else ""}
+),
+present AS (
+    SELECT cv.device_key, max(cv.ts) AS last_seen,
+           bool_or(cv.value <> 0) FILTER (WHERE g.id IS NOT NULL) AS alarm
+    FROM current_values cv
+    LEFT JOIN signals g ON g.id = cv.signal_id AND g.base = 'alarm_active'
+    {join["cv"]}
+    GROUP BY cv.device_key
+),
+{"" if one_day else f"daily AS ({_DAYS.format(join=join['k'])}),"}
+live_states AS ({_STATE_SECONDS.format(a="%(w)s", b="%(e)s", join=join["i"], seen="present")}),
+live_counters AS ({
+        _COUNTER_SUMS.format(
+            source="SELECT device_key, signal_id, increase FROM counter_1m "
+            "WHERE bucket >= %(w)s AND bucket < %(e)s",
+            join=join["c"],
+        )
+    })
+SELECT dev.key, dev.device_id, dev.name, dev.enterprise_id AS enterprise,
+       dev.segment_code AS segment, dev.district_id AS district, dev.machine_kind, dev.line,
+       dev.rated_cycle_s, p.last_seen, ds.state, coalesce(p.alarm, false) AS alarm,
+       coalesce(dy.reported, false) OR coalesce(ls.planned_s, 0) > 0
+           OR lc.device_key IS NOT NULL
+           OR coalesce(p.last_seen >= %(w)s AND p.last_seen < %(e)s, false)
+           AS reported,
+       coalesce(dy.running_s, 0) + coalesce(ls.running_s, 0) AS running_s,
+       coalesce(dy.planned_s, 0) + coalesce(ls.planned_s, 0) AS planned_s,
+       CASE WHEN dy.parts IS NULL AND lc.parts IS NULL THEN NULL
+            ELSE coalesce(dy.parts, 0) + coalesce(lc.parts, 0) END AS parts,
+       CASE WHEN dy.good IS NULL AND lc.good IS NULL THEN NULL
+            ELSE coalesce(dy.good, 0) + coalesce(lc.good, 0) END AS good,
+       CASE WHEN dy.reject IS NULL AND lc.reject IS NULL THEN NULL
+            ELSE coalesce(dy.reject, 0) + coalesce(lc.reject, 0) END AS reject,
+       CASE WHEN dy.energy_kwh IS NULL AND lc.energy_kwh IS NULL THEN NULL
+            ELSE coalesce(dy.energy_kwh, 0) + coalesce(lc.energy_kwh, 0) END AS energy_kwh
+FROM dev
+LEFT JOIN present p ON p.device_key = dev.key
+LEFT JOIN device_states ds ON ds.device_key = dev.key
+{_ONE_DAY_JOIN if one_day else "LEFT JOIN daily dy ON dy.device_key = dev.key"}
+LEFT JOIN live_states ls ON ls.device_key = dev.key
+LEFT JOIN live_counters lc ON lc.device_key = dev.key
+ORDER BY dev.enterprise_id, dev.device_id
+"""
+
+
+# The query's columns, in DeviceFigures' field order: rows become figures positionally.
+_FIGURE_COLUMNS: Final = (
+    "key",
+    "device_id",
+    "name",
+    "enterprise",
+    "segment",
+    "district",
+    "machine_kind",
+    "line",
+    "rated_cycle_s",
+    "last_seen",
+    "state",
+    "alarm",
+    "reported",
+    "running_s",
+    "planned_s",
+    "parts",
+    "good",
+    "reject",
+    "energy_kwh",
+)
+
+_DEVICE_FILTERS: Final = {
+    "enterprise": "d.enterprise_id = %(enterprise)s",
+    "segment": "e.segment_code = %(segment)s",
+    "district": "e.district_id = %(district)s",
+    "device_key": "d.key = %(device_key)s",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A range of whole days in the city's time zone; ``end`` is now when it includes today."""
+
+    first_day: date
+    last_day: date
+    start: datetime
+    end: datetime
+    includes_now: bool
+
+    @property
+    def seconds(self) -> float:
+        return max((self.end - self.start).total_seconds(), 0.0)
+
+
+def window_for(
+    settings: KpiSettings,
+    now: datetime,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> Window:
+    """The window of whole days [first_day, last_day] (default: today), cut at ``now``."""
+    today = city_today(settings, now)
+    first = first_day or today
+    last = min(last_day or today, today)
+    start = day_start(settings, first)
+    end = min(day_start(settings, last + timedelta(days=1)), now)
+    return Window(first, last, start, end, includes_now=last >= today)
+
+
+async def device_figures(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    window: Window,
+    now: datetime,
+    *,
+    enterprise: str | None = None,
+    segment: str | None = None,
+    district: str | None = None,
+    device_key: int | None = None,
+) -> list[DeviceFigures]:
+    """Figures of every registered device in scope for ``window``."""
+    live_from = window.end
+    if window.includes_now:
+        cur = await conn.execute(
+            "SELECT through FROM kpi_daily_state WHERE day = %s", (window.last_day,)
+        )
+        row = await cur.fetchone()
+        live_from = row[0] if row else day_start(settings, window.last_day)
+        live_from = max(live_from, window.start)
+    scope = {
+        "enterprise": enterprise,
+        "segment": segment,
+        "district": district,
+        "device_key": device_key,
+    }
+    params = {
+        **scope,
+        "first_day": window.first_day,
+        # Today's materialized row covers [day start, through); the rest is computed live.
+        "last_day": window.last_day,
+        "w": live_from,
+        "e": window.end,
+        "online_s": settings.online_window_s,
+    }
+    sql = _device_figures_sql(
+        tuple(name for name, value in scope.items() if value is not None),
+        window.first_day == window.last_day,
+    )
+    # Never prepared: a prepared statement switches to a generic plan after five runs, and the
+    # generic plan of this query reads state_intervals in nested loops (27 s instead of 0.2 s
+    # for the city at 10,000 devices, bench/monitoring.py).
+    cursor = conn.cursor(binary=True)  # binary rows parse faster: 10,000 of them for the city
+    await cursor.execute(sql, params, prepare=False)
+    columns = tuple(column.name for column in cursor.description or ())
+    if columns != _FIGURE_COLUMNS:
+        raise RuntimeError(f"device figures query returns {columns}, expected {_FIGURE_COLUMNS}")
+    calendar_s = window.seconds
+    figures = [DeviceFigures(*row) for row in await cursor.fetchall()]
+    if window.includes_now:
+        networked_since = now - timedelta(seconds=settings.networked_window_s)
+        online_since = now - timedelta(seconds=settings.online_window_s)
+        for fig in figures:
+            fig.calendar_s = calendar_s
+            seen = fig.last_seen
+            fig.is_networked = seen is not None and seen >= networked_since
+            fig.is_online = seen is not None and seen >= online_since and fig.state != "offline"
+    else:
+        # A past range has no "now": networked means it reported in the range, nothing is online.
+        for fig in figures:
+            fig.calendar_s = calendar_s
+            fig.is_networked = fig.reported
+    return figures
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+@dataclass(slots=True)
+class Kpis:
+    """KPIs of a group of devices; rates are fractions (0..1) or None when undefined."""
+
+    registered: int = 0
+    networked: int = 0
+    online: int = 0
+    running: int = 0
+    ran_today: int = 0
+    reported: int = 0
+    running_s: float = 0.0
+    calendar_s: float = 0.0
+    output: float = 0.0
+    good: float | None = None
+    reject: float | None = None
+    energy_kwh: float = 0.0
+    alarms_active: int = 0
+    oee_good_s: float = 0.0
+    oee_planned_s: float = 0.0
+    enterprises_seen: set[str] = field(default_factory=set)
+
+    def add(self, fig: DeviceFigures) -> None:
+        self.add_counted(fig, fig.good_parts, fig.reject_parts)
+
+    def add_counted(self, fig: DeviceFigures, good: float | None, reject: float | None) -> None:
+        """``add`` with the device's good and reject parts already worked out (``breakdown``
+        adds each device to several groups)."""
+        # Runs 30,000 times per city overview: branches instead of adding booleans, and each
+        # figure read once.
+        self.registered += 1
+        self.enterprises_seen.add(fig.enterprise)
+        if fig.is_networked:
+            self.networked += 1
+        if fig.is_online:
+            self.online += 1
+            if fig.state == "running":
+                self.running += 1
+            if fig.alarm:
+                self.alarms_active += 1
+        running_s = fig.running_s
+        if running_s > 0:
+            self.ran_today += 1
+        if fig.reported:
+            self.reported += 1
+            self.running_s += running_s
+            self.calendar_s += fig.calendar_s
+        parts = fig.parts
+        self.output += parts or 0.0
+        self.energy_kwh += fig.energy_kwh or 0.0
+        if good is not None:
+            self.good = (self.good or 0.0) + good
+        if reject is not None:
+            self.reject = (self.reject or 0.0) + reject
+        if fig.rated_cycle_s and parts is not None and good is not None and fig.planned_s > 0:
+            self.oee_good_s += min(good * fig.rated_cycle_s, fig.planned_s)
+            self.oee_planned_s += fig.planned_s
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "registered": self.registered,
+            "enterprises": len(self.enterprises_seen),
+            "networked": self.networked,
+            "online": self.online,
+            "running": self.running,
+            "ran_today": self.ran_today,
+            "networked_rate": _ratio(self.networked, self.registered),
+            "online_rate": _ratio(self.online, self.registered),
+            "running_rate": _ratio(self.running, self.networked),
+            "utilization": _ratio(self.running_s, self.calendar_s),
+            "running_h": round(self.running_s / 3600, 3),
+            "output": _round(self.output),
+            "good": _round(self.good),
+            "reject": _round(self.reject),
+            "energy_kwh": _round(self.energy_kwh, 3),
+            "kwh_per_part": _ratio(self.energy_kwh, self.output, 4),
+            "oee": _ratio(self.oee_good_s, self.oee_planned_s),
+            "alarms_active": self.alarms_active,
+        }
+
+
+def _ratio(num: float, den: float, digits: int = 4) -> float | None:
+    return round(num / den, digits) if den else None
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def aggregate(
+    figures: Iterable[DeviceFigures], key: Callable[[DeviceFigures], Hashable]
+) -> dict[Hashable, Kpis]:
+    """Sum device figures into KPIs per ``key(device)``."""
+    groups: dict[Hashable, Kpis] = {}
+    for fig in figures:
+        groups.setdefault(key(fig), Kpis()).add(fig)
+    return groups
+
+
+def total(figures: Iterable[DeviceFigures]) -> Kpis:
+    kpis = Kpis()
+    for fig in figures:
+        kpis.add(fig)
+    return kpis
+
+
+def breakdown(
+    figures: Iterable[DeviceFigures], *keys: Callable[[DeviceFigures], Hashable]
+) -> tuple[Kpis, list[dict[Hashable, Kpis]]]:
+    """``total`` and ``aggregate`` for each of ``keys`` in one pass over the figures.
+
+    Each group adds its devices in the same order as ``aggregate`` would, so the sums are the same
+    to the last bit.
+    """
+    whole = Kpis()
+    groupings: list[dict[Hashable, Kpis]] = [{} for _ in keys]
+    pairs = list(zip(keys, groupings, strict=True))
+    for fig in figures:
+        good, reject = fig.good_parts, fig.reject_parts
+        whole.add_counted(fig, good, reject)
+        for key, groups in pairs:
+            group = key(fig)
+            kpi = groups.get(group)
+            if kpi is None:
+                kpi = groups[group] = Kpis()
+            kpi.add_counted(fig, good, reject)
+    return whole, groupings
+
+
+def alarm_summary(figures: Iterable[DeviceFigures]) -> dict[str, Any]:
+    """Devices in alarm now: total, by severity (critical when in fault) and by machine kind."""
+    by_severity: dict[str, int] = {"critical": 0, "warning": 0}
+    by_kind: dict[str, int] = {}
+    active = 0
+    for fig in figures:
+        if not (fig.is_online and fig.alarm):
+            continue
+        active += 1
+        by_severity["critical" if fig.state == "fault" else "warning"] += 1
+        kind = fig.machine_kind or "other"
+        by_kind[kind] = by_kind.get(kind, 0) + 1
+    return {"active": active, "by_severity": by_severity, "by_kind": by_kind}
+
+
+# --------------------------------------------------------------------------- trends, warnings
+
+
+async def daily_trend(
+    conn: AsyncConnection[Any],
+    first_day: date,
+    last_day: date,
+    *,
+    enterprises: list[str] | None = None,
+    segment: str | None = None,
+    district: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per-day output, energy and utilization of a scope from kpi_enterprise_daily."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        """SELECT g.day::date AS day, coalesce(sum(k.parts), 0) AS output,
+                  sum(k.good) AS good, sum(k.reject) AS reject,
+                  coalesce(sum(k.energy_kwh), 0) AS energy_kwh,
+                  sum(k.running_s) AS running_s, sum(k.calendar_s) AS calendar_s
+           FROM generate_series(%(first)s::date, %(last)s::date, interval '1 day') AS g(day)
+           LEFT JOIN (kpi_enterprise_daily k JOIN enterprises e ON e.id = k.enterprise_id
+                      AND (%(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[]))
+                      AND (%(segment)s::text IS NULL OR e.segment_code = %(segment)s)
+                      AND (%(district)s::text IS NULL OR e.district_id = %(district)s))
+             ON k.day = g.day::date
+           GROUP BY g.day ORDER BY g.day""",
+        {
+            "first": first_day,
+            "last": last_day,
+            "ents": enterprises,
+            "segment": segment,
+            "district": district,
+        },
+    )
+    days = []
+    for row in await cursor.fetchall():
+        days.append(
+            {
+                "day": row["day"].isoformat(),
+                "output": round(float(row["output"]), 1),
+                "good": _round(row["good"]),
+                "reject": _round(row["reject"]),
+                "energy_kwh": round(float(row["energy_kwh"]), 3),
+                "kwh_per_part": _ratio(float(row["energy_kwh"]), float(row["output"])),
+                "utilization": _ratio(row["running_s"] or 0.0, row["calendar_s"] or 0.0),
+            }
+        )
+    return days
+
+
+WARNING_COLOURS: Final = ("green", "blue", "orange", "red")
+
+
+@dataclass(frozen=True, slots=True)
+class Warning_:
+    enterprise: str
+    colour: str
+    day: date
+    output: float
+    energy_kwh: float
+    output_baseline: float | None
+    energy_baseline: float | None
+    reason: str
+    reason_en: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "enterprise": self.enterprise,
+            "colour": self.colour,
+            "day": self.day.isoformat(),
+            "output": round(self.output, 1),
+            "energy_kwh": round(self.energy_kwh, 3),
+            "output_baseline": _round(self.output_baseline),
+            "energy_baseline": _round(self.energy_baseline, 3),
+            "output_ratio": _ratio(self.output, self.output_baseline or 0.0),
+            "energy_ratio": _ratio(self.energy_kwh, self.energy_baseline or 0.0),
+            "reason": self.reason,
+            "reason_en": self.reason_en,
+        }
+
+
+def output_level(ratio: float) -> int:
+    """0 green (>= 85 % of baseline), 1 blue (>= 70 %), 2 orange (>= 50 %), 3 red (< 50 %)."""
+    if ratio >= 0.85:
+        return 0
+    if ratio >= 0.70:
+        return 1
+    if ratio >= 0.50:
+        return 2
+    return 3
+
+
+def energy_level(ratio: float) -> int:
+    """0 within ±30 % of baseline, 1 blue within ±50 %, 2 orange beyond; never red on its own."""
+    deviation = abs(ratio - 1.0)
+    if deviation <= 0.30:
+        return 0
+    if deviation <= 0.50:
+        return 1
+    return 2
+
+
+def classify_warning(
+    enterprise: str,
+    day: date,
+    output: float,
+    energy: float,
+    baseline_outputs: Sequence[float],
+    baseline_energies: Sequence[float],
+    min_days: int,
+) -> Warning_:
+    """Colour one enterprise's ``day`` against the median of its own baseline days.
+
+    Baseline days are those with any output or energy; with fewer than ``min_days`` of them the
+    colour is grey. Enterprises without part counters are judged by energy with the output scale.
+    """
+    days = [(o, e) for o, e in zip(baseline_outputs, baseline_energies, strict=True) if o or e]
+    if len(days) < min_days:
+        return Warning_(
+            enterprise,
+            "grey",
+            day,
+            output,
+            energy,
+            None,
+            None,
+            f"基线不足（{len(days)} 天有数据）",
+            f"baseline too short ({len(days)} days with data)",
+        )
+    out_base = statistics.median(o for o, _ in days)
+    en_base = statistics.median(e for _, e in days)
+    levels: list[tuple[int, str, str]] = []
+    if out_base > 0:
+        ratio = output / out_base
+        levels.append(
+            (output_level(ratio), f"产量为基线的{ratio:.0%}", f"output {ratio:.0%} of baseline")
+        )
+    if en_base > 0:
+        ratio = energy / en_base
+        level = energy_level(ratio) if out_base > 0 else output_level(ratio)
+        levels.append((level, f"用电为基线的{ratio:.0%}", f"energy {ratio:.0%} of baseline"))
+    worst = max((lv for lv, _, _ in levels), default=0)
+    colour = WARNING_COLOURS[worst]
+    return Warning_(
+        enterprise,
+        colour,
+        day,
+        output,
+        energy,
+        out_base or None,
+        en_base or None,
+        "，".join(zh for _, zh, _ in levels),
+        ", ".join(en for _, _, en in levels),
+    )
+
+
+async def enterprise_warnings(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    now: datetime,
+    *,
+    enterprises: list[str] | None = None,
+) -> dict[str, Warning_]:
+    """Warning colour per enterprise for the last complete day (yesterday) vs its baseline."""
+    day = city_today(settings, now) - timedelta(days=1)
+    first = day - timedelta(days=settings.baseline_days)
+    # One row per enterprise with its stored days as arrays (500 rows, not 7,500, for the city);
+    # days without a row count as zero output and energy.
+    cursor = await conn.execute(
+        """SELECT e.id, k.days, k.parts, k.energy
+           FROM enterprises e
+           LEFT JOIN (SELECT enterprise_id, array_agg(day) AS days, array_agg(parts) AS parts,
+                             array_agg(energy_kwh) AS energy
+                      FROM kpi_enterprise_daily WHERE day >= %(first)s AND day <= %(day)s
+                      GROUP BY enterprise_id) k ON k.enterprise_id = e.id
+           WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])
+           ORDER BY e.id""",
+        {"first": first, "day": day, "ents": enterprises},
+    )
+    span = (day - first).days + 1
+    warnings: dict[str, Warning_] = {}
+    for enterprise, days, parts, energy in await cursor.fetchall():
+        outputs, energies = [0.0] * span, [0.0] * span
+        for stored_day, output, kwh in zip(days or (), parts or (), energy or (), strict=True):
+            index = (stored_day - first).days
+            outputs[index], energies[index] = float(output), float(kwh)
+        warnings[enterprise] = classify_warning(
+            enterprise,
+            day,
+            outputs[-1],
+            energies[-1],
+            outputs[:-1],
+            energies[:-1],
+            settings.min_baseline_days,
+        )
+    return warnings
+
+
+async def daily_export_rows(
+    conn: AsyncConnection[Any], day: date, enterprises: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per enterprise for ``day``: the figures a provincial platform pulls."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(
+        """SELECT %(day)s::date AS day, e.id AS enterprise, e.name, e.segment_code AS segment,
+                  e.district_id AS district, e.above_designated_size, e.specialized,
+                  e.little_giant, coalesce(k.devices, (SELECT count(*) FROM devices d
+                       WHERE d.enterprise_id = e.id)) AS devices,
+                  coalesce(k.reported, 0) AS networked, coalesce(k.running_s, 0) AS running_s,
+                  coalesce(k.calendar_s, 0) AS calendar_s, coalesce(k.parts, 0) AS output,
+                  k.good, k.reject, coalesce(k.energy_kwh, 0) AS energy_kwh
+           FROM enterprises e
+           LEFT JOIN kpi_enterprise_daily k ON k.enterprise_id = e.id AND k.day = %(day)s
+           WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])
+           ORDER BY e.id""",
+        {"day": day, "ents": enterprises},
+    )
+    rows = []
+    for row in await cursor.fetchall():
+        devices = int(row["devices"])
+        rows.append(
+            {
+                "day": row["day"].isoformat(),
+                "enterprise": row["enterprise"],
+                "name": row["name"],
+                "segment": row["segment"],
+                "district": row["district"],
+                "above_designated_size": row["above_designated_size"],
+                "specialized": row["specialized"],
+                "little_giant": row["little_giant"],
+                "devices": devices,
+                "networked": int(row["networked"]),
+                "networked_rate": _ratio(int(row["networked"]), devices),
+                "running_h": round(float(row["running_s"]) / 3600, 3),
+                "utilization": _ratio(float(row["running_s"]), float(row["calendar_s"])),
+                "output": round(float(row["output"]), 1),
+                "good": _round(row["good"]),
+                "reject": _round(row["reject"]),
+                "energy_kwh": round(float(row["energy_kwh"]), 3),
+                "kwh_per_part": _ratio(float(row["energy_kwh"]), float(row["output"])),
+            }
+        )
+    return rows

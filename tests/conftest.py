@@ -59,8 +59,10 @@ _outcomes_by_path: dict[str, Counter[str]] = {path: Counter() for path in STORAG
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "only_storage_path(path): the test checks one path's own machinery (partitions, "
-        "continuous aggregates); its variant for the other path is not collected",
+        "only_storage_path(path): the test runs on one storage path: it checks that path's own "
+        "machinery (partitions, continuous aggregates), or what it checks does not depend on the "
+        "path (pages' language, broker behaviour; the test says why); its variant for the other "
+        "path is not collected",
     )
 
 

@@ -69,6 +69,20 @@ def chromium_page(width: int = 1366, height: int = 900) -> Iterator[Any]:
             browser.close()
 
 
+def wait_for_figures(page: Any, timeout_ms: float = 15_000) -> None:
+    """Wait until a page that fetches its figures after load has drawn them.
+
+    Such a page (the ones app.js's PAGE_SOURCES lists) draws what it fetched, then opens its live
+    stream and counts each update in ``body[data-updates]``: the first one means every figure is
+    on the page. Server-rendered pages (evidence, errors) are complete at load already. A fixed
+    pause guessed at this and cost seconds per page.
+    """
+    page.wait_for_function(
+        "() => !(document.body.dataset.page in PAGE_SOURCES) || !!document.body.dataset.updates",
+        timeout=timeout_ms,
+    )
+
+
 def pdf_text(pdf: bytes) -> str:
     from pypdf import PdfReader
 

@@ -24,7 +24,7 @@ import pytest
 from support import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
-from browser_support import CHROMIUM, chromium_page, pdf_text, squeeze
+from browser_support import CHROMIUM, chromium_page, pdf_text, squeeze, wait_for_figures
 
 from shulian.demo import DEMO_DATA
 from shulian.devservices import free_port, mosquitto_binary, timescaledb_bindir
@@ -305,7 +305,7 @@ def _check_languages(page: Any, base: str) -> None:
         page.context.add_cookies([{"name": "shulian_lang", "value": lang, "url": base}])
         for path in DEMO_PAGES:
             page.goto(base + path)
-            page.wait_for_timeout(1500)  # the figures the page fetches after load
+            wait_for_figures(page)
             text = page.locator("main").inner_text()
             for source in sources:
                 text = text.replace(source, "")

@@ -11,7 +11,8 @@ config. Every test that uses a database runs twice, once per storage path:
   is skipped, or fails when SHULIAN_REQUIRE_TIMESCALEDB=1 (scripts/test sets it).
 
 Tests that stop or kill a database start their own through the ``private_postgres`` factory,
-which follows the same path. The summary ends with how many tests ran on each path.
+which follows the same path. A long drill can instead take ``pg_url_per_path`` and run both
+paths side by side in one test. The summary ends with how many tests ran on each path.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ _FOLDER_MARKERS = {"integration": "integration", "e2e": "e2e", "browser": "brows
 __all__ = ["free_port", "wait_until", "wait_until_async"]  # re-exported from support.py
 
 
-_path_of_test: dict[str, str] = {}
+_paths_of_test: dict[str, tuple[str, ...]] = {}
+_paths_not_given: dict[str, set[str]] = {}
+"""Side-by-side tests (``pg_url_per_path``) that ran without a path: counted skipped there."""
 _outcomes_by_path: dict[str, Counter[str]] = {path: Counter() for path in STORAGE_PATHS}
 
 
@@ -86,15 +89,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(getattr(pytest.mark, marker))
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "storage_path" in callspec.params:
-            _path_of_test[item.nodeid] = callspec.params["storage_path"]
+            _paths_of_test[item.nodeid] = (callspec.params["storage_path"],)
+        elif "pg_url_per_path" in getattr(item, "fixturenames", ()):
+            _paths_of_test[item.nodeid] = STORAGE_PATHS
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    path = _path_of_test.get(report.nodeid)
-    if path is None:
+    if not (report.when == "call" or (report.when == "setup" and not report.passed)):
         return
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        _outcomes_by_path[path][report.outcome] += 1
+    for path in _paths_of_test.get(report.nodeid, ()):
+        not_given = path in _paths_not_given.get(report.nodeid, set())
+        _outcomes_by_path[path]["skipped" if not_given else report.outcome] += 1
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -225,6 +230,37 @@ def pg_url(pg_server_url: str, storage_path: str, monkeypatch: pytest.MonkeyPatc
         pytest.skip(str(exc))
     yield url
     drop_database(pg_server_url, name)
+
+
+@pytest.fixture()
+def pg_url_per_path(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """A fresh database on each storage path at once: ``{"postgresql": url, "timescaledb": url}``.
+
+    For a long drill that runs both paths side by side under one load (one ingest per path,
+    each told its path in its own environment, ``SHULIAN_INGEST_STORAGE__PATH``) rather than
+    twice, one path after the other. The summary counts such a test on both paths. Without
+    TimescaleDB (and without SHULIAN_REQUIRE_TIMESCALEDB=1) only the plain path is given, and
+    the summary counts the test as skipped on the other.
+    """
+    problem = _answers(PG_SERVER_URL)
+    if problem:
+        pytest.skip(f"needs PostgreSQL at {PG_SERVER_URL} (set SHULIAN_TEST_PG_URL): {problem}")
+    servers = {"postgresql": PG_SERVER_URL}
+    try:
+        servers["timescaledb"] = str(request.getfixturevalue("timescaledb_server_url"))
+    except pytest.skip.Exception:
+        _paths_not_given.setdefault(request.node.nodeid, set()).add("timescaledb")
+    made: list[tuple[str, str]] = []
+    urls: dict[str, str] = {}
+    try:
+        for path, server in servers.items():
+            name = f"shulian_test_{uuid.uuid4().hex[:12]}"
+            urls[path] = create_database(server, name)
+            made.append((server, name))
+        yield urls
+    finally:
+        for server, name in made:
+            drop_database(server, name)
 
 
 @pytest.fixture()

@@ -47,6 +47,8 @@ PG_SERVER_URL = os.environ.get(
 TSDB_SERVER_URL = os.environ.get("SHULIAN_TEST_TSDB_URL", "")
 REQUIRE_TIMESCALEDB = os.environ.get("SHULIAN_REQUIRE_TIMESCALEDB") == "1"
 STORAGE_PATHS = ("postgresql", "timescaledb")
+SIDE_BY_SIDE_FIXTURES = {"pg_url_per_path", "private_postgres_per_path"}
+"""A test that takes one of these runs on both storage paths at once (counted on each)."""
 
 _FOLDER_MARKERS = {"integration": "integration", "e2e": "e2e", "browser": "browser"}
 
@@ -55,7 +57,7 @@ __all__ = ["free_port", "wait_until", "wait_until_async"]  # re-exported from su
 
 _paths_of_test: dict[str, tuple[str, ...]] = {}
 _paths_not_given: dict[str, set[str]] = {}
-"""Side-by-side tests (``pg_url_per_path``) that ran without a path: counted skipped there."""
+"""Side-by-side tests (SIDE_BY_SIDE_FIXTURES) that ran without a path: counted skipped there."""
 _outcomes_by_path: dict[str, Counter[str]] = {path: Counter() for path in STORAGE_PATHS}
 
 
@@ -90,7 +92,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "storage_path" in callspec.params:
             _paths_of_test[item.nodeid] = (callspec.params["storage_path"],)
-        elif "pg_url_per_path" in getattr(item, "fixturenames", ()):
+        elif SIDE_BY_SIDE_FIXTURES & set(getattr(item, "fixturenames", ())):
             _paths_of_test[item.nodeid] = STORAGE_PATHS
 
 
@@ -277,19 +279,45 @@ def private_postgres(
     if storage_path == "timescaledb":
         timescaledb = request.getfixturevalue("timescaledb_binaries")
     made: list[tuple[PrivatePostgres, Path]] = []
+    yield lambda: _private_server(timescaledb, made)
+    _remove_private_servers(made)
 
-    def make() -> PrivatePostgres:
-        workdir = Path(tempfile.mkdtemp(prefix="shulian-pg-"))
-        if timescaledb is None:
-            server = PrivatePostgres(workdir / "pg")
-        else:
-            server = PrivatePostgres(
-                workdir / "pg", bindir=timescaledb, settings=TIMESCALEDB_SERVER_SETTINGS
-            )
-        made.append((server, workdir))
-        return server
 
-    yield make
+@pytest.fixture()
+def private_postgres_per_path(
+    request: pytest.FixtureRequest,
+) -> Iterator[dict[str, PrivatePostgres]]:
+    """A private server of each storage path, started, that the test may stop or kill: the
+    side-by-side form of ``private_postgres`` (see ``pg_url_per_path``)."""
+    binaries: dict[str, Path | None] = {"postgresql": None}
+    try:
+        binaries["timescaledb"] = request.getfixturevalue("timescaledb_binaries")
+    except pytest.skip.Exception:
+        _paths_not_given.setdefault(request.node.nodeid, set()).add("timescaledb")
+    made: list[tuple[PrivatePostgres, Path]] = []
+    try:
+        yield {path: _private_server(bindir, made).start() for path, bindir in binaries.items()}
+    finally:
+        _remove_private_servers(made)
+
+
+def _private_server(
+    timescaledb: Path | None, made: list[tuple[PrivatePostgres, Path]]
+) -> PrivatePostgres:
+    """A server (not started) in its own folder outside tmp_path; TimescaleDB's when given its
+    binaries. Remembered in ``made`` to be removed after the test."""
+    workdir = Path(tempfile.mkdtemp(prefix="shulian-pg-"))
+    if timescaledb is None:
+        server = PrivatePostgres(workdir / "pg")
+    else:
+        server = PrivatePostgres(
+            workdir / "pg", bindir=timescaledb, settings=TIMESCALEDB_SERVER_SETTINGS
+        )
+    made.append((server, workdir))
+    return server
+
+
+def _remove_private_servers(made: list[tuple[PrivatePostgres, Path]]) -> None:
     for server, workdir in made:
         server.stop("immediate")
         shutil.rmtree(workdir, ignore_errors=True)

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,40 +224,56 @@ def _kill_times() -> list[float]:
     return [*range(int(KILL_PERIOD_S), int(FAULT_SECONDS), int(KILL_PERIOD_S)), FAULT_SECONDS]
 
 
-@pytest.fixture()
-def private_pg(private_postgres: Callable[[], PrivatePostgres]) -> PrivatePostgres:
-    return private_postgres().start()
-
-
 @pytest.mark.slow
 def test_database_stopped_for_30_s_under_load_stops_acks_and_recovers(
-    mosquitto: Mosquitto, private_pg: PrivatePostgres
+    mosquitto: Mosquitto, private_postgres_per_path: dict[str, PrivatePostgres]
 ):
-    url = create_database(private_pg.url(), "shulian")
-    service = IngestService(
-        ingest_settings(url, mosquitto.url, db={"pool_timeout_s": 2.0, "connect_timeout_s": 2.0})
-    )
-    service.start(wait_for_db_s=10)
+    """Both storage paths side by side, each an in-process ingest on its own server and share
+    group under the same load; both servers stopped for the same 30 s: one outage, not one per
+    path after the other, with the same checks on each path."""
+    servers = private_postgres_per_path
+    urls = {path: create_database(server.url(), "shulian") for path, server in servers.items()}
+    services: dict[str, IngestService] = {}
     try:
-        assert service.consumer is not None and service.consumer.subscribed.wait(10)
+        for path, url in urls.items():
+            services[path] = IngestService(
+                ingest_settings(
+                    url, mosquitto.url, db={"pool_timeout_s": 2.0, "connect_timeout_s": 2.0},
+                    storage={"path": path}, mqtt={"share_group": f"ingest-{path}"},
+                )
+            )  # fmt: skip
+            services[path].start(wait_for_db_s=10)
+        for path, service in services.items():
+            assert service.consumer is not None and service.consumer.subscribed.wait(10), path
         load = Load(mosquitto.url, batches_per_s=20).start()
-        wait_until(lambda: _stored(url)[0] > 0, what="rows before the outage")
-        private_pg.stop("fast")
+        for path, url in urls.items():
+            wait_until(lambda u=url: _stored(u)[0] > 0, what=f"{path}: rows before the outage")
+        for server in servers.values():
+            server.stop("fast")
         stopped_at = time.monotonic()
-        wait_until(lambda: service.metrics.db_up._value.get() == 0, what="the outage noticed")
-        acked_before = service.metrics.last_commit._value.get()
+        for path, service in services.items():
+            wait_until(
+                lambda s=service: s.metrics.db_up._value.get() == 0,
+                what=f"{path}: the outage noticed",
+            )
+        acked_before = {p: s.metrics.last_commit._value.get() for p, s in services.items()}
         while time.monotonic() - stopped_at < 30:
-            time.sleep(1)  # the drill: the database stays down for 30 s
-            assert service.metrics.last_commit._value.get() == acked_before  # nothing committed
-        assert sum(lane.backlog() for lane in service.lanes) > 0  # held, unacknowledged
-        private_pg.start()
+            time.sleep(1)  # the drill: the databases stay down for 30 s
+            for path, service in services.items():  # nothing committed
+                assert service.metrics.last_commit._value.get() == acked_before[path], path
+        for path, service in services.items():  # held, unacknowledged
+            assert sum(lane.backlog() for lane in service.lanes) > 0, path
+        for server in servers.values():
+            server.start()
         time.sleep(3)  # the drill: live traffic continues after the recovery
         load.stop()
-        _assert_exactly_once(url, load)
-        assert service.metrics.db_up._value.get() == 1
-        assert service.metrics.flush_failures.labels("transient")._value.get() > 0
+        for path, service in services.items():
+            _assert_exactly_once(urls[path], load)
+            assert service.metrics.db_up._value.get() == 1, path
+            assert service.metrics.flush_failures.labels("transient")._value.get() > 0, path
     finally:
-        service.stop()
+        for service in services.values():
+            service.stop()
 
 
 def test_two_workers_in_one_share_group_split_the_load_exactly_once(

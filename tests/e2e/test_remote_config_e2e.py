@@ -138,6 +138,10 @@ def _console_page_shows(pg_url: str, token: str, refused: dict[str, dict[str, An
             expect(card.locator(".problems")).to_contain_text(t["problem.config"])
 
 
+# Remote configuration lives in plain tables on both storage paths and travels over MQTT; the
+# telemetry store only records (and the gateway drills check it on each path), so this drill runs
+# once, on plain PostgreSQL.
+@pytest.mark.only_storage_path("postgresql")
 @pytest.mark.timeout(400)
 def test_provider_pushes_a_profile_to_two_gateways_and_rolls_back(
     tmp_path: Path, mosquitto: Mosquitto, pg_url: str

@@ -210,6 +210,10 @@ def _quiesce(sims: Simulators, port: int) -> float:
     return seen[-1][0]
 
 
+# What this drill breaks is the broker's side (TLS, logins, ACL, client ids); the store only
+# records, and the ingest's own drills (tests/integration/ingest) run on both paths. So it runs
+# once, on TimescaleDB, the path a deployment uses when it can.
+@pytest.mark.only_storage_path("timescaledb")
 @pytest.mark.timeout(300)
 def test_secured_broker_end_to_end_matches_ground_truth_and_holds_against_other_logins(
     tmp_path: Path, broker: SecureBroker, pg_url: str, procs: list[object]

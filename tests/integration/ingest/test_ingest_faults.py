@@ -123,20 +123,24 @@ def _assert_exactly_once(url: str, load: Load) -> None:
 
 
 def _spawn_ingest(
-    db_url: str, mqtt_url: str, client_id: str, log: Path, storage_path: str
+    db_url: str, mqtt_url: str, client_id: str, log: Path, storage_path: str | None = None
 ) -> subprocess.Popen[bytes]:
+    """``shulian ingest run`` as a worker; with ``storage_path``, on that path and in a share
+    group of its own (for side-by-side drills), else as the environment says (``pg_url``)."""
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
         "MQTT_URL": mqtt_url,
-        "SHULIAN_INGEST_STORAGE__PATH": storage_path,
         "SHULIAN_INGEST_WRITER__MAX_DELAY_MS": "100",
         "SHULIAN_INGEST_MQTT__SESSION_EXPIRY_S": "600",
     }
+    args = ["--client-id", client_id, "--auto-register-gateways"]
+    if storage_path is not None:
+        env["SHULIAN_INGEST_STORAGE__PATH"] = storage_path
+        args += ["--share-group", f"ingest-{storage_path}"]
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "shulian", "ingest", "run", "--client-id", client_id,
-             "--share-group", f"ingest-{storage_path}", "--auto-register-gateways"],
+            [sys.executable, "-m", "shulian", "ingest", "run", *args],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

@@ -61,7 +61,9 @@ def seed_registry(url: str) -> None:
 
 
 def test_a_flood_of_hostile_messages_is_fully_accounted_for(start_ingest, mosquitto, pg_url):
-    specs = corpus(250)
+    # Hypothesis may end the drawing early on a loaded machine (973 specs from 250 examples was
+    # seen once): 300 examples keep the flood above 1,000 messages.
+    specs = corpus(300)
     assert len(specs) > 1000
     service = start_ingest(
         registry={"auto_register_gateways": False},

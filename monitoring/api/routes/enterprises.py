@@ -53,7 +53,7 @@ async def enterprise_devices(
     await visible_enterprise(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
     settings = get_settings(request).kpi
     now = datetime.now(UTC)
-    window = kpis.window_for(settings, now)
+    window = await kpis.page_window(conn, settings, now)  # as the enterprise page's summary
     figures = await kpis.device_figures(conn, settings, window, now, enterprise=enterprise_id)
     with_kpis = caller.can(Capability.DEVICE_DATA, enterprise_id)
     return {"devices": [views.device_row(f, with_kpis=with_kpis) for f in figures]}

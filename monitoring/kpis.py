@@ -1066,6 +1066,32 @@ def classify_warning(
     """
     days = [(o, e) for o, e in zip(baseline_outputs, baseline_energies, strict=True) if o or e]
     if len(days) < min_days:
+        return classify_against_medians(enterprise, day, output, energy, len(days), 0, 0, min_days)
+    return classify_against_medians(
+        enterprise,
+        day,
+        output,
+        energy,
+        len(days),
+        statistics.median(o for o, _ in days),
+        statistics.median(e for _, e in days),
+        min_days,
+    )
+
+
+def classify_against_medians(
+    enterprise: str,
+    day: date,
+    output: float,
+    energy: float,
+    days_with_data: int,
+    out_base: float,
+    en_base: float,
+    min_days: int,
+) -> Warning_:
+    """``classify_warning`` once the baseline's days with data are counted and their medians taken
+    (``enterprise_warnings`` does both in the database)."""
+    if days_with_data < min_days:
         return Warning_(
             enterprise,
             "grey",
@@ -1074,11 +1100,9 @@ def classify_warning(
             energy,
             None,
             None,
-            f"基线不足（{len(days)} 天有数据）",
-            f"baseline too short ({len(days)} days with data)",
+            f"基线不足（{days_with_data} 天有数据）",
+            f"baseline too short ({days_with_data} days with data)",
         )
-    out_base = statistics.median(o for o, _ in days)
-    en_base = statistics.median(e for _, e in days)
     levels: list[tuple[int, str, str]] = []
     if out_base > 0:
         ratio = output / out_base
@@ -1114,36 +1138,53 @@ async def enterprise_warnings(
     """Warning colour per enterprise for the last complete day (yesterday) vs its baseline."""
     day = city_today(settings, now) - timedelta(days=1)
     first = day - timedelta(days=settings.baseline_days)
-    # One row per enterprise with its stored days as arrays (500 rows, not 7,500, for the city);
-    # days without a row count as zero output and energy.
+    # One row per enterprise with the baseline's days with data counted and their medians taken
+    # here (as statistics.median does: the middle value, or the mean of the two middle ones), so
+    # only the colours are worked out in Python. Days without a row have no data.
     cursor = await conn.execute(
-        """SELECT e.id, k.days, k.parts, k.energy
-           FROM enterprises e
-           LEFT JOIN (SELECT enterprise_id, array_agg(day) AS days, array_agg(parts) AS parts,
-                             array_agg(energy_kwh) AS energy
-                      FROM kpi_enterprise_daily WHERE day >= %(first)s AND day <= %(day)s
-                      GROUP BY enterprise_id) k ON k.enterprise_id = e.id
+        f"""WITH k AS (
+               SELECT enterprise_id,
+                      sum(parts) FILTER (WHERE day = %(day)s) AS output,
+                      sum(energy_kwh) FILTER (WHERE day = %(day)s) AS energy,
+                      array_agg(parts ORDER BY parts) FILTER (WHERE {_BASELINE_DAY}) AS outs,
+                      array_agg(energy_kwh ORDER BY energy_kwh) FILTER (WHERE {_BASELINE_DAY})
+                          AS ens
+               FROM kpi_enterprise_daily
+               WHERE day >= %(first)s AND day <= %(day)s
+                 AND (%(ents)s::text[] IS NULL OR enterprise_id = ANY(%(ents)s::text[]))
+               GROUP BY enterprise_id)
+           SELECT e.id, coalesce(k.output, 0), coalesce(k.energy, 0),
+                  coalesce(cardinality(k.outs), 0), {_median("k.outs")}, {_median("k.ens")}
+           FROM enterprises e LEFT JOIN k ON k.enterprise_id = e.id
            WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])
            ORDER BY e.id""",
         {"first": first, "day": day, "ents": enterprises},
     )
-    span = (day - first).days + 1
-    warnings: dict[str, Warning_] = {}
-    for enterprise, days, parts, energy in await cursor.fetchall():
-        outputs, energies = [0.0] * span, [0.0] * span
-        for stored_day, output, kwh in zip(days or (), parts or (), energy or (), strict=True):
-            index = (stored_day - first).days
-            outputs[index], energies[index] = float(output), float(kwh)
-        warnings[enterprise] = classify_warning(
+    return {
+        enterprise: classify_against_medians(
             enterprise,
             day,
-            outputs[-1],
-            energies[-1],
-            outputs[:-1],
-            energies[:-1],
+            float(output),
+            float(energy),
+            int(days),
+            float(out_base or 0.0),
+            float(en_base or 0.0),
             settings.min_baseline_days,
         )
-    return warnings
+        for enterprise, output, energy, days, out_base, en_base in await cursor.fetchall()
+    }
+
+
+_BASELINE_DAY: Final = "day < %(day)s AND (parts <> 0 OR energy_kwh <> 0)"
+
+
+def _median(array: str) -> str:
+    """SQL for the median of a sorted float array (NULL when empty), as ``statistics.median``."""
+    n = f"cardinality({array})"
+    return (
+        f"CASE WHEN mod({n}, 2) = 1 THEN {array}[({n} + 1) / 2] "
+        f"ELSE ({array}[{n} / 2] + {array}[{n} / 2 + 1]) / 2 END"
+    )
 
 
 async def daily_export_rows(

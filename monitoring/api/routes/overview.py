@@ -69,7 +69,12 @@ async def trend(
         filters[parsed.kind] = parsed.key
     elif parsed.kind == "enterprise":
         filters["enterprises"] = [parsed.key]
-    return {"scope": scope, "days": await kpis.daily_trend(conn, first, last, **filters)}
+
+    async def compute() -> dict[str, Any]:
+        return {"scope": scope, "days": await kpis.daily_trend(conn, first, last, **filters)}
+
+    # Checked above for this caller; the days are the same for everyone who may see the scope.
+    return await shared_computations(request).run(("trend", parsed, first, last), compute)
 
 
 @router.get(

@@ -341,13 +341,16 @@ _DAYS: Final = """
 
 
 @functools.cache
-def _device_figures_sql(filters: tuple[str, ...], one_day: bool) -> str:
+def _device_figures_sql(filters: tuple[str, ...], one_day: bool, live: bool = True) -> str:
     """The device-figures query for a scope, with only the filters in use, so plans stay simple.
 
     The city (no filter) reads every table whole; a scope first picks its devices (``dev``) and
     joins each part to them. ``present`` reads current_values once for both the last sample time
-    and the alarm flag.
+    and the alarm flag. Without ``live`` the figures are the stored daily rows alone (a past range,
+    or today up to the last refresh): no state interval or minute rollup is read.
     """
+    if not live:
+        return _stored_figures_sql(filters, one_day)
     where = " AND ".join(_DEVICE_FILTERS[name] for name in filters)
     join = {
         alias: f"JOIN dev ON dev.key = {alias}.device_key" if filters else ""
@@ -404,6 +407,55 @@ ORDER BY dev.enterprise_id, dev.device_id
 """
 
 
+def _dev_and_present(filters: tuple[str, ...]) -> tuple[dict[str, str], str]:
+    where = " AND ".join(_DEVICE_FILTERS[name] for name in filters)
+    join = {
+        alias: f"JOIN dev ON dev.key = {alias}.device_key" if filters else ""
+        for alias in ("cv", "i", "k", "c")
+    }
+    return (
+        join,
+        f"""
+WITH dev AS (
+    SELECT d.key, d.device_id, d.name, d.enterprise_id, e.segment_code, e.district_id,
+           d.machine_kind, d.line, d.rated_cycle_s
+    FROM devices d JOIN enterprises e ON e.id = d.enterprise_id
+    {"WHERE " + where if where else ""}
+),
+present AS (
+    SELECT cv.device_key, max(cv.ts) AS last_seen,
+           bool_or(cv.value <> 0) FILTER (WHERE g.id IS NOT NULL) AS alarm
+    FROM current_values cv
+    LEFT JOIN signals g ON g.id = cv.signal_id AND g.base = 'alarm_active'
+    {join["cv"]}
+    GROUP BY cv.device_key
+)""",
+    )
+
+
+@functools.cache
+def _stored_figures_sql(filters: tuple[str, ...], one_day: bool) -> str:
+    """``_device_figures_sql`` without the live part: the same columns, from the daily rows.
+
+    What the live query gives when its live window is empty (no interval overlaps it, no minute
+    bucket falls in it), without reading every open state interval to find that out.
+    """
+    join, head = _dev_and_present(filters)
+    return f"""{head}{"" if one_day else f", daily AS ({_DAYS.format(join=join['k'])})"}
+SELECT dev.key, dev.device_id, dev.name, dev.enterprise_id AS enterprise,
+       dev.segment_code AS segment, dev.district_id AS district, dev.machine_kind, dev.line,
+       dev.rated_cycle_s, p.last_seen, ds.state, coalesce(p.alarm, false) AS alarm,
+       coalesce(dy.reported, false) AS reported,
+       coalesce(dy.running_s, 0) AS running_s, coalesce(dy.planned_s, 0) AS planned_s,
+       dy.parts, dy.good, dy.reject, dy.energy_kwh
+FROM dev
+LEFT JOIN present p ON p.device_key = dev.key
+LEFT JOIN device_states ds ON ds.device_key = dev.key
+{_ONE_DAY_JOIN if one_day else "LEFT JOIN daily dy ON dy.device_key = dev.key"}
+ORDER BY dev.enterprise_id, dev.device_id
+"""
+
+
 # The query's columns, in DeviceFigures' field order: rows become figures positionally.
 _FIGURE_COLUMNS: Final = (
     "key",
@@ -444,6 +496,10 @@ class Window:
     start: datetime
     end: datetime
     includes_now: bool
+    live: bool = True
+    """Today's figures after the last refresh are computed live up to ``end`` (now); False when
+    they stop at the refresh (``end`` is then its ``through``, see ``page_window``) and for a
+    past range, whose stored rows are complete."""
 
     @property
     def seconds(self) -> float:
@@ -462,7 +518,85 @@ def window_for(
     last = min(last_day or today, today)
     start = day_start(settings, first)
     end = min(day_start(settings, last + timedelta(days=1)), now)
-    return Window(first, last, start, end, includes_now=last >= today)
+    includes_now = last >= today
+    return Window(first, last, start, end, includes_now=includes_now, live=includes_now)
+
+
+REFRESH_FRESH_S: Final = 300
+"""Pages take today's figures from the last refresh while its ``through`` is at most this old
+(the refresh runs every ``daily_refresh_s``, 60 s by default); an older one means the refresher
+is behind, and the page computes the minutes since then live (exact, but slower)."""
+
+
+async def page_window(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    now: datetime,
+    first_day: date | None = None,
+    last_day: date | None = None,
+) -> Window:
+    """``window_for`` as the pages use it: today's figures up to the last refresh, not to now.
+
+    Adding the minutes after the refresh live means reading every open state interval (one per
+    device) and the minute rollups on each request, which at city scale costs more than the rest
+    of the page. So a window that includes today ends at the refresh's ``through`` (at most
+    ``REFRESH_FRESH_S`` old, else it stays live); status figures (online, running, alarms,
+    networked) are still taken at ``now``. Pages state the end in ``window.end``.
+    """
+    window = window_for(settings, now, first_day, last_day)
+    if not window.includes_now:
+        return window
+    cur = await conn.execute(
+        "SELECT through FROM kpi_daily_state WHERE day = %s", (window.last_day,)
+    )
+    row = await cur.fetchone()
+    through: datetime | None = row[0] if row else None
+    if (
+        through is None
+        or through <= window.start
+        or now - through > timedelta(seconds=REFRESH_FRESH_S)
+    ):
+        return window
+    return Window(
+        window.first_day,
+        window.last_day,
+        window.start,
+        min(through, window.end),
+        includes_now=True,
+        live=False,
+    )
+
+
+async def _figures_query(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    window: Window,
+    scope: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """The device-figures SQL for ``scope`` (filters left None are unused) and its parameters."""
+    live_from = window.end
+    if window.live:
+        cur = await conn.execute(
+            "SELECT through FROM kpi_daily_state WHERE day = %s", (window.last_day,)
+        )
+        row = await cur.fetchone()
+        live_from = row[0] if row else day_start(settings, window.last_day)
+        live_from = max(live_from, window.start)
+    params = {
+        **scope,
+        "first_day": window.first_day,
+        # Today's materialized row covers [day start, through); the rest is computed live.
+        "last_day": window.last_day,
+        "w": live_from,
+        "e": window.end,
+        "online_s": settings.online_window_s,
+    }
+    sql = _device_figures_sql(
+        tuple(name for name, value in scope.items() if value is not None),
+        window.first_day == window.last_day,
+        window.live,
+    )
+    return sql, params
 
 
 async def device_figures(
@@ -477,33 +611,13 @@ async def device_figures(
     device_key: int | None = None,
 ) -> list[DeviceFigures]:
     """Figures of every registered device in scope for ``window``."""
-    live_from = window.end
-    if window.includes_now:
-        cur = await conn.execute(
-            "SELECT through FROM kpi_daily_state WHERE day = %s", (window.last_day,)
-        )
-        row = await cur.fetchone()
-        live_from = row[0] if row else day_start(settings, window.last_day)
-        live_from = max(live_from, window.start)
     scope = {
         "enterprise": enterprise,
         "segment": segment,
         "district": district,
         "device_key": device_key,
     }
-    params = {
-        **scope,
-        "first_day": window.first_day,
-        # Today's materialized row covers [day start, through); the rest is computed live.
-        "last_day": window.last_day,
-        "w": live_from,
-        "e": window.end,
-        "online_s": settings.online_window_s,
-    }
-    sql = _device_figures_sql(
-        tuple(name for name, value in scope.items() if value is not None),
-        window.first_day == window.last_day,
-    )
+    sql, params = await _figures_query(conn, settings, window, scope)
     # Never prepared: a prepared statement switches to a generic plan after five runs, and the
     # generic plan of this query reads state_intervals in nested loops (27 s instead of 0.2 s
     # for the city at 10,000 devices, bench/monitoring.py).
@@ -530,6 +644,162 @@ async def device_figures(
     return figures
 
 
+GROUPINGS: Final = ("segment", "district", "enterprise", "kind")
+"""What ``scope_kpis`` can break a scope down by (``kind``: machine kind, for the alarm summary)."""
+
+# Kpis.add_counted and alarm_summary in SQL, over the rows of the device-figures query: the same
+# per-device rules (good parts from parts - reject when no good counter, OEE capped per device).
+# Devices are first summed per enterprise and machine kind (a hash aggregate: 2,500 rows for the
+# city), and only those rows are grouped each way: grouping sets over 10,000 device rows sort them
+# once per grouping.
+_SCOPE_KPIS: Final = """
+WITH fig AS ({figures}),
+f AS (
+    SELECT fig.*,
+        CASE WHEN %(includes_now)s THEN coalesce(last_seen >= %(networked_since)s, false)
+             ELSE reported END AS is_networked,
+        %(includes_now)s AND coalesce(last_seen >= %(online_since)s, false)
+            AND state IS DISTINCT FROM 'offline' AS is_online,
+        coalesce(good, CASE WHEN parts IS NOT NULL AND reject IS NOT NULL
+                            THEN greatest(parts - reject, 0) END) AS good_parts,
+        coalesce(reject, CASE WHEN parts IS NOT NULL AND good IS NOT NULL
+                              THEN greatest(parts - good, 0) END) AS reject_parts
+    FROM fig
+),
+per_enterprise AS (
+    SELECT enterprise, segment, district, coalesce(nullif(machine_kind, ''), 'other') AS kind,
+        count(*) AS registered,
+        count(*) FILTER (WHERE is_networked) AS networked,
+        count(*) FILTER (WHERE is_online) AS online,
+        count(*) FILTER (WHERE is_online AND state = 'running') AS running,
+        count(*) FILTER (WHERE running_s > 0) AS ran_today,
+        count(*) FILTER (WHERE reported) AS reported,
+        coalesce(sum(running_s) FILTER (WHERE reported), 0) AS running_s,
+        coalesce(sum(%(calendar_s)s::float8) FILTER (WHERE reported), 0) AS calendar_s,
+        coalesce(sum(parts), 0) AS output,
+        sum(good_parts) AS good,
+        sum(reject_parts) AS reject,
+        coalesce(sum(energy_kwh), 0) AS energy_kwh,
+        count(*) FILTER (WHERE is_online AND alarm) AS alarms_active,
+        count(*) FILTER (WHERE is_online AND alarm AND state = 'fault') AS alarms_critical,
+        coalesce(sum(least(good_parts * rated_cycle_s, planned_s)) FILTER (WHERE {oee}), 0)
+            AS oee_good_s,
+        coalesce(sum(planned_s) FILTER (WHERE {oee}), 0) AS oee_planned_s
+    FROM f
+    GROUP BY enterprise, segment, district, kind
+)
+SELECT {keys},
+    sum(registered) AS registered, count(DISTINCT enterprise) AS enterprises,
+    sum(networked) AS networked, sum(online) AS online, sum(running) AS running,
+    sum(ran_today) AS ran_today, sum(reported) AS reported, sum(running_s) AS running_s,
+    sum(calendar_s) AS calendar_s, sum(output) AS output, sum(good) AS good,
+    sum(reject) AS reject, sum(energy_kwh) AS energy_kwh, sum(alarms_active) AS alarms_active,
+    sum(alarms_critical) AS alarms_critical, sum(oee_good_s) AS oee_good_s,
+    sum(oee_planned_s) AS oee_planned_s
+FROM per_enterprise
+GROUP BY GROUPING SETS ({sets})
+"""
+_OEE_DEVICE: Final = (
+    "coalesce(rated_cycle_s, 0) <> 0 AND parts IS NOT NULL AND good_parts IS NOT NULL "
+    "AND planned_s > 0"
+)
+
+
+@dataclass(slots=True)
+class ScopeKpis:
+    """``scope_kpis``' answer: the scope's total, one Kpis per group of each grouping asked for,
+    and the alarm summary (as ``alarm_summary`` gives it)."""
+
+    total: Kpis
+    groups: dict[str, dict[Hashable, Kpis]]
+    alarms: dict[str, Any]
+
+
+async def scope_kpis(
+    conn: AsyncConnection[Any],
+    settings: KpiSettings,
+    window: Window,
+    now: datetime,
+    groupings: Sequence[str] = (),
+    *,
+    segment: str | None = None,
+    district: str | None = None,
+    enterprise: str | None = None,
+) -> ScopeKpis:
+    """The KPIs of a scope and of its groups, summed in the database in one query.
+
+    The same figures as ``breakdown``/``alarm_summary`` over ``device_figures`` (the known-answer
+    tests hold for both), but only one row per group leaves the database.
+    """
+    unknown = set(groupings) - set(GROUPINGS)
+    if unknown:
+        raise ValueError(f"scope_kpis: unknown groupings {sorted(unknown)}; known: {GROUPINGS}")
+    scope = {"enterprise": enterprise, "segment": segment, "district": district}
+    figures_sql, params = await _figures_query(conn, settings, window, {**scope})
+    asked = (*groupings, "kind")
+    sql = _SCOPE_KPIS.format(
+        figures=figures_sql.rsplit("ORDER BY", 1)[0],
+        keys=", ".join([*asked, f"GROUPING({', '.join(asked)}) AS level"]),
+        oee=_OEE_DEVICE,
+        sets=", ".join(["()", *(f"({g})" for g in asked)]),
+    )
+    params |= {
+        "includes_now": window.includes_now,
+        "networked_since": now - timedelta(seconds=settings.networked_window_s),
+        "online_since": now - timedelta(seconds=settings.online_window_s),
+        "calendar_s": window.seconds,
+    }
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(sql, params, prepare=False)  # never prepared: see device_figures
+    rows = await cursor.fetchall()
+    everything = (1 << len(asked)) - 1
+    total = Kpis()
+    groups: dict[str, dict[Hashable, Kpis]] = {g: {} for g in groupings}
+    by_kind: dict[str, int] = {}
+    critical = 0
+    for row in rows:
+        level = row["level"]
+        if level == everything:
+            total = _kpis_of(row)
+            critical = int(row["alarms_critical"])
+            continue
+        # GROUPING's bits are the asked columns left to right; the one at 0 is this row's key.
+        index = next(i for i, _ in enumerate(asked) if not level >> (len(asked) - 1 - i) & 1)
+        name = asked[index]
+        if name == "kind":
+            if row["alarms_active"]:
+                by_kind[row["kind"]] = int(row["alarms_active"])
+        else:
+            groups[name][row[name]] = _kpis_of(row)
+    alarms = {
+        "active": total.alarms_active,
+        "by_severity": {"critical": critical, "warning": total.alarms_active - critical},
+        "by_kind": dict(sorted(by_kind.items())),
+    }
+    return ScopeKpis(total, groups, alarms)
+
+
+def _kpis_of(row: dict[str, Any]) -> Kpis:
+    return Kpis(
+        registered=int(row["registered"]),
+        networked=int(row["networked"]),
+        online=int(row["online"]),
+        running=int(row["running"]),
+        ran_today=int(row["ran_today"]),
+        reported=int(row["reported"]),
+        running_s=float(row["running_s"]),
+        calendar_s=float(row["calendar_s"]),
+        output=float(row["output"]),
+        good=None if row["good"] is None else float(row["good"]),
+        reject=None if row["reject"] is None else float(row["reject"]),
+        energy_kwh=float(row["energy_kwh"]),
+        alarms_active=int(row["alarms_active"]),
+        oee_good_s=float(row["oee_good_s"]),
+        oee_planned_s=float(row["oee_planned_s"]),
+        enterprises_counted=int(row["enterprises"]),
+    )
+
+
 # --------------------------------------------------------------------------- aggregation
 
 
@@ -553,6 +823,8 @@ class Kpis:
     oee_good_s: float = 0.0
     oee_planned_s: float = 0.0
     enterprises_seen: set[str] = field(default_factory=set)
+    enterprises_counted: int = 0
+    """Enterprises counted by the database (``scope_kpis``), besides those ``add`` has seen."""
 
     def add(self, fig: DeviceFigures) -> None:
         self.add_counted(fig, fig.good_parts, fig.reject_parts)
@@ -593,7 +865,7 @@ class Kpis:
     def as_dict(self) -> dict[str, Any]:
         return {
             "registered": self.registered,
-            "enterprises": len(self.enterprises_seen),
+            "enterprises": len(self.enterprises_seen) + self.enterprises_counted,
             "networked": self.networked,
             "online": self.online,
             "running": self.running,
@@ -794,6 +1066,32 @@ def classify_warning(
     """
     days = [(o, e) for o, e in zip(baseline_outputs, baseline_energies, strict=True) if o or e]
     if len(days) < min_days:
+        return classify_against_medians(enterprise, day, output, energy, len(days), 0, 0, min_days)
+    return classify_against_medians(
+        enterprise,
+        day,
+        output,
+        energy,
+        len(days),
+        statistics.median(o for o, _ in days),
+        statistics.median(e for _, e in days),
+        min_days,
+    )
+
+
+def classify_against_medians(
+    enterprise: str,
+    day: date,
+    output: float,
+    energy: float,
+    days_with_data: int,
+    out_base: float,
+    en_base: float,
+    min_days: int,
+) -> Warning_:
+    """``classify_warning`` once the baseline's days with data are counted and their medians taken
+    (``enterprise_warnings`` does both in the database)."""
+    if days_with_data < min_days:
         return Warning_(
             enterprise,
             "grey",
@@ -802,11 +1100,9 @@ def classify_warning(
             energy,
             None,
             None,
-            f"基线不足（{len(days)} 天有数据）",
-            f"baseline too short ({len(days)} days with data)",
+            f"基线不足（{days_with_data} 天有数据）",
+            f"baseline too short ({days_with_data} days with data)",
         )
-    out_base = statistics.median(o for o, _ in days)
-    en_base = statistics.median(e for _, e in days)
     levels: list[tuple[int, str, str]] = []
     if out_base > 0:
         ratio = output / out_base
@@ -842,36 +1138,53 @@ async def enterprise_warnings(
     """Warning colour per enterprise for the last complete day (yesterday) vs its baseline."""
     day = city_today(settings, now) - timedelta(days=1)
     first = day - timedelta(days=settings.baseline_days)
-    # One row per enterprise with its stored days as arrays (500 rows, not 7,500, for the city);
-    # days without a row count as zero output and energy.
+    # One row per enterprise with the baseline's days with data counted and their medians taken
+    # here (as statistics.median does: the middle value, or the mean of the two middle ones), so
+    # only the colours are worked out in Python. Days without a row have no data.
     cursor = await conn.execute(
-        """SELECT e.id, k.days, k.parts, k.energy
-           FROM enterprises e
-           LEFT JOIN (SELECT enterprise_id, array_agg(day) AS days, array_agg(parts) AS parts,
-                             array_agg(energy_kwh) AS energy
-                      FROM kpi_enterprise_daily WHERE day >= %(first)s AND day <= %(day)s
-                      GROUP BY enterprise_id) k ON k.enterprise_id = e.id
+        f"""WITH k AS (
+               SELECT enterprise_id,
+                      sum(parts) FILTER (WHERE day = %(day)s) AS output,
+                      sum(energy_kwh) FILTER (WHERE day = %(day)s) AS energy,
+                      array_agg(parts ORDER BY parts) FILTER (WHERE {_BASELINE_DAY}) AS outs,
+                      array_agg(energy_kwh ORDER BY energy_kwh) FILTER (WHERE {_BASELINE_DAY})
+                          AS ens
+               FROM kpi_enterprise_daily
+               WHERE day >= %(first)s AND day <= %(day)s
+                 AND (%(ents)s::text[] IS NULL OR enterprise_id = ANY(%(ents)s::text[]))
+               GROUP BY enterprise_id)
+           SELECT e.id, coalesce(k.output, 0), coalesce(k.energy, 0),
+                  coalesce(cardinality(k.outs), 0), {_median("k.outs")}, {_median("k.ens")}
+           FROM enterprises e LEFT JOIN k ON k.enterprise_id = e.id
            WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])
            ORDER BY e.id""",
         {"first": first, "day": day, "ents": enterprises},
     )
-    span = (day - first).days + 1
-    warnings: dict[str, Warning_] = {}
-    for enterprise, days, parts, energy in await cursor.fetchall():
-        outputs, energies = [0.0] * span, [0.0] * span
-        for stored_day, output, kwh in zip(days or (), parts or (), energy or (), strict=True):
-            index = (stored_day - first).days
-            outputs[index], energies[index] = float(output), float(kwh)
-        warnings[enterprise] = classify_warning(
+    return {
+        enterprise: classify_against_medians(
             enterprise,
             day,
-            outputs[-1],
-            energies[-1],
-            outputs[:-1],
-            energies[:-1],
+            float(output),
+            float(energy),
+            int(days),
+            float(out_base or 0.0),
+            float(en_base or 0.0),
             settings.min_baseline_days,
         )
-    return warnings
+        for enterprise, output, energy, days, out_base, en_base in await cursor.fetchall()
+    }
+
+
+_BASELINE_DAY: Final = "day < %(day)s AND (parts <> 0 OR energy_kwh <> 0)"
+
+
+def _median(array: str) -> str:
+    """SQL for the median of a sorted float array (NULL when empty), as ``statistics.median``."""
+    n = f"cardinality({array})"
+    return (
+        f"CASE WHEN mod({n}, 2) = 1 THEN {array}[({n} + 1) / 2] "
+        f"ELSE ({array}[{n} / 2] + {array}[{n} / 2 + 1]) / 2 END"
+    )
 
 
 async def daily_export_rows(

@@ -28,6 +28,9 @@ def _window_json(window: kpis.Window) -> dict[str, Any]:
         "start": window.start.isoformat(),
         "end": window.end.isoformat(),
         "includes_now": window.includes_now,
+        # False when today's figures stop at the last refresh (``end``) rather than at now;
+        # online, running and alarms are at ``as_of`` either way.
+        "live": window.live,
     }
 
 
@@ -66,7 +69,7 @@ async def overview(
         side: a second connection: warnings and the registry are then read on it while the
             device figures are computed on ``conn``.
     """
-    window = kpis.window_for(settings, now, first_day, last_day)
+    window = await kpis.page_window(conn, settings, now, first_day, last_day)
 
     async def context(
         c: AsyncConnection[Any],
@@ -76,11 +79,10 @@ async def overview(
         return warnings, ents, await registry.segments(c), await registry.districts(c)
 
     figures, (warnings, ent_rows, segments, districts) = await _alongside(
-        kpis.device_figures(conn, settings, window, now), context, conn, side
+        kpis.scope_kpis(conn, settings, window, now, ("segment", "district")), context, conn, side
     )
-    summary, (by_segment, by_district) = kpis.breakdown(
-        figures, lambda f: f.segment, lambda f: f.district
-    )
+    summary = figures.total
+    by_segment, by_district = figures.groups["segment"], figures.groups["district"]
     ents = {e["id"]: e for e in ent_rows}
     warning_rows = []
     for ent_id, warning in sorted(
@@ -113,7 +115,7 @@ async def overview(
             for dis in districts
         ],
         "warnings": warning_rows,
-        "alarms": kpis.alarm_summary(figures),
+        "alarms": figures.alarms,
     }
 
 
@@ -134,7 +136,7 @@ async def group_page(
         side: as for ``overview``: the enterprises and their warnings are read on it.
     """
     row = await require_scope(conn, caller, scope)
-    window = kpis.window_for(settings, now, first_day, last_day)
+    window = await kpis.page_window(conn, settings, now, first_day, last_day)
 
     async def context(
         c: AsyncConnection[Any],
@@ -150,15 +152,26 @@ async def group_page(
         return ents, warnings
 
     figures, (ents, warnings) = await _alongside(
-        scope_figures(conn, settings, scope, row, window, now), context, conn, side
+        kpis.scope_kpis(
+            conn,
+            settings,
+            window,
+            now,
+            ("enterprise",),
+            segment=scope.key if scope.kind == "segment" else None,
+            district=scope.key if scope.kind == "district" else None,
+        ),
+        context,
+        conn,
+        side,
     )
-    summary, (by_enterprise,) = kpis.breakdown(figures, lambda f: f.enterprise)
+    by_enterprise = figures.groups["enterprise"]
     return {
         "as_of": now.isoformat(),
         scope.kind: row,
         "window": _window_json(window),
-        "summary": summary.as_dict(),
-        "alarms": kpis.alarm_summary(figures),
+        "summary": figures.total.as_dict(),
+        "alarms": figures.alarms,
         "enterprises": [
             {
                 **e,
@@ -182,7 +195,7 @@ async def enterprise_page(
     """An enterprise's KPI summary and warning (device rows only where device data is allowed)."""
     scope = Scope("enterprise", enterprise_id)
     row = await require_scope(conn, caller, scope)
-    window = kpis.window_for(settings, now, first_day, last_day)
+    window = await kpis.page_window(conn, settings, now, first_day, last_day)
     figures = await scope_figures(conn, settings, scope, row, window, now)
     warnings = await kpis.enterprise_warnings(conn, settings, now, enterprises=[enterprise_id])
     payload: dict[str, Any] = {

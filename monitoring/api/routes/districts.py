@@ -10,7 +10,8 @@ from monitoring.api import registry, views
 from monitoring.api.access import Capability
 from monitoring.api.deps import CallerDep, Conn, SideConn, get_settings
 from monitoring.api.routes.overview import DayQuery
-from monitoring.api.scopes import Scope, parse_day
+from monitoring.api.scopes import Scope, parse_day, require_scope
+from monitoring.api.shared import shared_computations
 
 router = APIRouter(tags=["districts"])
 
@@ -31,13 +32,13 @@ async def district(
     start: DayQuery = None,
     end: DayQuery = None,
 ) -> dict[str, Any]:
-    return await views.group_page(
-        conn,
-        get_settings(request).kpi,
-        caller,
-        Scope("district", code),
-        views.utc_now(),
-        parse_day(start, "start"),
-        parse_day(end, "end"),
-        side=side,
+    scope = Scope("district", code)
+    await require_scope(conn, caller, scope)  # each caller's own check, before sharing
+    first, last = parse_day(start, "start"), parse_day(end, "end")
+    settings = get_settings(request).kpi
+    return await shared_computations(request).run(
+        ("district", code, first, last),
+        lambda: views.group_page(
+            conn, settings, caller, scope, views.utc_now(), first, last, side=side
+        ),
     )

@@ -12,7 +12,8 @@ from monitoring.api import registry, views
 from monitoring.api.access import Capability
 from monitoring.api.deps import CallerDep, Conn, get_settings, visible_enterprise
 from monitoring.api.routes.overview import DayQuery
-from monitoring.api.scopes import parse_day
+from monitoring.api.scopes import Scope, parse_day, require_scope
+from monitoring.api.shared import shared_computations
 
 router = APIRouter(tags=["enterprises"])
 
@@ -32,14 +33,16 @@ async def enterprise(
     start: DayQuery = None,
     end: DayQuery = None,
 ) -> dict[str, Any]:
-    return await views.enterprise_page(
-        conn,
-        get_settings(request).kpi,
-        caller,
-        enterprise_id,
-        views.utc_now(),
-        parse_day(start, "start"),
-        parse_day(end, "end"),
+    await require_scope(conn, caller, Scope("enterprise", enterprise_id))  # before sharing
+    first, last = parse_day(start, "start"), parse_day(end, "end")
+    settings = get_settings(request).kpi
+    # The payload lists devices only for callers allowed device data: part of the key.
+    with_devices = caller.can(Capability.DEVICE_DATA, enterprise_id)
+    return await shared_computations(request).run(
+        ("enterprise", enterprise_id, first, last, with_devices),
+        lambda: views.enterprise_page(
+            conn, settings, caller, enterprise_id, views.utc_now(), first, last
+        ),
     )
 
 
@@ -53,7 +56,7 @@ async def enterprise_devices(
     await visible_enterprise(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
     settings = get_settings(request).kpi
     now = datetime.now(UTC)
-    window = kpis.window_for(settings, now)
+    window = await kpis.page_window(conn, settings, now)  # as the enterprise page's summary
     figures = await kpis.device_figures(conn, settings, window, now, enterprise=enterprise_id)
     with_kpis = caller.can(Capability.DEVICE_DATA, enterprise_id)
     return {"devices": [views.device_row(f, with_kpis=with_kpis) for f in figures]}

@@ -20,6 +20,7 @@ from monitoring.api.deps import (
     presented_credential,
 )
 from monitoring.api.scopes import Scope, parse_day, require_scope
+from monitoring.api.shared import shared_computations
 
 router = APIRouter(tags=["overview"])
 
@@ -37,13 +38,12 @@ async def overview(
 ) -> dict[str, Any]:
     """Today by default; ``start``/``end`` select whole days (end inclusive)."""
     caller.require(Capability.CITY_KPIS)
-    return await views.overview(
-        conn,
-        get_settings(request).kpi,
-        views.utc_now(),
-        parse_day(start, "start"),
-        parse_day(end, "end"),
-        side=side,
+    first, last = parse_day(start, "start"), parse_day(end, "end")
+    settings = get_settings(request).kpi
+    # The same for every caller allowed city KPIs: concurrent requests share one computation.
+    return await shared_computations(request).run(
+        ("overview", first, last),
+        lambda: views.overview(conn, settings, views.utc_now(), first, last, side=side),
     )
 
 
@@ -69,7 +69,12 @@ async def trend(
         filters[parsed.kind] = parsed.key
     elif parsed.kind == "enterprise":
         filters["enterprises"] = [parsed.key]
-    return {"scope": scope, "days": await kpis.daily_trend(conn, first, last, **filters)}
+
+    async def compute() -> dict[str, Any]:
+        return {"scope": scope, "days": await kpis.daily_trend(conn, first, last, **filters)}
+
+    # Checked above for this caller; the days are the same for everyone who may see the scope.
+    return await shared_computations(request).run(("trend", parsed, first, last), compute)
 
 
 @router.get(

@@ -367,7 +367,20 @@ function wireFleet() {
 }
 
 /* ---- pages ---- */
+// Today's output, energy and hours come from the last KPI refresh (about once a minute); say up to
+// when. Online, running and alarms are live whatever this says.
+function renderThrough(win) {
+  const el = document.getElementById("figures-through");
+  if (!el || !win) return;
+  el.hidden = !(win.includes_now && win.live === false);
+  if (el.hidden) return;
+  const end = new Date(win.end).toLocaleTimeString(LANG, { hour12: false, hour: "2-digit", minute: "2-digit" });
+  el.textContent = `${t("kpi.through")} ${end}`;
+  el.title = t("kpi.through_hint");
+}
+
 function renderPayload(page, data) {
+  renderThrough(data.window);
   if (data.summary) renderTiles(data.summary);
   if (page === "overview") {
     renderSegments(data.segments); renderDistricts(data.districts);

@@ -138,3 +138,50 @@ def test_warning_baseline_skips_days_without_rows(monitoring_db: str) -> None:
     assert warnings["ent-a"].output_baseline == 107.0  # median of 101, 103, ..., 113
     assert warnings["ent-a"].colour == "orange"  # 60 / 107 = 56 %
     assert warnings["ent-b"].colour == "grey"
+
+
+def test_warning_medians_taken_in_the_database_are_statistics_median(monitoring_db: str) -> None:
+    """An even count of days with data (mean of the two middle values, in floats that do not add
+    exactly), days with output but no energy and the reverse, and a stored all-zero day (no data),
+    for two enterprises: the same warnings as classify_warning on the same values."""
+    yesterday = DAY - timedelta(days=1)
+    baseline_days = [yesterday - timedelta(days=n) for n in range(SETTINGS.baseline_days, 0, -1)]
+    values = {
+        "ent-a": [(0.1 * n + 0.7, 0.3 * n) for n in range(len(baseline_days))],
+        "ent-b": [(0.7, 0.1), (5.5, 0.0), (0.0, 2.2), *[(1 / 3 * n, 0.2) for n in range(1, 12)]],
+    }
+    values["ent-a"][3] = (0.0, 0.0)  # a stored day without data: 13 days (odd); ent-b has 14
+    values["ent-b"] = values["ent-b"][: len(baseline_days)]
+    with psycopg.connect(monitoring_db, autocommit=True) as conn:
+        for ent, days in values.items():
+            for day, (parts, energy) in zip(baseline_days, days, strict=True):
+                conn.execute(
+                    """INSERT INTO kpi_enterprise_daily (day, enterprise_id, devices, reported,
+                           running_s, calendar_s, parts, energy_kwh)
+                       VALUES (%s, %s, 1, 1, 0, 86400, %s, %s)""",
+                    (day, ent, parts, energy),
+                )
+            conn.execute(
+                """INSERT INTO kpi_enterprise_daily (day, enterprise_id, devices, reported,
+                       running_s, calendar_s, parts, energy_kwh)
+                   VALUES (%s, %s, 1, 1, 0, 86400, 0.9, 0.45)""",
+                (yesterday, ent),
+            )
+
+    async def run() -> dict[str, kpis.Warning_]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db) as conn:
+            return await kpis.enterprise_warnings(conn, SETTINGS, NOW)
+
+    warnings = asyncio.run(run())
+    for ent, days in values.items():
+        expected = kpis.classify_warning(
+            ent,
+            yesterday,
+            0.9,
+            0.45,
+            [p for p, _ in days],
+            [e for _, e in days],
+            SETTINGS.min_baseline_days,
+        )
+        assert warnings[ent] == expected, ent
+        assert warnings[ent].colour != "grey"

@@ -1,0 +1,151 @@
+"""The pages' KPIs summed in the database (``kpis.scope_kpis``) and today's figures taken from the
+last refresh (``kpis.page_window``), on the constructed day of test_monitoring_kpis.py.
+
+scope_kpis must give what summing the device rows in Python gives (``breakdown``,
+``alarm_summary``) for every kind of window; a page must say when its figures stop at a refresh,
+and compute live when the refresh is behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from test_monitoring_kpis import DAY, NOW, SETTINGS, build_day, local
+
+from monitoring import kpis
+from monitoring.api import views
+from monitoring.api.access import Reach
+from monitoring.api.deps import Caller
+from monitoring.api.scopes import Scope
+from monitoring.auth import Principal, Role
+
+ADMIN = Caller(Principal(0, Role.ADMIN), Reach())
+GROUPINGS = ("segment", "district", "enterprise")
+
+
+def _as_dicts(groups: dict[Hashable, kpis.Kpis]) -> dict[Hashable, dict[str, Any]]:
+    return {key: value.as_dict() for key, value in groups.items()}
+
+
+async def _both_ways(
+    conn: psycopg.AsyncConnection[Any], window: kpis.Window, scope: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    figures = await kpis.device_figures(conn, SETTINGS, window, NOW, **scope)
+    whole, groups = kpis.breakdown(figures, *(lambda f, g=g: getattr(f, g) for g in GROUPINGS))
+    in_python = {
+        "total": whole.as_dict(),
+        **{g: _as_dicts(groups[i]) for i, g in enumerate(GROUPINGS)},
+        "alarms": kpis.alarm_summary(figures),
+    }
+    summed = await kpis.scope_kpis(conn, SETTINGS, window, NOW, GROUPINGS, **scope)
+    in_sql = {
+        "total": summed.total.as_dict(),
+        **{g: _as_dicts(summed.groups[g]) for g in GROUPINGS},
+        "alarms": summed.alarms,
+    }
+    return in_python, in_sql
+
+
+@pytest.mark.parametrize(
+    "refresh_at",
+    [None, local(10), local(11, 59) + timedelta(seconds=30), local(12)],
+    ids=["all-live", "refreshed-10h", "refreshed-a-minute-ago", "refreshed-now"],
+)
+def test_scope_kpis_are_the_device_rows_summed(
+    monitoring_db: str, refresh_at: datetime | None
+) -> None:
+    build_day(monitoring_db)
+
+    async def run() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            if refresh_at is not None:
+                await kpis.refresh_day(conn, SETTINGS, DAY, refresh_at)
+            await kpis.refresh_day(conn, SETTINGS, DAY - timedelta(days=1), NOW)
+            windows = {
+                "today live": kpis.window_for(SETTINGS, NOW),
+                "today as a page": await kpis.page_window(conn, SETTINGS, NOW),
+                "two days": await kpis.page_window(conn, SETTINGS, NOW, DAY - timedelta(days=1)),
+                "yesterday": kpis.window_for(SETTINGS, NOW, DAY - timedelta(days=1), DAY),
+            }
+            out = []
+            for name, window in windows.items():
+                for scope in (
+                    {},
+                    {"segment": "345"},
+                    {"district": "210211"},
+                    {"enterprise": "ent-a"},
+                ):
+                    out.append((f"{name} {scope}", *await _both_ways(conn, window, scope)))
+            return out
+
+    compared = asyncio.run(run())
+    city = compared[0][2]
+    assert city["total"]["registered"] == 5 and city["total"]["output"] == 350  # not vacuous
+    for name, in_python, in_sql in compared:
+        assert in_sql == in_python, name
+
+
+def _overview(url: str, refresh_at: datetime | None) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            if refresh_at is not None:
+                await kpis.refresh_day(conn, SETTINGS, DAY, refresh_at)
+            return await views.overview(conn, SETTINGS, NOW)
+
+    return asyncio.run(run())
+
+
+def test_a_page_takes_today_from_a_fresh_refresh_and_says_up_to_when(monitoring_db: str) -> None:
+    """Refreshed at 11:59:30 (through 11:59): lathe-1's 50 parts of 11:59 are not in yet; online,
+    running and alarms are as of now all the same."""
+    build_day(monitoring_db)
+    page = _overview(monitoring_db, local(11, 59) + timedelta(seconds=30))
+    assert page["window"]["live"] is False
+    assert datetime.fromisoformat(page["window"]["end"]) == local(11, 59)
+    summary = page["summary"]
+    assert summary["output"] == 300
+    assert (summary["online"], summary["running"], summary["alarms_active"]) == (2, 1, 1)
+    # running hours up to 11:59 over the 11 h 59 min covered (3 devices reported)
+    running = (10 * 3600 - 60) + (6 * 3600 + 180)
+    assert summary["utilization"] == pytest.approx(running / (3 * (43_200 - 60)), abs=1e-4)
+
+    # The next refresh brings the last minute in.
+    page = _overview(monitoring_db, NOW)
+    assert page["window"]["live"] is False and page["summary"]["output"] == 350
+
+
+def test_a_page_computes_live_when_the_refresh_is_behind(monitoring_db: str) -> None:
+    """A refresh older than REFRESH_FRESH_S (here 2 h): the minutes since are computed live, so
+    the page shows the known answers up to now."""
+    build_day(monitoring_db)
+    page = _overview(monitoring_db, local(10))
+    assert page["window"]["live"] is True
+    assert datetime.fromisoformat(page["window"]["end"]) == NOW.astimezone(UTC)
+    assert page["summary"]["output"] == 350
+    # No refresh of today at all: live as well.
+    assert _overview(monitoring_db, None)["window"]["live"] is True
+
+
+def test_group_and_enterprise_pages_use_the_same_window(monitoring_db: str) -> None:
+    build_day(monitoring_db)
+
+    async def run() -> list[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            await kpis.refresh_day(conn, SETTINGS, DAY, local(11, 59) + timedelta(seconds=30))
+            return [
+                await views.group_page(conn, SETTINGS, ADMIN, Scope("segment", "345"), NOW),
+                await views.enterprise_page(conn, SETTINGS, ADMIN, "ent-a", NOW),
+            ]
+
+    segment, enterprise = asyncio.run(run())
+    for page in (segment, enterprise):
+        assert page["window"]["live"] is False
+        assert datetime.fromisoformat(page["window"]["end"]) == local(11, 59)
+    ent_a = next(e for e in segment["enterprises"] if e["id"] == "ent-a")
+    assert ent_a["kpis"] == enterprise["summary"]
+    assert enterprise["summary"]["output"] == 300

@@ -24,7 +24,7 @@ One run, on the storage path of ``--storage`` (``postgresql``: the server at SHU
    0.5x-1.5x), for ``--seconds``.
 4. **Browser**: Playwright (Debian chromium) opens the overview ``--browser-loads`` times, in the
    baseline and under load, and times it until the page set ``body[data-filled]`` (app.js does
-   once the KPI tiles, the segment and district tables and the trend have their data).
+   once the KPI tiles, the district and warning tables and the trend have their data).
 
 A page's first screen is what the browser asks for: the HTML page, then the API calls app.js makes
 for it (overview: /api/overview, /api/trend?scope=city; segment and district: /api/segments|

@@ -875,10 +875,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 if database_exists(server_url, name):
                     drop_database(server_url, name)
                 db_url = create_database(server_url, name)
-                log(f"generating {scale} in {name} ({args.storage})")
-                generated = generate(db_url, args, args.storage, log)
-            assert generated is not None
-            try:
+            try:  # a failed generation drops its database too (a kept one is regenerated)
+                if not reused:
+                    log(f"generating {scale} in {name} ({args.storage})")
+                    generated = generate(db_url, args, args.storage, log)
+                assert generated is not None
                 result = measure(db_url, args, workdir, log)
             finally:
                 if keep:

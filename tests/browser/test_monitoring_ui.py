@@ -90,6 +90,12 @@ def test_overview_loads_updates_live_and_switches_language(
             page.fill("#token", tokens["bureau"])
             page.click("button[type=submit]")
             expect(page).to_have_url(base + "/")
+            # bench/monitoring.py times the overview to body[data-filled]: when it appears, the
+            # numbers are there (checked once, at that moment, without waiting).
+            page.wait_for_selector("body[data-filled]")
+            assert page.locator('.tile[data-kpi="output"] .num').text_content() == "360"
+            assert page.locator("#district-table tbody tr").count() == 10
+            assert page.locator("#trend-chart canvas, #trend-chart svg").count() >= 1
             expect(page.locator('.tile[data-kpi="registered"] .num')).to_have_text("5")
             expect(page.locator('.tile[data-kpi="online_rate"] .num')).to_have_text("60.0%")
             expect(page.locator('.tile[data-kpi="output"] .num')).to_have_text("360")

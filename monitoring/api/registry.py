@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection
+from typing import Any, Final
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
@@ -149,16 +150,25 @@ async def device(
     )
 
 
+_GATEWAYS_SELECT: Final = """SELECT g.enterprise_id, g.id, g.online, g.status_at, g.started_at,
+       g.last_seen_at, g.version, g.config_hash, g.buffer_dropped_samples,
+       (SELECT count(*) FROM devices d
+        WHERE d.enterprise_id = g.enterprise_id AND d.gateway_id = g.id) AS devices
+FROM gateways g WHERE g.enterprise_id = ANY(%s::text[]) ORDER BY g.enterprise_id, g.id"""
+
+
 async def gateways(conn: AsyncConnection[Any], enterprise_id: str) -> list[dict[str, Any]]:
-    return await fetch_all(
-        conn,
-        """SELECT g.id, g.online, g.status_at, g.started_at, g.last_seen_at, g.version,
-                  g.config_hash, g.buffer_dropped_samples,
-                  (SELECT count(*) FROM devices d
-                   WHERE d.enterprise_id = g.enterprise_id AND d.gateway_id = g.id) AS devices
-           FROM gateways g WHERE g.enterprise_id = %s ORDER BY g.id""",
-        (enterprise_id,),
-    )
+    return (await gateways_of(conn, [enterprise_id])).get(enterprise_id, [])
+
+
+async def gateways_of(
+    conn: AsyncConnection[Any], enterprise_ids: Collection[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The gateways of several enterprises in one query, by enterprise (none: no key)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for row in await fetch_all(conn, _GATEWAYS_SELECT, (list(enterprise_ids),)):
+        found.setdefault(row.pop("enterprise_id"), []).append(row)
+    return found
 
 
 async def profiles_of(conn: AsyncConnection[Any], enterprise_id: str) -> list[dict[str, Any]]:

@@ -221,14 +221,17 @@ async def provider_page(
     """The enterprises that chose a service provider, with the status of their gateways and
     devices (what a provider may see: no KPIs, no signal values)."""
     row = await require_scope(conn, caller, Scope("provider", provider_id))
-    window = kpis.window_for(settings, now)
+    enterprises = await registry.enterprises(conn, only=await registry.served_by(conn, provider_id))
+    ids = [enterprise["id"] for enterprise in enterprises]
+    # One query for every served enterprise's devices and one for their gateways: a provider
+    # with 170 enterprises made 340 queries, each summing a day's KPIs it then dropped (9 s).
+    by_enterprise: dict[str, list[kpis.DeviceFigures]] = {}
+    for fig in await kpis.device_status(conn, settings, now, ids):
+        by_enterprise.setdefault(fig.enterprise, []).append(fig)
+    gateways = await registry.gateways_of(conn, ids)
     served = []
-    for enterprise in await registry.enterprises(
-        conn, only=await registry.served_by(conn, provider_id)
-    ):
-        figures = await kpis.device_figures(
-            conn, settings, window, now, enterprise=enterprise["id"]
-        )
+    for enterprise in enterprises:
+        figures = by_enterprise.get(enterprise["id"], [])
         devices = [device_row(f, with_kpis=False) for f in figures]
         states: dict[str, int] = {}
         for device in devices:
@@ -239,7 +242,7 @@ async def provider_page(
                 "registered": len(devices),
                 "online": sum(1 for d in devices if d["online"]),
                 "states": states,
-                "gateways": await registry.gateways(conn, enterprise["id"]),
+                "gateways": gateways.get(enterprise["id"], []),
                 "devices": devices,
             }
         )

@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 from test_monitoring_kpis import DAY, NOW, SETTINGS, build_day, local
 
 from monitoring import kpis
-from monitoring.api import views
+from monitoring.api import registry, views
 from monitoring.api.access import Reach
 from monitoring.api.deps import Caller, spare_connection
 from monitoring.api.scopes import Scope
@@ -185,3 +185,38 @@ def test_warning_medians_taken_in_the_database_are_statistics_median(monitoring_
         )
         assert warnings[ent] == expected, ent
         assert warnings[ent].colour != "grey"
+
+
+def test_the_provider_page_shows_what_each_enterprise_s_device_figures_say(
+    monitoring_db: str,
+) -> None:
+    """The provider's page reads status only, in one query for all served enterprises: every
+    device row and gateway list equals what the per-enterprise figures (today's KPIs included)
+    give, for two served enterprises and none of the others."""
+    build_day(monitoring_db)
+    with psycopg.connect(monitoring_db, autocommit=True) as conn:
+        conn.execute("UPDATE enterprises SET service_provider_id = 'sp-1' WHERE id = 'ent-c'")
+    provider = Caller(Principal(0, Role.PROVIDER, provider="sp-1"), Reach())
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            page = await views.provider_page(conn, SETTINGS, provider, "sp-1", NOW)
+            window = kpis.window_for(SETTINGS, NOW)
+            expected = {}
+            for ent in ("ent-a", "ent-c"):
+                figures = await kpis.device_figures(conn, SETTINGS, window, NOW, enterprise=ent)
+                expected[ent] = {
+                    "devices": [views.device_row(f, with_kpis=False) for f in figures],
+                    "gateways": await registry.gateways(conn, ent),
+                }
+            return page, expected
+
+    page, expected = asyncio.run(run())
+    served = {row["id"]: row for row in page["served"]}
+    assert sorted(served) == ["ent-a", "ent-c"]
+    for ent, want in expected.items():
+        assert served[ent]["devices"] == want["devices"]
+        assert served[ent]["gateways"] == want["gateways"]
+        assert served[ent]["registered"] == len(want["devices"])
+    assert [d["id"] for d in served["ent-a"]["devices"]] == ["grinder-1", "grinder-2", "lathe-1"]
+    assert any(d["online"] for d in served["ent-a"]["devices"])  # build_day has live devices

@@ -43,7 +43,6 @@ from psycopg_pool import AsyncConnectionPool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ingest.db.migrate import migrate
 from ingest.registry import sync_signals
 from monitoring import kpis
 from monitoring.api import views
@@ -51,6 +50,7 @@ from monitoring.api.access import Reach
 from monitoring.api.deps import Caller, spare_connection
 from monitoring.api.scopes import Scope
 from monitoring.auth import Principal, Role
+from monitoring.db.migrate import migrate_all
 from monitoring.settings import KpiSettings
 from shulian.devservices import create_database, drop_database
 
@@ -125,7 +125,7 @@ def generate(url: str, settings: KpiSettings, now: datetime, ents: int, per: int
     started = time.perf_counter()
     today = kpis.day_start(settings, kpis.city_today(settings, now))
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn, "postgresql")
+        migrate_all(conn, "postgresql")
         for table in PARTITIONED:
             conn.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
         conn.execute(

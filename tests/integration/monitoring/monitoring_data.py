@@ -33,9 +33,13 @@ DEVICES = [
 ]
 
 
-def prepare_schema(url: str) -> None:
+def prepare_schema(url: str, storage_path: str = "postgresql") -> None:
+    """Both chains migrated; on the plain path (the default), with default partitions."""
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate_all(conn, "postgresql")
+        migrate_all(conn, storage_path)
+        if storage_path == "timescaledb":  # hypertables make their chunks as rows arrive
+            sync_signals(conn)
+            return
         for table in _PARTITIONED:
             conn.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
         conn.execute(

@@ -377,3 +377,43 @@ def test_the_monitoring_role_writes_what_the_web_writes_in_ingest_tables(
         assert "read-only transaction" in _refused(
             conn, "UPDATE enterprises SET name_en = 'B' WHERE id = 'ent-a'"
         )
+
+
+def test_the_app_refuses_to_start_when_db_url_cannot_write(
+    split_db: tuple[str, RoleNames, dict[str, str]], tmp_path: Path
+):
+    """db.url at the read-only role (as at a standby): the refresh jobs and sign-in could never
+    write, so the app stops at start-up naming db.read_url instead of failing request by request."""
+    url, names, _ = split_db
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
+        "SHULIAN_TEST_MONITORING_DB_URL": _role_url(url, names.read_only),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "--factory", "served_monitoring:app",
+         "--host", "127.0.0.1", "--port", str(free_port()), "--log-level", "warning"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "db.url reaches a read-only login" in done.stderr + done.stdout
+    assert "db.read_url" in done.stderr + done.stdout
+
+
+def test_roles_cli_prints_the_sql_and_refuses_an_unmigrated_database(pg_url: str):
+    from typer.testing import CliRunner
+
+    from monitoring.db.cli import app as db_app
+
+    runner = CliRunner()
+    printed = runner.invoke(db_app, ["roles", "--monitoring-role", "m_one", "--read-role", "r_one"])
+    assert printed.exit_code == 0, printed.output
+    assert 'CREATE ROLE "m_one" LOGIN' in printed.output
+    assert 'ALTER ROLE "r_one" SET default_transaction_read_only = on' in printed.output
+    assert 'GRANT INSERT, UPDATE, DELETE ON "api_tokens"' in printed.output
+    assert "telemetry" not in printed.output  # no write grant names it
+    refused = runner.invoke(db_app, ["roles", "--apply", pg_url])
+    assert refused.exit_code == 1
+    assert "Run `shulian ingest migrate --db URL` and `shulian monitoring migrate" in refused.output
+    bad = runner.invoke(db_app, ["roles", "--read-role", "Robert'); DROP"])
+    assert bad.exit_code == 2 and "is not a plain SQL name" in bad.output

@@ -314,12 +314,13 @@ def _write_statements(conn: psycopg.Connection[Any], table: str) -> dict[str, st
 
 
 def _ingest_tables(url: str) -> list[str]:
+    """Every table but the monitoring's own: the ingest's, and the migration runner's."""
     own = set(monitoring_tables())
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
-            "AND c.relname NOT IN ('schema_migrations', 'storage_info') ORDER BY 1"
+            "ORDER BY 1"  # with the runner's schema_migrations and storage_info
         ).fetchall()
     return [r[0] for r in rows if r[0] not in own]
 

@@ -34,9 +34,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ingest.py shadows ingest
 
-from ingest.db.migrate import migrate
 from ingest.registry import sync_signals
 from monitoring import integration, kpis
+from monitoring.db.migrate import migrate_all
 from monitoring.settings import KpiSettings
 from shulian.devservices import create_database, drop_database
 
@@ -80,7 +80,7 @@ FROM devices k, (VALUES ('running', interval '0 h', interval '8 h'),
 
 def generate(url: str, settings: KpiSettings, day_start: datetime, ents: int, per: int) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn, "postgresql")
+        migrate_all(conn, "postgresql")
         for table in PARTITIONED:
             conn.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
         sync_signals(conn)

@@ -281,6 +281,7 @@ def generate(db_url: str, args: argparse.Namespace, storage: str, log: Any) -> d
     from ingest.settings import load_settings
     from ingest.writer import Pending, Writer, prepare_connection
     from monitoring import kpis
+    from monitoring.db.migrate import ALL_CHAINS
     from monitoring.settings import KpiSettings
     from wire.topics import parse_topic, telemetry
 
@@ -292,7 +293,7 @@ def generate(db_url: str, args: argparse.Namespace, storage: str, log: Any) -> d
     history_start = kpis.day_start(kpi_settings, first_day)
     settings = load_settings(db={"url": db_url}, storage={"path": storage})
     with psycopg.connect(db_url, autocommit=True) as conn:
-        choice = migrate(conn, storage).choice
+        choice = migrate(conn, storage, ALL_CHAINS).choice
         path = choice.path
         if path is StoragePath.POSTGRESQL:
             # Partitions over the whole history (the service makes them as days come).

@@ -15,7 +15,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, Final
 
@@ -24,7 +24,7 @@ import psycopg_pool
 
 from ingest.config_delivery import ConfigDelivery, is_report
 from ingest.consumer import Consumer, lane_of
-from ingest.db.migrate import MigrationResult, migrate
+from ingest.db.migrate import INGEST_CHAIN, Chain, MigrationResult, migrate
 from ingest.db.partitions import ensure_partitions
 from ingest.db.timescale import StoragePath, apply_policies
 from ingest.decode import Incoming
@@ -40,9 +40,13 @@ from ingest.writer import CommitListener, Lane, Writer, prepare_connection
 log = logging.getLogger(__name__)
 
 
-def prepare_database(settings: IngestSettings, *, wait_s: float = 0.0) -> MigrationResult:
+def prepare_database(
+    settings: IngestSettings, *, wait_s: float = 0.0, chains: Sequence[Chain] = (INGEST_CHAIN,)
+) -> MigrationResult:
     """Migrate, sync the signal vocabulary, and set up the storage path's partitions or policies.
 
+    ``chains``: the ingest's migrations, and the monitoring's after them when this process also
+    serves the monitoring (its chain comes from the caller: the ingest never imports it).
     Retries for up to ``wait_s`` while the database is unreachable (containers start in any order).
     """
     deadline = time.monotonic() + wait_s
@@ -54,7 +58,7 @@ def prepare_database(settings: IngestSettings, *, wait_s: float = 0.0) -> Migrat
                 autocommit=True,
                 connect_timeout=max(1, int(settings.db.connect_timeout_s)),
             ) as conn:
-                result = migrate(conn, settings.storage.path)
+                result = migrate(conn, settings.storage.path, chains)
                 log.info(result.choice.describe())
                 sync_signals(conn)
                 if result.choice.path is StoragePath.TIMESCALEDB:
@@ -86,10 +90,13 @@ class IngestService:
         metrics: IngestMetrics | None = None,
         *,
         settle_heap: bool = False,
+        chains: Sequence[Chain] = (INGEST_CHAIN,),
     ) -> None:
         """``settle_heap``: tune the process's garbage collector once started (``settle_heap``
-        below); the ingest process does, an embedding test need not."""
+        below); the ingest process does, an embedding test need not. ``chains``: the migration
+        chains ``start`` applies (``prepare_database``)."""
         self.settings = settings
+        self.chains = tuple(chains)
         self.settle_heap = settle_heap
         self.metrics = metrics or IngestMetrics()
         self.registry = RegistryCache()
@@ -128,7 +135,7 @@ class IngestService:
             extra,
             host_state_topic=f"spBv1.0/STATE/{host}" if mapping and host else None,
         )
-        result = prepare_database(settings, wait_s=wait_for_db_s)
+        result = prepare_database(settings, wait_s=wait_for_db_s, chains=self.chains)
         self.storage_path = result.choice.path
         self.pool = psycopg_pool.ConnectionPool(
             settings.db.url.get_secret_value(),
@@ -266,7 +273,14 @@ def run_service(
     settings: IngestSettings, *, on_started: Callable[[IngestService], None] | None = None
 ) -> None:
     """Run until SIGTERM or SIGINT; with ``api.enabled`` also serve the monitoring app."""
-    service = IngestService(settings, settle_heap=True)
+    chains: tuple[Chain, ...] = (INGEST_CHAIN,)
+    if settings.api.enabled:
+        # TODO(issue 15): the --with-monitoring composition moves this (and _serve_api's import
+        # of create_app) out of the ingest, which must not import the monitoring.
+        from monitoring.db.migrate import ALL_CHAINS
+
+        chains = ALL_CHAINS
+    service = IngestService(settings, settle_heap=True, chains=chains)
     service.start()
     if on_started:
         on_started(service)

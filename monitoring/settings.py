@@ -128,10 +128,16 @@ class MonitoringSettings(BaseModel):
 
 
 class AppSettings(BaseModel):
-    """What ``create_app`` needs: the monitoring settings and the database URL."""
+    """What ``create_app`` needs: the monitoring settings and the database URLs."""
 
     api: MonitoringSettings = Field(default_factory=MonitoringSettings)
     db_url: SecretStr
+    """The write pool: sign-in and sign-out, session touches, the caller's token and grants,
+    uploads, imports, grants, baselines, export deliveries, and the KPI and integration refresh
+    jobs. Must reach a server that accepts writes (the primary)."""
+    read_url: SecretStr | None = None
+    """The read pool, when set: every page's and API GET's data queries and the live hub's polls
+    (a streaming replica, or a read-only login on the primary). None: ``db_url`` serves both."""
 
     @classmethod
     def from_ingest(cls, settings: Any) -> AppSettings:

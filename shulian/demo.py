@@ -306,13 +306,13 @@ async def prepare_database(
     import psycopg
     from psycopg import AsyncConnection
 
-    from ingest.db.migrate import migrate
     from monitoring.api.csv_import import import_devices, import_enterprises
     from monitoring.api.registry import set_grant
     from monitoring.auth import Role, create_token
+    from monitoring.db.migrate import migrate_all
 
     with psycopg.connect(db_url, autocommit=True) as conn:
-        choice = migrate(conn).choice
+        choice = migrate_all(conn).choice
     enterprises = (DEMO_DATA / "enterprises.csv").read_text(encoding="utf-8")
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
         await import_enterprises(conn, enterprises, "demo_data/enterprises.csv")

@@ -1,9 +1,15 @@
-"""Apply the versioned SQL migrations in ingest/db/migrations, once, whoever starts first.
+"""Apply chains of versioned SQL migrations, once, whoever starts first.
 
 A migration is ``NNNN_name.sql`` (both storage paths) or a pair ``NNNN_name.postgresql.sql`` /
-``NNNN_name.timescaledb.sql`` (one per path). The ingest owns 0001-0099, the monitoring module
-0100 and up. Everything runs in one transaction under an advisory lock, so several workers
-starting at once apply each migration exactly once and a failure leaves the schema untouched.
+``NNNN_name.timescaledb.sql`` (one per path). A *chain* is one folder of them with an owner: the
+ingest's chain (here, ``INGEST_CHAIN``) creates what the ingest writes; the monitoring's chain
+(monitoring/db/migrations) creates the monitoring's own tables and needs the ingest's applied
+first. Versions are unique across chains (they share ``schema_migrations``), so moving a file
+from one chain to another keeps its number and a database that recorded it sees nothing new.
+
+Everything runs in one transaction under an advisory lock, so several workers starting at once
+apply each migration exactly once and a failure leaves the schema untouched. This module is the
+storage contract the monitoring may import; it never imports the monitoring.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import psycopg
 
@@ -44,6 +52,9 @@ CREATE TABLE IF NOT EXISTS storage_info (
     path        text NOT NULL,          -- the storage path this database was created with
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+-- Which chain applied each version; NULL on rows recorded before chains existed, claimed by the
+-- chain that knows the version the next time it migrates.
+ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS chain text;
 """
 
 
@@ -61,6 +72,25 @@ class Migration:
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.file.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """One owner's folder of migrations, applied after every chain it ``requires``."""
+
+    name: str
+    """Recorded in ``schema_migrations.chain``: ``ingest``, ``monitoring``."""
+    directory: Path
+    command: str
+    """What applies this chain alone, for messages: ``shulian ingest migrate --db URL``."""
+    requires: tuple[Chain, ...] = ()
+
+    def migrations(self) -> list[Migration]:
+        return discover(self.directory)
+
+
+INGEST_CHAIN: Final = Chain("ingest", MIGRATIONS_DIR, "shulian ingest migrate --db URL")
+"""The ingest's chain: registry, telemetry, rollups, ingest state, remote-config delivery."""
 
 
 @dataclass(slots=True)
@@ -105,48 +135,114 @@ def for_path(migrations: list[Migration], path: StoragePath) -> list[Migration]:
 
 
 def migrate(
-    conn: psycopg.Connection, requested_path: str = "auto", directory: Path = MIGRATIONS_DIR
+    conn: psycopg.Connection,
+    requested_path: str = "auto",
+    chains: Sequence[Chain] = (INGEST_CHAIN,),
 ) -> MigrationResult:
-    """Bring the schema up to date on ``conn`` (which must not be in a transaction).
+    """Bring ``chains`` up to date on ``conn`` (which must not be in a transaction), in order.
+
+    A chain whose ``requires`` are not applied (and not earlier in ``chains``) is refused before
+    anything changes, naming the command that applies them.
 
     Raises:
-        MigrationError: a migration failed (naming file and line), or the database was created
-            with another storage path than ``requested_path``, or is newer than this code.
+        MigrationError: a migration failed (naming file and line), a required chain is missing,
+            the database was created with another storage path than ``requested_path``, or it
+            has migrations of these chains that this code does not know.
     """
-    migrations = discover(directory)
+    known = {chain.name: chain.migrations() for chain in _with_requirements(chains)}
+    _check_disjoint(known)
     require_timescaledb_loaded(conn)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
         conn.execute(_BOOTSTRAP)
+        _claim_unowned(conn, known)
+        if conn.execute("SELECT 1 FROM storage_info").fetchone() is None and chains[0].requires:
+            raise _missing(chains[0], chains[0].requires[0], None)
         choice = _storage_path(conn, requested_path)
-        wanted = for_path(migrations, choice.path)
-        applied = {
-            int(version): checksum
-            for version, checksum in conn.execute(
-                "SELECT version, checksum FROM schema_migrations"
-            ).fetchall()
-        }
-        unknown = sorted(set(applied) - {m.version for m in migrations})
-        if unknown:
-            raise MigrationError(
-                f"the database has migrations this code does not know: {unknown}",
-                hint="Run a newer shulian against this database",
-            )
         result = MigrationResult(choice)
-        for migration in wanted:
-            if migration.version in applied:
-                result.already_applied += 1
-                if applied[migration.version] != migration.checksum:
-                    log.warning(
-                        "applied migration %s was edited since; edits never re-run",
-                        migration.file.name,
-                    )
-                continue
-            _apply(conn, migration)
-            result.applied.append(migration.file.name)
+        for chain in chains:
+            _apply_chain(conn, chain, known, choice.path, result)
     for name in result.applied:
         log.info("applied migration %s", name)
     return result
+
+
+def _with_requirements(chains: Sequence[Chain]) -> list[Chain]:
+    """``chains`` and everything they require, each once."""
+    seen: dict[str, Chain] = {}
+    for chain in chains:
+        for required in (*chain.requires, chain):
+            seen.setdefault(required.name, required)
+    return list(seen.values())
+
+
+def _check_disjoint(known: dict[str, list[Migration]]) -> None:
+    """Two chains never share a version: ``schema_migrations`` is keyed by version alone."""
+    owner: dict[int, str] = {}
+    for name, migrations in known.items():
+        for migration in migrations:
+            other = owner.setdefault(migration.version, name)
+            if other != name:
+                raise MigrationError(
+                    f"version {migration.version:04d} is in both the {other} and the {name} chain",
+                    where=str(migration.file),
+                    hint="Give the new migration a number no other chain uses",
+                )
+
+
+def _claim_unowned(conn: psycopg.Connection, known: dict[str, list[Migration]]) -> None:
+    """Rows recorded before chains existed (chain NULL) go to the chain that has the version."""
+    for name, migrations in known.items():
+        conn.execute(
+            "UPDATE schema_migrations SET chain = %s WHERE chain IS NULL AND version = ANY(%s)",
+            (name, [m.version for m in migrations]),
+        )
+
+
+def _apply_chain(
+    conn: psycopg.Connection,
+    chain: Chain,
+    known: dict[str, list[Migration]],
+    path: StoragePath,
+    result: MigrationResult,
+) -> None:
+    recorded = conn.execute("SELECT version, checksum, chain FROM schema_migrations").fetchall()
+    applied = {int(version): checksum for version, checksum, _ in recorded}
+    for required in chain.requires:
+        missing = [m for m in for_path(known[required.name], path) if m.version not in applied]
+        if missing:
+            raise _missing(chain, required, missing)
+    ours = {m.version for m in known[chain.name]}
+    unknown = sorted(int(v) for v, _, owner in recorded if owner == chain.name and v not in ours)
+    if unknown:
+        raise MigrationError(
+            f"the database has {chain.name} migrations this code does not know: {unknown}",
+            hint="Run a newer shulian against this database",
+        )
+    for migration in for_path(known[chain.name], path):
+        if migration.version in applied:
+            result.already_applied += 1
+            if applied[migration.version] != migration.checksum:
+                log.warning(
+                    "applied migration %s was edited since; edits never re-run",
+                    migration.file.name,
+                )
+            continue
+        _apply(conn, chain, migration)
+        result.applied.append(migration.file.name)
+
+
+def _missing(chain: Chain, required: Chain, missing: list[Migration] | None) -> MigrationError:
+    what = (
+        f"the {required.name} schema is not in this database"
+        if missing is None
+        else f"the {required.name} schema is behind: "
+        f"{', '.join(m.file.name for m in missing)} not applied"
+    )
+    return MigrationError(
+        f"cannot migrate the {chain.name} chain: {what}",
+        hint=f"Run `{required.command}` against this database first, then `{chain.command}`",
+    )
 
 
 def _storage_path(conn: psycopg.Connection, requested: str) -> PathChoice:
@@ -168,7 +264,7 @@ def _storage_path(conn: psycopg.Connection, requested: str) -> PathChoice:
     return PathChoice(existing, "timescaledb not available")
 
 
-def _apply(conn: psycopg.Connection, migration: Migration) -> None:
+def _apply(conn: psycopg.Connection, chain: Chain, migration: Migration) -> None:
     text = migration.sql
     try:
         with conn.transaction():
@@ -181,11 +277,13 @@ def _apply(conn: psycopg.Connection, migration: Migration) -> None:
             f"migration failed: {str(exc).strip().splitlines()[0]}", where=where, cause=exc
         ) from exc
     conn.execute(
-        "INSERT INTO schema_migrations (version, name, path, checksum) VALUES (%s, %s, %s, %s)",
+        "INSERT INTO schema_migrations (version, name, path, checksum, chain)"
+        " VALUES (%s, %s, %s, %s, %s)",
         (
             migration.version,
             migration.name,
             migration.path.value if migration.path else "all",
             migration.checksum,
+            chain.name,
         ),
     )

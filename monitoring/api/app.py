@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitoring import integration as integration_measures
@@ -56,21 +57,26 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = AsyncConnectionPool(
-            settings.db_url.get_secret_value(),
-            # Two: the overview reads warnings and the registry on a second connection.
-            min_size=min(2, settings.api.pool_size),
-            max_size=settings.api.pool_size,
-            # JIT compiling the KPI queries (their cost estimates are large) takes longer than
-            # running them: about 1.4 s against 0.1 s at 10,000 devices (bench/monitoring.py).
-            kwargs={"autocommit": True, "options": "-c jit=off"},
-            open=False,
-            name="shulian-api",
+        pool = _open_pool(settings.db_url, settings, "shulian-api")
+        read_pool = (
+            _open_pool(settings.read_url, settings, "shulian-api-read")
+            if settings.read_url is not None
+            else pool
         )
-        await pool.open(wait=True, timeout=30)
-        hub = LiveHub(pool, settings.api)
+        pools = [pool] if read_pool is pool else [pool, read_pool]
+        for each in pools:
+            await each.open(wait=True, timeout=30)
+        try:
+            await _require_writable(pool)
+        except BaseException:
+            for each in pools:
+                await each.close()
+            raise
+        hub = LiveHub(read_pool, settings.api)
         app.state.pool = pool
+        app.state.read_pool = read_pool
         app.state.hub = hub
+        # The refresh jobs write: they run on the write pool, which _require_writable checked.
         refresher = asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily")
         integration_refresher = asyncio.create_task(
             _refresh_integration_forever(pool, settings), name="integration-daily"
@@ -89,7 +95,8 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await pool.close()
+            for each in pools:
+                await each.close()
 
     app = FastAPI(
         title="shulian monitoring (产业运行监测)",
@@ -122,6 +129,41 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static"), name="static")
     app.add_middleware(NoStoreMiddleware)
     return app
+
+
+def _open_pool(url: SecretStr, settings: AppSettings, name: str) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        url.get_secret_value(),
+        # Two: the overview reads warnings and the registry on a second connection.
+        min_size=min(2, settings.api.pool_size),
+        max_size=settings.api.pool_size,
+        # JIT compiling the KPI queries (their cost estimates are large) takes longer than
+        # running them: about 1.4 s against 0.1 s at 10,000 devices (bench/monitoring.py).
+        kwargs={"autocommit": True, "options": "-c jit=off"},
+        open=False,
+        name=name,
+    )
+
+
+async def _require_writable(pool: AsyncConnectionPool) -> None:
+    """Refuse to start when ``db.url`` cannot write: sign-in, sessions and the refresh jobs need
+    it, and a standby (or a read-only login) would fail each of them later, one by one."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')"
+        )
+        row = await cur.fetchone()
+    if row is not None and (row[0] or row[1] == "on"):
+        what = "a standby (in recovery)" if row[0] else "a read-only login"
+        raise StartupError(
+            f"db.url reaches {what}: the monitoring writes sessions, tokens, grants, uploads and "
+            "its daily KPI tables there. Point db.url at the primary with the monitoring's role, "
+            "and db.read_url at the replica or read-only login (docs/scaling.md)"
+        )
+
+
+class StartupError(RuntimeError):
+    """The app cannot start with these settings; the message says which and what to change."""
 
 
 class NoStoreMiddleware:

@@ -32,9 +32,27 @@ OLD_TOKEN_COOKIE: Final = "shulian_token"
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
+def read_pool(request: Request) -> AsyncConnectionPool[Any]:
+    """The pool a request's reads use: ``db.read_url``'s (a replica) for GET and HEAD, else the
+    write pool (``db.url``). The app sets both; they are one pool when no read URL is set."""
+    pool: AsyncConnectionPool[Any] = request.app.state.read_pool
+    return pool
+
+
+def write_pool(request: Request) -> AsyncConnectionPool[Any]:
+    pool: AsyncConnectionPool[Any] = request.app.state.pool
+    return pool
+
+
+def _request_pool(request: Request) -> AsyncConnectionPool[Any]:
+    """GET and HEAD read (the read pool); every other method changes something (the write pool)."""
+    return write_pool(request) if request.method in UNSAFE_METHODS else read_pool(request)
+
+
 async def get_conn(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
-    """One pooled connection for the request, in autocommit mode (reads only see committed rows)."""
-    async with request.app.state.pool.connection() as conn:
+    """One pooled connection for the request, in autocommit mode (reads only see committed rows):
+    from the read pool for GET and HEAD, from the write pool for state changes."""
+    async with _request_pool(request).connection() as conn:
         yield conn
 
 
@@ -67,7 +85,7 @@ async def spare_connection(
 
 async def get_side_conn(request: Request) -> AsyncIterator[AsyncConnection[Any] | None]:
     """A spare connection for the independent queries of the overview and group pages."""
-    async with spare_connection(request.app.state.pool) as conn:
+    async with spare_connection(_request_pool(request)) as conn:
         yield conn
 
 
@@ -260,12 +278,22 @@ async def load_caller(
 
 
 async def get_caller(request: Request, conn: Conn) -> Caller:
-    """The request's caller; cookie-authenticated state changes must also pass the Origin check."""
+    """The request's caller; cookie-authenticated state changes must also pass the Origin check.
+
+    The caller is always loaded from the write pool (the primary), whatever pool the request's
+    data comes from: a session just created, a token just revoked and a grant just withdrawn
+    count at once rather than after a replica's lag, and touching a session is a write.
+    """
     credential = presented_credential(request)
     if credential is not None and credential.kind == "session":
         if request.method in UNSAFE_METHODS:
             check_origin(request, required=True)
-    return await load_caller(conn, credential, get_settings(request))
+    settings = get_settings(request)
+    primary = write_pool(request)
+    if _request_pool(request) is primary:  # the request's connection is the primary's already
+        return await load_caller(conn, credential, settings)
+    async with primary.connection() as write_conn:
+        return await load_caller(write_conn, credential, settings)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

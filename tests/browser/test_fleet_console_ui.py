@@ -27,6 +27,7 @@ from ingest_support import FakeGateway, ingest_settings, now_ms
 from monitoring_data import issue_tokens, seed_registry
 
 from ingest.service import IngestService
+from monitoring.db.migrate import ALL_CHAINS
 from shulian.devservices import Mosquitto
 from wire import topics
 from wire.codec import encode
@@ -42,7 +43,7 @@ ERROR = "no reply from 192.168.10.21:502 (unit 1) within 1.0 s"
 @pytest.fixture()
 def ingest(pg_url: str, mosquitto: Mosquitto) -> Iterator[IngestService]:
     need_chromium()
-    service = IngestService(ingest_settings(pg_url, mosquitto.url))
+    service = IngestService(ingest_settings(pg_url, mosquitto.url), chains=ALL_CHAINS)
     service.start(wait_for_db_s=10)
     assert service.consumer is not None and service.consumer.subscribed.wait(10)
     try:

@@ -27,6 +27,7 @@ from typing import Any
 
 import psycopg
 
+from monitoring.db.migrate import migrate_all
 from simulators.scenario import Scenario
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +61,11 @@ def stop(proc: subprocess.Popen[Any] | None, timeout_s: float = 30) -> None:
 
 
 def spawn_ingest(pg_url: str, mqtt_url: str, log: Path) -> subprocess.Popen[bytes]:
+    """``ingest run --no-api`` over a database whose monitoring schema is migrated too (as an
+    operator runs ``ingest migrate`` and ``monitoring migrate`` first): these tests read what the
+    ingest stored through the monitoring's API, which runs in the test's own process."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        migrate_all(conn, os.environ.get("SHULIAN_INGEST_STORAGE__PATH", "auto"))
     return spawn(
         ["ingest", "run", "--no-api", "--db", pg_url, "--mqtt", mqtt_url,
          "--auto-register-gateways"],

@@ -20,6 +20,7 @@ from ingest_support import ingest_settings
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.service import IngestService
+from monitoring.db.migrate import ALL_CHAINS
 
 GROUP, NODE = "plant-7", "neuron-1"
 
@@ -65,7 +66,8 @@ def sparkplug_ingest(
         sparkplug={"mapping_file": mapping, "rebirth_interval_s": 0.5},
         **({"mqtt": {"client_id": client_id}} if client_id else {}),
     )
-    service = IngestService(settings)
+    # The monitoring's chain too: the tests read what arrived through the monitoring's API.
+    service = IngestService(settings, chains=ALL_CHAINS)
     service.start(wait_for_db_s=10)
     assert service.consumer is not None and service.consumer.subscribed.wait(10)
     return service

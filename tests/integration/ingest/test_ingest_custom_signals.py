@@ -9,16 +9,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import pytest
 from ingest_support import now_ms, rows, scalar, wait_until
 
+from ingest.db.migrate import Chain
 from monitoring import kpis
 from monitoring.api import views
+from monitoring.db.migrate import ALL_CHAINS
 from monitoring.settings import KpiSettings
 from wire import topics
 from wire.codec import encode
 from wire.payloads import CustomSignal, DeviceConnection, DeviceStatus, Meaning, Sample
 
 ENTERPRISE, GATEWAY = "ent-custom", "gw-custom"
+
+
+@pytest.fixture()
+def migration_chains() -> tuple[Chain, ...]:
+    """The ingest these tests start migrates the monitoring's chain too: they read its KPIs."""
+    return ALL_CHAINS
+
+
 STROKES = CustomSignal(
     name="acme:strokes", kind="counter", meaning=Meaning(en="Strokes (vendor)", zh="冲次计数")
 )

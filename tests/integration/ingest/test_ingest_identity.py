@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from ingest_support import FakeGateway, now_ms, rows, scalar, wait_until
 
-from ingest.db.migrate import MIGRATIONS_DIR, migrate
+from ingest.db.migrate import INGEST_CHAIN, MIGRATIONS_DIR, Chain, migrate
 from wire.payloads import Sample
 
 SEQS = range(1, 6)
@@ -139,7 +139,7 @@ def test_migration_0005_keeps_existing_gateways_boots_and_devices(pg_url, tmp_pa
         if int(file.name[:4]) < 5:
             shutil.copy(file, old / file.name)
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        migrate(conn, "auto", old)
+        migrate(conn, "auto", (Chain("ingest", old, INGEST_CHAIN.command),))
         conn.execute("INSERT INTO enterprises (id, name) VALUES ('ent-a', 'A'), ('ent-b', 'B')")
         conn.execute("INSERT INTO gateways (id, enterprise_id) VALUES ('gw-01', 'ent-a')")
         conn.execute(

@@ -29,14 +29,23 @@ from ingest_support import (
     wait_until,
 )
 
+from ingest.db.migrate import Chain
 from ingest.service import IngestService, prepare_database
 from ingest.settings import DAY_S
 from monitoring import kpis
+from monitoring.db.migrate import ALL_CHAINS
 from monitoring.settings import KpiSettings
 from shulian.devservices import Mosquitto
 from wire.payloads import Sample
 
 pytestmark = pytest.mark.only_storage_path("timescaledb")
+
+
+@pytest.fixture()
+def migration_chains() -> tuple[Chain, ...]:
+    """The compression test reads the stored data back through the monitoring's KPIs too."""
+    return ALL_CHAINS
+
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -128,7 +137,7 @@ def wide_horizon(days: float) -> dict[str, dict[str, Any]]:
 
 def restart_policies(url: str, mosquitto: Mosquitto, **sections: dict[str, Any]) -> None:
     """What a restart with new settings does to the policies (the migrate step of every start)."""
-    prepare_database(ingest_settings(url, mosquitto.url, **sections))
+    prepare_database(ingest_settings(url, mosquitto.url, **sections), chains=ALL_CHAINS)
 
 
 def readback(url: str, old_day: dt.date, keys: list[int]) -> dict[str, Any]:

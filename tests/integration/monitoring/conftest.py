@@ -21,11 +21,19 @@ from monitoring_data import prepare_schema, seed_registry
 from pydantic import SecretStr
 from support import wait_until
 
+from ingest.db.migrate import Chain
 from monitoring.api.app import create_app
+from monitoring.db.migrate import ALL_CHAINS
 from monitoring.settings import AppSettings, MonitoringSettings
 from shulian.devservices import free_port
 
 __all__ = ["fake_gateway", "start_ingest"]  # the ingest's fixtures, used by name
+
+
+@pytest.fixture()
+def migration_chains() -> tuple[Chain, ...]:
+    """An ingest started by these tests migrates the monitoring's chain too (``start_ingest``)."""
+    return ALL_CHAINS
 
 
 @pytest.fixture()

@@ -8,9 +8,9 @@ from typing import Any
 
 import psycopg
 
-from ingest.db.migrate import migrate
 from ingest.registry import sync_signals
 from monitoring.auth import Role, create_token
+from monitoring.db.migrate import migrate_all
 
 # Tests write raw rows; the rollup views aggregate raw rows after materialized_to, so it is moved
 # to the distant past and every partitioned table gets a default partition.
@@ -33,9 +33,13 @@ DEVICES = [
 ]
 
 
-def prepare_schema(url: str) -> None:
+def prepare_schema(url: str, storage_path: str = "postgresql") -> None:
+    """Both chains migrated; on the plain path (the default), with default partitions."""
     with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn, "postgresql")
+        migrate_all(conn, storage_path)
+        if storage_path == "timescaledb":  # hypertables make their chunks as rows arrive
+            sync_signals(conn)
+            return
         for table in _PARTITIONED:
             conn.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
         conn.execute(

@@ -18,11 +18,11 @@ import psycopg
 import pytest
 from monitoring_data import add_increment, add_interval, device_key, prepare_schema, seed_registry
 
-from ingest.db.migrate import migrate
 from ingest.db.rollups import record_invalidation, refresh_rollups
 from ingest.registry import sync_signals
 from ingest.writer import note_late_data
 from monitoring import kpis
+from monitoring.db.migrate import migrate_all
 from monitoring.settings import KpiSettings
 
 SETTINGS = KpiSettings()
@@ -55,7 +55,7 @@ def late_db(pg_url: str, storage_path: str) -> str:
         prepare_schema(pg_url)
     else:
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            assert migrate(conn).choice.path == "timescaledb"
+            assert migrate_all(conn).choice.path == "timescaledb"
             sync_signals(conn)
     seed_registry(pg_url)
     return pg_url

@@ -42,6 +42,7 @@ from monitoring.api.app import create_app
 from monitoring.api.deps import Caller
 from monitoring.api.scopes import Scope
 from monitoring.auth import Principal, Role, create_token
+from monitoring.db.migrate import ALL_CHAINS
 from monitoring.settings import AppSettings, KpiSettings
 from shulian.devservices import Mosquitto, ServiceError, create_database, drop_database
 from wire.payloads import Quality, Sample
@@ -242,9 +243,9 @@ def test_every_monitoring_answer_is_the_same_on_both_storage_paths(
                 mqtt={"share_group": f"paths-{path}"},
                 registry={"auto_register_gateways": False},
             )
-            prepare_database(settings)
+            prepare_database(settings, chains=ALL_CHAINS)
             seed_registry(url)
-            service = IngestService(settings)
+            service = IngestService(settings, chains=ALL_CHAINS)
             service.start(wait_for_db_s=10)
             assert service.consumer is not None and service.consumer.subscribed.wait(10)
             assert service.storage_path is not None and service.storage_path.value == path

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from ingest.db.migrate import MIGRATIONS_DIR, discover, for_path
+from ingest.db.migrate import INGEST_CHAIN, MIGRATIONS_DIR, discover, for_path
 from ingest.db.timescale import StoragePath
 from ingest.errors import MigrationError
+from monitoring.db.migrate import MONITORING_CHAIN
 
 
 def test_the_shipped_migrations_cover_both_paths_in_order():
@@ -21,6 +22,30 @@ def test_the_shipped_migrations_cover_both_paths_in_order():
         assert all(m.path in (None, path) for m in chosen)
     ingest_owned = [m for m in migrations if m.version < 100]
     assert all(m.file.parent == MIGRATIONS_DIR for m in ingest_owned)
+
+
+# Who owns which version (docs/operations.md, "Migrations"). A version never changes chain again:
+# databases recorded it, and the chain that claims it next must be the one that has the file.
+INGEST_VERSIONS = {1, 2, 3, 4, 5, 6, 8, 101, 104, 106, 108, 120, 121}
+MONITORING_VERSIONS = {100, 102, 103, 105, 107, 110, 111, 122}
+
+
+def test_each_chain_has_its_owners_versions_and_none_is_shared():
+    ingest = {m.version for m in INGEST_CHAIN.migrations()}
+    monitoring = {m.version for m in MONITORING_CHAIN.migrations()}
+    assert ingest >= INGEST_VERSIONS and monitoring >= MONITORING_VERSIONS
+    assert not ingest & monitoring
+    assert MONITORING_CHAIN.requires == (INGEST_CHAIN,)
+
+
+def test_the_ingest_chain_creates_no_monitoring_table():
+    """The ingest writes into every table its chain creates; the monitoring's tables are not
+    there, so an ingest migrated alone has all it writes and nothing it does not."""
+    ingest_sql = " ".join(m.sql for m in INGEST_CHAIN.migrations())
+    for table in ("api_tokens", "data_grants", "web_sessions", "kpi_device_daily",
+                  "integration_device_daily", "export_deliveries", "evidence_baselines"):  # fmt: skip
+        assert f"CREATE TABLE {table} " not in ingest_sql
+        assert any(f"CREATE TABLE {table} " in m.sql for m in MONITORING_CHAIN.migrations())
 
 
 def test_badly_named_and_clashing_files_are_refused(tmp_path: Path):

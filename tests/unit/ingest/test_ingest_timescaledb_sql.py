@@ -10,12 +10,18 @@ import pytest
 
 pglast = pytest.importorskip("pglast")
 
-MIGRATIONS = Path(__file__).resolve().parents[3] / "ingest" / "db" / "migrations"
+REPO = Path(__file__).resolve().parents[3]
+MIGRATIONS = REPO / "ingest" / "db" / "migrations"
+MONITORING_MIGRATIONS = REPO / "monitoring" / "db" / "migrations"
 TIMESCALE = MIGRATIONS / "0003_telemetry.timescaledb.sql"
 PLAIN = MIGRATIONS / "0003_telemetry.postgresql.sql"
 
 
-@pytest.mark.parametrize("path", sorted(MIGRATIONS.glob("*.sql")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted([*MIGRATIONS.glob("*.sql"), *MONITORING_MIGRATIONS.glob("*.sql")]),
+    ids=lambda p: f"{p.parent.parent.parent.name}/{p.name}",
+)
 def test_every_migration_parses_as_postgresql(path: Path) -> None:
     assert pglast.parse_sql(path.read_text(encoding="utf-8"))
 

@@ -888,7 +888,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 else:
                     drop_database(server_url, name)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP_WORKDIR"):
+            print(f"workdir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     result = {
         "bench": "monitoring",
         "storage_path": args.storage,

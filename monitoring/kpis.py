@@ -822,7 +822,7 @@ async def scope_kpis(
         level = row["level"]
         if level == everything:
             total = _kpis_of(row)
-            critical = int(row["alarms_critical"])
+            critical = int(row["alarms_critical"] or 0)
             continue
         # GROUPING's bits are the asked columns left to right; the one at 0 is this row's key.
         index = next(i for i, _ in enumerate(asked) if not level >> (len(asked) - 1 - i) & 1)
@@ -841,23 +841,31 @@ async def scope_kpis(
 
 
 def _kpis_of(row: dict[str, Any]) -> Kpis:
+    # A scope without devices (a district no enterprise is in yet) still has its grand-total row,
+    # whose sums are NULL: that is zero devices, as the Python sum over no rows gives.
+    def count(column: str) -> int:
+        return int(row[column] or 0)
+
+    def amount(column: str) -> float:
+        return float(row[column] or 0)
+
     return Kpis(
-        registered=int(row["registered"]),
-        networked=int(row["networked"]),
-        online=int(row["online"]),
-        running=int(row["running"]),
-        ran_today=int(row["ran_today"]),
-        reported=int(row["reported"]),
-        running_s=float(row["running_s"]),
-        calendar_s=float(row["calendar_s"]),
-        output=float(row["output"]),
+        registered=count("registered"),
+        networked=count("networked"),
+        online=count("online"),
+        running=count("running"),
+        ran_today=count("ran_today"),
+        reported=count("reported"),
+        running_s=amount("running_s"),
+        calendar_s=amount("calendar_s"),
+        output=amount("output"),
         good=None if row["good"] is None else float(row["good"]),
         reject=None if row["reject"] is None else float(row["reject"]),
-        energy_kwh=float(row["energy_kwh"]),
-        alarms_active=int(row["alarms_active"]),
-        oee_good_s=float(row["oee_good_s"]),
-        oee_planned_s=float(row["oee_planned_s"]),
-        enterprises_counted=int(row["enterprises"]),
+        energy_kwh=amount("energy_kwh"),
+        alarms_active=count("alarms_active"),
+        oee_good_s=amount("oee_good_s"),
+        oee_planned_s=amount("oee_planned_s"),
+        enterprises_counted=count("enterprises"),
     )
 
 

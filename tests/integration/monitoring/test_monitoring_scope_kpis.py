@@ -79,6 +79,7 @@ def test_scope_kpis_are_the_device_rows_summed(
                     {"segment": "345"},
                     {"district": "210211"},
                     {"enterprise": "ent-a"},
+                    {"district": "210202"},  # no enterprise there: zeros, not an error
                 ):
                     out.append((f"{name} {scope}", *await _both_ways(conn, window, scope)))
             return out

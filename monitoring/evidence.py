@@ -476,7 +476,7 @@ async def devices_behind(conn: AsyncConnection[Any], enterprise: str) -> list[di
                   d.rated_cycle_s,
                   (SELECT min(k.day) FROM kpi_device_daily k
                    WHERE k.device_key = d.key AND k.reported) AS first_data_day,
-                  (SELECT max(cv.ts) FROM current_values cv WHERE cv.device_key = d.key)
+                  (SELECT p.last_seen FROM device_presence p WHERE p.device_key = d.key)
                    AS last_seen,
                   coalesce((SELECT array_agg(DISTINCT g.base ORDER BY g.base)
                             FROM current_values cv JOIN signals g ON g.id = cv.signal_id

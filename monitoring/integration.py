@@ -480,8 +480,7 @@ delays AS (
     GROUP BY d.device_key{delay_day_group}
 ),
 present AS (
-    SELECT cv.device_key, max(cv.ts) AS last_seen FROM current_values cv
-    JOIN dev ON dev.key = cv.device_key GROUP BY cv.device_key
+    SELECT p.device_key, p.last_seen FROM device_presence p JOIN dev ON dev.key = p.device_key
 ),
 -- A day's longest gap that runs to midnight continues into the next day's when that one starts
 -- at midnight on the same signal: such runs are joined (a device down for days has one gap).

@@ -55,9 +55,11 @@ def _floor_minute(moment: datetime) -> datetime:
 
 # --------------------------------------------------------------------------- SQL pieces
 
+# Each device's newest sample time and alarm flag come from device_presence (one row per device,
+# kept exact by triggers on current_values: ingest migration 0009), not from current_values (one
+# row per device and signal). The alias stays ``cv`` so the scope joins read the same.
 _SEEN = """
-    SELECT cv.device_key, max(cv.ts) AS last_seen
-    FROM current_values cv {join} GROUP BY cv.device_key"""
+    SELECT cv.device_key, cv.last_seen FROM device_presence cv {join}"""
 
 # Intervals overlapping [a, b): three index-friendly parts instead of one OR (see 0102's index).
 # An open interval ends, for KPIs, when the device stopped reporting (last sample plus the online
@@ -345,8 +347,8 @@ def _device_figures_sql(filters: tuple[str, ...], one_day: bool, live: bool = Tr
     """The device-figures query for a scope, with only the filters in use, so plans stay simple.
 
     The city (no filter) reads every table whole; a scope first picks its devices (``dev``) and
-    joins each part to them. ``present`` reads current_values once for both the last sample time
-    and the alarm flag. Without ``live`` the figures are the stored daily rows alone (a past range,
+    joins each part to them. ``present`` reads device_presence (one row per device) for the last
+    sample time and the alarm flag. Without ``live`` the figures are the stored daily rows alone (a past range,
     or today up to the last refresh): no state interval or minute rollup is read.
     """
     if not live:
@@ -364,12 +366,7 @@ WITH dev AS (
     {"WHERE " + where if where else ""}
 ),
 present AS (
-    SELECT cv.device_key, max(cv.ts) AS last_seen,
-           bool_or(cv.value <> 0) FILTER (WHERE g.id IS NOT NULL) AS alarm
-    FROM current_values cv
-    LEFT JOIN signals g ON g.id = cv.signal_id AND g.base = 'alarm_active'
-    {join["cv"]}
-    GROUP BY cv.device_key
+    SELECT cv.device_key, cv.last_seen, cv.alarm FROM device_presence cv {join["cv"]}
 ),
 {"" if one_day else f"daily AS ({_DAYS.format(join=join['k'])}),"}
 live_states AS ({_STATE_SECONDS.format(a="%(w)s", b="%(e)s", join=join["i"], seen="present")}),
@@ -423,12 +420,7 @@ WITH dev AS (
     {"WHERE " + where if where else ""}
 ),
 present AS (
-    SELECT cv.device_key, max(cv.ts) AS last_seen,
-           bool_or(cv.value <> 0) FILTER (WHERE g.id IS NOT NULL) AS alarm
-    FROM current_values cv
-    LEFT JOIN signals g ON g.id = cv.signal_id AND g.base = 'alarm_active'
-    {join["cv"]}
-    GROUP BY cv.device_key
+    SELECT cv.device_key, cv.last_seen, cv.alarm FROM device_presence cv {join["cv"]}
 )""",
     )
 
@@ -652,13 +644,7 @@ SELECT d.key, d.device_id, d.name, d.enterprise_id AS enterprise, e.segment_code
        p.last_seen, ds.state, coalesce(p.alarm, false) AS alarm
 FROM devices d
 JOIN enterprises e ON e.id = d.enterprise_id
-LEFT JOIN LATERAL (
-    SELECT max(cv.ts) AS last_seen,
-           bool_or(cv.value <> 0) FILTER (WHERE g.id IS NOT NULL) AS alarm
-    FROM current_values cv
-    LEFT JOIN signals g ON g.id = cv.signal_id AND g.base = 'alarm_active'
-    WHERE cv.device_key = d.key
-) p ON true
+LEFT JOIN device_presence p ON p.device_key = d.key
 LEFT JOIN device_states ds ON ds.device_key = d.key
 WHERE d.enterprise_id = ANY(%(enterprises)s::text[])
 ORDER BY d.enterprise_id, d.device_id

@@ -98,7 +98,7 @@ class LiveHub:
         """
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                """SELECT (SELECT max(ts) FROM current_values),
+                """SELECT (SELECT max(last_seen) FROM device_presence),
                           (SELECT max(since) FROM device_states),
                           (SELECT max(greatest(status_at, metrics_at)) FROM gateways),
                           (SELECT max(connection_at) FROM devices),

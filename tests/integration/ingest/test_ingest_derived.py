@@ -6,7 +6,7 @@ import datetime as dt
 
 import psycopg
 import pytest
-from ingest_support import now_ms, rows, scalar, wait_until
+from ingest_support import machine_samples, now_ms, rows, scalar, wait_until
 
 from wire.payloads import Sample
 
@@ -280,3 +280,47 @@ def test_retention_prunes_old_ledger_rows_and_dead_letters(start_ingest, fake_ga
     assert scalar(pg_url, "SELECT count(*) FROM batch_ledger") == 1
     assert scalar(pg_url, "SELECT count(*) FROM dead_letters") == 0
     assert scalar(pg_url, "SELECT count(*) FROM dead_letter_windows") == 0
+
+
+PRESENCE_FROM_CURRENT_VALUES = """
+SELECT cv.device_key, max(cv.ts), bool_or(cv.value <> 0) FILTER (WHERE g.id IS NOT NULL)
+FROM current_values cv LEFT JOIN signals g ON g.id = cv.signal_id AND g.base = 'alarm_active'
+GROUP BY cv.device_key ORDER BY cv.device_key"""
+
+
+def test_device_presence_is_current_values_per_device(start_ingest, fake_gateway, pg_url):
+    """device_presence (what the pages read for online, networked and alarms) equals what
+    current_values says per device after in-order, late and replayed samples, alarms on and off,
+    and devices without an alarm signal."""
+    start_ingest()
+    gw = fake_gateway(enterprise="ent-p", gateway="gw-p", devices=["lathe-1", "lathe-2", "meter-1"])
+    gw.birth()
+    t0 = now_ms() - 10 * MINUTE_MS
+    for step in range(6):  # the alarm goes on and off; the last step (5) leaves it off
+        gw.send(gw.batch(machine_samples(["lathe-1", "lathe-2"], t0 + step * MINUTE_MS, step)))
+    # a late sample: older than what current_values holds, changes neither table
+    gw.send(gw.batch([Sample(device="lathe-1", signal="alarm_active", ts_ms=t0, value=True)]))
+    # a device with no alarm signal: presence without an alarm flag
+    gw.send(gw.batch([Sample(device="meter-1", signal="spindle_speed", ts_ms=t0, value=1.0)]))
+    # lathe-2's alarm comes on at the newest time
+    newest = t0 + 6 * MINUTE_MS
+    gw.send(gw.batch([Sample(device="lathe-2", signal="alarm_active", ts_ms=newest, value=True)]))
+    wait_until(lambda: scalar(pg_url, "SELECT count(*) FROM batch_ledger") == 9, what="every batch")
+    expected = rows(pg_url, PRESENCE_FROM_CURRENT_VALUES)
+    presence = rows(
+        pg_url, "SELECT device_key, last_seen, alarm FROM device_presence ORDER BY device_key"
+    )
+    assert presence == expected
+    by_device = {
+        device: (seen, alarm)
+        for device, seen, alarm in rows(
+            pg_url,
+            "SELECT d.device_id, p.last_seen, p.alarm FROM device_presence p "
+            "JOIN devices d ON d.key = p.device_key",
+        )
+    }
+    assert by_device == {
+        "lathe-1": (at(t0 + 5 * MINUTE_MS), False),
+        "lathe-2": (at(newest), True),
+        "meter-1": (at(t0), None),
+    }

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,30 +37,24 @@ from monitoring.api.routes import (
     segments,
 )
 from monitoring.kpis import refresh_daily
-from monitoring.settings import AppSettings
+from monitoring.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
 
 WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
 
 
-def create_app(settings: AppSettings | Any) -> FastAPI:
-    """The FastAPI app: opens a connection pool on start-up and closes it on shutdown.
-
-    Args:
-        settings: ``AppSettings``, or the ingest's ``IngestSettings`` (its ``api`` and ``db``
-            sections are used).
-    """
-    if not isinstance(settings, AppSettings):
-        settings = AppSettings.from_ingest(settings)
+def create_app(settings: MonitoringSettings) -> FastAPI:
+    """The FastAPI app: opens a connection pool on start-up and closes it on shutdown, and runs
+    the background refresh jobs while it is up when ``refresh.enabled``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = AsyncConnectionPool(
-            settings.db_url.get_secret_value(),
+            settings.db.url.get_secret_value(),
             # Two: the overview reads warnings and the registry on a second connection.
-            min_size=min(2, settings.api.pool_size),
-            max_size=settings.api.pool_size,
+            min_size=min(2, settings.pool_size),
+            max_size=settings.pool_size,
             # JIT compiling the KPI queries (their cost estimates are large) takes longer than
             # running them: about 1.4 s against 0.1 s at 10,000 devices (bench/monitoring.py).
             kwargs={"autocommit": True, "options": "-c jit=off"},
@@ -68,17 +62,10 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
             name="shulian-api",
         )
         await pool.open(wait=True, timeout=30)
-        hub = LiveHub(pool, settings.api)
+        hub = LiveHub(pool, settings)
         app.state.pool = pool
         app.state.hub = hub
-        refresher = asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily")
-        integration_refresher = asyncio.create_task(
-            _refresh_integration_forever(pool, settings), name="integration-daily"
-        )
-        tasks = [refresher, integration_refresher]
-        if settings.api.export.enabled:  # the optional upward push (docs/export.md)
-            db_url = settings.db_url.get_secret_value()
-            tasks.append(asyncio.create_task(push_forever(db_url, settings.api), name="export"))
+        tasks = _start_refresh_jobs(pool, settings) if settings.refresh.enabled else []
         hub.start()
         try:
             yield
@@ -99,7 +86,7 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         "role can see.",
         lifespan=lifespan,
     )
-    app.state.api_settings = settings.api
+    app.state.api_settings = settings
     _install_error_handlers(app)
     for module in (
         health,
@@ -168,26 +155,41 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=422)
 
 
-async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+def _start_refresh_jobs(
+    pool: AsyncConnectionPool, settings: MonitoringSettings
+) -> list[asyncio.Task[None]]:
+    """The jobs that write (``refresh.enabled``): one instance of a deployment runs them."""
+    tasks = [
+        asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily"),
+        asyncio.create_task(_refresh_integration_forever(pool, settings), name="integration-daily"),
+    ]
+    if settings.export.enabled:  # the optional upward push (docs/export.md)
+        db_url = settings.db.url.get_secret_value()
+        tasks.append(asyncio.create_task(push_forever(db_url, settings), name="export"))
+    log.info("refresh jobs running: %s", ", ".join(task.get_name() for task in tasks))
+    return tasks
+
+
+async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: MonitoringSettings) -> None:
     """Keep the daily KPI table current for today and yesterday (late data may still arrive)."""
     while True:
         try:
             async with pool.connection() as conn:
-                await refresh_daily(conn, settings.api.kpi, days_back=1)
+                await refresh_daily(conn, settings.kpi, days_back=1)
         except asyncio.CancelledError:
             raise
         except Exception:  # one broad catch at the task boundary: log and retry next period
-            log.exception(
-                "daily KPI refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
-            )
-        await asyncio.sleep(settings.api.daily_refresh_s)
+            log.exception("daily KPI refresh failed; retrying in %.0f s", settings.refresh.daily_s)
+        await asyncio.sleep(settings.refresh.daily_s)
 
 
-async def _refresh_integration_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+async def _refresh_integration_forever(
+    pool: AsyncConnectionPool, settings: MonitoringSettings
+) -> None:
     """Keep the data-integration measures current, in a task of its own: they read raw telemetry,
     which takes longer than the KPIs' rollups and must not delay them. Today (and yesterday while
-    late data may come) every ``integration_refresh_s``; past days that gained data, checked as
-    often as the KPIs (``daily_refresh_s``), so loaded history shows within a minute."""
+    late data may come) every ``refresh.integration_s``; past days that gained data, checked as
+    often as the KPIs (``refresh.daily_s``), so loaded history shows within a minute."""
     loop = asyncio.get_running_loop()
     recent_due = 0.0
     while True:
@@ -195,14 +197,14 @@ async def _refresh_integration_forever(pool: AsyncConnectionPool, settings: AppS
             recent = loop.time() >= recent_due
             async with pool.connection() as conn:
                 await integration_measures.refresh_daily(
-                    conn, settings.api.kpi, days_back=1, recent=recent
+                    conn, settings.kpi, days_back=1, recent=recent
                 )
             if recent:
-                recent_due = loop.time() + settings.api.integration_refresh_s
+                recent_due = loop.time() + settings.refresh.integration_s
         except asyncio.CancelledError:
             raise
         except Exception:  # one broad catch at the task boundary: log and retry next period
             log.exception(
-                "integration refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
+                "integration refresh failed; retrying in %.0f s", settings.refresh.daily_s
             )
-        await asyncio.sleep(settings.api.daily_refresh_s)
+        await asyncio.sleep(settings.refresh.daily_s)

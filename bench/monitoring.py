@@ -423,10 +423,9 @@ def serve(db_url: str, port: int) -> None:
     import psycopg
     import uvicorn
     from psycopg_pool import AsyncConnectionPool
-    from pydantic import SecretStr
 
     from monitoring.api.app import create_app
-    from monitoring.settings import AppSettings
+    from monitoring.settings import MonitoringSettings
 
     totals = {"requests": 0, "request_s": 0.0, "db_calls": 0, "db_s": 0.0, "pool_wait_s": 0.0}
 
@@ -452,7 +451,8 @@ def serve(db_url: str, port: int) -> None:
     psycopg.AsyncCursor.executemany = timed(psycopg.AsyncCursor.executemany, 0)  # type: ignore[method-assign]
     AsyncConnectionPool.getconn = timed(AsyncConnectionPool.getconn, 2)  # type: ignore[method-assign]
 
-    app = create_app(AppSettings(db_url=SecretStr(db_url)))
+    # The shipped defaults (pool, refresh every 60 s), as `shulian monitoring run` has them.
+    app = create_app(MonitoringSettings(db={"url": db_url}))
 
     @app.get("/_bench/stats", include_in_schema=False)
     def stats() -> dict[str, Any]:

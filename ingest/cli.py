@@ -1,28 +1,40 @@
-"""``shulian ingest ...``: run the service, migrate the schema, import the registry, show settings."""
+"""``shulian ingest ...``: run the service, migrate the schema, show settings.
+
+The monitoring has its own noun (``shulian monitoring``). ``run --with-monitoring`` hosts it in
+this process for small sites; the host comes from ``hosts``, which the ``shulian`` command fills
+(shulian/hosting.py), because the ingest itself never imports the monitoring.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ingest.db.migrate import INGEST_CHAIN, Chain
 from ingest.errors import IngestError
 from ingest.settings import IngestSettings, load_settings, masked_settings, setting_sources
+
+if TYPE_CHECKING:
+    from ingest.service import IngestService
 
 app = typer.Typer(
     help="Run the cloud ingest (MQTT -> PostgreSQL/TimescaleDB) and manage its database.",
     no_args_is_help=True,
 )
-registry_app = typer.Typer(
-    help="Import the registry (enterprises, devices) from CSV.", no_args_is_help=True
-)
 settings_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
-app.add_typer(registry_app, name="registry")
 app.add_typer(settings_app, name="settings")
+
+Host = Callable[[IngestSettings, Path | None], Callable[["IngestService"], None]]
+"""Builds, from the ingest's settings and settings file, what ``run_service`` serves with."""
+hosts: dict[str, Host] = {}
+"""Apps ``run --with-<name>`` hosts in the ingest's process (shulian/hosting.py adds them)."""
+hosted_chains: dict[str, Sequence[Chain]] = {}
+"""The migration chains (the ingest's first) a process hosting ``<name>`` applies at start."""
 
 ConfigOpt = Annotated[
     Path | None,
@@ -68,9 +80,20 @@ def run(
     protocol: Annotated[str | None, typer.Option(help="MQTT version: 5 or 3.1.1")] = None,
     lanes: Annotated[int | None, typer.Option(help="Parallel writer lanes")] = None,
     api: Annotated[
-        bool | None, typer.Option("--api/--no-api", help="Also serve the monitoring app")
+        bool | None,
+        typer.Option("--api/--no-api", help="Serve /metrics and /api/ingest/health (api.port)"),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Monitoring app port")] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port of /metrics and /api/ingest/health")
+    ] = None,
+    with_monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--with-monitoring",
+            help="Also run the monitoring (pages, API, refresh) in this process, on its "
+            "http.port; the settings file's monitoring: section configures it",
+        ),
+    ] = False,
     auto_register_gateways: Annotated[
         bool | None,
         typer.Option("--auto-register-gateways/--no-auto-register-gateways"),
@@ -96,9 +119,13 @@ def run(
     from ingest.logs import configure_logging
     from ingest.service import run_service
 
+    serve = _hosted("monitoring", settings, config) if with_monitoring else None
+    chains = (
+        hosted_chains.get("monitoring", (INGEST_CHAIN,)) if with_monitoring else (INGEST_CHAIN,)
+    )
     configure_logging(settings.log)
     try:
-        run_service(settings)
+        run_service(settings, serve=serve, chains=chains)
     except IngestError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -123,46 +150,6 @@ def migrate(config: ConfigOpt = None, db: DbOpt = None) -> None:
     typer.echo(f"{len(result.applied)} applied, {result.already_applied} already applied")
 
 
-@registry_app.command("import")
-def registry_import(
-    kind: Annotated[str, typer.Argument(help="enterprises or devices")],
-    file: Annotated[Path, typer.Argument(help="CSV file with a header row", exists=True)],
-    config: ConfigOpt = None,
-    db: DbOpt = None,
-) -> None:
-    """Upsert enterprises or devices from CSV; errors name file:line: column.
-
-    enterprises.csv: id,name,district,segment[,name_en,above_designated_size,specialized,
-    little_giant,service_provider]; devices.csv: enterprise,device[,name,gateway,profile,
-    machine_kind,line,rated_cycle_s].
-    """
-    if kind not in ("enterprises", "devices"):
-        typer.echo(f"error: kind must be enterprises or devices, not {kind!r}", err=True)
-        raise typer.Exit(2)
-    settings = _settings(config, db__url=db)
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-        created, updated = asyncio.run(
-            _import_csv(settings.db.url.get_secret_value(), kind, text, file.name)
-        )
-    except Exception as exc:  # the monitoring module's BadInputError, or the database's refusal
-        hint = getattr(exc, "hint", "")
-        typer.echo(f"error: {exc}" + (f" {hint}" if hint else ""), err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{kind}: {created} created, {updated} updated from {file}")
-
-
-async def _import_csv(db_url: str, kind: str, text: str, filename: str) -> tuple[int, int]:
-    """Run the monitoring module's CSV import (the same function its API calls)."""
-    from psycopg import AsyncConnection
-
-    from monitoring.api.csv_import import import_devices, import_enterprises
-
-    importer = import_enterprises if kind == "enterprises" else import_devices
-    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
-        return await importer(conn, text, filename)
-
-
 @settings_app.command("show")
 def settings_show(
     config: ConfigOpt = None,
@@ -184,15 +171,17 @@ def settings_show(
         typer.echo(f"{name:<{width}}  {value:<{value_width}}  {source}")
 
 
-def _mount_monitoring_commands() -> None:
-    """``token``, ``kpi`` and ``export`` come from the monitoring module (monitoring/api/cli.py)."""
+def _hosted(name: str, settings: IngestSettings, config: Path | None) -> Callable[[Any], None]:
+    host = hosts.get(name)
+    if host is None:
+        typer.echo(
+            f"error: --with-{name} needs the `shulian` command (python -m shulian), which "
+            f"brings the {name}; or run `shulian {name} run` as a process of its own",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
-        from monitoring.api.cli import export_app, kpi_app, token_app
-    except ImportError:  # the monitoring module is optional for a bare ingest worker
-        return
-    app.add_typer(token_app, name="token")
-    app.add_typer(kpi_app, name="kpi")
-    app.add_typer(export_app, name="export")
-
-
-_mount_monitoring_commands()
+        return host(settings, config)
+    except Exception as exc:  # the hosted app's ConfigError: its settings are wrong
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc

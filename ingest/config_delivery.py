@@ -11,21 +11,20 @@ one is logged with its topic and dropped (it holds no measurement to lose).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import psycopg
 import psycopg_pool
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
 from ingest.decode import Incoming
-from monitoring.api.remote_config import bundle_for
 from wire import topics
-from wire.payloads import ConfigReport
+from wire.payloads import ConfigBundle, ConfigFile, ConfigReport, bundle_hash
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +56,8 @@ message clears it; the gateway keeps running its last good configuration)."""
 class ConfigDelivery:
     """A thread publishing assignments as they change; ``report`` stores a gateway's answer."""
 
-    def __init__(
-        self, pool: psycopg_pool.ConnectionPool[Any], publish: Publish, conninfo: str
-    ) -> None:
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], publish: Publish) -> None:
         self.pool = pool
-        self.conninfo = conninfo
-        """The bundle is built by the API's async queries, on a short async connection."""
         self.publish = publish
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="ingest-config", daemon=True)
@@ -89,7 +84,7 @@ class ConfigDelivery:
         for enterprise, gateway in cleared:
             pending.append((enterprise, gateway, None))
         for enterprise, gateway, revision in pending:
-            payload = b"" if revision is None else asyncio.run(self._bundle(enterprise, gateway))
+            payload = b"" if revision is None else self._bundle(enterprise, gateway)
             if payload is None:
                 continue
             self.publish(topics.config(enterprise, gateway), payload)
@@ -106,11 +101,9 @@ class ConfigDelivery:
             )
         return len(pending)
 
-    async def _bundle(self, enterprise: str, gateway: str) -> bytes | None:
-        import psycopg
-
-        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
-            bundle = await bundle_for(conn, enterprise, gateway, int(time.time() * 1000))
+    def _bundle(self, enterprise: str, gateway: str) -> bytes | None:
+        with self.pool.connection() as conn:
+            bundle = bundle_for(conn, enterprise, gateway, int(time.time() * 1000))
         return None if bundle is None else bundle.model_dump_json().encode()
 
     def report(self, incoming: Incoming) -> None:
@@ -152,8 +145,43 @@ class ConfigDelivery:
         )
 
 
+_IN_FORCE: Final = """
+    SELECT a.id, a.enterprise_id, v.name, v.kind, v.version, v.sha256, v.content
+    FROM (SELECT id, enterprise_id, version_ids FROM config_assignments
+          WHERE enterprise_id = %s AND gateway_id = %s AND refused_at IS NULL
+          ORDER BY id DESC LIMIT 1) a
+    LEFT JOIN config_versions v ON v.id = ANY(a.version_ids)
+    ORDER BY v.name
+"""
+"""The files of the newest assignment the gateway's enterprise did not refuse (the API writes the
+assignments: monitoring/api/remote_config.py; what a gateway receives is wire's ConfigBundle)."""
+
+
+def bundle_for(
+    conn: psycopg.Connection[Any], enterprise: str, gateway: str, now_ms: int
+) -> ConfigBundle | None:
+    """The wire bundle of the assignment in force for ``gateway`` (None: nothing assigned)."""
+    rows = conn.execute(_IN_FORCE, (enterprise, gateway)).fetchall()
+    if not rows:
+        return None
+    files = [
+        ConfigFile(name=name, kind=kind, version=version, sha256=sha256, content=content)
+        for _, _, name, kind, version, sha256, content in rows
+        if name is not None  # an assignment of no files still is one (LEFT JOIN)
+    ]
+    revision, owner = rows[0][0], rows[0][1]
+    return ConfigBundle(
+        gateway=gateway,
+        enterprise=owner,
+        revision=revision,
+        ts_ms=now_ms,
+        files=files,
+        sha256=bundle_hash(files),
+    )
+
+
 def is_report(topic: str) -> bool:
     return topic.startswith(f"{topics.NAMESPACE}/") and topic.endswith("/config/report")
 
 
-__all__ = ["ConfigDelivery", "is_report"]
+__all__ = ["ConfigDelivery", "bundle_for", "is_report"]

@@ -3,13 +3,13 @@
 ``IngestService.start()`` migrates the schema (waiting for the database if it is not up yet),
 then starts the writer lanes, the maintenance thread and the MQTT consumer; ``stop()`` lets each
 lane finish and acknowledge its current flush, leaves the rest unacknowledged, and disconnects.
-``run_service`` adds signal handling and, when ``api.enabled``, serves the monitoring app (with
-``/metrics``) in the same process.
+``run_service`` adds signal handling and, when ``api.enabled``, serves the ingest's own HTTP
+endpoint (``/metrics``, ``/api/ingest/health``: ingest/http.py); a host may serve instead (the
+monitoring in the same process, shulian/hosting.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import signal
@@ -184,9 +184,7 @@ class IngestService:
             lane.start()
         self.maintenance.start()
         self.consumer = consumer
-        self.config_delivery = ConfigDelivery(
-            self.pool, consumer.publish_retained, settings.db.url.get_secret_value()
-        )
+        self.config_delivery = ConfigDelivery(self.pool, consumer.publish_retained)
         self.consumer.start()
         self.config_delivery.start()
         self._backlog_thread = threading.Thread(
@@ -270,30 +268,42 @@ def settle_heap() -> None:
 
 
 def run_service(
-    settings: IngestSettings, *, on_started: Callable[[IngestService], None] | None = None
+    settings: IngestSettings,
+    *,
+    on_started: Callable[[IngestService], None] | None = None,
+    serve: Callable[[IngestService], None] | None = None,
+    chains: Sequence[Chain] = (INGEST_CHAIN,),
 ) -> None:
-    """Run until SIGTERM or SIGINT; with ``api.enabled`` also serve the monitoring app."""
-    chains: tuple[Chain, ...] = (INGEST_CHAIN,)
-    if settings.api.enabled:
-        # TODO(issue 15): the --with-monitoring composition moves this (and _serve_api's import
-        # of create_app) out of the ingest, which must not import the monitoring.
-        from monitoring.db.migrate import ALL_CHAINS
+    """Run until SIGTERM or SIGINT.
 
-        chains = ALL_CHAINS
+    Args:
+        on_started: called once the service runs.
+        serve: runs in the main thread until the process is told to stop, e.g. a web server
+            that also answers the ingest's routes (``ingest.http.add_routes``). Without it the
+            ingest serves its own endpoint when ``api.enabled``, else just waits for the signal.
+        chains: the migration chains to apply at start: the ingest's, and those of what
+            ``serve`` hosts (the monitoring's, given by shulian/hosting.py).
+    """
     service = IngestService(settings, settle_heap=True, chains=chains)
     service.start()
     if on_started:
         on_started(service)
     try:
-        if settings.api.enabled:
-            _serve_api(settings, service)
+        if serve is not None or settings.api.enabled:
+            from ingest import http
+
+            # uvicorn shuts down on SIGTERM, restores the previous handlers and raises the
+            # signal again: with ours in place that only logs, so the ingest's own graceful
+            # stop runs afterwards.
+            install_stop_handlers()
+            (serve or http.serve)(service)
         else:
             _wait_for_signal()
     finally:
         service.stop()
 
 
-def _install_stop_handlers() -> threading.Event:
+def install_stop_handlers() -> threading.Event:
     """SIGTERM/SIGINT set the returned event instead of killing the process mid-flush."""
     stop = threading.Event()
 
@@ -307,72 +317,6 @@ def _install_stop_handlers() -> threading.Event:
 
 
 def _wait_for_signal() -> None:
-    stop = _install_stop_handlers()
+    stop = install_stop_handlers()
     while not stop.wait(1.0):
         pass
-
-
-STREAMS_CLOSE_S: Final = 3
-"""How long a stopping ingest lets open live streams (dashboards) run before it ends them."""
-
-
-def _serve_api(settings: IngestSettings, service: IngestService) -> None:
-    import uvicorn
-    from fastapi import Request, Response
-    from prometheus_client.exposition import choose_encoder
-
-    from monitoring.api.app import create_app
-
-    app = create_app(settings)
-    app.state.ingest = service
-    registry = service.metrics.registry
-
-    def metrics(request: Request) -> Response:
-        # A route, not a mounted app: a mount at /metrics answers /metrics with a redirect to
-        # /metrics/, which a scraper or a person following the banner has to chase.
-        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encoder(registry), media_type=content_type)
-
-    app.add_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-    app.add_api_route(
-        "/api/ingest/health",
-        service.health,
-        methods=["GET"],
-        tags=["health"],
-        summary="The ingest worker: broker connection, database, backlog, last commit",
-    )
-    log.info("monitoring app on http://%s:%d", settings.api.host, settings.api.port)
-    # uvicorn shuts down on SIGTERM, restores the previous handlers and raises the signal again:
-    # with ours in place that only logs, so the ingest's own graceful stop runs afterwards.
-    _install_stop_handlers()
-    # Open dashboards hold /api/live streams that never end by themselves, and uvicorn waits for
-    # open connections on SIGTERM ("Waiting for connections to close") until the demo (or
-    # systemd, Docker) kills the ingest before it flushes: on the signal the streams end at once.
-    # The timeout is a backstop for any other request that hangs.
-    server = _api_server_class(app)(
-        uvicorn.Config(
-            app,
-            host=settings.api.host,
-            port=settings.api.port,
-            log_config=None,
-            timeout_graceful_shutdown=STREAMS_CLOSE_S,
-        )
-    )
-    server.run()
-
-
-def _api_server_class(app: Any) -> type[Any]:
-    import uvicorn
-
-    class ApiServer(uvicorn.Server):
-        """uvicorn's server that also ends the app's live streams when told to stop."""
-
-        _closing: asyncio.Task[None] | None = None
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            hub = getattr(app.state, "hub", None)
-            if hub is not None and self._closing is None:
-                self._closing = asyncio.get_running_loop().create_task(hub.close_streams())
-            super().handle_exit(sig, frame)
-
-    return ApiServer

@@ -11,15 +11,22 @@ import contextvars
 import os
 import socket
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ingest.errors import ConfigError
-from monitoring.settings import MonitoringSettings
 
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/shulian"
 DEV_MQTT_URL = "mqtt://127.0.0.1:1883"
@@ -167,6 +174,18 @@ class WriterSettings(BaseModel):
     delay_stats_flush_s: float = Field(default=60.0, ge=0)
     """How often the per-device delay statistics (ingest/delays.py) are added to the database;
     0 stores them after every flush (tests)."""
+    delay_stats_timezone: str = "Asia/Shanghai"
+    """The delay statistics are kept per calendar day in this zone; the monitoring reads them by
+    its ``kpi.timezone``, so keep the two equal."""
+
+    @field_validator("delay_stats_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone; write e.g. Asia/Shanghai") from None
+        return value
 
 
 class LimitsSettings(BaseModel):
@@ -242,13 +261,14 @@ class LogSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    """Where the monitoring app listens when the service hosts it (see ingest/api)."""
+    """The ingest's own HTTP endpoint: ``/metrics`` and ``/api/ingest/health`` (ingest/http.py).
+
+    With ``--with-monitoring`` they are served on the monitoring's port instead (one process).
+    """
 
     enabled: bool = False
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
-    """Live view, sessions and cookies of the monitoring app (docs/monitoring.md)."""
+    port: int = Field(default=9109, ge=0, le=65535)
 
 
 _FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
@@ -370,13 +390,22 @@ def read_settings_file(path: Path) -> dict[str, Any]:
     return data
 
 
+HOSTED_SECTIONS: Final = ("monitoring",)
+"""Sections of the settings file that belong to an app the ingest can host in its process
+(``run --with-monitoring``); the ingest's own settings skip them."""
+
+
+def _own_sections(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key not in HOSTED_SECTIONS}
+
+
 def load_settings(config_file: Path | None = None, **overrides: Any) -> IngestSettings:
     """Build the settings from all sources; ``overrides`` (CLI flags) win over everything.
 
     Raises:
         ConfigError: listing every problem, each with the setting's dotted path.
     """
-    token = _FILE_DATA.set(read_settings_file(config_file) if config_file else {})
+    token = _FILE_DATA.set(_own_sections(read_settings_file(config_file)) if config_file else {})
     try:
         return IngestSettings(**overrides)
     except ValidationError as exc:
@@ -402,10 +431,10 @@ def setting_sources(
 
     The source is what won, in ``load_settings``' order: ``command line``, ``env NAME``,
     the settings file, or ``default``. Values are masked as in ``masked_settings``. Nested
-    sections (``api.monitoring.kpi``) are listed leaf by leaf.
+    sections are listed leaf by leaf.
     """
     env = {key.upper(): key for key in os.environ}
-    file_data = read_settings_file(config_file) if config_file else {}
+    file_data = _own_sections(read_settings_file(config_file)) if config_file else {}
     rows: list[tuple[str, Any, str]] = []
     for path, value in _leaves(masked_settings(settings), ()):
         rows.append(

@@ -143,7 +143,7 @@ class Writer:
         """'enterprise/gateway' -> dead letters held back since the last warning"""
         self._suppressed_logged_mono = 0.0
         self.delays = DelayRecorder(
-            settings.api.monitoring.kpi.timezone, settings.writer.delay_stats_flush_s
+            settings.writer.delay_stats_timezone, settings.writer.delay_stats_flush_s
         )
 
     def decode(self, incoming: Incoming) -> Pending:

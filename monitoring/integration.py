@@ -18,7 +18,7 @@ docs/kpis.md ("Data integration") defines every figure; in short, per device and
   machine state, production counters and energy.
 
 Layers: ``refresh_day`` materializes integration_device_daily (migration 0105) from raw telemetry
-once per refresh (the app refreshes today and yesterday every ``integration_refresh_s``); the
+once per refresh (the app refreshes today and yesterday every ``refresh.integration_s``); the
 query functions (``device_measures``, ``enterprise_measures``, ``group_measures``,
 ``enterprise_trend``) read those rows and ingest_delay_daily and return pydantic models.
 """

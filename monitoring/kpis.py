@@ -516,7 +516,7 @@ def window_for(
 
 REFRESH_FRESH_S: Final = 300
 """Pages take today's figures from the last refresh while its ``through`` is at most this old
-(the refresh runs every ``daily_refresh_s``, 60 s by default); an older one means the refresher
+(the refresh runs every ``refresh.daily_s``, 60 s by default); an older one means the refresher
 is behind, and the page computes the minutes since then live (exact, but slower)."""
 
 

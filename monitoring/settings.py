@@ -1,18 +1,39 @@
-"""Settings of the monitoring API and web UI (the ``api.monitoring`` section of the ingest's settings)."""
+"""The monitoring's settings: one BaseSettings with a section per concern.
+
+Precedence, highest first: CLI flags, ``SHULIAN_MONITORING_*`` environment variables (sections
+joined with ``__``, e.g. ``SHULIAN_MONITORING_DB__URL``), the plain ``DATABASE_URL`` variable that
+the demo and docker-compose use, a YAML settings file (``--config``), then the defaults. When the
+ingest hosts the monitoring in its process (``shulian ingest run --with-monitoring``) the file is
+the ingest's and these settings are its ``monitoring:`` section (shulian/hosting.py).
+"""
 
 from __future__ import annotations
 
+import contextvars
+import os
 from datetime import time
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from monitoring.errors import ConfigError
 
 HOUR_S = 3600
+DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/shulian"
+ENV_PREFIX = "SHULIAN_MONITORING_"
 
 
-class KpiSettings(BaseModel):
+class _Section(BaseModel):
+    """A section of the settings: a misspelt key is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KpiSettings(_Section):
     """Thresholds that turn stored data into KPIs; docs/kpis.md explains each one."""
 
     online_window_s: int = Field(default=180, ge=5)
@@ -36,7 +57,7 @@ class KpiSettings(BaseModel):
     (slow reads, scheduling); docs/kpis.md "Completeness"."""
 
 
-class ExportPushSettings(BaseModel):
+class ExportPushSettings(_Section):
     """The optional push of the daily export to an upward platform (docs/export.md)."""
 
     enabled: bool = False
@@ -79,25 +100,93 @@ class ExportPushSettings(BaseModel):
         return self
 
 
-class MonitoringSettings(BaseModel):
-    """How the monitoring app serves the live view and keeps browser sessions.
+class DbSettings(_Section):
+    """The database the ingest writes; the monitoring reads it and writes its own tables."""
 
-    Where it listens comes from the ingest's ``api.host`` and ``api.port``.
-    """
+    url: SecretStr = SecretStr(DEV_DATABASE_URL)
+    """A libpq URL; also read from ``DATABASE_URL``. The KPI refresh and the monitoring's own
+    tables (tokens, sessions, grants, KPI tables) need it to be able to write."""
+    read_url: SecretStr | None = None
+    """A libpq URL for the pages' and API's reads, e.g. a streaming replica with a read-only
+    role; None: the same as ``url``."""
 
+    @property
+    def effective_read_url(self) -> SecretStr:
+        """Where reads go: ``read_url`` when given, else ``url``."""
+        return self.read_url if self.read_url is not None else self.url
+
+
+class HttpSettings(_Section):
+    """Where the pages and the API listen."""
+
+    host: str = "127.0.0.1"
+    """``0.0.0.0`` to listen on every interface (in a container, behind a proxy)."""
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class RefreshSettings(_Section):
+    """The background jobs that write: daily KPIs, integration measures, the export push."""
+
+    enabled: bool = True
+    """Run the jobs in this instance. Run them in exactly one instance of a deployment (the one
+    whose ``db.url`` can write); web-only instances on a read replica set this to false."""
+    daily_s: float = Field(default=60.0, ge=1)
+    """How often the daily KPI table is refreshed for today and yesterday."""
+    integration_s: float = Field(default=3600.0, ge=1)
+    """How often the data-integration measures (monitoring/integration.py) are refreshed for today
+    (and yesterday until 6 h after midnight); each refresh reads the day's raw telemetry so far
+    (bench/integration.py), so they are daily figures refreshed hourly, not live ones. Past days
+    that gain data are picked up every ``daily_s``."""
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+_FILE_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "_monitoring_file_data", default=None
+)
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    """A settings source over a ready dict (the YAML file, DATABASE_URL, the host's defaults)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self.data
+
+
+def _plain_env_urls() -> dict[str, Any]:
+    url = os.environ.get("DATABASE_URL")
+    return {"db": {"url": url}} if url else {}
+
+
+class MonitoringSettings(BaseSettings):
+    """Everything the monitoring needs; build once with ``load_settings`` and pass down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["dev", "prod"] = "dev"
+    db: DbSettings = Field(default_factory=DbSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    refresh: RefreshSettings = Field(default_factory=RefreshSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
     pool_size: int = Field(default=8, ge=1, le=100)
+    """Database connections the pages, the API and the refresh jobs share."""
     live_poll_s: float = Field(default=1.0, gt=0, le=10)
     """How often the live hub checks for new data (SSE pushes within this plus compute time)."""
     live_recheck_s: float = Field(default=2.0, gt=0, le=10)
     """How often each open live stream re-checks its caller (token, session, grants, scope) and
     closes when the caller may no longer see it."""
-    daily_refresh_s: float = Field(default=60.0, ge=1)
-    """How often the daily KPI table is refreshed for today and yesterday."""
-    integration_refresh_s: float = Field(default=3600.0, ge=1)
-    """How often the data-integration measures (monitoring/integration.py) are refreshed for today
-    (and yesterday until 6 h after midnight); each refresh reads the day's raw telemetry so far
-    (bench/integration.py), so they are daily figures refreshed hourly, not live ones. Past days
-    that gain data are picked up every ``daily_refresh_s``."""
     session_lifetime_s: int = Field(default=12 * HOUR_S, ge=60)
     """A browser session ends this long after sign-in, however active (12 h: one working day)."""
     session_idle_s: int = Field(default=2 * HOUR_S, ge=60)
@@ -111,35 +200,185 @@ class MonitoringSettings(BaseModel):
     kpi: KpiSettings = Field(default_factory=KpiSettings)
     export: ExportPushSettings = Field(default_factory=ExportPushSettings)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        file_data, defaults = _FILE_DATA.get() or {}, _DEFAULTS.get() or {}
+        return (
+            init_settings,
+            env_settings,
+            _DictSource(settings_cls, _plain_env_urls()),
+            _DictSource(settings_cls, file_data),
+            _DictSource(settings_cls, defaults),
+        )
+
     @model_validator(mode="after")
-    def _idle_within_lifetime(self) -> MonitoringSettings:
-        if self.session_idle_s > self.session_lifetime_s:
-            raise ValueError(
-                f"session_idle_s ({self.session_idle_s}) must not exceed session_lifetime_s "
-                f"({self.session_lifetime_s}): lower the idle timeout or raise the lifetime"
-            )
-        for origin in self.allowed_origins:
-            if "://" not in origin or origin.rstrip("/").count("/") > 2:
-                raise ValueError(
-                    f"allowed_origins: {origin!r} is not an origin; write scheme://host[:port], "
-                    "e.g. https://monitor.example.cn"
-                )
+    def _consistent(self) -> MonitoringSettings:
+        problems = settings_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
-class AppSettings(BaseModel):
-    """What ``create_app`` needs: the monitoring settings and the database URLs."""
+_DEFAULTS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "_monitoring_defaults", default=None
+)
+"""Defaults a host supplies under the file (the ingest's database URL, shulian/hosting.py)."""
 
-    api: MonitoringSettings = Field(default_factory=MonitoringSettings)
-    db_url: SecretStr
-    """The write pool: sign-in and sign-out, session touches, the caller's token and grants,
-    uploads, imports, grants, baselines, export deliveries, and the KPI and integration refresh
-    jobs. Must reach a server that accepts writes (the primary)."""
-    read_url: SecretStr | None = None
-    """The read pool, when set: every page's and API GET's data queries and the live hub's polls
-    (a streaming replica, or a read-only login on the primary). None: ``db_url`` serves both."""
 
-    @classmethod
-    def from_ingest(cls, settings: Any) -> AppSettings:
-        """Take the ``api.monitoring`` section and the database URL from ``IngestSettings``."""
-        return cls(api=settings.api.monitoring, db_url=settings.db.url)
+def settings_problems(settings: MonitoringSettings) -> list[str]:
+    """Every inconsistency between settings (each names the settings involved)."""
+    problems: list[str] = []
+    if settings.session_idle_s > settings.session_lifetime_s:
+        problems.append(
+            f"session_idle_s ({settings.session_idle_s}) must not exceed session_lifetime_s "
+            f"({settings.session_lifetime_s}): lower the idle timeout or raise the lifetime"
+        )
+    for origin in settings.allowed_origins:
+        if "://" not in origin or origin.rstrip("/").count("/") > 2:
+            problems.append(
+                f"allowed_origins: {origin!r} is not an origin; write scheme://host[:port], "
+                "e.g. https://monitor.example.cn"
+            )
+    if settings.environment == "prod" and settings.db.url.get_secret_value() == DEV_DATABASE_URL:
+        problems.append("db.url is the development default; set DATABASE_URL in production")
+    return problems
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """Load a YAML settings file into plain dicts; errors name the file and line."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    try:
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read settings file: {exc.strerror}"]) from exc
+    except YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the settings file must be a mapping of sections"])
+    return data
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    file_data: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None,
+    where: str = "",
+    **overrides: Any,
+) -> MonitoringSettings:
+    """Build the settings from all sources; ``overrides`` (CLI flags) win over everything.
+
+    Args:
+        config_file: the YAML file; or give its already-read ``file_data``.
+        defaults: values under the file's (a host's: the ingest's database URL).
+        where: prefix of every key a problem names (``monitoring.`` inside the ingest's file).
+
+    Raises:
+        ConfigError: listing every problem, each with the file and the setting's dotted path.
+    """
+    if file_data is None:
+        file_data = read_settings_file(config_file) if config_file else {}
+    file_token = _FILE_DATA.set(file_data)
+    defaults_token = _DEFAULTS.set(defaults or {})
+    try:
+        return MonitoringSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, config_file, file_data, where)) from exc
+    finally:
+        _FILE_DATA.reset(file_token)
+        _DEFAULTS.reset(defaults_token)
+
+
+def _problems(
+    exc: ValidationError, config_file: Path | None, file_data: dict[str, Any], where: str
+) -> list[str]:
+    """Each problem with its dotted key, after the file's name when the key is in the file."""
+    problems: list[str] = []
+    for error in exc.errors():
+        message = str(error.get("ctx", {}).get("error", ""))
+        if not error["loc"] and message:  # a check across settings: each line names its keys
+            problems.extend(where + line for line in message.splitlines())
+            continue
+        in_file = config_file and _has(file_data, tuple(str(p) for p in error["loc"]))
+        origin = f"{config_file}: " if in_file else ""
+        key = where + (".".join(str(p) for p in error["loc"]) or "settings")
+        if message.startswith(key.removeprefix(where)):
+            problems.extend(origin + where + line for line in message.splitlines())
+        else:
+            problems.append(f"{origin}{key}: {message or error['msg']}")
+    return problems
+
+
+def setting_sources(
+    settings: MonitoringSettings, config_file: Path | None = None
+) -> list[tuple[str, Any, str]]:
+    """``(dotted name, value, source)`` for every setting, in the order the model defines them.
+
+    The source is what won, in ``load_settings``' order: ``env NAME``, the settings file, or
+    ``default``. Values are masked as in ``masked_settings``.
+    """
+    env = {key.upper(): key for key in os.environ}
+    file_data = read_settings_file(config_file) if config_file else {}
+    return [
+        (".".join(path), value, _source_of(path, env, file_data, config_file))
+        for path, value in _leaves(masked_settings(settings), ())
+    ]
+
+
+def _leaves(node: Any, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], Any]]:
+    if not isinstance(node, dict) or (path and not node):
+        return [(path, node)]
+    found: list[tuple[tuple[str, ...], Any]] = []
+    for key, value in node.items():
+        found.extend(_leaves(value, (*path, key)))
+    return found
+
+
+def _has(tree: Any, path: tuple[str, ...]) -> bool:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False
+        tree = tree[part]
+    return True
+
+
+def _source_of(
+    path: tuple[str, ...], env: dict[str, str], file_data: dict[str, Any], config_file: Path | None
+) -> str:
+    for depth in range(len(path), 0, -1):  # a variable may set a whole section (JSON)
+        variable = ENV_PREFIX + "__".join(path[:depth])
+        if variable.upper() in env:
+            return f"env {env[variable.upper()]}"
+    if path == ("db", "url") and os.environ.get("DATABASE_URL"):
+        return "env DATABASE_URL"
+    if _has(file_data, path):
+        return str(config_file)
+    return "default"
+
+
+def masked_settings(settings: MonitoringSettings) -> dict[str, Any]:
+    """The effective settings with secrets masked (passwords inside URLs too)."""
+    data = settings.model_dump(mode="json")
+    data["db"]["url"] = mask_url(settings.db.url.get_secret_value())
+    if settings.db.read_url is not None:
+        data["db"]["read_url"] = mask_url(settings.db.read_url.get_secret_value())
+    return data
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

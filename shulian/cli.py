@@ -1,4 +1,5 @@
-"""The `shulian` command: one noun per deployable (gateway, ingest, sim, profile) plus `demo`.
+"""The `shulian` command: one noun per deployable (gateway, ingest, monitoring, sim, profile) plus
+`demo`.
 
 Each package's CLI module is imported only when its noun is used, so a gateway installed with
 `shulian[gateway]` never imports psycopg or FastAPI, and a missing extra is reported by name.
@@ -20,7 +21,13 @@ NOUNS: Final[dict[str, tuple[str, str, str]]] = {
         "gateway",
         "Validate, inspect, plan and probe device profiles.",
     ),
-    "ingest": ("ingest.cli", "ingest", "Run the cloud ingest and monitoring service."),
+    # shulian.hosting is ingest.cli's app, able to host the monitoring (--with-monitoring).
+    "ingest": ("shulian.hosting", "ingest", "Run the cloud ingest (MQTT -> database)."),
+    "monitoring": (
+        "monitoring.cli",
+        "monitoring",
+        "Run the industry-operation monitoring (pages, API, KPI refresh).",
+    ),
     "sim": ("simulators.cli", "sim", "Run simulated line equipment (OPC UA and Modbus servers)."),
     "demo": (
         "shulian.demo",
@@ -54,6 +61,7 @@ def _load(noun: str) -> typer.Typer:
             "wire",
             "gateway",
             "ingest",
+            "monitoring",
             "simulators",
         ):
             raise  # our own module is broken: a bug, not a missing extra

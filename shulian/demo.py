@@ -2,9 +2,10 @@
 
 It starts, each as its own process: a broker (``MQTT_URL``, else a private Mosquitto, else amqtt),
 a database (``DATABASE_URL``, else an embedded PostgreSQL, preloading TimescaleDB when the
-extension is installed in it), the simulators of a scenario, one gateway per enterprise, and the
-ingest with the monitoring app; then prints every URL it serves, the storage path it runs on, and
-a live count of stored points until Ctrl-C.
+extension is installed in it), the simulators of a scenario, one gateway per enterprise, the
+ingest and the monitoring (two processes, as a deployment runs them; ``--one-process`` runs them
+as ``shulian ingest run --with-monitoring``, the small-site way); then prints every URL it serves,
+the storage path it runs on, and a live count of stored points until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -396,6 +397,7 @@ def run_demo(
     fresh: bool,
     broker_choice: str = "auto",
     history_enabled: bool = True,
+    one_process: bool = False,
 ) -> int:
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
@@ -418,26 +420,23 @@ def run_demo(
                 shutil.rmtree(history, ignore_errors=True)
                 sim_argv += ["--history-dir", str(history)]
             stack.spawn("simulators", sim_argv)
-            ingest_env = {
-                "SHULIAN_INGEST_DB__URL": db_url,
-                "SHULIAN_INGEST_MQTT__URL": broker.url,
-                "SHULIAN_INGEST_MQTT__PROTOCOL": broker.protocol,
-                "SHULIAN_INGEST_MQTT__SHARE_GROUP": "ingest" if broker.protocol == "5" else "",
-                "SHULIAN_INGEST_MQTT__CLIENT_ID": "shulian-demo-ingest",
-                "SHULIAN_INGEST_REGISTRY__AUTO_REGISTER_GATEWAYS": "true",
-                "SHULIAN_INGEST_API__ENABLED": "true",
-                "SHULIAN_INGEST_API__PORT": str(api_port),
-                **HISTORY_INGEST_ENV,
-            }
-            stack.spawn("ingest", shulian_argv("ingest", "run"), ingest_env)
-            devservices.wait_listening("127.0.0.1", api_port, 60, "the ingest's monitoring app")
+            ingest_port = _start_cloud(stack, db_url, broker, api_port, one_process)
             # Meanwhile the simulators ran their history (about 20 s); then they listen
             _wait_ports(devices, stack, timeout_s=180)
             sites = write_site_files(devices, broker, workdir)
             backfills = _start_backfills(stack, sites, history) if history is not None else {}
             if not backfills:
                 _start_gateways(stack, sites)
-            _print_banner(broker, db_kind, storage, api_port, sites, tokens, devices, stack.logdir)
+            _print_banner(
+                broker,
+                db_kind,
+                storage,
+                (api_port, ingest_port),
+                sites,
+                tokens,
+                devices,
+                stack.logdir,
+            )
             if backfills:
                 typer.echo(f"history: backfilling {len(backfills)} gateways from {history}")
             return _watch(stack, db_url, seconds, lambda: _after_backfills(stack, sites, backfills))
@@ -462,9 +461,36 @@ HISTORY_INGEST_ENV: Final = {
     "SHULIAN_INGEST_STORAGE__LEDGER_RETENTION_DAYS": "40",
     # Recompute late days within seconds of the backfill, not a minute later (both are cheap
     # at the demo's size)
-    "SHULIAN_INGEST_API__MONITORING__DAILY_REFRESH_S": "5",
+    "SHULIAN_MONITORING_REFRESH__DAILY_S": "5",
     "SHULIAN_INGEST_STORAGE__ROLLUP_REFRESH_S": "5",
 }
+
+
+def _start_cloud(stack: Stack, db_url: str, broker: Broker, port: int, one_process: bool) -> int:
+    """Start the ingest and the monitoring (the dashboard on ``port``); return the port of the
+    ingest's /metrics and health (``port`` itself when one process serves both)."""
+    ingest_port = port if one_process else devservices.free_port()
+    env = {
+        "SHULIAN_INGEST_DB__URL": db_url,
+        "SHULIAN_INGEST_MQTT__URL": broker.url,
+        "SHULIAN_INGEST_MQTT__PROTOCOL": broker.protocol,
+        "SHULIAN_INGEST_MQTT__SHARE_GROUP": "ingest" if broker.protocol == "5" else "",
+        "SHULIAN_INGEST_MQTT__CLIENT_ID": "shulian-demo-ingest",
+        "SHULIAN_INGEST_REGISTRY__AUTO_REGISTER_GATEWAYS": "true",
+        "SHULIAN_INGEST_API__ENABLED": "true",
+        "SHULIAN_INGEST_API__PORT": str(ingest_port),
+        "SHULIAN_MONITORING_DB__URL": db_url,
+        "SHULIAN_MONITORING_HTTP__PORT": str(port),
+        **HISTORY_INGEST_ENV,
+    }
+    if one_process:
+        stack.spawn("ingest", shulian_argv("ingest", "run", "--with-monitoring"), env)
+    else:
+        stack.spawn("ingest", shulian_argv("ingest", "run"), env)
+        devservices.wait_listening("127.0.0.1", ingest_port, 60, "the ingest's endpoint")
+        stack.spawn("monitoring", shulian_argv("monitoring", "run"), env)
+    devservices.wait_listening("127.0.0.1", port, 60, "the monitoring app")
+    return ingest_port
 
 
 def _start_gateways(stack: Stack, sites: dict[str, tuple[Path, int, int]]) -> None:
@@ -513,13 +539,13 @@ def _print_banner(
     broker: Broker,
     db_kind: str,
     storage: str,
-    api_port: int,
+    ports: tuple[int, int],
     sites: dict[str, tuple[Path, int, int]],
     tokens: dict[str, str],
     devices: list[dict[str, Any]],
     logdir: Path,
 ) -> None:
-    base = f"http://127.0.0.1:{api_port}"
+    base, ingest = (f"http://127.0.0.1:{port}" for port in ports)
     lines = [
         "",
         "shulian demo is running",
@@ -532,7 +558,8 @@ def _print_banner(
         f"  sign in     {base}/login",
         f"  API docs    {base}/docs",
         f"  health      {base}/api/health",
-        f"  metrics     {base}/metrics",
+        f"  ingest      {ingest}/api/ingest/health  {ingest}/metrics"
+        + ("  (the same process)" if ingest == base else ""),
     ]
     lines += [
         f"  gateway     http://127.0.0.1:{status}/  http://127.0.0.1:{port}/metrics  ({ent})"
@@ -600,11 +627,28 @@ def demo(
             "through the gateways before they go live."
         ),
     ] = True,
+    one_process: Annotated[
+        bool,
+        typer.Option(
+            "--one-process",
+            help="Run the ingest and the monitoring in one process (shulian ingest run "
+            "--with-monitoring), as a small site may; default: two processes.",
+        ),
+    ] = False,
 ) -> None:
     """Start simulators, a gateway per enterprise, the ingest and the dashboard; print the URLs."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if broker not in ("auto", "mosquitto", "amqtt"):
         raise typer.BadParameter("choose auto, mosquitto or amqtt", param_hint="--broker")
     raise typer.Exit(
-        run_demo(scenario, workdir.resolve(), port, seconds, fresh, broker, history_enabled=history)
+        run_demo(
+            scenario,
+            workdir.resolve(),
+            port,
+            seconds,
+            fresh,
+            broker,
+            history_enabled=history,
+            one_process=one_process,
+        )
     )

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,29 +38,23 @@ from monitoring.api.routes import (
     segments,
 )
 from monitoring.kpis import refresh_daily
-from monitoring.settings import AppSettings
+from monitoring.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
 
 WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
 
 
-def create_app(settings: AppSettings | Any) -> FastAPI:
-    """The FastAPI app: opens a connection pool on start-up and closes it on shutdown.
-
-    Args:
-        settings: ``AppSettings``, or the ingest's ``IngestSettings`` (its ``api`` and ``db``
-            sections are used).
-    """
-    if not isinstance(settings, AppSettings):
-        settings = AppSettings.from_ingest(settings)
+def create_app(settings: MonitoringSettings) -> FastAPI:
+    """The FastAPI app: opens a connection pool on start-up and closes it on shutdown, and runs
+    the background refresh jobs while it is up when ``refresh.enabled``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = _open_pool(settings.db_url, settings, "shulian-api")
+        pool = _open_pool(settings.db.url, settings, "shulian-api")
         read_pool = (
-            _open_pool(settings.read_url, settings, "shulian-api-read")
-            if settings.read_url is not None
+            _open_pool(settings.db.read_url, settings, "shulian-api-read")
+            if settings.db.read_url is not None
             else pool
         )
         pools = [pool] if read_pool is pool else [pool, read_pool]
@@ -72,19 +66,12 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
             for each in pools:
                 await each.close()
             raise
-        hub = LiveHub(read_pool, settings.api)
+        hub = LiveHub(read_pool, settings)
         app.state.pool = pool
         app.state.read_pool = read_pool
         app.state.hub = hub
         # The refresh jobs write: they run on the write pool, which _require_writable checked.
-        refresher = asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily")
-        integration_refresher = asyncio.create_task(
-            _refresh_integration_forever(pool, settings), name="integration-daily"
-        )
-        tasks = [refresher, integration_refresher]
-        if settings.api.export.enabled:  # the optional upward push (docs/export.md)
-            db_url = settings.db_url.get_secret_value()
-            tasks.append(asyncio.create_task(push_forever(db_url, settings.api), name="export"))
+        tasks = _start_refresh_jobs(pool, settings) if settings.refresh.enabled else []
         hub.start()
         try:
             yield
@@ -106,7 +93,7 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
         "role can see.",
         lifespan=lifespan,
     )
-    app.state.api_settings = settings.api
+    app.state.api_settings = settings
     _install_error_handlers(app)
     for module in (
         health,
@@ -131,12 +118,12 @@ def create_app(settings: AppSettings | Any) -> FastAPI:
     return app
 
 
-def _open_pool(url: SecretStr, settings: AppSettings, name: str) -> AsyncConnectionPool:
+def _open_pool(url: SecretStr, settings: MonitoringSettings, name: str) -> AsyncConnectionPool:
     return AsyncConnectionPool(
         url.get_secret_value(),
         # Two: the overview reads warnings and the registry on a second connection.
-        min_size=min(2, settings.api.pool_size),
-        max_size=settings.api.pool_size,
+        min_size=min(2, settings.pool_size),
+        max_size=settings.pool_size,
         # JIT compiling the KPI queries (their cost estimates are large) takes longer than
         # running them: about 1.4 s against 0.1 s at 10,000 devices (bench/monitoring.py).
         kwargs={"autocommit": True, "options": "-c jit=off"},
@@ -210,26 +197,41 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=422)
 
 
-async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+def _start_refresh_jobs(
+    pool: AsyncConnectionPool, settings: MonitoringSettings
+) -> list[asyncio.Task[None]]:
+    """The jobs that write (``refresh.enabled``): one instance of a deployment runs them."""
+    tasks = [
+        asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily"),
+        asyncio.create_task(_refresh_integration_forever(pool, settings), name="integration-daily"),
+    ]
+    if settings.export.enabled:  # the optional upward push (docs/export.md)
+        db_url = settings.db.url.get_secret_value()
+        tasks.append(asyncio.create_task(push_forever(db_url, settings), name="export"))
+    log.info("refresh jobs running: %s", ", ".join(task.get_name() for task in tasks))
+    return tasks
+
+
+async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: MonitoringSettings) -> None:
     """Keep the daily KPI table current for today and yesterday (late data may still arrive)."""
     while True:
         try:
             async with pool.connection() as conn:
-                await refresh_daily(conn, settings.api.kpi, days_back=1)
+                await refresh_daily(conn, settings.kpi, days_back=1)
         except asyncio.CancelledError:
             raise
         except Exception:  # one broad catch at the task boundary: log and retry next period
-            log.exception(
-                "daily KPI refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
-            )
-        await asyncio.sleep(settings.api.daily_refresh_s)
+            log.exception("daily KPI refresh failed; retrying in %.0f s", settings.refresh.daily_s)
+        await asyncio.sleep(settings.refresh.daily_s)
 
 
-async def _refresh_integration_forever(pool: AsyncConnectionPool, settings: AppSettings) -> None:
+async def _refresh_integration_forever(
+    pool: AsyncConnectionPool, settings: MonitoringSettings
+) -> None:
     """Keep the data-integration measures current, in a task of its own: they read raw telemetry,
     which takes longer than the KPIs' rollups and must not delay them. Today (and yesterday while
-    late data may come) every ``integration_refresh_s``; past days that gained data, checked as
-    often as the KPIs (``daily_refresh_s``), so loaded history shows within a minute."""
+    late data may come) every ``refresh.integration_s``; past days that gained data, checked as
+    often as the KPIs (``refresh.daily_s``), so loaded history shows within a minute."""
     loop = asyncio.get_running_loop()
     recent_due = 0.0
     while True:
@@ -237,14 +239,14 @@ async def _refresh_integration_forever(pool: AsyncConnectionPool, settings: AppS
             recent = loop.time() >= recent_due
             async with pool.connection() as conn:
                 await integration_measures.refresh_daily(
-                    conn, settings.api.kpi, days_back=1, recent=recent
+                    conn, settings.kpi, days_back=1, recent=recent
                 )
             if recent:
-                recent_due = loop.time() + settings.api.integration_refresh_s
+                recent_due = loop.time() + settings.refresh.integration_s
         except asyncio.CancelledError:
             raise
         except Exception:  # one broad catch at the task boundary: log and retry next period
             log.exception(
-                "integration refresh failed; retrying in %.0f s", settings.api.daily_refresh_s
+                "integration refresh failed; retrying in %.0f s", settings.refresh.daily_s
             )
-        await asyncio.sleep(settings.api.daily_refresh_s)
+        await asyncio.sleep(settings.refresh.daily_s)

@@ -1,7 +1,7 @@
-"""``shulian ingest token create|list|revoke``, ``kpi refresh`` and ``export push|document|deliveries``.
+"""``shulian monitoring token create|list|revoke``, ``kpi refresh`` and ``export push|document|deliveries``.
 
-The ingest's CLI mounts these typer sub-apps: ``app.add_typer(token_app, name="token")``,
-``app.add_typer(kpi_app, name="kpi")`` and ``app.add_typer(export_app, name="export")``.
+The monitoring's CLI (monitoring/cli.py) mounts these typer sub-apps as ``token``, ``kpi`` and
+``export``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import typer
 from psycopg import AsyncConnection
 
 from monitoring import auth, integration, kpis
-from monitoring.settings import KpiSettings
+from monitoring.errors import MonitoringError
+from monitoring.settings import DEV_DATABASE_URL, KpiSettings, MonitoringSettings, load_settings
 
 token_app = typer.Typer(
     help="Create, list and revoke API tokens of the monitoring module.", no_args_is_help=True
@@ -34,14 +35,14 @@ DbUrl = Annotated[
     str,
     typer.Option(
         "--db",
-        envvar=["SHULIAN_INGEST_DB__URL", "DATABASE_URL"],
+        envvar=["SHULIAN_MONITORING_DB__URL", "DATABASE_URL"],
         help="PostgreSQL URL (default: DATABASE_URL)",
     ),
 ]
 
 
 def _default_db() -> str:
-    return os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/shulian")
+    return os.environ.get("DATABASE_URL", DEV_DATABASE_URL)
 
 
 async def _with_conn(url: str, work: Any) -> Any:
@@ -137,41 +138,40 @@ def revoke(token_id: int, db: DbUrl = "") -> None:
     typer.echo(f"token {token_id} revoked")
 
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML settings file (the monitoring's: kpi, export)"),
+]
+
+
 @kpi_app.command("refresh")
 def refresh(
     days_back: Annotated[int, typer.Option(help="Refresh today and this many days before")] = 1,
+    config: ConfigOpt = None,
     db: DbUrl = "",
 ) -> None:
     """Recompute the daily KPI tables (after importing history or fixing data)."""
+    url, settings = _monitoring_settings(config, db)
     days = asyncio.run(
-        _with_conn(
-            db or _default_db(),
-            lambda conn: kpis.refresh_daily(conn, KpiSettings(), days_back=days_back),
-        )
+        _with_conn(url, lambda conn: kpis.refresh_daily(conn, settings.kpi, days_back=days_back))
     )
     typer.echo(f"refreshed {len(days)} day(s): {days[0]} .. {days[-1]}")
 
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML settings file (api.monitoring.export: the receiver)"),
-]
 DayOpt = Annotated[
     str | None, typer.Option("--day", help="YYYY-MM-DD; default yesterday (in kpi.timezone)")
 ]
 
 
-def _monitoring_settings(config: Path | None, db: str) -> tuple[str, Any]:
-    """The database URL and the ``api.monitoring`` section, as the service would load them."""
-    from ingest.errors import IngestError
-    from ingest.settings import load_settings
-
+def _monitoring_settings(config: Path | None, db: str) -> tuple[str, MonitoringSettings]:
+    """The database URL and the settings, as ``shulian monitoring run`` would load them."""
     try:
-        settings = load_settings(config, **({"db": {"url": db}} if db else {}))
-    except IngestError as exc:
+        overrides: dict[str, Any] = {"db": {"url": db}} if db else {}
+        settings = load_settings(config, **overrides)
+    except MonitoringError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    return settings.db.url.get_secret_value(), settings.api.monitoring
+    return settings.db.url.get_secret_value(), settings
 
 
 def _day(text: str | None, settings: KpiSettings) -> date:

@@ -156,7 +156,7 @@ def check_origin(request: Request, *, required: bool) -> None:
     where = f"{request.method} {request.url.path}"
     hint = (
         "Send this from the app's own pages, or from an origin listed in "
-        "api.monitoring.allowed_origins (SHULIAN_INGEST_API__MONITORING__ALLOWED_ORIGINS). "
+        "allowed_origins (SHULIAN_MONITORING_ALLOWED_ORIGINS). "
         "Scripts and API clients authenticate with 'Authorization: Bearer <token>' instead of "
         "the browser's session cookie."
     )
@@ -258,14 +258,14 @@ async def load_caller(
     if credential is None:
         raise UnauthorizedError(
             "missing bearer token or session",
-            hint="Send 'Authorization: Bearer <token>' (create one with `shulian ingest token "
+            hint="Send 'Authorization: Bearer <token>' (create one with `shulian monitoring token "
             "create`), or sign in at /login.",
         )
     principal = await authenticate_credential(conn, credential, settings)
     if principal is None and credential.kind == "bearer":
         raise UnauthorizedError(
             "unknown, revoked or expired token",
-            hint="Create a new one with `shulian ingest token create`.",
+            hint="Create a new one with `shulian monitoring token create`.",
         )
     if principal is None:
         raise UnauthorizedError(

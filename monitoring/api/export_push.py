@@ -29,9 +29,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from ingest.errors import IngestError
 from monitoring import integration, kpis
 from monitoring.api.export_doc import SCHEMA_VERSION, build_daily_export
+from monitoring.errors import MonitoringError
 from monitoring.settings import ExportPushSettings, MonitoringSettings
 
 __all__ = ["Delivery", "ExportPushError", "PushBusyError", "due_days", "push_day", "push_due"]
@@ -46,7 +46,7 @@ _ACK_CHARS: Final = 4000
 _LOCK_NAMESPACE: Final = "shulian.export_push"
 
 
-class ExportPushError(IngestError):
+class ExportPushError(MonitoringError):
     """The push of a day could not be made (not configured, day not complete)."""
 
 
@@ -139,7 +139,7 @@ async def push_day(
     if not export.url:
         raise ExportPushError(
             "no receiver configured",
-            where="api.monitoring.export.url",
+            where="export.url",
             hint="Set the upward platform's https:// address (docs/export.md).",
         )
     now = now or datetime.now(UTC)
@@ -206,7 +206,7 @@ def _client(export: ExportPushSettings) -> httpx.AsyncClient:
         except (OSError, ssl.SSLError) as exc:
             raise ExportPushError(
                 f"cannot load {export.ca_file}: {exc}",
-                where="api.monitoring.export.ca_file",
+                where="export.ca_file",
                 hint="Give the PEM file of the CA that signed the receiver's certificate.",
             ) from None
     return httpx.AsyncClient(verify=verify, timeout=export.timeout_s)
@@ -269,7 +269,7 @@ async def _send_with_retries(
         )
         log.error(
             "export push of %s %s; the service tries again later, or run "
-            "`shulian ingest export push --day %s`",
+            "`shulian monitoring export push --day %s`",
             day,
             "was refused by the receiver" if final == "refused" else "failed after all tries",
             day,

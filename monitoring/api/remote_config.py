@@ -25,7 +25,7 @@ from psycopg import AsyncConnection
 
 from monitoring.api.registry import fetch_all, fetch_one
 from monitoring.auth import Principal
-from wire.payloads import ConfigBundle, ConfigFile, bundle_hash, file_hash
+from wire.payloads import file_hash
 
 FileKind = Literal["profile", "site"]
 NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}\.ya?ml$")
@@ -313,27 +313,3 @@ async def gateway_state(
         "last_report": reports[0] if reports else None,
         "reports": reports,
     }
-
-
-async def bundle_for(
-    conn: AsyncConnection[Any], enterprise: str, gateway: str, now_ms: int
-) -> ConfigBundle | None:
-    """The wire bundle of the assignment in force for ``gateway`` (None: nothing assigned)."""
-    current = await in_force(conn, enterprise, gateway)
-    if current is None:
-        return None
-    rows = await fetch_all(
-        conn,
-        """SELECT name, kind, version, sha256, content FROM config_versions
-           WHERE id = ANY(%s) ORDER BY name""",
-        (list(current["version_ids"]),),
-    )
-    files = [ConfigFile.model_validate(r) for r in rows]
-    return ConfigBundle(
-        gateway=gateway,
-        enterprise=current["enterprise_id"],
-        revision=current["id"],
-        ts_ms=now_ms,
-        files=files,
-        sha256=bundle_hash(files),
-    )

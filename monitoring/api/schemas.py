@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 class SessionIn(BaseModel):
     token: str = Field(
-        min_length=1, max_length=200, description="A token from `shulian ingest token create`"
+        min_length=1, max_length=200, description="A token from `shulian monitoring token create`"
     )
 
 

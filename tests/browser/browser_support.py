@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 import uvicorn
-from pydantic import SecretStr
 
 from monitoring.api.app import create_app
-from monitoring.settings import AppSettings, MonitoringSettings
+from monitoring.settings import MonitoringSettings
 from shulian.devservices import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,9 +31,7 @@ def need_chromium() -> None:
 @contextmanager
 def api_server(pg_url: str, live_poll_s: float = 0.5) -> Iterator[str]:
     """The monitoring API and web UI on ``pg_url`` in a thread; yields its base URL."""
-    settings = AppSettings(
-        db_url=SecretStr(pg_url), api=MonitoringSettings(live_poll_s=live_poll_s)
-    )
+    settings = MonitoringSettings(db={"url": pg_url}, live_poll_s=live_poll_s)
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)

@@ -15,7 +15,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import uvicorn
-from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "monitoring"))
 from browser_support import pdf_text, squeeze
@@ -24,7 +23,7 @@ from monitoring_data import issue_tokens, prepare_schema, seed_registry
 
 from monitoring.api import views
 from monitoring.api.app import create_app
-from monitoring.settings import AppSettings
+from monitoring.settings import MonitoringSettings
 from shulian.devservices import free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -45,7 +44,7 @@ def server(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, 
     tokens = issue_tokens(pg_url)
     monkeypatch.setattr(views, "utc_now", lambda: NOW)  # the constructed months' "today"
     port = free_port()
-    app = create_app(AppSettings(db_url=SecretStr(pg_url)))
+    app = create_app(MonitoringSettings(db={"url": pg_url}))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

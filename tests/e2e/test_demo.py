@@ -111,9 +111,11 @@ def test_demo_with_amqtt_and_a_given_database(
     env = {**_clean_env(), "DATABASE_URL": pg_url}
     args = ["--workdir", str(tmp_path / "demo"), "--port", str(free_port()), "--broker", "amqtt"]
     args.append("--no-history")  # the broker is under test here; the history is the next test's
+    args.append("--one-process")  # the small-site form; the next test runs two processes
     count, banner, _ = _run_until_points(args, env, timeout_s=90)
     text = "".join(banner)
     assert "amqtt" in text and "given by DATABASE_URL" in text
+    assert "(the same process)" in text
     named = {
         "timescaledb": "storage     TimescaleDB ",
         "postgresql": "storage     plain PostgreSQL",
@@ -204,6 +206,8 @@ def test_demo_on_defaults_starts_with_30_days_of_history(
         assert first_points is not None and first_points < 60
         text = "".join(seen)
         assert "embedded PostgreSQL" in text and "Mosquitto" in text
+        # Two processes by default: the ingest's endpoint is apart from the dashboard's port
+        assert (logs / "monitoring.log").exists() and "(the same process)" not in text
         # TimescaleDB whenever it is installed in the wheel's PostgreSQL (scripts/timescaledb
         # install), else plain PostgreSQL with the reason and the fix
         if timescaledb_bindir() is not None:

@@ -40,7 +40,6 @@ from pipeline import (
     stop,
     write_site,
 )
-from pydantic import SecretStr
 from support import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
@@ -48,7 +47,7 @@ from browser_support import api_server, chromium_page, need_chromium
 
 from monitoring.api.app import create_app
 from monitoring.auth import Role, create_token
-from monitoring.settings import AppSettings
+from monitoring.settings import MonitoringSettings
 from shulian.devservices import Mosquitto, free_port
 from simulators.scenario import generate_load_scenario
 
@@ -180,7 +179,7 @@ def _run(tmp_path: Path, mosquitto: Mosquitto, pg_url: str, procs: list[Any]) ->
     )  # fmt: skip
     start_ms = int(time.time() * 1000)
 
-    app = create_app(AppSettings(db_url=SecretStr(pg_url)))
+    app = create_app(MonitoringSettings(db={"url": pg_url}))
     with TestClient(app) as api:
         token = _token(pg_url)
         headers = {"Authorization": f"Bearer {token}"}

@@ -1,7 +1,7 @@
 """Who am I, and the UI's sign-in: a token exchanged for a server-side browser session.
 
 ``POST /api/auth/session`` checks the token, stores a new session (monitoring/auth.py) and sets the
-session id as an HttpOnly, SameSite=Lax cookie (``Secure`` per ``api.monitoring.cookie_secure``);
+session id as an HttpOnly, SameSite=Lax cookie (``Secure`` per ``cookie_secure``);
 the token itself never goes into the browser's storage. ``DELETE`` deletes the session.
 """
 
@@ -72,7 +72,7 @@ async def sign_in(
     if principal is None:
         raise UnauthorizedError(
             "unknown, revoked or expired token",
-            hint="Ask the bureau's administrator for a token (`shulian ingest token create`).",
+            hint="Ask the bureau's administrator for a token (`shulian monitoring token create`).",
         )
     settings = get_settings(request)
     previous = request.cookies.get(SESSION_COOKIE)

@@ -1,4 +1,5 @@
-"""`shulian ingest migrate | registry import | settings show` against a real database."""
+"""`shulian ingest migrate | settings show` against a real database (the registry's CSV import is
+the monitoring's command: tests/integration/monitoring/test_monitoring_cli.py)."""
 
 from __future__ import annotations
 
@@ -13,67 +14,28 @@ from ingest.cli import app
 runner = CliRunner()
 
 
-def test_migrate_then_import_enterprises_and_devices(
-    pg_url: str, storage_path: str, tmp_path: Path
-):
+def test_migrate_creates_then_finds_the_schema(pg_url: str, storage_path: str) -> None:
     first = runner.invoke(app, ["migrate", "--db", pg_url])
     assert first.exit_code == 0, first.output
     assert f"storage path: {storage_path}" in first.output
     again = runner.invoke(app, ["migrate", "--db", pg_url])
     assert "0 applied" in again.output
+    assert rows(pg_url, "SELECT count(*) FROM enterprises") == [(0,)]
 
-    enterprises = tmp_path / "enterprises.csv"
-    enterprises.write_text(
-        "id,name,district,segment,specialized\n"
-        "ent-1,大连一号轴承,210211,345,是\n"
-        "ent-2,大连二号汽配,金州区,367,0\n",
-        encoding="utf-8",
-    )
-    devices = tmp_path / "devices.csv"
-    devices.write_text(
-        "enterprise,device,machine_kind,line,rated_cycle_s\n"
-        "ent-1,grinder-1,grinder,L1,20\n"
-        "ent-2,press-1,press,L2,\n"
-    )
-    done = runner.invoke(
-        app, ["registry", "import", "enterprises", str(enterprises), "--db", pg_url]
-    )
-    assert done.exit_code == 0, done.output
-    assert "2 created" in done.output
-    done = runner.invoke(app, ["registry", "import", "devices", str(devices), "--db", pg_url])
-    assert done.exit_code == 0, done.output
-    assert rows(
-        pg_url, "SELECT id, district_id, segment_code, specialized FROM enterprises ORDER BY id"
-    ) == [("ent-1", "210211", "345", True), ("ent-2", "210213", "367", False)]
-    assert rows(pg_url, "SELECT device_id, rated_cycle_s FROM devices ORDER BY device_id") == [
-        ("grinder-1", 20.0),
-        ("press-1", None),
-    ]
 
-    bad = tmp_path / "bad.csv"
-    bad.write_text("id,name,district,segment\nent-3,X,210211,999\n")
-    refused = runner.invoke(app, ["registry", "import", "enterprises", str(bad), "--db", pg_url])
-    assert refused.exit_code == 1
-    assert "bad.csv:2: segment" in refused.output
+def test_the_monitoring_commands_are_not_the_ingests() -> None:
+    """token, kpi, export and registry moved to `shulian monitoring`; the ingest names none."""
+    shown = runner.invoke(app, ["--help"])
+    for command in ("token", "kpi", "export", "registry"):
+        assert f" {command} " not in shown.output, shown.output
 
-    # A mistyped credit code refuses its row alone, named; the good row is written.
-    codes = tmp_path / "codes.csv"
-    codes.write_text(
-        "id,name,district,segment,credit_code\n"
-        "ent-1,大连一号轴承,210211,345,91110000600037341L\n"
-        "ent-2,大连二号汽配,金州区,367,91110000600037341M\n",
-        encoding="utf-8",
-    )
-    refused = runner.invoke(app, ["registry", "import", "enterprises", str(codes), "--db", pg_url])
-    assert refused.exit_code == 1
-    assert "codes.csv:3: credit_code: '91110000600037341M' has the check character 'M'" in (
-        refused.output
-    )
-    assert "0 created and 1 updated" in refused.output  # ent-1 existed: it was updated
-    assert rows(pg_url, "SELECT id, credit_code FROM enterprises ORDER BY id") == [
-        ("ent-1", "91110000600037341L"),
-        ("ent-2", None),
-    ]
+
+def test_a_monitoring_section_in_the_file_is_left_to_the_monitoring(tmp_path: Path) -> None:
+    config = tmp_path / "ingest.yaml"
+    config.write_text("writer:\n  lanes: 3\nmonitoring:\n  http:\n    port: 8181\n")
+    shown = runner.invoke(app, ["settings", "show", "--config", str(config)])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["writer"]["lanes"] == 3 and "monitoring" not in shown.output
 
 
 def test_settings_show_masks_secrets():

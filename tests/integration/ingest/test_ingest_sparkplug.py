@@ -13,7 +13,6 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from ingest_support import ingest_settings, rows, scalar, wait_until
-from pydantic import SecretStr
 from sparkplug_support import EdgeNode, now_ms, sparkplug_ingest, write_mapping
 
 from ingest.errors import ConfigError
@@ -128,7 +127,7 @@ def _pages(pg_url: str) -> tuple[list[tuple[str, bool]], list[tuple[str, str, bo
 
     from monitoring.api.app import create_app
     from monitoring.auth import Role, create_token
-    from monitoring.settings import AppSettings
+    from monitoring.settings import MonitoringSettings
 
     async def token() -> str:
         async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
@@ -136,7 +135,7 @@ def _pages(pg_url: str) -> tuple[list[tuple[str, bool]], list[tuple[str, str, bo
             return made.secret
 
     headers = {"Authorization": f"Bearer {asyncio.run(token())}"}
-    with TestClient(create_app(AppSettings(db_url=SecretStr(pg_url)))) as client:
+    with TestClient(create_app(MonitoringSettings(db={"url": pg_url}))) as client:
         gateways = client.get("/api/enterprises/ent-001/gateways", headers=headers)
         devices = client.get("/api/enterprises/ent-001/devices", headers=headers)
         assert gateways.status_code == devices.status_code == 200, (gateways.text, devices.text)

@@ -18,13 +18,12 @@ import uvicorn
 from fastapi.testclient import TestClient
 from ingest_fixtures import fake_gateway, start_ingest
 from monitoring_data import prepare_schema, seed_registry
-from pydantic import SecretStr
 from support import wait_until
 
 from ingest.db.migrate import Chain
 from monitoring.api.app import create_app
 from monitoring.db.migrate import ALL_CHAINS
-from monitoring.settings import AppSettings, MonitoringSettings
+from monitoring.settings import MonitoringSettings
 from shulian.devservices import free_port
 
 __all__ = ["fake_gateway", "start_ingest"]  # the ingest's fixtures, used by name
@@ -45,7 +44,7 @@ def monitoring_db(pg_url: str) -> str:
 
 @pytest.fixture()
 def client(monitoring_db: str) -> Iterator[TestClient]:
-    app = create_app(AppSettings(db_url=SecretStr(monitoring_db)))
+    app = create_app(MonitoringSettings(db={"url": monitoring_db}))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -53,7 +52,7 @@ def client(monitoring_db: str) -> Iterator[TestClient]:
 class ServedApp:
     """The monitoring app behind a real uvicorn on a free port, in a thread of this process."""
 
-    def __init__(self, settings: AppSettings) -> None:
+    def __init__(self, settings: MonitoringSettings) -> None:
         self.app = create_app(settings)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -78,9 +77,7 @@ def serve(monitoring_db: str) -> Iterator[Callable[..., ServedApp]]:
     started: list[ServedApp] = []
 
     def start(**monitoring: Any) -> ServedApp:
-        settings = AppSettings(
-            db_url=SecretStr(monitoring_db), api=MonitoringSettings(**monitoring)
-        )
+        settings = MonitoringSettings(db={"url": monitoring_db}, **monitoring)
         served = ServedApp(settings).__enter__()
         started.append(served)
         return served

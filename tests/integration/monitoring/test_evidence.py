@@ -16,11 +16,10 @@ import pytest
 from evidence_data import JUNE, MAY, MEASURED_3_DAYS, NOW, build_history
 from fastapi.testclient import TestClient
 from monitoring_data import device_key, issue_tokens, set_current
-from pydantic import SecretStr
 
 from monitoring.api import views
 from monitoring.api.app import create_app
-from monitoring.settings import AppSettings
+from monitoring.settings import MonitoringSettings
 
 EVIDENCE = "/api/enterprises/ent-a/evidence"
 BASELINES = "/api/enterprises/ent-a/baselines"
@@ -33,7 +32,7 @@ def evidence_app(
     build_history(monitoring_db)
     tokens = issue_tokens(monitoring_db)
     monkeypatch.setattr(views, "utc_now", lambda: NOW)
-    with TestClient(create_app(AppSettings(db_url=SecretStr(monitoring_db)))) as client:
+    with TestClient(create_app(MonitoringSettings(db={"url": monitoring_db}))) as client:
         yield client, tokens
 
 

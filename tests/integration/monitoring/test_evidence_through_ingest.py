@@ -26,13 +26,12 @@ import pytest
 from fastapi.testclient import TestClient
 from ingest_support import FakeGateway, run_timescaledb_job, scalar
 from monitoring_data import issue_tokens, seed_registry
-from pydantic import SecretStr
 from support import wait_until
 
 from ingest.service import IngestService
 from monitoring import kpis
 from monitoring.api.app import create_app
-from monitoring.settings import AppSettings, KpiSettings
+from monitoring.settings import KpiSettings, MonitoringSettings
 from wire.payloads import Sample
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -106,7 +105,7 @@ def test_evidence_of_data_sent_through_the_ingest(
 
     tokens = issue_tokens(pg_url)
     admin = {"Authorization": f"Bearer {tokens['admin']}"}
-    with TestClient(create_app(AppSettings(db_url=SecretStr(pg_url)))) as client:
+    with TestClient(create_app(MonitoringSettings(db={"url": pg_url}))) as client:
         client.post("/api/enterprises/ent-a/baselines", json={"method": "measured",
                     "measured_days": 2}, headers=admin).raise_for_status()  # fmt: skip
         body = client.get("/api/enterprises/ent-a/evidence", headers=admin).json()

@@ -25,11 +25,10 @@ import pytest
 from fastapi.testclient import TestClient
 from ingest_support import now_ms, scalar
 from monitoring_data import issue_tokens, seed_registry
-from pydantic import SecretStr
 from support import wait_until
 
 from monitoring.api.app import create_app
-from monitoring.settings import AppSettings
+from monitoring.settings import MonitoringSettings
 from shulian.devservices import Mosquitto
 from wire import topics
 
@@ -85,7 +84,7 @@ def test_fleet_console_shows_buffer_device_errors_dead_letters_and_the_last_will
     seed_registry(pg_url)
     proc = gateway_process()
     provider = {"Authorization": f"Bearer {issue_tokens(pg_url)['provider']}"}
-    with TestClient(create_app(AppSettings(db_url=SecretStr(pg_url)))) as client:
+    with TestClient(create_app(MonitoringSettings(db={"url": pg_url}))) as client:
 
         def gateway() -> dict[str, Any]:
             body = client.get("/api/fleet/sp-1", headers=provider).json()

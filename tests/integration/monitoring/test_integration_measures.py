@@ -40,14 +40,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from ingest_support import FakeGateway, now_ms, rows, scalar
-from pydantic import SecretStr
 from support import wait_until
 
 from ingest.service import IngestService
 from monitoring import integration
 from monitoring.api.app import create_app
 from monitoring.auth import Role, create_token
-from monitoring.settings import AppSettings, KpiSettings
+from monitoring.settings import KpiSettings, MonitoringSettings
 from wire import topics
 from wire.codec import encode
 from wire.payloads import DeviceStatus, Sample
@@ -342,7 +341,7 @@ def test_the_api_serves_the_same_measures_by_role(pg_url: str, measured: dict[st
     secrets = asyncio.run(tokens())
     day = measured["enterprise"].first_day.isoformat()
     query = f"?start={day}&end={day}"
-    with TestClient(create_app(AppSettings(db_url=SecretStr(pg_url)))) as client:
+    with TestClient(create_app(MonitoringSettings(db={"url": pg_url}))) as client:
 
         def get(path: str, caller: str) -> Any:
             response = client.get(path, headers={"Authorization": f"Bearer {secrets[caller]}"})

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from monitoring_data import issue_tokens, prepare_schema, seed_registry
-from pydantic import SecretStr
 
 from monitoring.api.app import create_app
-from monitoring.settings import AppSettings
+from monitoring.settings import MonitoringSettings
 from shulian.devservices import create_database, drop_database
 
 CALLERS = ("admin", "bureau", "ent-a", "ent-b", "provider", "none", "bad")
@@ -128,7 +127,7 @@ def world(pg_server_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
         tokens = issue_tokens(url)
         tokens["bad"] = "slk_" + "x" * 43
         with TestClient(
-            create_app(AppSettings(db_url=SecretStr(url))), follow_redirects=False
+            create_app(MonitoringSettings(db={"url": url})), follow_redirects=False
         ) as client:
             for caller in ("admin", "bureau", "ent-a", "ent-b", "provider"):
                 client.cookies.clear()

@@ -257,9 +257,9 @@ def test_push_fails_twice_then_is_accepted_once(monitoring_db: str, receiver: Re
 
 def _app(url: str) -> Any:
     from monitoring.api.app import create_app
-    from monitoring.settings import AppSettings
+    from monitoring.settings import MonitoringSettings
 
-    return create_app(AppSettings(db_url=SecretStr(url)))
+    return create_app(MonitoringSettings(db={"url": url}))
 
 
 def test_push_refuses_an_unverified_receiver_and_a_refusal_is_not_retried(
@@ -291,15 +291,15 @@ def test_push_refuses_an_unverified_receiver_and_a_refusal_is_not_retried(
 def _cli_push(url: str, receiver: Receiver, backoff_s: float) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        "SHULIAN_INGEST_DB__URL": url,
-        "SHULIAN_INGEST_API__MONITORING__EXPORT__URL": receiver.url,
-        "SHULIAN_INGEST_API__MONITORING__EXPORT__TOKEN": TOKEN,
-        "SHULIAN_INGEST_API__MONITORING__EXPORT__CA_FILE": str(receiver.ca_file),
-        "SHULIAN_INGEST_API__MONITORING__EXPORT__BACKOFF_S": str(backoff_s),
-        "SHULIAN_INGEST_API__MONITORING__EXPORT__BACKOFF_MAX_S": str(backoff_s),
+        "SHULIAN_MONITORING_DB__URL": url,
+        "SHULIAN_MONITORING_EXPORT__URL": receiver.url,
+        "SHULIAN_MONITORING_EXPORT__TOKEN": TOKEN,
+        "SHULIAN_MONITORING_EXPORT__CA_FILE": str(receiver.ca_file),
+        "SHULIAN_MONITORING_EXPORT__BACKOFF_S": str(backoff_s),
+        "SHULIAN_MONITORING_EXPORT__BACKOFF_MAX_S": str(backoff_s),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "shulian", "ingest", "export", "push", "--day", str(DAY)],
+        [sys.executable, "-m", "shulian", "monitoring", "export", "push", "--day", str(DAY)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -368,7 +368,6 @@ def test_the_service_pushes_yesterday_once_after_its_kpi_refresh(
     """The monitoring app with the push enabled: the due day (yesterday, after ``at``) is
     delivered once, through the same retries."""
     from monitoring.api.app import create_app
-    from monitoring.settings import AppSettings
 
     settings = push_settings(receiver, at="00:00", check_s=0.2, backfill_days=1)
     yesterday = datetime.now(TZ).date() - timedelta(days=1)
@@ -377,7 +376,8 @@ def test_the_service_pushes_yesterday_once_after_its_kpi_refresh(
             "INSERT INTO kpi_daily_state (day, through, refreshed_at) VALUES (%s, now(), now())",
             (yesterday - timedelta(days=5),),
         )
-    app = create_app(AppSettings(db_url=SecretStr(monitoring_db), api=settings))
+    settings.db.url = SecretStr(monitoring_db)
+    app = create_app(settings)
     with TestClient(app):
         wait_until(lambda: len(receiver.accepted) == 1, 30, what="the service's push")
         deliveries = wait_until(
@@ -390,7 +390,7 @@ def test_the_service_pushes_yesterday_once_after_its_kpi_refresh(
 def test_cli_prints_a_document_and_lists_deliveries(monitoring_db: str, receiver: Receiver) -> None:
     from typer.testing import CliRunner
 
-    from ingest.cli import app
+    from monitoring.cli import app
 
     build_day(monitoring_db)
     runner = CliRunner()

@@ -1,7 +1,7 @@
 """An open /api/live stream ends once its caller may no longer see it, through a real uvicorn.
 
 Each test opens the SSE stream over HTTP, reads the first ``update``, takes access away the way an
-operator or an enterprise does (``shulian ingest token revoke``, ``DELETE .../grants/bureau``,
+operator or an enterprise does (``shulian monitoring token revoke``, ``DELETE .../grants/bureau``,
 signing out), and reads on: the stream must send a ``closed`` event with ``{code, message, hint}``
 and end within 5 s.
 """

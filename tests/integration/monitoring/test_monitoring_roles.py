@@ -34,13 +34,12 @@ from monitoring_data import (
     signal_id,
 )
 from psycopg.conninfo import make_conninfo
-from pydantic import SecretStr
 from support import wait_until
 from test_monitoring_access import CITY, DEVICE, MATRIX, PAGES, PROVIDER_SP1
 
 from monitoring.api.app import create_app
 from monitoring.db.roles import INGEST_WRITES, RoleNames, apply_roles, monitoring_tables
-from monitoring.settings import AppSettings
+from monitoring.settings import MonitoringSettings
 from shulian.devservices import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -86,7 +85,7 @@ def _role_url(url: str, role: str) -> str:
 
 def _get_routes() -> list[str]:
     """Every GET route of the app, as path templates (``/api/enterprises/{enterprise_id}``)."""
-    app = create_app(AppSettings(db_url=SecretStr("postgresql://unused")))
+    app = create_app(MonitoringSettings(db={"url": "postgresql://unused"}))
     paths: set[str] = set()
     for route in app.routes:
         # FastAPI 0.16x keeps included routers whole; older ones flatten them to routes.
@@ -167,16 +166,16 @@ def serve_split(
         port = free_port()
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE), str(HERE.parent.parent)]),
-            "SHULIAN_TEST_MONITORING_DB_URL": _role_url(url, names.monitoring),
+            "SHULIAN_MONITORING_DB__URL": _role_url(url, names.monitoring),
+            "SHULIAN_MONITORING_HTTP__PORT": str(port),
         }
         if read:
-            env["SHULIAN_TEST_MONITORING_READ_URL"] = _role_url(url, names.read_only)
+            env["SHULIAN_MONITORING_DB__READ_URL"] = _role_url(url, names.read_only)
         log = (tmp_path / f"app-{port}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "served_monitoring:app",
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "shulian", "monitoring", "run", "--host", "127.0.0.1",
+             "--log-level", "WARNING"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         started.append(process)
         base = f"http://127.0.0.1:{port}"
@@ -388,13 +387,12 @@ def test_the_app_refuses_to_start_when_db_url_cannot_write(
     url, names, _ = split_db
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
-        "SHULIAN_TEST_MONITORING_DB_URL": _role_url(url, names.read_only),
+        "SHULIAN_MONITORING_DB__URL": _role_url(url, names.read_only),
+        "SHULIAN_MONITORING_HTTP__PORT": str(free_port()),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "uvicorn", "--factory", "served_monitoring:app",
-         "--host", "127.0.0.1", "--port", str(free_port()), "--log-level", "warning"],
-        env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "shulian", "monitoring", "run", "--host", "127.0.0.1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode != 0
     assert "db.url reaches a read-only login" in done.stderr + done.stdout

@@ -13,14 +13,12 @@ import pytest
 from conftest import ServedApp
 from fastapi.testclient import TestClient
 from monitoring_data import issue_tokens
-from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from ingest.settings import load_settings
 from monitoring.api.app import create_app
 from monitoring.api.cli import parse_duration, token_app
 from monitoring.auth import hash_secret
-from monitoring.settings import AppSettings, MonitoringSettings
+from monitoring.settings import MonitoringSettings, load_settings
 
 GRANT = "/api/enterprises/ent-a/grants/bureau"
 OWN = "http://testserver"
@@ -32,7 +30,7 @@ def tokens(monitoring_db: str) -> dict[str, str]:
 
 
 def _app(url: str, **monitoring: Any) -> Any:
-    return create_app(AppSettings(db_url=SecretStr(url), api=MonitoringSettings(**monitoring)))
+    return create_app(MonitoringSettings(db={"url": url}, **monitoring))
 
 
 @pytest.fixture()
@@ -247,12 +245,28 @@ def test_secure_cookie_follows_the_setting_and_https_behind_a_proxy(
     assert ("secure" in flags) is secure, flags
 
 
-def test_cookie_secure_from_the_ingest_settings_file_reaches_the_app(
-    monitoring_db: str, tokens: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("hosted", [False, True], ids=["own-file", "ingest-file-section"])
+def test_cookie_secure_from_the_settings_file_reaches_the_app(
+    monitoring_db: str,
+    tokens: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hosted: bool,
 ) -> None:
-    monkeypatch.delenv("SHULIAN_INGEST_API__MONITORING__COOKIE_SECURE", raising=False)
-    file = tmp_path / "ingest.yaml"
-    file.write_text(f"db:\n  url: {monitoring_db}\napi:\n  monitoring:\n    cookie_secure: true\n")
-    with TestClient(create_app(load_settings(file))) as client:
+    """From the monitoring's own file, and from the ``monitoring:`` section of the ingest's file
+    when the ingest hosts it (``--with-monitoring``), whose database URL it then shares."""
+    for name in ("SHULIAN_MONITORING_COOKIE_SECURE", "SHULIAN_MONITORING_DB__URL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    file = tmp_path / "settings.yaml"
+    if hosted:
+        from ingest.settings import load_settings as load_ingest
+        from shulian.hosting import monitoring_settings
+
+        file.write_text(f"db:\n  url: {monitoring_db}\nmonitoring:\n  cookie_secure: true\n")
+        settings = monitoring_settings(load_ingest(file), file)
+    else:
+        file.write_text(f"db:\n  url: {monitoring_db}\ncookie_secure: true\n")
+        settings = load_settings(file)
+    with TestClient(create_app(settings)) as client:
         response = _sign_in(client, tokens["bureau"])
     assert "secure" in _cookie_flags(response)

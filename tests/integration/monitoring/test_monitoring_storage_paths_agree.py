@@ -32,7 +32,6 @@ from ingest_support import (
     wait_until,
 )
 from monitoring_data import DEVICES, ENTERPRISES, seed_registry
-from pydantic import SecretStr
 
 from ingest.service import IngestService, prepare_database
 from monitoring import kpis
@@ -43,7 +42,7 @@ from monitoring.api.deps import Caller
 from monitoring.api.scopes import Scope
 from monitoring.auth import Principal, Role, create_token
 from monitoring.db.migrate import ALL_CHAINS
-from monitoring.settings import AppSettings, KpiSettings
+from monitoring.settings import KpiSettings, MonitoringSettings
 from shulian.devservices import Mosquitto, ServiceError, create_database, drop_database
 from wire.payloads import Quality, Sample
 
@@ -212,7 +211,7 @@ def http_pages(url: str) -> dict[str, Any]:
 
     headers = {"Authorization": f"Bearer {asyncio.run(token())}"}
     out: dict[str, Any] = {}
-    with TestClient(create_app(AppSettings(db_url=SecretStr(url)))) as client:
+    with TestClient(create_app(MonitoringSettings(db={"url": url}))) as client:
         for path in ["/api/enterprises", "/api/segments", "/api/districts"] + [
             f"/api/enterprises/{ent}/devices/{device}/{what}"
             for ent, device, *_ in DEVICES

@@ -203,7 +203,7 @@ def test_delivery_publishes_what_is_in_force_and_clears_a_refused_one(
     rev = revision.json()["assignments"][0]["revision"]
     sent: list[tuple[str, bytes]] = []
     with ConnectionPool(monitoring_db, min_size=1, max_size=2) as pool:
-        delivery = ConfigDelivery(pool, lambda t, p: sent.append((t, p)), monitoring_db)
+        delivery = ConfigDelivery(pool, lambda t, p: sent.append((t, p)))
         assert delivery.deliver_pending() == 1
         assert delivery.deliver_pending() == 0  # published once
         [(topic, payload)] = sent

@@ -41,6 +41,30 @@ def test_ingest_extra_does_pull_them(tmp_path: Path) -> None:
     assert {"fastapi", "uvicorn", "psycopg"} <= _resolve("ingest", tmp_path)
 
 
+def test_the_monitoring_has_an_extra_of_its_own(tmp_path: Path) -> None:
+    """The pages' and the push's libraries come with the monitoring, not with an ingest worker."""
+    monitoring = _resolve("monitoring", tmp_path)
+    assert {"fastapi", "uvicorn", "psycopg", "jinja2", "httpx", "tenacity"} <= monitoring
+    assert "paho-mqtt" not in monitoring
+    assert not {"jinja2", "tenacity", "python-stdnum"} & _resolve("ingest", tmp_path)
+
+
+def test_the_ingest_alone_loads_none_of_the_monitorings_runtime() -> None:
+    """`shulian ingest run` without --with-monitoring: its noun and its service import no part of
+    the monitoring's app (only the settings model the --with-monitoring option would read)."""
+    code = (
+        "import sys; from shulian.cli import build_app; build_app(['ingest']); "
+        "import ingest.service, ingest.http; "
+        "bad = sorted(m for m in sys.modules if m.startswith('monitoring.') "
+        "and m not in ('monitoring.settings', 'monitoring.errors')); print(bad); "
+        "sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_gateway_commands_import_no_cloud_module() -> None:
     """Nor does the running gateway with its status page (gateway.app, gateway.status)."""
     code = (
@@ -59,7 +83,7 @@ def test_gateway_commands_import_no_cloud_module() -> None:
 
 DATA_DIRS = [
     "device_profiles",
-    "ingest/web",
+    "monitoring/web",
     "ingest/db/migrations",
     "monitoring/db/migrations",
     "simulators/scenarios",

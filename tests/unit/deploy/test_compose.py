@@ -22,9 +22,20 @@ def test_compose_runs_the_whole_stack() -> None:
     commands = {name: SERVICES[name]["command"][:2] for name in BUILT}
     assert commands == {
         "ingest": ["ingest", "run"],
+        "monitoring": ["monitoring", "run"],
         "simulators": ["sim", "run"],
         "gateway": ["gateway", "run"],
     }
+
+
+def test_the_one_process_form_in_the_comment_is_a_real_command() -> None:
+    """The file shows how a small site runs both in the ingest's process; that command exists."""
+    text = (REPO / "docker-compose.yml").read_text()
+    form = '#   command: ["ingest", "run", "--with-monitoring"]'
+    assert form in text
+    argv = [sys.executable, "-m", "shulian", "ingest", "run", "--with-monitoring", "--help"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 0 and "--with-monitoring" in result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("service", BUILT)
@@ -171,3 +182,32 @@ def test_the_demo_gateway_logs_in_with_its_own_login_over_verified_tls() -> None
     made = (REPO / "deploy" / "compose" / "make-secrets").read_text()
     assert f"--enterprise {identity.enterprise} --gateway {identity.id}" in made
     assert f"$dir/gateway/{mqtt.password_file.name}" in made
+
+
+def test_the_monitoring_reads_the_ingests_database_and_publishes_its_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from ingest.settings import load_settings as load_ingest
+    from monitoring.settings import load_settings as load_monitoring
+
+    for name in list(os.environ):
+        if name.startswith(("SHULIAN_INGEST_", "SHULIAN_MONITORING_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    for name, value in {**_env("ingest"), **_env("monitoring")}.items():
+        monkeypatch.setenv(name, value)
+    monitoring, ingest = load_monitoring(), load_ingest()
+    assert monitoring.db.url == ingest.db.url
+    assert monitoring.refresh.enabled, "the one monitoring instance runs the KPI refresh"
+    assert monitoring.http.host == "0.0.0.0"
+    assert SERVICES["monitoring"]["ports"] == [f"{monitoring.http.port}:{monitoring.http.port}"]
+    # It starts when the ingest's endpoint answers (the schema exists); the check asks that port.
+    assert SERVICES["monitoring"]["depends_on"]["ingest"] == {"condition": "service_healthy"}
+    command = SERVICES["ingest"]["command"]
+    port = int(command[command.index("--port") + 1])
+    assert ingest.api.host == "0.0.0.0"
+    assert f"http://127.0.0.1:{port}/api/ingest/health" in " ".join(
+        SERVICES["ingest"]["healthcheck"]["test"]
+    )
+    assert "--api" in command

@@ -2,8 +2,8 @@
 
 The tables are parsed, not copied: a row someone adds to a settings table (a table whose first
 header cell starts with ``setting``) is covered by this test as soon as it is written. A table
-belongs to the deployable whose environment prefix (``SHULIAN_INGEST_`` or ``SHULIAN_GW_``) its
-header or the text just above it names. Its first column holds the keys, either dotted
+belongs to the deployable whose environment prefix (``SHULIAN_INGEST_``, ``SHULIAN_MONITORING_``
+or ``SHULIAN_GW_``) its header or the text just above it names. Its first column holds the keys, either dotted
 (``mqtt.url``) or as environment suffixes (``DB__URL``); ``(or `NAME`)`` after a key is a plain
 environment variable that also sets it. The keys of one row are set together (they are
 documented together, and some only make sense together, like a certificate and its key).
@@ -34,10 +34,16 @@ from pydantic.fields import FieldInfo
 import gateway.cli
 import gateway.settings
 import ingest.settings
+import monitoring.settings
 from ingest.errors import ConfigError as IngestConfigError
+from monitoring.errors import ConfigError as MonitoringConfigError
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
-PREFIXES = {"SHULIAN_INGEST_": "ingest", "SHULIAN_GW_": "gateway"}
+PREFIXES = {
+    "SHULIAN_INGEST_": "ingest",
+    "SHULIAN_MONITORING_": "monitoring",
+    "SHULIAN_GW_": "gateway",
+}
 _CODE = re.compile(r"`([^`]+)`")
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]*((\.|__)[A-Za-z0-9_]+)*$")
 
@@ -115,11 +121,12 @@ ROWS = documented_rows()
 
 
 def _model_of(deployable: str) -> type[BaseModel]:
-    return (
-        ingest.settings.IngestSettings
-        if deployable == "ingest"
-        else gateway.settings.GatewaySettings
-    )
+    models: dict[str, type[BaseModel]] = {
+        "ingest": ingest.settings.IngestSettings,
+        "monitoring": monitoring.settings.MonitoringSettings,
+        "gateway": gateway.settings.GatewaySettings,
+    }
+    return models[deployable]
 
 
 def _field(model: type[BaseModel], path: tuple[str, ...], where: str) -> FieldInfo:
@@ -180,6 +187,7 @@ def candidates(info: FieldInfo) -> Iterator[Any]:
                 yield plain.replace("127.0.0.1", "192.0.2.7")  # a URL: keep its form, new host
             yield "probe-7"
             yield "https://probe.example.cn/path"  # settings that take only an https:// URL
+            yield "Europe/Berlin"  # settings that take only a time zone
         elif option is time:
             yield "03:30:00"
         elif option is Path:
@@ -248,6 +256,14 @@ def _load_ingest_env() -> BaseModel:
     return ingest.settings.load_settings()
 
 
+def _load_monitoring_file(path: Path) -> BaseModel:
+    return monitoring.settings.load_settings(path)
+
+
+def _load_monitoring_env() -> BaseModel:
+    return monitoring.settings.load_settings()
+
+
 def _load_gateway_file(path: Path) -> BaseModel:
     data, lines = gateway.cli._file_settings(path)
     return gateway.settings.build_settings(data, None, file_name=str(path), file_lines=lines)
@@ -259,9 +275,10 @@ def _load_gateway_env() -> BaseModel:
 
 LOADERS: dict[str, tuple[Callable[[Path], BaseModel], Callable[[], BaseModel], str]] = {
     "ingest": (_load_ingest_file, _load_ingest_env, "SHULIAN_INGEST_"),
+    "monitoring": (_load_monitoring_file, _load_monitoring_env, "SHULIAN_MONITORING_"),
     "gateway": (_load_gateway_file, _load_gateway_env, "SHULIAN_GW_"),
 }
-_REFUSED = (IngestConfigError, gateway.settings.ConfigError)
+_REFUSED = (IngestConfigError, MonitoringConfigError, gateway.settings.ConfigError)
 
 # Settings whose every non-default value needs another setting changed with it (the model's
 # cross-setting checks say why). Add an entry when a new key fails here for that reason.
@@ -272,12 +289,13 @@ COMPANIONS: dict[tuple[str, tuple[str, ...]], dict[tuple[str, ...], Any]] = {
     ("ingest", ("mqtt", "cert_file")): {("mqtt", "url"): "mqtts://broker.example.cn:8883"},
     ("ingest", ("mqtt", "key_file")): {("mqtt", "url"): "mqtts://broker.example.cn:8883"},
     # The push needs its receiver.
-    ("ingest", ("api", "monitoring", "export", "enabled")): {
-        ("api", "monitoring", "export", "url"): "https://platform.example.cn/daily"
-    },
+    ("monitoring", ("export", "enabled")): {("export", "url"): "https://platform.example.cn/daily"},
     ("ingest", ("environment",)): {  # prod refuses the development URLs
         ("db", "url"): "postgresql://shulian@db.example.cn/shulian",
         ("mqtt", "url"): "mqtt://broker.example.cn:1883",
+    },
+    ("monitoring", ("environment",)): {
+        ("db", "url"): "postgresql://shulian@db.example.cn/shulian",
     },
 }
 
@@ -346,8 +364,14 @@ def test_the_settings_tables_are_found() -> None:
     keys = {(row.deployable, ".".join(k)) for row in ROWS for k in row.keys}
     for expected in [
         ("ingest", "db.url"),
-        ("ingest", "api.monitoring.cookie_secure"),
+        ("ingest", "api.port"),
         ("ingest", "environment"),
+        ("monitoring", "db.url"),
+        ("monitoring", "db.read_url"),
+        ("monitoring", "http.port"),
+        ("monitoring", "refresh.enabled"),
+        ("monitoring", "cookie_secure"),
+        ("monitoring", "export.url"),
         ("gateway", "mqtt.url"),
     ]:
         assert expected in keys

@@ -10,7 +10,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 PACKAGES = sorted(
     ".".join(p.parent.relative_to(REPO).parts)
-    for top in ("wire", "gateway", "ingest", "simulators", "shulian", "device_profiles")
+    for top in (
+        "wire",
+        "gateway",
+        "ingest",
+        "monitoring",
+        "simulators",
+        "shulian",
+        "device_profiles",
+    )
     for p in (REPO / top).rglob("__init__.py")
 )
 

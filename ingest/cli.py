@@ -33,7 +33,7 @@ Host = Callable[[IngestSettings, Path | None], Callable[["IngestService"], None]
 """Builds, from the ingest's settings and settings file, what ``run_service`` serves with."""
 hosts: dict[str, Host] = {}
 """Apps ``run --with-<name>`` hosts in the ingest's process (shulian/hosting.py adds them)."""
-hosted_chains: dict[str, Sequence[Chain]] = {}
+hosted_chains: dict[str, Callable[[], Sequence[Chain]]] = {}
 """The migration chains (the ingest's first) a process hosting ``<name>`` applies at start."""
 
 ConfigOpt = Annotated[
@@ -120,9 +120,7 @@ def run(
     from ingest.service import run_service
 
     serve = _hosted("monitoring", settings, config) if with_monitoring else None
-    chains = (
-        hosted_chains.get("monitoring", (INGEST_CHAIN,)) if with_monitoring else (INGEST_CHAIN,)
-    )
+    chains = hosted_chains["monitoring"]() if with_monitoring else (INGEST_CHAIN,)
     configure_logging(settings.log)
     try:
         run_service(settings, serve=serve, chains=chains)

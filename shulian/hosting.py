@@ -13,17 +13,17 @@ monitoring's ``http.port``) then answers the pages, the API, ``/metrics`` and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest import cli as ingest_cli
 from ingest.settings import IngestSettings, read_settings_file
-from monitoring.db.migrate import ALL_CHAINS
 from monitoring.errors import ConfigError
 from monitoring.settings import ENV_PREFIX, MonitoringSettings, load_settings
 
 if TYPE_CHECKING:
+    from ingest.db.migrate import Chain
     from ingest.service import IngestService
 
 SECTION = "monitoring"
@@ -72,8 +72,17 @@ def host_monitoring(
 
 
 ingest_cli.hosts[SECTION] = host_monitoring
-# The one process that stores and serves also brings the monitoring's tables up to date.
-ingest_cli.hosted_chains[SECTION] = ALL_CHAINS
+
+
+def monitoring_chains() -> Sequence[Chain]:
+    """The one process that stores and serves also brings the monitoring's tables up to date
+    (imported only then: the ingest alone loads nothing of the monitoring's)."""
+    from monitoring.db.migrate import ALL_CHAINS
+
+    return ALL_CHAINS
+
+
+ingest_cli.hosted_chains[SECTION] = monitoring_chains
 app = ingest_cli.app
 
 __all__ = ["app", "host_monitoring", "monitoring_settings"]

@@ -138,11 +138,12 @@ def test_run_alone_serves_metrics_and_health_but_no_monitoring(
         )
         health = _ok(port, "/api/ingest/health")
         assert f'"storage_path":"{storage_path}"' in health and '"mqtt_connected":true' in health
-        # No monitoring here: no pages, no monitoring API, no refresh.
-        token = _bureau_token(pg_url)
+        # No monitoring here: no pages, no monitoring API, and not even its tables (the ingest
+        # applies its own migration chain only; `shulian monitoring migrate` adds the rest).
         for path in ("/", "/login", "/api/overview", "/api/health", "/static/app.js"):
-            assert _get(port, path, token)[0] == 404, path
-        assert scalar(pg_url, "SELECT count(*) FROM kpi_daily_state") == 0
+            assert _get(port, path, None)[0] == 404, path
+        assert scalar(pg_url, "SELECT to_regclass('kpi_daily_state') IS NULL") is True
+        assert scalar(pg_url, "SELECT to_regclass('device_presence') IS NOT NULL") is True
     finally:
         proc.terminate()
         assert proc.wait(30) == 0, "".join(lines[-30:])

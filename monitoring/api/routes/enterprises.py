@@ -11,6 +11,7 @@ from monitoring import kpis
 from monitoring.api import registry, views
 from monitoring.api.access import Capability
 from monitoring.api.deps import CallerDep, Conn, get_settings, visible_enterprise
+from monitoring.api.json_body import JsonBody
 from monitoring.api.routes.overview import DayQuery
 from monitoring.api.scopes import Scope, parse_day, require_scope
 from monitoring.api.shared import shared_computations
@@ -24,7 +25,11 @@ async def list_enterprises(caller: CallerDep, conn: Conn) -> dict[str, Any]:
     return {"enterprises": await registry.enterprises(conn, only=caller.enterprise_filter())}
 
 
-@router.get("/enterprises/{enterprise_id}", summary="An enterprise's KPI summary and warning")
+@router.get(
+    "/enterprises/{enterprise_id}",
+    summary="An enterprise's KPI summary and warning",
+    response_model=dict[str, Any],
+)
 async def enterprise(
     enterprise_id: str,
     request: Request,
@@ -32,34 +37,36 @@ async def enterprise(
     conn: Conn,
     start: DayQuery = None,
     end: DayQuery = None,
-) -> dict[str, Any]:
+) -> JsonBody:
     await require_scope(conn, caller, Scope("enterprise", enterprise_id))  # before sharing
     first, last = parse_day(start, "start"), parse_day(end, "end")
     settings = get_settings(request).kpi
     # The payload lists devices only for callers allowed device data: part of the key.
     with_devices = caller.can(Capability.DEVICE_DATA, enterprise_id)
-    return await shared_computations(request).run(
+    body = await shared_computations(request).run(
         ("enterprise", enterprise_id, first, last, with_devices),
         lambda: views.enterprise_page(
             conn, settings, caller, enterprise_id, views.utc_now(), first, last
         ),
     )
+    return JsonBody(body)
 
 
 @router.get(
     "/enterprises/{enterprise_id}/devices",
     summary="An enterprise's devices with status (and KPIs where device data is allowed)",
+    response_model=dict[str, Any],
 )
 async def enterprise_devices(
     enterprise_id: str, request: Request, caller: CallerDep, conn: Conn
-) -> dict[str, Any]:
+) -> JsonBody:
     await visible_enterprise(conn, caller, enterprise_id, Capability.DEVICE_STATUS)
     settings = get_settings(request).kpi
     now = datetime.now(UTC)
     window = await kpis.page_window(conn, settings, now)  # as the enterprise page's summary
     figures = await kpis.device_figures(conn, settings, window, now, enterprise=enterprise_id)
     with_kpis = caller.can(Capability.DEVICE_DATA, enterprise_id)
-    return {"devices": [views.device_row(f, with_kpis=with_kpis) for f in figures]}
+    return JsonBody({"devices": [views.device_row(f, with_kpis=with_kpis) for f in figures]})
 
 
 @router.get("/enterprises/{enterprise_id}/gateways", summary="An enterprise's gateways")

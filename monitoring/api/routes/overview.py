@@ -19,6 +19,7 @@ from monitoring.api.deps import (
     load_caller,
     presented_credential,
 )
+from monitoring.api.json_body import JsonBody
 from monitoring.api.scopes import Scope, parse_day, require_scope
 from monitoring.api.shared import shared_computations
 
@@ -27,7 +28,11 @@ router = APIRouter(tags=["overview"])
 DayQuery = Annotated[str | None, Query(description="YYYY-MM-DD in the city's time zone")]
 
 
-@router.get("/overview", summary="City KPIs by segment and district, warnings and alarms")
+@router.get(
+    "/overview",
+    summary="City KPIs by segment and district, warnings and alarms",
+    response_model=dict[str, Any],
+)
 async def overview(
     request: Request,
     caller: CallerDep,
@@ -35,19 +40,24 @@ async def overview(
     side: SideConn,
     start: DayQuery = None,
     end: DayQuery = None,
-) -> dict[str, Any]:
+) -> JsonBody:
     """Today by default; ``start``/``end`` select whole days (end inclusive)."""
     caller.require(Capability.CITY_KPIS)
     first, last = parse_day(start, "start"), parse_day(end, "end")
     settings = get_settings(request).kpi
     # The same for every caller allowed city KPIs: concurrent requests share one computation.
-    return await shared_computations(request).run(
+    body = await shared_computations(request).run(
         ("overview", first, last),
         lambda: views.overview(conn, settings, views.utc_now(), first, last, side=side),
     )
+    return JsonBody(body)
 
 
-@router.get("/trend", summary="Daily output, energy and utilization of a scope")
+@router.get(
+    "/trend",
+    summary="Daily output, energy and utilization of a scope",
+    response_model=dict[str, Any],
+)
 async def trend(
     request: Request,
     caller: CallerDep,
@@ -56,7 +66,7 @@ async def trend(
         str, Query(description="city, segment:<code>, district:<code>, enterprise:<id>")
     ] = "city",
     days: Annotated[int, Query(ge=1, le=400)] = 30,
-) -> dict[str, Any]:
+) -> JsonBody:
     parsed = Scope.parse(scope)
     if parsed.kind == "device":
         parsed = Scope("enterprise", parsed.key.partition("/")[0])
@@ -74,7 +84,7 @@ async def trend(
         return {"scope": scope, "days": await kpis.daily_trend(conn, first, last, **filters)}
 
     # Checked above for this caller; the days are the same for everyone who may see the scope.
-    return await shared_computations(request).run(("trend", parsed, first, last), compute)
+    return JsonBody(await shared_computations(request).run(("trend", parsed, first, last), compute))
 
 
 @router.get(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from monitoring.api import registry, views
 from monitoring.api.access import Capability
 from monitoring.api.deps import CallerDep, Conn, SideConn, get_settings
+from monitoring.api.json_body import JsonBody
 from monitoring.api.routes.overview import DayQuery
 from monitoring.api.scopes import Scope, parse_day, require_scope
 from monitoring.api.shared import shared_computations
@@ -22,7 +23,11 @@ async def list_segments(caller: CallerDep, conn: Conn) -> dict[str, Any]:
     return {"segments": await registry.segments(conn)}
 
 
-@router.get("/segments/{code}", summary="A segment's KPIs and its enterprises' summaries")
+@router.get(
+    "/segments/{code}",
+    summary="A segment's KPIs and its enterprises' summaries",
+    response_model=dict[str, Any],
+)
 async def segment(
     code: str,
     request: Request,
@@ -31,14 +36,15 @@ async def segment(
     side: SideConn,
     start: DayQuery = None,
     end: DayQuery = None,
-) -> dict[str, Any]:
+) -> JsonBody:
     scope = Scope("segment", code)
     await require_scope(conn, caller, scope)  # each caller's own check, before sharing
     first, last = parse_day(start, "start"), parse_day(end, "end")
     settings = get_settings(request).kpi
-    return await shared_computations(request).run(
+    body = await shared_computations(request).run(
         ("segment", code, first, last),
         lambda: views.group_page(
             conn, settings, caller, scope, views.utc_now(), first, last, side=side
         ),
     )
+    return JsonBody(body)

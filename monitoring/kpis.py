@@ -289,13 +289,14 @@ class DeviceFigures:
     last_seen: datetime | None
     state: str | None
     alarm: bool
-    reported: bool
-    running_s: float
-    planned_s: float
-    parts: float | None
-    good: float | None
-    reject: float | None
-    energy_kwh: float | None
+    # The window's figures; a status without KPIs (``device_status``) leaves them at nothing.
+    reported: bool = False
+    running_s: float = 0.0
+    planned_s: float = 0.0
+    parts: float | None = None
+    good: float | None = None
+    reject: float | None = None
+    energy_kwh: float | None = None
     calendar_s: float = 0.0
     """Seconds of the window (the same for every device of a query)."""
     is_networked: bool = False
@@ -347,27 +348,15 @@ def _device_figures_sql(filters: tuple[str, ...], one_day: bool, live: bool = Tr
     """The device-figures query for a scope, with only the filters in use, so plans stay simple.
 
     The city (no filter) reads every table whole; a scope first picks its devices (``dev``) and
-    joins each part to them. ``present`` reads device_presence (one row per device) for the last
-    sample time and the alarm flag. Without ``live`` the figures are the stored daily rows alone (a past range,
-    or today up to the last refresh): no state interval or minute rollup is read.
+    joins each part to them (``_dev_and_present``). ``present`` reads device_presence (one row per
+    device) for the last sample time and the alarm flag. Without ``live`` the figures are the
+    stored daily rows alone (a past range, or today up to the last refresh): no state interval or
+    minute rollup is read.
     """
     if not live:
         return _stored_figures_sql(filters, one_day)
-    where = " AND ".join(_DEVICE_FILTERS[name] for name in filters)
-    join = {
-        alias: f"JOIN dev ON dev.key = {alias}.device_key" if filters else ""
-        for alias in ("cv", "i", "k", "c")
-    }
-    return f"""
-WITH dev AS (
-    SELECT d.key, d.device_id, d.name, d.enterprise_id, e.segment_code, e.district_id,
-           d.machine_kind, d.line, d.rated_cycle_s
-    FROM devices d JOIN enterprises e ON e.id = d.enterprise_id
-    {"WHERE " + where if where else ""}
-),
-present AS (
-    SELECT cv.device_key, cv.last_seen, cv.alarm FROM device_presence cv {join["cv"]}
-),
+    join, head = _dev_and_present(filters)
+    return f"""{head},
 {"" if one_day else f"daily AS ({_DAYS.format(join=join['k'])}),"}
 live_states AS ({_STATE_SECONDS.format(a="%(w)s", b="%(e)s", join=join["i"], seen="present")}),
 live_counters AS ({
@@ -620,20 +609,25 @@ async def device_figures(
         raise RuntimeError(f"device figures query returns {columns}, expected {_FIGURE_COLUMNS}")
     calendar_s = window.seconds
     figures = [DeviceFigures(*row) for row in await cursor.fetchall()]
+    for fig in figures:
+        fig.calendar_s = calendar_s
     if window.includes_now:
-        networked_since = now - timedelta(seconds=settings.networked_window_s)
-        online_since = now - timedelta(seconds=settings.online_window_s)
-        for fig in figures:
-            fig.calendar_s = calendar_s
-            seen = fig.last_seen
-            fig.is_networked = seen is not None and seen >= networked_since
-            fig.is_online = seen is not None and seen >= online_since and fig.state != "offline"
+        _mark_presence(figures, settings, now)
     else:
         # A past range has no "now": networked means it reported in the range, nothing is online.
         for fig in figures:
-            fig.calendar_s = calendar_s
             fig.is_networked = fig.reported
     return figures
+
+
+def _mark_presence(figures: Iterable[DeviceFigures], settings: KpiSettings, now: datetime) -> None:
+    """Networked and online at ``now``, from each device's last sample and machine state."""
+    networked_since = now - timedelta(seconds=settings.networked_window_s)
+    online_since = now - timedelta(seconds=settings.online_window_s)
+    for fig in figures:
+        seen = fig.last_seen
+        fig.is_networked = seen is not None and seen >= networked_since
+        fig.is_online = seen is not None and seen >= online_since and fig.state != "offline"
 
 
 # A device's status without its KPIs (what a provider sees): the last sample, the alarm flag and
@@ -662,32 +656,8 @@ async def device_status(
     which a provider's page does not show and which cost most of that query."""
     cursor = conn.cursor(binary=True)
     await cursor.execute(_STATUS_SQL, {"enterprises": list(enterprises)}, prepare=False)
-    networked_since = now - timedelta(seconds=settings.networked_window_s)
-    online_since = now - timedelta(seconds=settings.online_window_s)
-    figures = []
-    for row in await cursor.fetchall():
-        (
-            key,
-            device_id,
-            name,
-            enterprise,
-            segment,
-            district,
-            kind,
-            line,
-            rated,
-            seen,
-            state,
-            alarm,
-        ) = row
-        fig = DeviceFigures(
-            key, device_id, name, enterprise, segment, district, kind, line, rated, seen, state,
-            alarm, reported=False, running_s=0.0, planned_s=0.0, parts=None, good=None,
-            reject=None, energy_kwh=None,
-        )  # fmt: skip
-        fig.is_networked = seen is not None and seen >= networked_since
-        fig.is_online = seen is not None and seen >= online_since and fig.state != "offline"
-        figures.append(fig)
+    figures = [DeviceFigures(*row) for row in await cursor.fetchall()]
+    _mark_presence(figures, settings, now)
     return figures
 
 

@@ -19,6 +19,12 @@ from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, TypeVar
 
 from fastapi import Request
+from psycopg import AsyncConnection
+
+from monitoring.api import views
+from monitoring.api.deps import Caller, get_settings
+from monitoring.api.json_body import JsonBody
+from monitoring.api.scopes import Scope, parse_day, require_scope
 
 T = TypeVar("T")
 
@@ -67,3 +73,26 @@ def shared_computations(request: Request) -> SharedComputations:
     if found is None:
         found = state.shared_computations = SharedComputations()
     return found
+
+
+async def group_page_body(
+    request: Request,
+    caller: Caller,
+    conn: AsyncConnection[Any],
+    side: AsyncConnection[Any] | None,
+    scope: Scope,
+    start: str | None,
+    end: str | None,
+) -> JsonBody:
+    """A segment's or district's page data (``views.group_page``), shared by concurrent callers
+    once each has passed its own scope check."""
+    await require_scope(conn, caller, scope)  # each caller's own check, before sharing
+    first, last = parse_day(start, "start"), parse_day(end, "end")
+    settings = get_settings(request).kpi
+    body = await shared_computations(request).run(
+        (scope.kind, scope.key, first, last),
+        lambda: views.group_page(
+            conn, settings, caller, scope, views.utc_now(), first, last, side=side
+        ),
+    )
+    return JsonBody(body)

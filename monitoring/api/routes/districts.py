@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from monitoring.api import registry, views
+from monitoring.api import registry
 from monitoring.api.access import Capability
-from monitoring.api.deps import CallerDep, Conn, SideConn, get_settings
+from monitoring.api.deps import CallerDep, Conn, SideConn
 from monitoring.api.json_body import JsonBody
 from monitoring.api.routes.overview import DayQuery
-from monitoring.api.scopes import Scope, parse_day, require_scope
-from monitoring.api.shared import shared_computations
+from monitoring.api.scopes import Scope
+from monitoring.api.shared import group_page_body
 
 router = APIRouter(tags=["districts"])
 
@@ -37,14 +37,4 @@ async def district(
     start: DayQuery = None,
     end: DayQuery = None,
 ) -> JsonBody:
-    scope = Scope("district", code)
-    await require_scope(conn, caller, scope)  # each caller's own check, before sharing
-    first, last = parse_day(start, "start"), parse_day(end, "end")
-    settings = get_settings(request).kpi
-    body = await shared_computations(request).run(
-        ("district", code, first, last),
-        lambda: views.group_page(
-            conn, settings, caller, scope, views.utc_now(), first, last, side=side
-        ),
-    )
-    return JsonBody(body)
+    return await group_page_body(request, caller, conn, side, Scope("district", code), start, end)

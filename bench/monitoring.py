@@ -795,32 +795,6 @@ def committed_points(db_url: str) -> int:
 # ------------------------------------------------------------------ database server
 
 
-@contextlib.contextmanager
-def database_server(storage: str, keep: bool, workdir: Path, log: Any) -> Iterator[str]:
-    from shulian.devservices import TIMESCALEDB_SERVER_SETTINGS, PrivatePostgres, timescaledb_bindir
-
-    if storage == "postgresql":
-        yield os.environ.get("SHULIAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-        return
-    if os.environ.get("SHULIAN_TEST_TSDB_URL"):
-        yield os.environ["SHULIAN_TEST_TSDB_URL"]
-        return
-    bindir = timescaledb_bindir()
-    if bindir is None:
-        raise SystemExit(
-            "bench/monitoring.py --storage timescaledb: no TimescaleDB build; run "
-            "scripts/timescaledb install, or set SHULIAN_TEST_TSDB_URL"
-        )
-    home = CACHE / "tsdb" if keep else workdir / "tsdb"
-    log(f"starting a private TimescaleDB server in {home}")
-    server = PrivatePostgres(home, bindir=bindir, settings=TIMESCALEDB_SERVER_SETTINGS)
-    server.start(timeout_s=120)
-    try:
-        yield server.url()
-    finally:
-        server.stop("fast")
-
-
 def database_exists(server_url: str, name: str) -> bool:
     import psycopg
 
@@ -854,7 +828,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log(text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
-    from benchlib import environment
+    from benchlib import database_server, environment
 
     from shulian.devservices import create_database, drop_database, replace_dbname
 
@@ -865,7 +839,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     name = f"shulian_bench_mon_{scale}" if keep else f"shulian_bench_mon_{uuid.uuid4().hex[:8]}"
     try:
-        with database_server(args.storage, keep, workdir, log) as server_url:
+        home = CACHE / "tsdb" if keep else workdir / "tsdb"
+        with database_server(
+            args.storage, home, "bench/monitoring.py", log, keep=keep
+        ) as server_url:
             generated: dict[str, Any] | None = None
             reused = False
             if args.reuse_db and database_exists(server_url, name):

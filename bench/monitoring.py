@@ -427,7 +427,10 @@ def serve(db_url: str, port: int) -> None:
     from monitoring.api.app import create_app
     from monitoring.settings import MonitoringSettings
 
-    totals = {"requests": 0, "request_s": 0.0, "db_calls": 0, "db_s": 0.0, "pool_wait_s": 0.0}
+    totals: dict[str, Any] = {
+        "requests": 0, "request_s": 0.0, "db_calls": 0, "db_s": 0.0, "pool_wait_s": 0.0,
+        "log": [],  # (request name, ms in the app, of which in database calls, waiting for the pool)
+    }  # fmt: skip
 
     def timed(method: Any, slot: int) -> Any:
         """``method`` adding its time to slot 0 (database) or 2 (pool wait) of the request."""
@@ -479,6 +482,10 @@ def serve(db_url: str, port: int) -> None:
                 totals["db_s"] += acc[0]
                 totals["db_calls"] += int(acc[1])
                 totals["pool_wait_s"] += acc[2]
+                totals["log"].append(
+                    (request_name(scope["path"]), *(round(x * 1000, 2) for x in (
+                        time.perf_counter() - t0, acc[0], acc[2])))
+                )  # fmt: skip
 
         return timer
 
@@ -487,6 +494,21 @@ def serve(db_url: str, port: int) -> None:
 
 
 # ------------------------------------------------------------------ viewers
+
+
+def request_name(path: str) -> str:
+    """The name ``first_screen`` gives the request for ``path`` (the app's side of the timings)."""
+    parts = path.strip("/").split("/")
+    if path == "/":
+        return "overview.html"
+    if path == "/provider":
+        return "provider.html"
+    if parts[0] == "api":
+        if parts[1:2] == ["enterprises"] and parts[-1] == "devices":
+            return "api/enterprises/devices"
+        return "/".join(parts[:2])
+    singular = {"segments": "segment", "districts": "district", "enterprises": "enterprise"}
+    return f"{singular.get(parts[0], parts[0])}.html"
 
 
 @dataclass(frozen=True, slots=True)
@@ -969,7 +991,12 @@ def measure(db_url: str, args: argparse.Namespace, workdir: Path, log: Any) -> d
             if name in then and then[name]["p95_ms"]
         }
 
+    from benchlib import percentile
+
     target_ms = 100.0
+    in_app: dict[str, list[tuple[float, float, float]]] = {}
+    for name, *times in s3["log"][len(s2["log"]) :]:
+        in_app.setdefault(name, []).append((times[0], times[1], times[2]))
     return {
         "load_average_before": load_before,
         "load_average_at_load_start": load_start,
@@ -986,6 +1013,16 @@ def measure(db_url: str, args: argparse.Namespace, workdir: Path, log: Any) -> d
         "server_request_mean_ms": round(
             1000 * (s3["request_s"] - s2["request_s"]) / max(1, s3["requests"] - s2["requests"]), 1
         ),
+        "in_app": {
+            name: {
+                "n": len(rows),
+                "p95_ms": percentile([r[0] for r in rows], 0.95),
+                "db_p95_ms": percentile([r[1] for r in rows], 0.95),
+                "pool_wait_p95_ms": percentile([r[2] for r in rows], 0.95),
+                "db_share": round(sum(r[1] for r in rows) / max(sum(r[0] for r in rows), 1e-9), 3),
+            }
+            for name, rows in sorted(in_app.items())
+        },
         "ingest_points_per_s": ingest_points_per_s,
         "browser_overview_filled_ms": {
             "baseline": [round(x) for x in browser_base],

@@ -131,6 +131,13 @@ ON CONFLICT (day, device_key) DO UPDATE SET
     running_s = EXCLUDED.running_s, planned_s = EXCLUDED.planned_s, parts = EXCLUDED.parts,
     good = EXCLUDED.good, reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh,
     fault_s = EXCLUDED.fault_s
+-- A device whose figures did not change since the last round (stopped, off, a past day) keeps
+-- its row: no new row version to write and vacuum, 10,000 times a minute.
+WHERE (k.enterprise_id, k.reported, k.running_s, k.planned_s, k.parts, k.good, k.reject,
+       k.energy_kwh, k.fault_s)
+      IS DISTINCT FROM (EXCLUDED.enterprise_id, EXCLUDED.reported, EXCLUDED.running_s,
+                        EXCLUDED.planned_s, EXCLUDED.parts, EXCLUDED.good, EXCLUDED.reject,
+                        EXCLUDED.energy_kwh, EXCLUDED.fault_s)
 """
 
 _REFRESH_ENTERPRISES = """
@@ -146,6 +153,40 @@ ON CONFLICT (day, enterprise_id) DO UPDATE SET
     devices = EXCLUDED.devices, reported = EXCLUDED.reported, running_s = EXCLUDED.running_s,
     calendar_s = EXCLUDED.calendar_s, parts = EXCLUDED.parts, good = EXCLUDED.good,
     reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh, fault_s = EXCLUDED.fault_s
+"""
+
+
+# The per-device rules of ``Kpis.add`` (good parts from parts - reject, OEE capped per device),
+# applied to a day's device rows and summed per enterprise and machine kind: what a one-day page
+# of the city, a segment or a district needs besides the live counts (``_KIND_KPIS``).
+_DEVICE_RULES: Final = """
+    coalesce(good, CASE WHEN parts IS NOT NULL AND reject IS NOT NULL
+                        THEN greatest(parts - reject, 0) END) AS good_parts,
+    coalesce(reject, CASE WHEN parts IS NOT NULL AND good IS NOT NULL
+                          THEN greatest(parts - good, 0) END) AS reject_parts"""
+_OEE_DEVICE: Final = (
+    "coalesce(rated_cycle_s, 0) <> 0 AND parts IS NOT NULL AND good_parts IS NOT NULL "
+    "AND planned_s > 0"
+)
+
+_REFRESH_KINDS: Final = f"""
+INSERT INTO kpi_kind_daily (day, enterprise_id, kind, devices, reported, ran, running_s,
+                            calendar_s, output, good, reject, energy_kwh, oee_good_s,
+                            oee_planned_s)
+WITH dev AS (
+    SELECT k.*, coalesce(nullif(d.machine_kind, ''), 'other') AS kind, d.rated_cycle_s
+    FROM kpi_device_daily k JOIN devices d ON d.key = k.device_key
+    WHERE k.day = %(day)s
+),
+f AS (SELECT dev.*, {_DEVICE_RULES} FROM dev)
+SELECT %(day)s, enterprise_id, kind, count(*), count(*) FILTER (WHERE reported),
+    count(*) FILTER (WHERE running_s > 0),
+    coalesce(sum(running_s) FILTER (WHERE reported), 0),
+    count(*) FILTER (WHERE reported) * %(covered_s)s::float8,
+    coalesce(sum(parts), 0), sum(good_parts), sum(reject_parts), coalesce(sum(energy_kwh), 0),
+    coalesce(sum(least(good_parts * rated_cycle_s, planned_s)) FILTER (WHERE {_OEE_DEVICE}), 0),
+    coalesce(sum(planned_s) FILTER (WHERE {_OEE_DEVICE}), 0)
+FROM f GROUP BY enterprise_id, kind
 """
 
 
@@ -169,6 +210,8 @@ async def refresh_day(
     async with conn.transaction():
         await conn.execute(_REFRESH_DEVICES, params)
         await conn.execute(_REFRESH_ENTERPRISES, params)
+        await conn.execute("DELETE FROM kpi_kind_daily WHERE day = %(day)s", params)
+        await conn.execute(_REFRESH_KINDS, params)
         await conn.execute(
             """INSERT INTO kpi_daily_state (day, through, refreshed_at) VALUES (%s, %s, now())
                ON CONFLICT (day) DO UPDATE SET through = EXCLUDED.through, refreshed_at = now()""",
@@ -184,10 +227,15 @@ async def refresh_daily(
     days_back: int = 1,
     now: datetime | None = None,
 ) -> list[date]:
-    """Refresh today and ``days_back`` days before it, plus any day of the last 35 never completed."""
+    """Refresh today and ``days_back`` days before it, plus any day of the last 35 never completed.
+
+    A past day of the ``days_back`` that is complete (refreshed after its end) is refreshed again
+    only every ``SETTLED_DAY_EVERY_S``, and every round in the ``SETTLING_S`` after its end, when
+    its last samples still come in: recomputing yesterday every minute for data that rarely comes
+    cost the city as much as today (4 s of a 10,000-device refresh, bench/monitoring.py)."""
     now = now or datetime.now(UTC)
     today = city_today(settings, now)
-    days = {today - timedelta(days=n) for n in range(days_back + 1)}
+    days = {today} | await _past_days_due(conn, settings, today, days_back, now)
     cur = await conn.execute(
         """SELECT g.day::date FROM generate_series(%s::date, %s::date, interval '1 day') AS g(day)
            LEFT JOIN kpi_daily_state k ON k.day = g.day::date
@@ -201,7 +249,37 @@ async def refresh_daily(
     for day in sorted(days):
         await refresh_day(conn, settings, day, now)
     late = await refresh_late_days(conn, settings, now=now, skip=days)
+    await refresh_warnings(conn, settings, now)
     return sorted(days | set(late))
+
+
+SETTLING_S: Final = 900
+"""After a day ends, the refresh revisits it every round for this long (a gateway's last batches
+of the day, a short reconnect)."""
+SETTLED_DAY_EVERY_S: Final = 600
+"""Then every this often while it is within ``days_back``; data older than a day comes with a
+late-data note (ingest/writer.py ``LATE_AFTER_MS``), which the next round refreshes anyway."""
+
+
+async def _past_days_due(
+    conn: AsyncConnection[Any], settings: KpiSettings, today: date, days_back: int, now: datetime
+) -> set[date]:
+    """The days of the ``days_back`` before ``today`` that this round refreshes."""
+    past = [today - timedelta(days=n) for n in range(1, days_back + 1)]
+    # refreshed_at is the database's clock (refresh_day), so its age is taken there too
+    cur = await conn.execute(
+        """SELECT day, through, now() - refreshed_at >= make_interval(secs => %s)
+           FROM kpi_daily_state WHERE day = ANY(%s)""",
+        (SETTLED_DAY_EVERY_S, past),
+    )
+    state = {day: (through, stale) for day, through, stale in await cur.fetchall()}
+    due = set()
+    for day in past:
+        end = day_start(settings, day + timedelta(days=1))
+        through, stale = state.get(day, (None, True))
+        if through is None or through < end or now - end < timedelta(seconds=SETTLING_S) or stale:
+            due.add(day)
+    return due
 
 
 CONTINUOUS_AGGREGATES: Final = ("counter_1h", "telemetry_1h")
@@ -481,6 +559,9 @@ class Window:
     """Today's figures after the last refresh are computed live up to ``end`` (now); False when
     they stop at the refresh (``end`` is then its ``through``, see ``page_window``) and for a
     past range, whose stored rows are complete."""
+    status_at: datetime | None = None
+    """When the counts of now (registered, networked, online, running, alarms) were taken, when
+    they come from the status snapshot (``refresh_status``); None: counted at the request."""
 
     @property
     def seconds(self) -> float:
@@ -528,16 +609,18 @@ async def page_window(
     if not window.includes_now:
         return window
     cur = await conn.execute(
-        "SELECT through FROM kpi_daily_state WHERE day = %s", (window.last_day,)
+        """SELECT (SELECT through FROM kpi_daily_state WHERE day = %s),
+                  (SELECT taken_at FROM kpi_status_state)""",
+        (window.last_day,),
     )
-    row = await cur.fetchone()
-    through: datetime | None = row[0] if row else None
+    through, taken_at = await cur.fetchone() or (None, None)
     if (
         through is None
         or through <= window.start
         or now - through > timedelta(seconds=REFRESH_FRESH_S)
     ):
         return window
+    fresh_status = taken_at is not None and abs(now - taken_at) <= timedelta(seconds=STATUS_FRESH_S)
     return Window(
         window.first_day,
         window.last_day,
@@ -545,7 +628,39 @@ async def page_window(
         min(through, window.end),
         includes_now=True,
         live=False,
+        status_at=taken_at if fresh_status else None,
     )
+
+
+STATUS_FRESH_S: Final = 15
+"""Pages take the counts of now from the status snapshot while it is at most this old (it is
+taken every ``refresh.status_s``, 5 s by default); an older one means the refresher is behind or
+not running, and the page counts its scope's devices itself."""
+
+
+async def refresh_status(
+    conn: AsyncConnection[Any], settings: KpiSettings, now: datetime | None = None
+) -> datetime:
+    """Take the status snapshot (``kpi_status``) at ``now``; return the moment it is at."""
+    now = now or datetime.now(UTC)
+    params = {
+        "includes_now": True,
+        "networked_since": now - timedelta(seconds=settings.networked_window_s),
+        "online_since": now - timedelta(seconds=settings.online_window_s),
+    }
+    async with conn.transaction():
+        await conn.execute("DELETE FROM kpi_status")
+        await conn.execute(
+            "INSERT INTO kpi_status (enterprise_id, kind, registered, networked, online, running, "
+            "alarms_active, alarms_critical)" + _COUNTED_LIVE.format(where=""),
+            params,
+        )
+        await conn.execute(
+            """INSERT INTO kpi_status_state (taken_at) VALUES (%s)
+               ON CONFLICT (one) DO UPDATE SET taken_at = EXCLUDED.taken_at""",
+            (now,),
+        )
+    return now
 
 
 async def _figures_query(
@@ -667,20 +782,17 @@ GROUPINGS: Final = ("segment", "district", "enterprise", "kind")
 # Kpis.add_counted and alarm_summary in SQL, over the rows of the device-figures query: the same
 # per-device rules (good parts from parts - reject when no good counter, OEE capped per device).
 # Devices are first summed per enterprise and machine kind (a hash aggregate: 2,500 rows for the
-# city), and only those rows are grouped each way: grouping sets over 10,000 device rows sort them
-# once per grouping.
-_SCOPE_KPIS: Final = """
-WITH fig AS ({figures}),
+# city), and only those rows are grouped each way (``_GROUPED``): grouping sets over 10,000 device
+# rows sort them once per grouping.
+_PER_DEVICE: Final = f"""
+WITH fig AS ({{figures}}),
 f AS (
     SELECT fig.*,
         CASE WHEN %(includes_now)s THEN coalesce(last_seen >= %(networked_since)s, false)
              ELSE reported END AS is_networked,
         %(includes_now)s AND coalesce(last_seen >= %(online_since)s, false)
             AND state IS DISTINCT FROM 'offline' AS is_online,
-        coalesce(good, CASE WHEN parts IS NOT NULL AND reject IS NOT NULL
-                            THEN greatest(parts - reject, 0) END) AS good_parts,
-        coalesce(reject, CASE WHEN parts IS NOT NULL AND good IS NOT NULL
-                              THEN greatest(parts - good, 0) END) AS reject_parts
+        {_DEVICE_RULES.strip()}
     FROM fig
 ),
 per_enterprise AS (
@@ -699,27 +811,92 @@ per_enterprise AS (
         coalesce(sum(energy_kwh), 0) AS energy_kwh,
         count(*) FILTER (WHERE is_online AND alarm) AS alarms_active,
         count(*) FILTER (WHERE is_online AND alarm AND state = 'fault') AS alarms_critical,
-        coalesce(sum(least(good_parts * rated_cycle_s, planned_s)) FILTER (WHERE {oee}), 0)
-            AS oee_good_s,
-        coalesce(sum(planned_s) FILTER (WHERE {oee}), 0) AS oee_planned_s
+        coalesce(sum(least(good_parts * rated_cycle_s, planned_s)) FILTER (WHERE {_OEE_DEVICE}),
+                 0) AS oee_good_s,
+        coalesce(sum(planned_s) FILTER (WHERE {_OEE_DEVICE}), 0) AS oee_planned_s
     FROM f
     GROUP BY enterprise, segment, district, kind
+)"""
+
+# What is happening now per enterprise and machine kind, from each device's presence and state
+# (``refresh_status`` stores it for all devices; a page counts its scope live when that is old).
+_COUNTED_LIVE: Final = """
+    SELECT d.enterprise_id, coalesce(nullif(d.machine_kind, ''), 'other') AS kind,
+        count(*) AS registered,
+        count(*) FILTER (WHERE p.last_seen >= %(networked_since)s) AS networked,
+        count(*) FILTER (WHERE on_.online) AS online,
+        count(*) FILTER (WHERE on_.online AND ds.state = 'running') AS running,
+        count(*) FILTER (WHERE on_.online AND p.alarm) AS alarms_active,
+        count(*) FILTER (WHERE on_.online AND p.alarm AND ds.state = 'fault') AS alarms_critical
+    FROM devices d
+    JOIN enterprises e ON e.id = d.enterprise_id
+    LEFT JOIN device_presence p ON p.device_key = d.key
+    LEFT JOIN device_states ds ON ds.device_key = d.key
+    CROSS JOIN LATERAL (SELECT %(includes_now)s AND coalesce(p.last_seen >= %(online_since)s,
+                               false) AND ds.state IS DISTINCT FROM 'offline' AS online) on_
+    {where}
+    GROUP BY d.enterprise_id, kind"""
+
+_JOIN_ENTERPRISES: Final = {
+    alias: f"JOIN enterprises e ON e.id = {alias}.enterprise_id" for alias in ("s", "k")
+}
+_COUNTED_STORED: Final = """
+    SELECT s.enterprise_id, s.kind, s.registered, s.networked, s.online, s.running,
+        s.alarms_active, s.alarms_critical
+    FROM kpi_status s {join_enterprises}
+    {where}"""
+
+# One stored day (today up to the last refresh, or a past day): the day's sums per enterprise and
+# kind come from kpi_kind_daily as refresh_day left them, and what is counted now (devices,
+# networked, online, running, alarms) from the status snapshot (``refresh_status``) while it is
+# fresh, else from each device's presence and state (``_COUNTED_LIVE``).
+# A full join keeps a group whose devices changed kind or left since the refresh: its sums still
+# count, as the stored rows say, until the next refresh.
+_STORED_DAY: Final = """
+WITH counted AS ({counted}),
+stored AS (
+    SELECT k.* FROM kpi_kind_daily k {join_enterprises}
+    WHERE k.day = %(last_day)s {and_where}
+),
+per_enterprise AS (
+    SELECT e.id AS enterprise, e.segment_code AS segment, e.district_id AS district,
+        coalesce(c.kind, k.kind) AS kind,
+        coalesce(c.registered, 0) AS registered,
+        CASE WHEN %(includes_now)s THEN coalesce(c.networked, 0)
+             ELSE coalesce(k.reported, 0) END AS networked,
+        coalesce(c.online, 0) AS online, coalesce(c.running, 0) AS running,
+        coalesce(k.ran, 0) AS ran_today, coalesce(k.reported, 0) AS reported,
+        coalesce(k.running_s, 0) AS running_s, coalesce(k.calendar_s, 0) AS calendar_s,
+        coalesce(k.output, 0) AS output, k.good, k.reject,
+        coalesce(k.energy_kwh, 0) AS energy_kwh,
+        coalesce(c.alarms_active, 0) AS alarms_active,
+        coalesce(c.alarms_critical, 0) AS alarms_critical,
+        coalesce(k.oee_good_s, 0) AS oee_good_s, coalesce(k.oee_planned_s, 0) AS oee_planned_s
+    FROM counted c
+    FULL JOIN stored k ON k.enterprise_id = c.enterprise_id AND k.kind = c.kind
+    JOIN enterprises e ON e.id = coalesce(c.enterprise_id, k.enterprise_id)
+)"""
+
+# Each enterprise is counted on its first kind's row (an enterprise is in one segment and one
+# district): count(DISTINCT) would make every grouping set sort its rows.
+_GROUPED: Final = """,
+rows AS (
+    SELECT per_enterprise.*,
+        row_number() OVER (PARTITION BY enterprise ORDER BY kind) = 1
+            AS first_of_enterprise
+    FROM per_enterprise
 )
 SELECT {keys},
-    sum(registered) AS registered, count(DISTINCT enterprise) AS enterprises,
+    sum(registered) AS registered, count(*) FILTER (WHERE first_of_enterprise) AS enterprises,
     sum(networked) AS networked, sum(online) AS online, sum(running) AS running,
     sum(ran_today) AS ran_today, sum(reported) AS reported, sum(running_s) AS running_s,
     sum(calendar_s) AS calendar_s, sum(output) AS output, sum(good) AS good,
     sum(reject) AS reject, sum(energy_kwh) AS energy_kwh, sum(alarms_active) AS alarms_active,
     sum(alarms_critical) AS alarms_critical, sum(oee_good_s) AS oee_good_s,
     sum(oee_planned_s) AS oee_planned_s
-FROM per_enterprise
+FROM rows
 GROUP BY GROUPING SETS ({sets})
 """
-_OEE_DEVICE: Final = (
-    "coalesce(rated_cycle_s, 0) <> 0 AND parts IS NOT NULL AND good_parts IS NOT NULL "
-    "AND planned_s > 0"
-)
 
 
 @dataclass(slots=True)
@@ -752,14 +929,27 @@ async def scope_kpis(
     if unknown:
         raise ValueError(f"scope_kpis: unknown groupings {sorted(unknown)}; known: {GROUPINGS}")
     scope = {"enterprise": enterprise, "segment": segment, "district": district}
-    figures_sql, params = await _figures_query(conn, settings, window, {**scope})
     asked = (*groupings, "kind")
-    sql = _SCOPE_KPIS.format(
-        figures=figures_sql.rsplit("ORDER BY", 1)[0],
+    tail = _GROUPED.format(
         keys=", ".join([*asked, f"GROUPING({', '.join(asked)}) AS level"]),
-        oee=_OEE_DEVICE,
         sets=", ".join(["()", *(f"({g})" for g in asked)]),
     )
+    if reads_stored_day(window) and enterprise is None:
+        filters = [_DEVICE_FILTERS[name] for name, value in scope.items() if value is not None]
+        where = "WHERE " + " AND ".join(filters) if filters else ""
+        counted = _COUNTED_STORED if window.status_at is not None else _COUNTED_LIVE
+        sql = _STORED_DAY.format(
+            counted=counted.format(
+                where=where, join_enterprises=_JOIN_ENTERPRISES["s"] if filters else ""
+            ),
+            and_where="".join(" AND " + f for f in filters),
+            join_enterprises=_JOIN_ENTERPRISES["k"] if filters else "",
+        )
+        params: dict[str, Any] = {**scope, "last_day": window.last_day}
+    else:
+        figures_sql, params = await _figures_query(conn, settings, window, {**scope})
+        sql = _PER_DEVICE.format(figures=figures_sql.rsplit("ORDER BY", 1)[0])
+    sql += tail
     params |= {
         "includes_now": window.includes_now,
         "networked_since": now - timedelta(seconds=settings.networked_window_s),
@@ -794,6 +984,14 @@ async def scope_kpis(
         "by_kind": dict(sorted(by_kind.items())),
     }
     return ScopeKpis(total, groups, alarms)
+
+
+def reads_stored_day(window: Window) -> bool:
+    """Whether ``window`` is one day whose figures are all stored (today up to the last refresh,
+    or a past day): its sums per enterprise and kind are then in kpi_kind_daily. A range of days
+    needs each device's sum over the days (a device ran on some day, its OEE cap), and a live
+    window the minutes since the refresh."""
+    return not window.live and window.first_day == window.last_day
 
 
 def _kpis_of(row: dict[str, Any]) -> Kpis:
@@ -1153,6 +1351,72 @@ def classify_against_medians(
     )
 
 
+# Each enterprise's judged day against its baseline: the baseline's days with data counted and
+# their medians taken here (as statistics.median does: the middle value, or the mean of the two
+# middle ones), so only the colours are worked out in Python. Days without a row have no data.
+_WARNING_INPUTS: Final = """
+WITH k AS (
+    SELECT enterprise_id,
+           sum(parts) FILTER (WHERE day = %(day)s) AS output,
+           sum(energy_kwh) FILTER (WHERE day = %(day)s) AS energy,
+           array_agg(parts ORDER BY parts) FILTER (WHERE {baseline_day}) AS outs,
+           array_agg(energy_kwh ORDER BY energy_kwh) FILTER (WHERE {baseline_day}) AS ens
+    FROM kpi_enterprise_daily
+    WHERE day >= %(first)s AND day <= %(day)s
+      AND (%(ents)s::text[] IS NULL OR enterprise_id = ANY(%(ents)s::text[]))
+    GROUP BY enterprise_id)
+SELECT e.id, coalesce(k.output, 0), coalesce(k.energy, 0), coalesce(cardinality(k.outs), 0),
+       {out_median}, {en_median}
+FROM enterprises e LEFT JOIN k ON k.enterprise_id = e.id
+WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])"""
+
+# The inputs as refresh_warnings stored them; ``taken`` is false for an enterprise registered
+# since (it then has no baseline yet) and for every row when the day was never taken.
+_STORED_WARNING_INPUTS: Final = """
+SELECT e.id, coalesce(w.output, 0), coalesce(w.energy_kwh, 0), coalesce(w.baseline_days, 0),
+       w.output_base, w.energy_base, w.day IS NOT NULL AS taken
+FROM enterprises e
+LEFT JOIN kpi_warning_daily w ON w.enterprise_id = e.id AND w.day = %(day)s
+WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])
+ORDER BY e.id"""
+
+
+def _warning_params(
+    settings: KpiSettings, now: datetime, enterprises: list[str] | None
+) -> dict[str, Any]:
+    """The judged day (the last complete one, yesterday) and its baseline's first day."""
+    day = city_today(settings, now) - timedelta(days=1)
+    return {"day": day, "first": day - timedelta(days=settings.baseline_days), "ents": enterprises}
+
+
+def _warning_inputs_sql() -> str:
+    return _WARNING_INPUTS.format(
+        baseline_day=_BASELINE_DAY, out_median=_median("k.outs"), en_median=_median("k.ens")
+    )
+
+
+async def refresh_warnings(
+    conn: AsyncConnection[Any], settings: KpiSettings, now: datetime | None = None
+) -> date:
+    """Store every enterprise's warning inputs for the judged day (``kpi_warning_daily``), from
+    the daily rows as they are now; return the day. refresh_daily calls it after each round, so
+    late data in the baseline reaches the colours with the next round."""
+    params = _warning_params(settings, now or datetime.now(UTC), None)
+    day: date = params["day"]
+    async with conn.transaction():
+        await conn.execute("DELETE FROM kpi_warning_daily WHERE day = %(day)s", params)
+        await conn.execute(
+            "INSERT INTO kpi_warning_daily (enterprise_id, output, energy_kwh, baseline_days, "
+            "output_base, energy_base, day) SELECT i.*, %(day)s FROM ("
+            + _warning_inputs_sql()
+            + ") i",
+            params,
+        )
+        # Days judged before stay for the record; a month of them is enough.
+        await conn.execute("DELETE FROM kpi_warning_daily WHERE day < %(day)s::date - 35", params)
+    return day
+
+
 async def enterprise_warnings(
     conn: AsyncConnection[Any],
     settings: KpiSettings,
@@ -1160,43 +1424,29 @@ async def enterprise_warnings(
     *,
     enterprises: list[str] | None = None,
 ) -> dict[str, Warning_]:
-    """Warning colour per enterprise for the last complete day (yesterday) vs its baseline."""
-    day = city_today(settings, now) - timedelta(days=1)
-    first = day - timedelta(days=settings.baseline_days)
-    # One row per enterprise with the baseline's days with data counted and their medians taken
-    # here (as statistics.median does: the middle value, or the mean of the two middle ones), so
-    # only the colours are worked out in Python. Days without a row have no data.
-    cursor = await conn.execute(
-        f"""WITH k AS (
-               SELECT enterprise_id,
-                      sum(parts) FILTER (WHERE day = %(day)s) AS output,
-                      sum(energy_kwh) FILTER (WHERE day = %(day)s) AS energy,
-                      array_agg(parts ORDER BY parts) FILTER (WHERE {_BASELINE_DAY}) AS outs,
-                      array_agg(energy_kwh ORDER BY energy_kwh) FILTER (WHERE {_BASELINE_DAY})
-                          AS ens
-               FROM kpi_enterprise_daily
-               WHERE day >= %(first)s AND day <= %(day)s
-                 AND (%(ents)s::text[] IS NULL OR enterprise_id = ANY(%(ents)s::text[]))
-               GROUP BY enterprise_id)
-           SELECT e.id, coalesce(k.output, 0), coalesce(k.energy, 0),
-                  coalesce(cardinality(k.outs), 0), {_median("k.outs")}, {_median("k.ens")}
-           FROM enterprises e LEFT JOIN k ON k.enterprise_id = e.id
-           WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])
-           ORDER BY e.id""",
-        {"first": first, "day": day, "ents": enterprises},
-    )
+    """Warning colour per enterprise for the last complete day (yesterday) vs its baseline.
+
+    From the inputs the last refresh stored (``refresh_warnings``); computed here from the daily
+    rows when the refresh has not taken yesterday yet (just after midnight, or no refresher)."""
+    params = _warning_params(settings, now, enterprises)
+    cursor = await conn.execute(_STORED_WARNING_INPUTS, params)
+    rows = await cursor.fetchall()
+    if rows and not any(row[-1] for row in rows):
+        cursor = await conn.execute(_warning_inputs_sql() + " ORDER BY e.id", params)
+        rows = await cursor.fetchall()
+    day = params["day"]
     return {
-        enterprise: classify_against_medians(
-            enterprise,
+        row[0]: classify_against_medians(
+            row[0],
             day,
-            float(output),
-            float(energy),
-            int(days),
-            float(out_base or 0.0),
-            float(en_base or 0.0),
+            float(row[1]),
+            float(row[2]),
+            int(row[3]),
+            float(row[4] or 0.0),
+            float(row[5] or 0.0),
             settings.min_baseline_days,
         )
-        for enterprise, output, energy, days, out_base, en_base in await cursor.fetchall()
+        for row in rows
     }
 
 

@@ -132,6 +132,10 @@ class RefreshSettings(_Section):
     whose ``db.url`` can write); web-only instances on a read replica set this to false."""
     daily_s: float = Field(default=60.0, ge=1)
     """How often the daily KPI table is refreshed for today and yesterday."""
+    status_s: float = Field(default=5.0, ge=1, le=10)
+    """How often what is happening now (online, running, alarms per enterprise and machine kind)
+    is counted for the city, segment and district pages. Pages use a count at most 15 s old
+    (``kpis.STATUS_FRESH_S``) and count live otherwise, so this stays well below that."""
     integration_s: float = Field(default=3600.0, ge=1)
     """How often the data-integration measures (monitoring/integration.py) are refreshed for today
     (and yesterday until 6 h after midnight); each refresh reads the day's raw telemetry so far

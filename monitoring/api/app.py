@@ -37,7 +37,7 @@ from monitoring.api.routes import (
     providers,
     segments,
 )
-from monitoring.kpis import refresh_daily
+from monitoring.kpis import refresh_daily, refresh_status
 from monitoring.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
@@ -203,6 +203,7 @@ def _start_refresh_jobs(
     """The jobs that write (``refresh.enabled``): one instance of a deployment runs them."""
     tasks = [
         asyncio.create_task(_refresh_daily_forever(pool, settings), name="kpi-daily"),
+        asyncio.create_task(_refresh_status_forever(pool, settings), name="kpi-status"),
         asyncio.create_task(_refresh_integration_forever(pool, settings), name="integration-daily"),
     ]
     if settings.export.enabled:  # the optional upward push (docs/export.md)
@@ -223,6 +224,20 @@ async def _refresh_daily_forever(pool: AsyncConnectionPool, settings: Monitoring
         except Exception:  # one broad catch at the task boundary: log and retry next period
             log.exception("daily KPI refresh failed; retrying in %.0f s", settings.refresh.daily_s)
         await asyncio.sleep(settings.refresh.daily_s)
+
+
+async def _refresh_status_forever(pool: AsyncConnectionPool, settings: MonitoringSettings) -> None:
+    """Keep the status snapshot the city, segment and district pages read at most
+    ``refresh.status_s`` old (``kpis.refresh_status``)."""
+    while True:
+        try:
+            async with pool.connection() as conn:
+                await refresh_status(conn, settings.kpi)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one broad catch at the task boundary: log and retry next period
+            log.exception("status refresh failed; retrying in %.0f s", settings.refresh.status_s)
+        await asyncio.sleep(settings.refresh.status_s)
 
 
 async def _refresh_integration_forever(

@@ -10,7 +10,6 @@ credential and are not checked.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
@@ -18,7 +17,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from monitoring.api import registry
 from monitoring.api.access import Capability, Reach, can, knows_of, visible_enterprises_filter
@@ -57,39 +56,6 @@ async def get_conn(request: Request) -> AsyncIterator[AsyncConnection[Any]]:
 
 
 Conn = Annotated[AsyncConnection[Any], Depends(get_conn)]
-
-SPARE_WAIT_S: Final = 0.05
-
-
-@contextlib.asynccontextmanager
-async def spare_connection(
-    pool: AsyncConnectionPool[Any],
-) -> AsyncIterator[AsyncConnection[Any] | None]:
-    """A second pooled connection if one is free within 50 ms, else None (queries run in turn).
-
-    Never waits longer: whoever asks already holds a connection, and holders waiting for a second
-    could otherwise take the whole pool and wait for each other.
-    """
-    try:
-        conn = await pool.getconn(timeout=SPARE_WAIT_S)
-    except PoolTimeout:
-        conn = None
-    if conn is None:
-        yield None
-        return
-    try:
-        yield conn
-    finally:
-        await pool.putconn(conn)
-
-
-async def get_side_conn(request: Request) -> AsyncIterator[AsyncConnection[Any] | None]:
-    """A spare connection for the independent queries of the overview and group pages."""
-    async with spare_connection(_request_pool(request)) as conn:
-        yield conn
-
-
-SideConn = Annotated[AsyncConnection[Any] | None, Depends(get_side_conn)]
 
 
 def get_settings(request: Request) -> MonitoringSettings:

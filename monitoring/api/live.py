@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from monitoring.api import fleet, views
 from monitoring.api.access import Capability
-from monitoring.api.deps import Caller, spare_connection
+from monitoring.api.deps import Caller
 from monitoring.api.errors import ApiError
 from monitoring.api.scopes import Scope
 from monitoring.settings import MonitoringSettings
@@ -178,11 +178,11 @@ class LiveHub:
     async def _compute(self, caller: Caller, scope: Scope) -> bytes:
         settings = self._settings.kpi
         now = views.utc_now()
-        async with self._pool.connection() as conn, spare_connection(self._pool) as side:
+        async with self._pool.connection() as conn:
             if scope.kind == "city":
-                body = await views.overview(conn, settings, now, side=side)
+                body = await views.overview(conn, settings, now)
             elif scope.kind in ("segment", "district"):
-                body = await views.group_page(conn, settings, caller, scope, now, side=side)
+                body = await views.group_page(conn, settings, caller, scope, now)
             elif scope.kind == "enterprise":
                 body = await views.enterprise_page(conn, settings, caller, scope.key, now)
             elif scope.kind == "provider":

@@ -79,7 +79,6 @@ async def group_page_body(
     request: Request,
     caller: Caller,
     conn: AsyncConnection[Any],
-    side: AsyncConnection[Any] | None,
     scope: Scope,
     start: str | None,
     end: str | None,
@@ -91,8 +90,6 @@ async def group_page_body(
     settings = get_settings(request).kpi
     body = await shared_computations(request).run(
         (scope.kind, scope.key, first, last),
-        lambda: views.group_page(
-            conn, settings, caller, scope, views.utc_now(), first, last, side=side
-        ),
+        lambda: views.group_page(conn, settings, caller, scope, views.utc_now(), first, last),
     )
     return JsonBody(body)

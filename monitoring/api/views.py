@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -31,27 +29,9 @@ def _window_json(window: kpis.Window) -> dict[str, Any]:
         # False when today's figures stop at the last refresh (``end``) rather than at now;
         # online, running and alarms are at ``as_of`` either way.
         "live": window.live,
+        # When online, running and alarms were counted (the status snapshot), or None: at as_of.
+        "status_at": window.status_at.isoformat() if window.status_at else None,
     }
-
-
-async def _alongside(
-    main: Coroutine[Any, Any, T],
-    other: Callable[[AsyncConnection[Any]], Coroutine[Any, Any, U]],
-    conn: AsyncConnection[Any],
-    side: AsyncConnection[Any] | None,
-) -> tuple[T, U]:
-    """Await ``main`` (on ``conn``) and ``other`` on ``side`` at the same time, or in turn on
-    ``conn`` when there is no second connection."""
-    if side is None:
-        return await main, await other(conn)
-    try:
-        async with asyncio.TaskGroup() as group:
-            first = group.create_task(main)
-            second = group.create_task(other(side))
-    except ExceptionGroup as failed:
-        # Callers and the API's error handlers expect the error itself, not a group of one.
-        raise failed.exceptions[0] from None
-    return first.result(), second.result()
 
 
 async def overview(
@@ -60,27 +40,14 @@ async def overview(
     now: datetime,
     first_day: date | None = None,
     last_day: date | None = None,
-    *,
-    side: AsyncConnection[Any] | None = None,
 ) -> dict[str, Any]:
-    """City KPIs with segment and district breakdowns, warnings and alarms.
-
-    Args:
-        side: a second connection: warnings and the registry are then read on it while the
-            device figures are computed on ``conn``.
-    """
+    """City KPIs with segment and district breakdowns, warnings and alarms."""
     window = await kpis.page_window(conn, settings, now, first_day, last_day)
 
-    async def context(
-        c: AsyncConnection[Any],
-    ) -> tuple[dict[str, kpis.Warning_], list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
-        warnings = await kpis.enterprise_warnings(c, settings, now)
-        ents = await registry.enterprises(c)
-        return warnings, ents, await registry.segments(c), await registry.districts(c)
-
-    figures, (warnings, ent_rows, segments, districts) = await _alongside(
-        kpis.scope_kpis(conn, settings, window, now, ("segment", "district")), context, conn, side
-    )
+    figures = await kpis.scope_kpis(conn, settings, window, now, ("segment", "district"))
+    warnings = await kpis.enterprise_warnings(conn, settings, now)
+    ent_rows = await registry.enterprises(conn)
+    segments, districts = await registry.segments(conn), await registry.districts(conn)
     summary = figures.total
     by_segment, by_district = figures.groups["segment"], figures.groups["district"]
     ents = {e["id"]: e for e in ent_rows}
@@ -127,43 +94,18 @@ async def group_page(
     now: datetime,
     first_day: date | None = None,
     last_day: date | None = None,
-    *,
-    side: AsyncConnection[Any] | None = None,
 ) -> dict[str, Any]:
-    """A segment's or district's KPIs with one summary row per enterprise.
-
-    Args:
-        side: as for ``overview``: the enterprises and their warnings are read on it.
-    """
+    """A segment's or district's KPIs with one summary row per enterprise."""
     row = await require_scope(conn, caller, scope)
     window = await kpis.page_window(conn, settings, now, first_day, last_day)
-
-    async def context(
-        c: AsyncConnection[Any],
-    ) -> tuple[list[dict[str, Any]], dict[str, kpis.Warning_]]:
-        ents = await registry.enterprises(
-            c,
-            segment=scope.key if scope.kind == "segment" else None,
-            district=scope.key if scope.kind == "district" else None,
-        )
-        warnings = await kpis.enterprise_warnings(
-            c, settings, now, enterprises=[e["id"] for e in ents]
-        )
-        return ents, warnings
-
-    figures, (ents, warnings) = await _alongside(
-        kpis.scope_kpis(
-            conn,
-            settings,
-            window,
-            now,
-            ("enterprise",),
-            segment=scope.key if scope.kind == "segment" else None,
-            district=scope.key if scope.kind == "district" else None,
-        ),
-        context,
-        conn,
-        side,
+    segment = scope.key if scope.kind == "segment" else None
+    district = scope.key if scope.kind == "district" else None
+    figures = await kpis.scope_kpis(
+        conn, settings, window, now, ("enterprise",), segment=segment, district=district
+    )
+    ents = await registry.enterprises(conn, segment=segment, district=district)
+    warnings = await kpis.enterprise_warnings(
+        conn, settings, now, enterprises=[e["id"] for e in ents]
     )
     by_enterprise = figures.groups["enterprise"]
     return {

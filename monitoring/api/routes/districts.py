@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 
 from monitoring.api import registry
 from monitoring.api.access import Capability
-from monitoring.api.deps import CallerDep, Conn, SideConn
+from monitoring.api.deps import CallerDep, Conn
 from monitoring.api.json_body import JsonBody
 from monitoring.api.routes.overview import DayQuery
 from monitoring.api.scopes import Scope
@@ -33,8 +33,7 @@ async def district(
     request: Request,
     caller: CallerDep,
     conn: Conn,
-    side: SideConn,
     start: DayQuery = None,
     end: DayQuery = None,
 ) -> JsonBody:
-    return await group_page_body(request, caller, conn, side, Scope("district", code), start, end)
+    return await group_page_body(request, caller, conn, Scope("district", code), start, end)

@@ -14,7 +14,6 @@ from monitoring.api.deps import (
     Caller,
     CallerDep,
     Conn,
-    SideConn,
     get_settings,
     load_caller,
     presented_credential,
@@ -37,7 +36,6 @@ async def overview(
     request: Request,
     caller: CallerDep,
     conn: Conn,
-    side: SideConn,
     start: DayQuery = None,
     end: DayQuery = None,
 ) -> JsonBody:
@@ -48,7 +46,7 @@ async def overview(
     # The same for every caller allowed city KPIs: concurrent requests share one computation.
     body = await shared_computations(request).run(
         ("overview", first, last),
-        lambda: views.overview(conn, settings, views.utc_now(), first, last, side=side),
+        lambda: views.overview(conn, settings, views.utc_now(), first, last),
     )
     return JsonBody(body)
 

@@ -117,3 +117,26 @@ def test_recent_samples_are_not_noted_as_late(monitoring_db: str) -> None:
         conn.commit()
         rows = conn.execute("SELECT count(*) FROM kpi_late_data").fetchone()
     assert rows == (1,)
+
+
+def test_yesterday_is_revisited_every_round_only_while_it_settles(monitoring_db: str) -> None:
+    """Yesterday, complete, is refreshed every round for SETTLING_S after midnight, then once every
+    SETTLED_DAY_EVERY_S; today every round."""
+    midnight = datetime.combine(datetime.now(TZ).date(), datetime.min.time(), TZ)
+    today, yesterday = midnight.date(), midnight.date() - timedelta(days=1)
+
+    def refreshed(now: datetime) -> set[date]:
+        return set(asyncio.run(_refresh(monitoring_db, now))) & {today, yesterday}
+
+    assert refreshed(midnight + timedelta(minutes=1)) == {today, yesterday}
+    assert refreshed(midnight + timedelta(minutes=2)) == {today, yesterday}  # still settling
+    settled = midnight + timedelta(seconds=kpis.SETTLING_S + 60)
+    assert refreshed(settled) == {today}  # refreshed moments ago, complete
+    with psycopg.connect(monitoring_db, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE kpi_daily_state SET refreshed_at = now() - make_interval(secs => %s) "
+            "WHERE day = %s",
+            (kpis.SETTLED_DAY_EVERY_S, yesterday),
+        )
+    assert refreshed(settled + timedelta(minutes=2)) == {today, yesterday}
+    assert refreshed(settled + timedelta(minutes=3)) == {today}

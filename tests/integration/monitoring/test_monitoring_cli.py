@@ -209,7 +209,7 @@ def test_run_serves_the_pages_and_the_api(
     assert served.get("/api/overview")[0] == 401
     assert served.get("/metrics")[0] == 404, "the ingest's endpoint is not the monitoring's"
     output = served.stop()
-    assert "refresh jobs running: kpi-daily, integration-daily" in output
+    assert "refresh jobs running: kpi-daily, kpi-status, integration-daily" in output
     assert "monitoring stopped" in output and "Traceback" not in output, output[-3000:]
 
 

@@ -1,4 +1,4 @@
-"""How the KPI queries run: never prepared, same pages with a spare connection, gaps in baselines.
+"""How the KPI queries run: never prepared, warnings stored or computed alike, gaps in baselines.
 
 The known answers themselves are in test_monitoring_kpis.py; these tests guard the speed-ups of
 the overview (see docs/monitoring.md, "Speed") against changing any figure.
@@ -11,15 +11,12 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
-import pytest
-from psycopg_pool import AsyncConnectionPool
-from test_monitoring_kpis import DAY, NOW, SETTINGS, build_day, local
+from test_monitoring_kpis import DAY, NOW, SETTINGS, build_day
 
 from monitoring import kpis
 from monitoring.api import registry, views
 from monitoring.api.access import Reach
-from monitoring.api.deps import Caller, spare_connection
-from monitoring.api.scopes import Scope
+from monitoring.api.deps import Caller
 from monitoring.auth import Principal, Role
 
 ADMIN = Caller(Principal(0, Role.ADMIN), Reach())
@@ -45,68 +42,9 @@ def test_device_figures_are_never_prepared_so_no_generic_plan_takes_over(
     assert not [sql for sql in prepared if "kpi_device_daily" in sql]
 
 
-def _pages(url: str, *, with_side: bool) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        async with (
-            await psycopg.AsyncConnection.connect(url, autocommit=True) as conn,
-            await psycopg.AsyncConnection.connect(url, autocommit=True) as spare,
-        ):
-            side = spare if with_side else None
-            await kpis.refresh_day(conn, SETTINGS, DAY, local(10))
-            week = DAY - timedelta(days=6)
-            return {
-                "today": await views.overview(conn, SETTINGS, NOW, side=side),
-                "week": await views.overview(conn, SETTINGS, NOW, week, None, side=side),
-                "past": await views.overview(conn, SETTINGS, NOW, week, week, side=side),
-                "segment": await views.group_page(
-                    conn, SETTINGS, ADMIN, Scope("segment", "345"), NOW, side=side
-                ),
-                "district": await views.group_page(
-                    conn, SETTINGS, ADMIN, Scope("district", "210211"), NOW, side=side
-                ),
-            }
-
-    return asyncio.run(run())
-
-
-def test_pages_are_the_same_with_a_spare_connection(monitoring_db: str) -> None:
-    build_day(monitoring_db)
-    alone = _pages(monitoring_db, with_side=False)
-    assert alone["today"]["summary"]["output"] == 350  # the known answer, through the page
-    assert alone["segment"]["summary"]["registered"] == 4
-    assert _pages(monitoring_db, with_side=True) == alone
-
-
-def test_errors_on_the_spare_connection_reach_the_caller_as_themselves(
-    monitoring_db: str,
-) -> None:
-    async def run() -> None:
-        async with (
-            await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn,
-            await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as side,
-        ):
-            await side.close()
-            await views.overview(conn, SETTINGS, NOW, side=side)
-
-    with pytest.raises(psycopg.OperationalError):
-        asyncio.run(run())
-
-
-def test_spare_connection_is_none_when_the_pool_has_none_free(monitoring_db: str) -> None:
-    async def run() -> tuple[bool, bool]:
-        async with AsyncConnectionPool(
-            monitoring_db, min_size=2, max_size=2, open=False, kwargs={"autocommit": True}
-        ) as pool:
-            async with pool.connection(), spare_connection(pool) as spare:
-                got_one = spare is not None
-                async with spare_connection(pool) as none_left:
-                    return got_one, none_left is None
-
-    assert asyncio.run(run()) == (True, True)
-
-
 def test_warning_baseline_skips_days_without_rows(monitoring_db: str) -> None:
-    """Days missing from kpi_enterprise_daily count as zero, exactly as stored zero days do."""
+    """Days missing from kpi_enterprise_daily count as zero, exactly as stored zero days do; the
+    inputs refresh_warnings stores give the same warnings as computing them at the request."""
     yesterday = DAY - timedelta(days=1)
     days = {yesterday - timedelta(days=n): 100.0 + n for n in range(1, 15, 2)}  # every other day
     days[yesterday] = 60.0
@@ -119,11 +57,19 @@ def test_warning_baseline_skips_days_without_rows(monitoring_db: str) -> None:
                 (day, parts, parts / 10),
             )
 
-    async def run() -> dict[str, kpis.Warning_]:
-        async with await psycopg.AsyncConnection.connect(monitoring_db) as conn:
-            return await kpis.enterprise_warnings(conn, SETTINGS, NOW)
+    async def run() -> tuple[dict[str, kpis.Warning_], dict[str, kpis.Warning_]]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            computed = await kpis.enterprise_warnings(conn, SETTINGS, NOW)
+            # What the pages read once the refresh has stored the day's inputs: the stored ones,
+            # until the next refresh (yesterday's output changed since is not seen yet).
+            assert await kpis.refresh_warnings(conn, SETTINGS, NOW) == yesterday
+            await conn.execute(
+                "UPDATE kpi_enterprise_daily SET parts = 0 WHERE day = %s", (yesterday,)
+            )
+            return computed, await kpis.enterprise_warnings(conn, SETTINGS, NOW)
 
-    warnings = asyncio.run(run())
+    warnings, stored = asyncio.run(run())
+    assert stored == warnings
     baseline_days = [yesterday - timedelta(days=n) for n in range(SETTINGS.baseline_days, 0, -1)]
     expected = kpis.classify_warning(
         "ent-a",
@@ -168,11 +114,19 @@ def test_warning_medians_taken_in_the_database_are_statistics_median(monitoring_
                 (yesterday, ent),
             )
 
-    async def run() -> dict[str, kpis.Warning_]:
-        async with await psycopg.AsyncConnection.connect(monitoring_db) as conn:
-            return await kpis.enterprise_warnings(conn, SETTINGS, NOW)
+    async def run() -> tuple[dict[str, kpis.Warning_], dict[str, kpis.Warning_]]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            computed = await kpis.enterprise_warnings(conn, SETTINGS, NOW)
+            # What the pages read once the refresh has stored the day's inputs: the stored ones,
+            # until the next refresh (yesterday's output changed since is not seen yet).
+            assert await kpis.refresh_warnings(conn, SETTINGS, NOW) == yesterday
+            await conn.execute(
+                "UPDATE kpi_enterprise_daily SET parts = 0 WHERE day = %s", (yesterday,)
+            )
+            return computed, await kpis.enterprise_warnings(conn, SETTINGS, NOW)
 
-    warnings = asyncio.run(run())
+    warnings, stored = asyncio.run(run())
+    assert stored == warnings
     for ent, days in values.items():
         expected = kpis.classify_warning(
             ent,

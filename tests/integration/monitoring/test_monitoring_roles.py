@@ -283,7 +283,7 @@ def test_the_read_url_carries_the_page_reads(serve_split: Callable[..., Served])
     assert _fetch_everything(served) == _expected()
 
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'REVOKE SELECT ON kpi_enterprise_daily FROM "{names.read_only}"')
+        conn.execute(f'REVOKE SELECT ON kpi_daily_state FROM "{names.read_only}"')
     with _sign_in(served, "bureau") as client:
         assert client.get("/api/overview").status_code == 500
 

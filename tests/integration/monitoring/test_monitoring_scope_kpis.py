@@ -70,8 +70,27 @@ def test_scope_kpis_are_the_device_rows_summed(
                 "today live": kpis.window_for(SETTINGS, NOW),
                 "today as a page": await kpis.page_window(conn, SETTINGS, NOW),
                 "two days": await kpis.page_window(conn, SETTINGS, NOW, DAY - timedelta(days=1)),
-                "yesterday": kpis.window_for(SETTINGS, NOW, DAY - timedelta(days=1), DAY),
+                "yesterday and today": kpis.window_for(SETTINGS, NOW, DAY - timedelta(days=1), DAY),
+                "yesterday": kpis.window_for(
+                    SETTINGS, NOW, DAY - timedelta(days=1), DAY - timedelta(days=1)
+                ),
             }
+            # The counts of now from the status snapshot, taken now, instead of per device.
+            await kpis.refresh_status(conn, SETTINGS, NOW)
+            windows["today as a page, status snapshot"] = await kpis.page_window(
+                conn, SETTINGS, NOW
+            )
+            stored = [name for name, window in windows.items() if kpis.reads_stored_day(window)]
+            # The one-day windows a refresh covers read kpi_kind_daily, the rest the device rows.
+            fresh = refresh_at is not None and NOW - refresh_at <= timedelta(minutes=5)
+            assert stored == (
+                ["today as a page", "yesterday", "today as a page, status snapshot"]
+                if fresh
+                else ["yesterday"]
+            )
+            snapshot = windows["today as a page, status snapshot"]
+            assert snapshot.status_at == (NOW if fresh else None)
+            assert windows["today as a page"].status_at is None
             out = []
             for name, window in windows.items():
                 for scope in (
@@ -150,3 +169,94 @@ def test_group_and_enterprise_pages_use_the_same_window(monitoring_db: str) -> N
     ent_a = next(e for e in segment["enterprises"] if e["id"] == "ent-a")
     assert ent_a["kpis"] == enterprise["summary"]
     assert enterprise["summary"]["output"] == 300
+
+
+def test_a_stored_day_keeps_a_devices_sums_when_it_changes_kind_after_the_refresh(
+    monitoring_db: str,
+) -> None:
+    """kpi_kind_daily holds the day per enterprise and machine kind as the refresh saw them: a
+    device re-registered as another kind keeps its output in the totals until the next refresh
+    regroups it, and is counted (registered, online) under its new kind at once."""
+    build_day(monitoring_db)
+
+    kinds = "SELECT kind, output FROM kpi_kind_daily WHERE day = %s AND enterprise_id = 'ent-a'"
+
+    async def run() -> list[tuple[kpis.ScopeKpis, dict[str, float]]]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            await kpis.refresh_day(conn, SETTINGS, DAY, NOW)
+            window = await kpis.page_window(conn, SETTINGS, NOW)
+            assert kpis.reads_stored_day(window)
+            # lathe-1, the only lathe of ent-a, made all 350 parts.
+            await conn.execute(
+                "UPDATE devices SET machine_kind = 'welder' WHERE device_id = 'lathe-1'"
+            )
+            seen = []
+            for _ in range(2):  # before the next refresh, then after it
+                summed = await kpis.scope_kpis(conn, SETTINGS, window, NOW, ("enterprise",))
+                stored = dict(await (await conn.execute(kinds, (DAY,))).fetchall())
+                seen.append((summed, stored))
+                await kpis.refresh_day(conn, SETTINGS, DAY, NOW)
+            return seen
+
+    (before, stored_before), (after, stored_after) = asyncio.run(run())
+    assert stored_before["cnc_lathe"] == 350 and "welder" not in stored_before
+    assert stored_after["welder"] == 350 and "cnc_lathe" not in stored_after
+    for summed in (before, after):
+        assert summed.total.output == 350 and summed.total.registered == 5
+        assert summed.groups["enterprise"]["ent-a"].output == 350
+        assert summed.groups["enterprise"]["ent-a"].registered == 3
+        assert summed.total.online == 2
+
+
+def test_the_migration_fills_kpi_kind_daily_as_the_refresh_does(monitoring_db: str) -> None:
+    """0123 computes every stored day's rows from kpi_device_daily; they must be the rows
+    refresh_day writes (both are checked against each other on the constructed days)."""
+    from importlib import resources
+
+    build_day(monitoring_db)
+    backfill = (
+        resources.files("monitoring.db.migrations")
+        .joinpath("0123_kpi_kind_daily.sql")
+        .read_text(encoding="utf-8")
+    )
+    backfill = backfill[backfill.index("INSERT INTO kpi_kind_daily") :]
+    query = "SELECT * FROM kpi_kind_daily ORDER BY day, enterprise_id, kind"
+
+    async def run() -> tuple[list[Any], list[Any]]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            await kpis.refresh_day(conn, SETTINGS, DAY, local(11, 59) + timedelta(seconds=30))
+            await kpis.refresh_day(conn, SETTINGS, DAY - timedelta(days=1), NOW)
+            refreshed = await (await conn.execute(query)).fetchall()
+            await conn.execute("DELETE FROM kpi_kind_daily")
+            await conn.execute(backfill)
+            return refreshed, await (await conn.execute(query)).fetchall()
+
+    refreshed, migrated = asyncio.run(run())
+    assert len(refreshed) >= 5 and {row[0] for row in refreshed} == {DAY - timedelta(days=1), DAY}
+    assert migrated == refreshed
+
+
+def test_the_status_snapshot_counts_now_until_it_is_too_old(monitoring_db: str) -> None:
+    """Pages take online, running and alarms from the snapshot while it is at most
+    STATUS_FRESH_S old, and say when it was taken; after that they count for themselves."""
+    build_day(monitoring_db)
+
+    async def run() -> list[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
+            await kpis.refresh_day(conn, SETTINGS, DAY, NOW)
+            await kpis.refresh_status(conn, SETTINGS, NOW - timedelta(seconds=10))
+            # lathe-1 goes offline after the snapshot: the page shows the snapshot's counts
+            await conn.execute(
+                "UPDATE device_states SET state = 'offline' WHERE device_key = "
+                "(SELECT key FROM devices WHERE device_id = 'lathe-1')"
+            )
+            pages = [await views.overview(conn, SETTINGS, NOW)]
+            late = NOW + timedelta(seconds=kpis.STATUS_FRESH_S)
+            pages.append(await views.overview(conn, SETTINGS, late))
+            return pages
+
+    taken, too_old = asyncio.run(run())
+    assert datetime.fromisoformat(taken["window"]["status_at"]) == NOW - timedelta(seconds=10)
+    assert (taken["summary"]["online"], taken["summary"]["running"]) == (2, 1)
+    assert too_old["window"]["status_at"] is None
+    assert (too_old["summary"]["online"], too_old["summary"]["running"]) == (1, 0)

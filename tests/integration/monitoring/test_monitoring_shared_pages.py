@@ -63,9 +63,12 @@ def test_concurrent_callers_each_get_their_own_access(
 def test_an_answer_after_a_change_shows_it(
     monitoring_db: str, serve: Callable[..., ServedApp]
 ) -> None:
-    """Nothing is kept once a computation ends: an alarm raised between two requests shows."""
+    """Nothing is kept once a computation ends: an alarm raised between two requests shows.
+
+    Without the refresh jobs, so the counts of now are the request's own rather than the status
+    snapshot's (taken every few seconds; test_monitoring_scope_kpis.py covers that)."""
     tokens = issue_tokens(monitoring_db)
-    app = serve()
+    app = serve(refresh={"enabled": False})
     press = device_key(monitoring_db, "ent-b", "press-1")
     now = datetime.now(UTC)
 

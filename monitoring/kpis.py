@@ -21,7 +21,7 @@ import statistics
 from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
@@ -169,25 +169,54 @@ _OEE_DEVICE: Final = (
     "AND planned_s > 0"
 )
 
-_REFRESH_KINDS: Final = f"""
-INSERT INTO kpi_kind_daily (day, enterprise_id, kind, devices, reported, ran, running_s,
-                            calendar_s, output, good, reject, energy_kwh, oee_good_s,
-                            oee_planned_s)
+_KIND_COLUMNS: Final = (
+    "devices, reported, ran, running_s, calendar_s, output, good, reject, energy_kwh, "
+    "oee_good_s, oee_planned_s"
+)
+
+_KIND_SUMS: Final = f"""
 WITH dev AS (
     SELECT k.*, coalesce(nullif(d.machine_kind, ''), 'other') AS kind, d.rated_cycle_s
     FROM kpi_device_daily k JOIN devices d ON d.key = k.device_key
     WHERE k.day = %(day)s
 ),
 f AS (SELECT dev.*, {_DEVICE_RULES} FROM dev)
-SELECT %(day)s, enterprise_id, kind, count(*), count(*) FILTER (WHERE reported),
-    count(*) FILTER (WHERE running_s > 0),
-    coalesce(sum(running_s) FILTER (WHERE reported), 0),
-    count(*) FILTER (WHERE reported) * %(covered_s)s::float8,
-    coalesce(sum(parts), 0), sum(good_parts), sum(reject_parts), coalesce(sum(energy_kwh), 0),
-    coalesce(sum(least(good_parts * rated_cycle_s, planned_s)) FILTER (WHERE {_OEE_DEVICE}), 0),
-    coalesce(sum(planned_s) FILTER (WHERE {_OEE_DEVICE}), 0)
+SELECT %(day)s::date AS day, enterprise_id, kind, count(*) AS devices,
+    count(*) FILTER (WHERE reported) AS reported, count(*) FILTER (WHERE running_s > 0) AS ran,
+    coalesce(sum(running_s) FILTER (WHERE reported), 0) AS running_s,
+    count(*) FILTER (WHERE reported) * %(covered_s)s::float8 AS calendar_s,
+    coalesce(sum(parts), 0) AS output, sum(good_parts) AS good, sum(reject_parts) AS reject,
+    coalesce(sum(energy_kwh), 0) AS energy_kwh,
+    coalesce(sum(least(good_parts * rated_cycle_s, planned_s)) FILTER (WHERE {_OEE_DEVICE}), 0)
+        AS oee_good_s,
+    coalesce(sum(planned_s) FILTER (WHERE {_OEE_DEVICE}), 0) AS oee_planned_s
 FROM f GROUP BY enterprise_id, kind
 """
+
+
+def _replace_rows(table: str, key: str, columns: str, source: str, scope: str = "true") -> str:
+    """One statement that makes ``table``'s rows in ``scope`` those of ``source``: changed rows
+    updated, new ones inserted, gone ones deleted, and an unchanged row left as it is. Rewriting
+    every row each round (2,500 of them every 5 s for the status) leaves that many dead rows for
+    autovacuum, and where it is off (some test servers) the table only grows."""
+    keys = [k.strip() for k in key.split(",")]
+    cols = [c.strip() for c in columns.split(",")]
+    return f"""
+WITH fresh AS ({source}),
+upserted AS (
+    INSERT INTO {table} AS t ({key}, {columns}) SELECT {key}, {columns} FROM fresh
+    ON CONFLICT ({key}) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in cols)}
+    WHERE ({", ".join(f"t.{c}" for c in cols)})
+          IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in cols)})
+)
+DELETE FROM {table} t WHERE {scope} AND NOT EXISTS (
+    SELECT 1 FROM fresh f WHERE {" AND ".join(f"f.{k} = t.{k}" for k in keys)})
+"""
+
+
+_REFRESH_KINDS: Final = _replace_rows(
+    "kpi_kind_daily", "day, enterprise_id, kind", _KIND_COLUMNS, _KIND_SUMS, "t.day = %(day)s"
+)
 
 
 async def refresh_day(
@@ -210,7 +239,6 @@ async def refresh_day(
     async with conn.transaction():
         await conn.execute(_REFRESH_DEVICES, params)
         await conn.execute(_REFRESH_ENTERPRISES, params)
-        await conn.execute("DELETE FROM kpi_kind_daily WHERE day = %(day)s", params)
         await conn.execute(_REFRESH_KINDS, params)
         await conn.execute(
             """INSERT INTO kpi_daily_state (day, through, refreshed_at) VALUES (%s, %s, now())
@@ -649,12 +677,7 @@ async def refresh_status(
         "online_since": now - timedelta(seconds=settings.online_window_s),
     }
     async with conn.transaction():
-        await conn.execute("DELETE FROM kpi_status")
-        await conn.execute(
-            "INSERT INTO kpi_status (enterprise_id, kind, registered, networked, online, running, "
-            "alarms_active, alarms_critical)" + _COUNTED_LIVE.format(where=""),
-            params,
-        )
+        await conn.execute(_REFRESH_STATUS, params)
         await conn.execute(
             """INSERT INTO kpi_status_state (taken_at) VALUES (%s)
                ON CONFLICT (one) DO UPDATE SET taken_at = EXCLUDED.taken_at""",
@@ -746,13 +769,14 @@ def _mark_presence(figures: Iterable[DeviceFigures], settings: KpiSettings, now:
 
 
 # A device's status without its KPIs (what a provider sees): the last sample, the alarm flag and
-# the machine state, for the devices of a set of enterprises, in one round trip.
+# the machine state, for the devices of a set of enterprises, in one round trip; online and
+# networked are decided here as ``_mark_presence`` decides them.
 _STATUS_SQL: Final = """
-SELECT d.key, d.device_id, d.name, d.enterprise_id AS enterprise, e.segment_code AS segment,
-       e.district_id AS district, d.machine_kind, d.line, d.rated_cycle_s,
-       p.last_seen, ds.state, coalesce(p.alarm, false) AS alarm
+SELECT d.device_id, d.enterprise_id, d.name, d.machine_kind, d.line, p.last_seen, ds.state,
+       coalesce(p.alarm, false),
+       coalesce(p.last_seen >= %(online_since)s, false) AND ds.state IS DISTINCT FROM 'offline',
+       coalesce(p.last_seen >= %(networked_since)s, false)
 FROM devices d
-JOIN enterprises e ON e.id = d.enterprise_id
 LEFT JOIN device_presence p ON p.device_key = d.key
 LEFT JOIN device_states ds ON ds.device_key = d.key
 WHERE d.enterprise_id = ANY(%(enterprises)s::text[])
@@ -760,20 +784,46 @@ ORDER BY d.enterprise_id, d.device_id
 """
 
 
+class DeviceStatus(NamedTuple):
+    """A device's state now without KPIs (``device_status``): the status fields of
+    ``DeviceFigures``, as light as a row, since a provider's page lists thousands."""
+
+    device_id: str
+    enterprise: str
+    name: str
+    machine_kind: str
+    line: str
+    last_seen: datetime | None
+    state: str | None
+    alarm: bool
+    is_online: bool
+    is_networked: bool
+
+    @property
+    def current_state(self) -> str:
+        """As ``DeviceFigures.current_state``."""
+        if not self.is_online:
+            return "offline"
+        return self.state or "online"
+
+
 async def device_status(
     conn: AsyncConnection[Any],
     settings: KpiSettings,
     now: datetime,
     enterprises: Collection[str],
-) -> list[DeviceFigures]:
+) -> list[DeviceStatus]:
     """The devices of ``enterprises`` with their state now (online, networked, alarm, machine
-    state) and no KPIs: the figures ``device_figures`` gives for today, minus the day's sums,
-    which a provider's page does not show and which cost most of that query."""
+    state) and no KPIs: what ``device_figures`` gives for today minus the day's sums, which a
+    provider's page does not show and which cost most of that query."""
     cursor = conn.cursor(binary=True)
-    await cursor.execute(_STATUS_SQL, {"enterprises": list(enterprises)}, prepare=False)
-    figures = [DeviceFigures(*row) for row in await cursor.fetchall()]
-    _mark_presence(figures, settings, now)
-    return figures
+    params = {
+        "enterprises": list(enterprises),
+        "online_since": now - timedelta(seconds=settings.online_window_s),
+        "networked_since": now - timedelta(seconds=settings.networked_window_s),
+    }
+    await cursor.execute(_STATUS_SQL, params, prepare=False)
+    return [DeviceStatus(*row) for row in await cursor.fetchall()]
 
 
 GROUPINGS: Final = ("segment", "district", "enterprise", "kind")
@@ -836,6 +886,14 @@ _COUNTED_LIVE: Final = """
                                false) AND ds.state IS DISTINCT FROM 'offline' AS online) on_
     {where}
     GROUP BY d.enterprise_id, kind"""
+
+# What ``refresh_status`` stores: the counts of every device, by enterprise and machine kind.
+_REFRESH_STATUS: Final = _replace_rows(
+    "kpi_status",
+    "enterprise_id, kind",
+    "registered, networked, online, running, alarms_active, alarms_critical",
+    _COUNTED_LIVE.format(where=""),
+)
 
 _JOIN_ENTERPRISES: Final = {
     alias: f"JOIN enterprises e ON e.id = {alias}.enterprise_id" for alias in ("s", "k")
@@ -1403,13 +1461,19 @@ async def refresh_warnings(
     late data in the baseline reaches the colours with the next round."""
     params = _warning_params(settings, now or datetime.now(UTC), None)
     day: date = params["day"]
+    source = (
+        "SELECT %(day)s::date AS day, i.* FROM (" + _warning_inputs_sql() + ") "
+        "i (enterprise_id, output, energy_kwh, baseline_days, output_base, energy_base)"
+    )
     async with conn.transaction():
-        await conn.execute("DELETE FROM kpi_warning_daily WHERE day = %(day)s", params)
         await conn.execute(
-            "INSERT INTO kpi_warning_daily (enterprise_id, output, energy_kwh, baseline_days, "
-            "output_base, energy_base, day) SELECT i.*, %(day)s FROM ("
-            + _warning_inputs_sql()
-            + ") i",
+            _replace_rows(
+                "kpi_warning_daily",
+                "day, enterprise_id",
+                "output, energy_kwh, baseline_days, output_base, energy_base",
+                source,
+                "t.day = %(day)s",
+            ),
             params,
         )
         # Days judged before stay for the record; a month of them is enough.

@@ -167,14 +167,13 @@ async def provider_page(
     ids = [enterprise["id"] for enterprise in enterprises]
     # One query for every served enterprise's devices and one for their gateways: a provider
     # with 170 enterprises made 340 queries, each summing a day's KPIs it then dropped (9 s).
-    by_enterprise: dict[str, list[kpis.DeviceFigures]] = {}
-    for fig in await kpis.device_status(conn, settings, now, ids):
-        by_enterprise.setdefault(fig.enterprise, []).append(fig)
+    by_enterprise: dict[str, list[dict[str, Any]]] = {}
+    for status in await kpis.device_status(conn, settings, now, ids):
+        by_enterprise.setdefault(status.enterprise, []).append(device_row(status, with_kpis=False))
     gateways = await registry.gateways_of(conn, ids)
     served = []
     for enterprise in enterprises:
-        figures = by_enterprise.get(enterprise["id"], [])
-        devices = [device_row(f, with_kpis=False) for f in figures]
+        devices = by_enterprise.get(enterprise["id"], [])
         states: dict[str, int] = {}
         for device in devices:
             states[device["state"]] = states.get(device["state"], 0) + 1
@@ -191,8 +190,9 @@ async def provider_page(
     return {"as_of": now.isoformat(), "provider": row, "served": served}
 
 
-def device_row(fig: kpis.DeviceFigures, *, with_kpis: bool) -> dict[str, Any]:
-    """A device in a list: identity and status; KPIs only for callers allowed device data."""
+def device_row(fig: kpis.DeviceFigures | kpis.DeviceStatus, *, with_kpis: bool) -> dict[str, Any]:
+    """A device in a list: identity and status; KPIs only for callers allowed device data (from
+    ``DeviceFigures``: a ``DeviceStatus`` has none)."""
     row: dict[str, Any] = {
         "id": fig.device_id,
         "enterprise": fig.enterprise,
@@ -206,6 +206,8 @@ def device_row(fig: kpis.DeviceFigures, *, with_kpis: bool) -> dict[str, Any]:
         "last_seen": fig.last_seen.isoformat() if fig.last_seen else None,
     }
     if with_kpis:
+        if not isinstance(fig, kpis.DeviceFigures):
+            raise TypeError(f"device {fig.device_id}: KPIs asked of a status without figures")
         kpi = kpis.Kpis()
         kpi.add(fig)
         row["kpis"] = kpi.as_dict()

@@ -180,12 +180,17 @@ def test_a_stored_day_keeps_a_devices_sums_when_it_changes_kind_after_the_refres
     build_day(monitoring_db)
 
     kinds = "SELECT kind, output FROM kpi_kind_daily WHERE day = %s AND enterprise_id = 'ent-a'"
+    status = "SELECT kind, registered FROM kpi_status WHERE enterprise_id = 'ent-a'"
+
+    seen_status: list[dict[str, int]] = []
 
     async def run() -> list[tuple[kpis.ScopeKpis, dict[str, float]]]:
         async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
             await kpis.refresh_day(conn, SETTINGS, DAY, NOW)
             window = await kpis.page_window(conn, SETTINGS, NOW)
             assert kpis.reads_stored_day(window)
+            await kpis.refresh_status(conn, SETTINGS, NOW)
+            seen_status.append(dict(await (await conn.execute(status)).fetchall()))
             # lathe-1, the only lathe of ent-a, made all 350 parts.
             await conn.execute(
                 "UPDATE devices SET machine_kind = 'welder' WHERE device_id = 'lathe-1'"
@@ -196,9 +201,14 @@ def test_a_stored_day_keeps_a_devices_sums_when_it_changes_kind_after_the_refres
                 stored = dict(await (await conn.execute(kinds, (DAY,))).fetchall())
                 seen.append((summed, stored))
                 await kpis.refresh_day(conn, SETTINGS, DAY, NOW)
+                await kpis.refresh_status(conn, SETTINGS, NOW)
+                seen_status.append(dict(await (await conn.execute(status)).fetchall()))
             return seen
 
     (before, stored_before), (after, stored_after) = asyncio.run(run())
+    # The status snapshot regroups at once: the lathe's row goes, the welder's comes.
+    assert seen_status[0] == {"cnc_lathe": 1, "grinder": 2}
+    assert seen_status[-1] == {"welder": 1, "grinder": 2}
     assert stored_before["cnc_lathe"] == 350 and "welder" not in stored_before
     assert stored_after["welder"] == 350 and "cnc_lathe" not in stored_after
     for summed in (before, after):

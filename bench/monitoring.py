@@ -23,8 +23,9 @@ One run, on the storage path of ``--storage`` (``postgresql``: the server at SHU
    provider users) each loading a page's first screen, then thinking ``--think-s`` (uniform in
    0.5x-1.5x), for ``--seconds``.
 4. **Browser**: Playwright (Debian chromium) opens the overview ``--browser-loads`` times, in the
-   baseline and under load, and times it until the page set ``body[data-filled]`` (app.js does
-   once the KPI tiles, the district and warning tables and the trend have their data).
+   after the baseline and after the viewers (the ingest still writing: a user's browser runs on
+   their own machine, not beside the app), and times it until the page set ``body[data-filled]``
+   (app.js does once the KPI tiles, the district and warning tables and the trend have their data).
 
 A page's first screen is what the browser asks for: the HTML page, then the API calls app.js makes
 for it (overview: /api/overview, /api/trend?scope=city; segment and district: /api/segments|
@@ -436,7 +437,8 @@ def serve(db_url: str, port: int) -> None:
 
     totals: dict[str, Any] = {
         "requests": 0, "request_s": 0.0, "db_calls": 0, "db_s": 0.0, "pool_wait_s": 0.0,
-        "log": [],  # (request name, ms in the app, of which in database calls, waiting for the pool)
+        # (request name, ms in the app, of which in database calls, waiting for the pool, start s)
+        "log": [],
     }  # fmt: skip
 
     def timed(method: Any, slot: int) -> Any:
@@ -491,7 +493,7 @@ def serve(db_url: str, port: int) -> None:
                 totals["pool_wait_s"] += acc[2]
                 totals["log"].append(
                     (request_name(scope["path"]), *(round(x * 1000, 2) for x in (
-                        time.perf_counter() - t0, acc[0], acc[2])))
+                        time.perf_counter() - t0, acc[0], acc[2])), round(t0, 3))
                 )  # fmt: skip
 
         return timer
@@ -668,22 +670,6 @@ async def load_phase(
 
     await asyncio.gather(*(run(i, v) for i, v in enumerate(viewers)))
     return timings
-
-
-async def load_with_browser(
-    base: str, viewers: list[Viewer], secret: str, args: argparse.Namespace
-) -> tuple[Timings, list[float]]:
-    """The viewers, and the browser's overview loads among them once they are all busy."""
-
-    async def browser() -> list[float]:
-        if not args.browser_loads:
-            return []
-        await asyncio.sleep(min(args.seconds / 3, 2 * args.think_s + 5))
-        return await browser_overview(base, secret, args.browser_loads)
-
-    return await asyncio.gather(
-        load_phase(base, viewers, args.enterprises, args.seconds, args.think_s), browser()
-    )
 
 
 def summarize(values: list[float]) -> dict[str, Any]:
@@ -971,13 +957,23 @@ def measure(db_url: str, args: argparse.Namespace, workdir: Path, log: Any) -> d
             load_start = [round(x, 2) for x in os.getloadavg()]
             s2 = app_stats(base)
             loop_started = time.monotonic()
-            load, browser_load = asyncio.run(load_with_browser(base, viewers, bureau.secret, args))
+            load = asyncio.run(
+                load_phase(base, viewers, args.enterprises, args.seconds, args.think_s)
+            )
             load_s = time.monotonic() - loop_started
             s3 = app_stats(base)
             points1, t1 = committed_points(db_url), time.monotonic()
             if args.ingest_rate:
                 ingest_points_per_s = round((points1 - points0) / (t1 - t0))
             load_after = [round(x, 2) for x in os.getloadavg()]
+            # The browser after the viewers, the ingest still writing: a bureau user's chromium
+            # runs on their own machine, and on this one (2 cores) its start and rendering took
+            # the CPU from the app for seconds, which the viewers' p95 then showed.
+            browser_load = (
+                asyncio.run(browser_overview(base, bureau.secret, args.browser_loads))
+                if args.browser_loads
+                else []
+            )
     finally:
         app.send_signal(signal.SIGTERM)
         try:
@@ -1010,6 +1006,10 @@ def measure(db_url: str, args: argparse.Namespace, workdir: Path, log: Any) -> d
     in_app: dict[str, list[tuple[float, float, float]]] = {}
     for name, *times in s3["log"][len(s2["log"]) :]:
         in_app.setdefault(name, []).append((times[0], times[1], times[2]))
+    if os.environ.get("SHULIAN_BENCH_REQUEST_LOG"):  # every request of the load, for a closer look
+        Path(os.environ["SHULIAN_BENCH_REQUEST_LOG"]).write_text(
+            "\n".join(json.dumps(entry) for entry in s3["log"][len(s2["log"]) :]) + "\n"
+        )
     return {
         "load_average_before": load_before,
         "load_average_at_load_start": load_start,

@@ -624,8 +624,14 @@ async def page_window(
     now: datetime,
     first_day: date | None = None,
     last_day: date | None = None,
+    *,
+    snapshot: bool = True,
 ) -> Window:
     """``window_for`` as the pages use it: today's figures up to the last refresh, not to now.
+
+    ``snapshot``: take the counts of now from the status snapshot while it is fresh (the GET
+    endpoints); the live stream counts at its moment instead, since it exists to show a change
+    within a second or two and is computed once per change for all its followers.
 
     Adding the minutes after the refresh live means reading every open state interval (one per
     device) and the minute rollups on each request, which at city scale costs more than the rest
@@ -648,7 +654,11 @@ async def page_window(
         or now - through > timedelta(seconds=REFRESH_FRESH_S)
     ):
         return window
-    fresh_status = taken_at is not None and abs(now - taken_at) <= timedelta(seconds=STATUS_FRESH_S)
+    fresh_status = (
+        snapshot
+        and taken_at is not None
+        and abs(now - taken_at) <= timedelta(seconds=STATUS_FRESH_S)
+    )
     return Window(
         window.first_day,
         window.last_day,

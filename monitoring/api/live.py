@@ -180,9 +180,9 @@ class LiveHub:
         now = views.utc_now()
         async with self._pool.connection() as conn:
             if scope.kind == "city":
-                body = await views.overview(conn, settings, now)
+                body = await views.overview(conn, settings, now, snapshot=False)
             elif scope.kind in ("segment", "district"):
-                body = await views.group_page(conn, settings, caller, scope, now)
+                body = await views.group_page(conn, settings, caller, scope, now, snapshot=False)
             elif scope.kind == "enterprise":
                 body = await views.enterprise_page(conn, settings, caller, scope.key, now)
             elif scope.kind == "provider":

@@ -40,9 +40,12 @@ async def overview(
     now: datetime,
     first_day: date | None = None,
     last_day: date | None = None,
+    *,
+    snapshot: bool = True,
 ) -> dict[str, Any]:
-    """City KPIs with segment and district breakdowns, warnings and alarms."""
-    window = await kpis.page_window(conn, settings, now, first_day, last_day)
+    """City KPIs with segment and district breakdowns, warnings and alarms (``snapshot``: as
+    for ``kpis.page_window``)."""
+    window = await kpis.page_window(conn, settings, now, first_day, last_day, snapshot=snapshot)
 
     figures = await kpis.scope_kpis(conn, settings, window, now, ("segment", "district"))
     warnings = await kpis.enterprise_warnings(conn, settings, now)
@@ -94,10 +97,13 @@ async def group_page(
     now: datetime,
     first_day: date | None = None,
     last_day: date | None = None,
+    *,
+    snapshot: bool = True,
 ) -> dict[str, Any]:
-    """A segment's or district's KPIs with one summary row per enterprise."""
+    """A segment's or district's KPIs with one summary row per enterprise (``snapshot``: as for
+    ``kpis.page_window``)."""
     row = await require_scope(conn, caller, scope)
-    window = await kpis.page_window(conn, settings, now, first_day, last_day)
+    window = await kpis.page_window(conn, settings, now, first_day, last_day, snapshot=snapshot)
     segment = scope.key if scope.kind == "segment" else None
     district = scope.key if scope.kind == "district" else None
     figures = await kpis.scope_kpis(

@@ -30,8 +30,7 @@ One run, on the storage path of ``--storage`` (``postgresql``: the server at SHU
 A page's first screen is what the browser asks for: the HTML page, then the API calls app.js makes
 for it (overview: /api/overview, /api/trend?scope=city; segment and district: /api/segments|
 districts/{code}, /api/trend; enterprise: /api/enterprises/{id}, /api/trend, and with device data
-/api/enterprises/{id}/devices; provider: /api/providers/{id}), together once the HTML is in, as
-app.js does (a page's time is the HTML's plus its slowest call's). Static
+/api/enterprises/{id}/devices; provider: /api/providers/{id}), sequentially as app.js does. Static
 files (cached by the browser) and the live stream (a long-lived SSE) are not timed.
 
 The app is ``create_app`` served by uvicorn in a child process of this script (``--serve``), which
@@ -529,7 +528,7 @@ class Viewer:
 
 
 def first_screen(page: str, key: str, with_devices: bool) -> list[tuple[str, str]]:
-    """(request name, path) of a page's first screen: the HTML page, then what app.js asks for."""
+    """(request name, path) of a page's first screen, in app.js's order."""
     if page == "overview":
         return [("overview.html", "/"), ("api/overview", "/api/overview"),
                 ("api/trend", "/api/trend?scope=city&days=30")]  # fmt: skip
@@ -604,19 +603,13 @@ class Timings:
 
 
 async def load_page(client: Any, page: str, key: str, with_devices: bool, timings: Timings) -> None:
-    """The HTML page, then its API calls together, as app.js's ``loadPage`` makes them."""
-
-    async def get(name: str, path: str) -> None:
+    started = time.perf_counter()
+    for name, path in first_screen(page, key, with_devices):
         t0 = time.perf_counter()
         response = await client.get(path)
         timings.add("request", name, (time.perf_counter() - t0) * 1000)
         if response.status_code != 200:
             timings.errors.append(f"{path}: {response.status_code} {response.text[:200]}")
-
-    started = time.perf_counter()
-    html, *calls = first_screen(page, key, with_devices)
-    await get(*html)
-    await asyncio.gather(*(get(name, path) for name, path in calls))
     timings.add("page", page, (time.perf_counter() - started) * 1000)
 
 

@@ -415,17 +415,14 @@ const PAGE_SOURCES = {
 
 async function loadPage(page) {
   const key = body.dataset.scope.split(":")[1];
-  const scope = body.dataset.scope || "city";
-  // The first screen's requests go out together: it waits for the slowest, not for their sum.
-  const [payload, trend, devices] = await Promise.all([
-    api(PAGE_SOURCES[page](key)),
-    document.getElementById("trend-chart") ? api(`/api/trend?scope=${encodeURIComponent(scope)}&days=30`) : null,
-    page === "enterprise" && document.getElementById("device-table")
-      ? api(`/api/enterprises/${encodeURIComponent(key)}/devices`) : null,
-  ]);
-  renderPayload(page, payload);
-  if (trend) renderTrend(trend);
-  if (devices) renderDevices(devices.devices);
+  renderPayload(page, await api(PAGE_SOURCES[page](key)));
+  if (document.getElementById("trend-chart")) {
+    const scope = body.dataset.scope || "city";
+    renderTrend(await api(`/api/trend?scope=${encodeURIComponent(scope)}&days=30`));
+  }
+  if (page === "enterprise" && document.getElementById("device-table")) {
+    renderDevices((await api(`/api/enterprises/${encodeURIComponent(key)}/devices`)).devices);
+  }
   // The first screen has its numbers: browser tests and bench/monitoring.py wait for this.
   body.dataset.filled = "true";
   follow(page);

@@ -174,22 +174,29 @@ async def provider_page(
     # One query for every served enterprise's devices and one for their gateways: a provider
     # with 170 enterprises made 340 queries, each summing a day's KPIs it then dropped (9 s).
     by_enterprise: dict[str, list[dict[str, Any]]] = {}
+    online: dict[str, int] = {}
+    states: dict[str, dict[str, int]] = {}
+    # One pass over the thousands of devices (a provider's page lists them all): each row as
+    # device_row writes it, counted as it goes.
     for status in await kpis.device_status(conn, settings, now, ids):
-        by_enterprise.setdefault(status.enterprise, []).append(device_row(status, with_kpis=False))
+        device = device_row(status, with_kpis=False)
+        by_enterprise.setdefault(status.enterprise, []).append(device)
+        counts = states.setdefault(status.enterprise, {})
+        counts[device["state"]] = counts.get(device["state"], 0) + 1
+        if status.is_online:
+            online[status.enterprise] = online.get(status.enterprise, 0) + 1
     gateways = await registry.gateways_of(conn, ids)
     served = []
     for enterprise in enterprises:
-        devices = by_enterprise.get(enterprise["id"], [])
-        states: dict[str, int] = {}
-        for device in devices:
-            states[device["state"]] = states.get(device["state"], 0) + 1
+        key = enterprise["id"]
+        devices = by_enterprise.get(key, [])
         served.append(
             {
                 **enterprise,
                 "registered": len(devices),
-                "online": sum(1 for d in devices if d["online"]),
-                "states": states,
-                "gateways": gateways.get(enterprise["id"], []),
+                "online": online.get(key, 0),
+                "states": states.get(key, {}),
+                "gateways": gateways.get(key, []),
                 "devices": devices,
             }
         )

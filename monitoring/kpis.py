@@ -111,6 +111,21 @@ _COUNTERS_WINDOW = """
 
 # --------------------------------------------------------------------------- daily refresh
 
+
+def _update_changed(alias: str, columns: str) -> str:
+    """``ON CONFLICT``'s update of ``columns`` that leaves a row alone when none of them changed:
+    a refreshed row that is the same as before (a stopped device, a past day, a count that held)
+    then costs no new row version to write and vacuum."""
+    cols = [c.strip() for c in columns.split(",")]
+    return f"""DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in cols)}
+    WHERE ({", ".join(f"{alias}.{c}" for c in cols)})
+          IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in cols)})"""
+
+
+_DEVICE_DAILY_COLUMNS: Final = (
+    "enterprise_id, reported, running_s, planned_s, parts, good, reject, energy_kwh, fault_s"
+)
+
 _REFRESH_DEVICES = f"""
 WITH seen AS ({_SEEN.format(join="")}),
 states AS ({_STATE_SECONDS.format(a="%(a)s", b="%(b)s", join="", seen="seen")}),
@@ -126,18 +141,7 @@ FROM devices d
 LEFT JOIN seen s ON s.device_key = d.key
 LEFT JOIN states st ON st.device_key = d.key
 LEFT JOIN counters c ON c.device_key = d.key
-ON CONFLICT (day, device_key) DO UPDATE SET
-    enterprise_id = EXCLUDED.enterprise_id, reported = EXCLUDED.reported,
-    running_s = EXCLUDED.running_s, planned_s = EXCLUDED.planned_s, parts = EXCLUDED.parts,
-    good = EXCLUDED.good, reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh,
-    fault_s = EXCLUDED.fault_s
--- A device whose figures did not change since the last round (stopped, off, a past day) keeps
--- its row: no new row version to write and vacuum, 10,000 times a minute.
-WHERE (k.enterprise_id, k.reported, k.running_s, k.planned_s, k.parts, k.good, k.reject,
-       k.energy_kwh, k.fault_s)
-      IS DISTINCT FROM (EXCLUDED.enterprise_id, EXCLUDED.reported, EXCLUDED.running_s,
-                        EXCLUDED.planned_s, EXCLUDED.parts, EXCLUDED.good, EXCLUDED.reject,
-                        EXCLUDED.energy_kwh, EXCLUDED.fault_s)
+ON CONFLICT (day, device_key) {_update_changed("k", _DEVICE_DAILY_COLUMNS)}
 """
 
 _REFRESH_ENTERPRISES = """
@@ -158,7 +162,7 @@ ON CONFLICT (day, enterprise_id) DO UPDATE SET
 
 # The per-device rules of ``Kpis.add`` (good parts from parts - reject, OEE capped per device),
 # applied to a day's device rows and summed per enterprise and machine kind: what a one-day page
-# of the city, a segment or a district needs besides the live counts (``_KIND_KPIS``).
+# of the city, a segment or a district needs besides the counts of now (``_STORED_DAY``).
 _DEVICE_RULES: Final = """
     coalesce(good, CASE WHEN parts IS NOT NULL AND reject IS NOT NULL
                         THEN greatest(parts - reject, 0) END) AS good_parts,
@@ -200,14 +204,11 @@ def _replace_rows(table: str, key: str, columns: str, source: str, scope: str = 
     every row each round (2,500 of them every 5 s for the status) leaves that many dead rows for
     autovacuum, and where it is off (some test servers) the table only grows."""
     keys = [k.strip() for k in key.split(",")]
-    cols = [c.strip() for c in columns.split(",")]
     return f"""
 WITH fresh AS ({source}),
 upserted AS (
     INSERT INTO {table} AS t ({key}, {columns}) SELECT {key}, {columns} FROM fresh
-    ON CONFLICT ({key}) DO UPDATE SET {", ".join(f"{c} = EXCLUDED.{c}" for c in cols)}
-    WHERE ({", ".join(f"t.{c}" for c in cols)})
-          IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in cols)})
+    ON CONFLICT ({key}) {_update_changed("t", columns)}
 )
 DELETE FROM {table} t WHERE {scope} AND NOT EXISTS (
     SELECT 1 FROM fresh f WHERE {" AND ".join(f"f.{k} = t.{k}" for k in keys)})
@@ -413,9 +414,7 @@ class DeviceFigures:
         """The machine state now, ``offline`` when the device is not online, and ``online`` when
         it is online but reports no machine state (an energy meter, a compressor without a state
         signal): the badge agrees with the online count."""
-        if not self.is_online:
-            return "offline"
-        return self.state or "online"
+        return _current_state(self.is_online, self.state)
 
     @property
     def good_parts(self) -> float | None:
@@ -432,6 +431,13 @@ class DeviceFigures:
         if self.parts is not None and self.good is not None:
             return max(self.parts - self.good, 0.0)
         return None
+
+
+def _current_state(is_online: bool, state: str | None) -> str:
+    """The machine state shown for a device (``DeviceFigures.current_state``)."""
+    if not is_online:
+        return "offline"
+    return state or "online"
 
 
 # A range of days sums each device's rows; one day has one row per device, joined straight to
@@ -778,13 +784,17 @@ def _mark_presence(figures: Iterable[DeviceFigures], settings: KpiSettings, now:
         fig.is_online = seen is not None and seen >= online_since and fig.state != "offline"
 
 
+# Online now, for a device row joined to its presence (p) and state (ds): as ``_mark_presence``.
+_ONLINE_NOW: Final = (
+    "coalesce(p.last_seen >= %(online_since)s, false) AND ds.state IS DISTINCT FROM 'offline'"
+)
+
 # A device's status without its KPIs (what a provider sees): the last sample, the alarm flag and
 # the machine state, for the devices of a set of enterprises, in one round trip; online and
 # networked are decided here as ``_mark_presence`` decides them.
-_STATUS_SQL: Final = """
+_STATUS_SQL: Final = f"""
 SELECT d.device_id, d.enterprise_id, d.name, d.machine_kind, d.line, p.last_seen, ds.state,
-       coalesce(p.alarm, false),
-       coalesce(p.last_seen >= %(online_since)s, false) AND ds.state IS DISTINCT FROM 'offline',
+       coalesce(p.alarm, false), {_ONLINE_NOW},
        coalesce(p.last_seen >= %(networked_since)s, false)
 FROM devices d
 LEFT JOIN device_presence p ON p.device_key = d.key
@@ -812,9 +822,7 @@ class DeviceStatus(NamedTuple):
     @property
     def current_state(self) -> str:
         """As ``DeviceFigures.current_state``."""
-        if not self.is_online:
-            return "offline"
-        return self.state or "online"
+        return _current_state(self.is_online, self.state)
 
 
 async def device_status(
@@ -880,7 +888,7 @@ per_enterprise AS (
 
 # What is happening now per enterprise and machine kind, from each device's presence and state
 # (``refresh_status`` stores it for all devices; a page counts its scope live when that is old).
-_COUNTED_LIVE: Final = """
+_COUNTED_LIVE: Final = f"""
     SELECT d.enterprise_id, coalesce(nullif(d.machine_kind, ''), 'other') AS kind,
         count(*) AS registered,
         count(*) FILTER (WHERE p.last_seen >= %(networked_since)s) AS networked,
@@ -892,9 +900,8 @@ _COUNTED_LIVE: Final = """
     JOIN enterprises e ON e.id = d.enterprise_id
     LEFT JOIN device_presence p ON p.device_key = d.key
     LEFT JOIN device_states ds ON ds.device_key = d.key
-    CROSS JOIN LATERAL (SELECT %(includes_now)s AND coalesce(p.last_seen >= %(online_since)s,
-                               false) AND ds.state IS DISTINCT FROM 'offline' AS online) on_
-    {where}
+    CROSS JOIN LATERAL (SELECT %(includes_now)s AND {_ONLINE_NOW} AS online) on_
+    {{where}}
     GROUP BY d.enterprise_id, kind"""
 
 # What ``refresh_status`` stores: the counts of every device, by enterprise and machine kind.
@@ -1419,22 +1426,34 @@ def classify_against_medians(
     )
 
 
+_BASELINE_DAY: Final = "day < %(day)s AND (parts <> 0 OR energy_kwh <> 0)"
+
+
+def _median(array: str) -> str:
+    """SQL for the median of a sorted float array (NULL when empty), as ``statistics.median``."""
+    n = f"cardinality({array})"
+    return (
+        f"CASE WHEN mod({n}, 2) = 1 THEN {array}[({n} + 1) / 2] "
+        f"ELSE ({array}[{n} / 2] + {array}[{n} / 2 + 1]) / 2 END"
+    )
+
+
 # Each enterprise's judged day against its baseline: the baseline's days with data counted and
 # their medians taken here (as statistics.median does: the middle value, or the mean of the two
 # middle ones), so only the colours are worked out in Python. Days without a row have no data.
-_WARNING_INPUTS: Final = """
+_WARNING_INPUTS: Final = f"""
 WITH k AS (
     SELECT enterprise_id,
            sum(parts) FILTER (WHERE day = %(day)s) AS output,
            sum(energy_kwh) FILTER (WHERE day = %(day)s) AS energy,
-           array_agg(parts ORDER BY parts) FILTER (WHERE {baseline_day}) AS outs,
-           array_agg(energy_kwh ORDER BY energy_kwh) FILTER (WHERE {baseline_day}) AS ens
+           array_agg(parts ORDER BY parts) FILTER (WHERE {_BASELINE_DAY}) AS outs,
+           array_agg(energy_kwh ORDER BY energy_kwh) FILTER (WHERE {_BASELINE_DAY}) AS ens
     FROM kpi_enterprise_daily
     WHERE day >= %(first)s AND day <= %(day)s
       AND (%(ents)s::text[] IS NULL OR enterprise_id = ANY(%(ents)s::text[]))
     GROUP BY enterprise_id)
 SELECT e.id, coalesce(k.output, 0), coalesce(k.energy, 0), coalesce(cardinality(k.outs), 0),
-       {out_median}, {en_median}
+       {_median("k.outs")}, {_median("k.ens")}
 FROM enterprises e LEFT JOIN k ON k.enterprise_id = e.id
 WHERE %(ents)s::text[] IS NULL OR e.id = ANY(%(ents)s::text[])"""
 
@@ -1457,10 +1476,15 @@ def _warning_params(
     return {"day": day, "first": day - timedelta(days=settings.baseline_days), "ents": enterprises}
 
 
-def _warning_inputs_sql() -> str:
-    return _WARNING_INPUTS.format(
-        baseline_day=_BASELINE_DAY, out_median=_median("k.outs"), en_median=_median("k.ens")
-    )
+# What ``refresh_warnings`` stores: every enterprise's inputs for the judged day.
+_REFRESH_WARNINGS: Final = _replace_rows(
+    "kpi_warning_daily",
+    "day, enterprise_id",
+    "output, energy_kwh, baseline_days, output_base, energy_base",
+    "SELECT %(day)s::date AS day, i.* FROM (" + _WARNING_INPUTS + ") "
+    "i (enterprise_id, output, energy_kwh, baseline_days, output_base, energy_base)",
+    "t.day = %(day)s",
+)
 
 
 async def refresh_warnings(
@@ -1471,21 +1495,8 @@ async def refresh_warnings(
     late data in the baseline reaches the colours with the next round."""
     params = _warning_params(settings, now or datetime.now(UTC), None)
     day: date = params["day"]
-    source = (
-        "SELECT %(day)s::date AS day, i.* FROM (" + _warning_inputs_sql() + ") "
-        "i (enterprise_id, output, energy_kwh, baseline_days, output_base, energy_base)"
-    )
     async with conn.transaction():
-        await conn.execute(
-            _replace_rows(
-                "kpi_warning_daily",
-                "day, enterprise_id",
-                "output, energy_kwh, baseline_days, output_base, energy_base",
-                source,
-                "t.day = %(day)s",
-            ),
-            params,
-        )
+        await conn.execute(_REFRESH_WARNINGS, params)
         # Days judged before stay for the record; a month of them is enough.
         await conn.execute("DELETE FROM kpi_warning_daily WHERE day < %(day)s::date - 35", params)
     return day
@@ -1506,7 +1517,7 @@ async def enterprise_warnings(
     cursor = await conn.execute(_STORED_WARNING_INPUTS, params)
     rows = await cursor.fetchall()
     if rows and not any(row[-1] for row in rows):
-        cursor = await conn.execute(_warning_inputs_sql() + " ORDER BY e.id", params)
+        cursor = await conn.execute(_WARNING_INPUTS + " ORDER BY e.id", params)
         rows = await cursor.fetchall()
     day = params["day"]
     return {
@@ -1522,18 +1533,6 @@ async def enterprise_warnings(
         )
         for row in rows
     }
-
-
-_BASELINE_DAY: Final = "day < %(day)s AND (parts <> 0 OR energy_kwh <> 0)"
-
-
-def _median(array: str) -> str:
-    """SQL for the median of a sorted float array (NULL when empty), as ``statistics.median``."""
-    n = f"cardinality({array})"
-    return (
-        f"CASE WHEN mod({n}, 2) = 1 THEN {array}[({n} + 1) / 2] "
-        f"ELSE ({array}[{n} / 2] + {array}[{n} / 2 + 1]) / 2 END"
-    )
 
 
 async def daily_export_rows(

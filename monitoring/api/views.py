@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from psycopg import AsyncConnection
 
@@ -14,9 +14,6 @@ from monitoring.api.deps import Caller
 from monitoring.api.scopes import Scope, require_scope, scope_figures
 from monitoring.settings import KpiSettings
 from wire.signals import is_custom, lookup_signal
-
-T = TypeVar("T")
-U = TypeVar("U")
 
 
 def _window_json(window: kpis.Window) -> dict[str, Any]:

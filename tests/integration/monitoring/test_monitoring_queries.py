@@ -42,6 +42,26 @@ def test_device_figures_are_never_prepared_so_no_generic_plan_takes_over(
     assert not [sql for sql in prepared if "kpi_device_daily" in sql]
 
 
+def _computed_then_stored_warnings(url: str) -> dict[str, kpis.Warning_]:
+    """The warnings computed from the daily rows; asserts that once refresh_warnings has stored
+    their inputs the pages read those, the same warnings, until the next refresh (yesterday's
+    output changed after it is not seen yet)."""
+    yesterday = DAY - timedelta(days=1)
+
+    async def run() -> tuple[dict[str, kpis.Warning_], dict[str, kpis.Warning_]]:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            computed = await kpis.enterprise_warnings(conn, SETTINGS, NOW)
+            assert await kpis.refresh_warnings(conn, SETTINGS, NOW) == yesterday
+            await conn.execute(
+                "UPDATE kpi_enterprise_daily SET parts = 0 WHERE day = %s", (yesterday,)
+            )
+            return computed, await kpis.enterprise_warnings(conn, SETTINGS, NOW)
+
+    computed, stored = asyncio.run(run())
+    assert stored == computed
+    return computed
+
+
 def test_warning_baseline_skips_days_without_rows(monitoring_db: str) -> None:
     """Days missing from kpi_enterprise_daily count as zero, exactly as stored zero days do; the
     inputs refresh_warnings stores give the same warnings as computing them at the request."""
@@ -57,19 +77,7 @@ def test_warning_baseline_skips_days_without_rows(monitoring_db: str) -> None:
                 (day, parts, parts / 10),
             )
 
-    async def run() -> tuple[dict[str, kpis.Warning_], dict[str, kpis.Warning_]]:
-        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
-            computed = await kpis.enterprise_warnings(conn, SETTINGS, NOW)
-            # What the pages read once the refresh has stored the day's inputs: the stored ones,
-            # until the next refresh (yesterday's output changed since is not seen yet).
-            assert await kpis.refresh_warnings(conn, SETTINGS, NOW) == yesterday
-            await conn.execute(
-                "UPDATE kpi_enterprise_daily SET parts = 0 WHERE day = %s", (yesterday,)
-            )
-            return computed, await kpis.enterprise_warnings(conn, SETTINGS, NOW)
-
-    warnings, stored = asyncio.run(run())
-    assert stored == warnings
+    warnings = _computed_then_stored_warnings(monitoring_db)
     baseline_days = [yesterday - timedelta(days=n) for n in range(SETTINGS.baseline_days, 0, -1)]
     expected = kpis.classify_warning(
         "ent-a",
@@ -114,19 +122,7 @@ def test_warning_medians_taken_in_the_database_are_statistics_median(monitoring_
                 (yesterday, ent),
             )
 
-    async def run() -> tuple[dict[str, kpis.Warning_], dict[str, kpis.Warning_]]:
-        async with await psycopg.AsyncConnection.connect(monitoring_db, autocommit=True) as conn:
-            computed = await kpis.enterprise_warnings(conn, SETTINGS, NOW)
-            # What the pages read once the refresh has stored the day's inputs: the stored ones,
-            # until the next refresh (yesterday's output changed since is not seen yet).
-            assert await kpis.refresh_warnings(conn, SETTINGS, NOW) == yesterday
-            await conn.execute(
-                "UPDATE kpi_enterprise_daily SET parts = 0 WHERE day = %s", (yesterday,)
-            )
-            return computed, await kpis.enterprise_warnings(conn, SETTINGS, NOW)
-
-    warnings, stored = asyncio.run(run())
-    assert stored == warnings
+    warnings = _computed_then_stored_warnings(monitoring_db)
     for ent, days in values.items():
         expected = kpis.classify_warning(
             ent,

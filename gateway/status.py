@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -199,6 +200,15 @@ async def collect_status(app: GatewayApp, rates: ReadRates) -> dict[str, Any]:
     }
 
 
+async def _listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``'s first address (looked up off the loop) and listening."""
+    found = await asyncio.get_running_loop().getaddrinfo(
+        host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, _, _, _, address = found[0]
+    return socket.create_server(address[:2], family=family)
+
+
 class StatusServer:
     """The page's listener and its rate ticker, on the running event loop."""
 
@@ -215,9 +225,10 @@ class StatusServer:
         """Listen; False (logged, the gateway runs on) when the address cannot be had."""
         bind, port = self.settings.bind, self.settings.port
         try:
-            self._server = await asyncio.start_server(
-                self._serve, bind, port, limit=MAX_REQUEST_BYTES
-            )
+            # Bound and listening before the loop sees it: two gateways started together on one
+            # host both bind the port (SO_REUSEADDR) and the second fails at listen, which
+            # uvloop's start_server did not raise (it left a server without a socket).
+            sock = await _listening_socket(bind, port)
         except OSError as exc:
             log.error(
                 "status page cannot listen on %s:%s: %s; the gateway runs without it "
@@ -227,7 +238,8 @@ class StatusServer:
                 exc.strerror or exc,
             )
             return False
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.port = sock.getsockname()[1]
+        self._server = await asyncio.start_server(self._serve, sock=sock, limit=MAX_REQUEST_BYTES)
         if not self.local_only:
             log.warning(
                 "status page listens on %s, which is not loopback: anyone who reaches it sees "

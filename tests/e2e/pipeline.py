@@ -201,6 +201,8 @@ def write_site(
         f"data_dir: '{data_dir or path.parent / 'gw'}'}}",
         f"mqtt: {{url: '{mqtt_url}', reconnect_min_s: 0.5, reconnect_max_s: 2{mqtt}}}",
         f"metrics: {{port: {metrics_port}, publish_interval_s: 5}}",
+        # Off: tests start gateways side by side, and 8765 may be a real gateway's on this host.
+        "status: {port: 0}",
         "reload: {watch_interval_s: 0}",
     ]
     if buffer:

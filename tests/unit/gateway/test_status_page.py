@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import orjson
@@ -203,6 +204,34 @@ async def test_the_responder_serves_json_and_html_and_refuses_foreign_hosts() ->
         )
     finally:
         await server.stop()
+
+
+async def test_a_port_another_process_listens_on_leaves_the_gateway_running_without_the_page(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def collect(_rates: Any) -> dict[str, Any]:
+        return sample_status()
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = StatusServer(StatusSettings(port=port), collect)
+        assert await server.start(dict) is False
+        await server.stop()
+    assert f"status page cannot listen on 127.0.0.1:{port}" in caplog.text
+    assert "the gateway runs without it" in caplog.text
+
+
+async def test_the_page_listens_on_a_host_name_and_on_ipv6_loopback() -> None:
+    async def collect(_rates: Any) -> dict[str, Any]:
+        return sample_status()
+
+    for host in ("localhost", "::1"):
+        server = StatusServer(StatusSettings(bind=host, port=0), collect)
+        try:
+            assert await server.start(dict), host
+            assert server.port > 0
+        finally:
+            await server.stop()
 
 
 def test_the_terminal_view_keeps_bracketed_error_text(

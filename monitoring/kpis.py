@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo
 
+import orjson
 from psycopg import AsyncConnection
 from psycopg.errors import LockNotAvailable
 from psycopg.rows import dict_row
@@ -784,45 +785,63 @@ def _mark_presence(figures: Iterable[DeviceFigures], settings: KpiSettings, now:
         fig.is_online = seen is not None and seen >= online_since and fig.state != "offline"
 
 
+# A timestamptz as ``iso_utc`` writes it, so rows built as JSON by the database read the same.
+_ISO_UTC: Final = "to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+
+
+def iso_utc(moment: datetime) -> str:
+    """A time in UTC with microseconds always written (``_ISO_UTC`` in SQL)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 # Online now, for a device row joined to its presence (p) and state (ds): as ``_mark_presence``.
 _ONLINE_NOW: Final = (
     "coalesce(p.last_seen >= %(online_since)s, false) AND ds.state IS DISTINCT FROM 'offline'"
 )
 
-# A device's status without its KPIs (what a provider sees): the last sample, the alarm flag and
-# the machine state, for the devices of a set of enterprises, in one round trip; online and
-# networked are decided here as ``_mark_presence`` decides them.
+# A device's status without its KPIs (what a provider sees), for the devices of a set of
+# enterprises in one round trip: online and networked are decided as ``_mark_presence`` decides
+# them, the shown state as ``_current_state``, and each enterprise's rows are written as JSON
+# here, field for field as ``views.device_row`` writes them: a provider's page lists thousands of
+# devices, and building their dicts in Python held the app's event loop for 16 ms a page.
 _STATUS_SQL: Final = f"""
-SELECT d.device_id, d.enterprise_id, d.name, d.machine_kind, d.line, p.last_seen, ds.state,
-       coalesce(p.alarm, false), {_ONLINE_NOW},
-       coalesce(p.last_seen >= %(networked_since)s, false)
-FROM devices d
-LEFT JOIN device_presence p ON p.device_key = d.key
-LEFT JOIN device_states ds ON ds.device_key = d.key
-WHERE d.enterprise_id = ANY(%(enterprises)s::text[])
-ORDER BY d.enterprise_id, d.device_id
+WITH dev AS MATERIALIZED (
+    SELECT d.enterprise_id, d.device_id, d.name, d.machine_kind, d.line, p.last_seen,
+           coalesce(p.alarm, false) AS alarm, {_ONLINE_NOW} AS online,
+           coalesce(p.last_seen >= %(networked_since)s, false) AS networked,
+           CASE WHEN NOT ({_ONLINE_NOW}) THEN 'offline' ELSE coalesce(ds.state, 'online') END
+               AS shown
+    FROM devices d
+    LEFT JOIN device_presence p ON p.device_key = d.key
+    LEFT JOIN device_states ds ON ds.device_key = d.key
+    WHERE d.enterprise_id = ANY(%(enterprises)s::text[])
+),
+by_state AS (
+    SELECT enterprise_id, json_object_agg(shown, n ORDER BY shown)::text AS states
+    FROM (SELECT enterprise_id, shown, count(*) AS n FROM dev GROUP BY 1, 2) counted
+    GROUP BY enterprise_id
+)
+SELECT dev.enterprise_id, count(*), count(*) FILTER (WHERE online), by_state.states,
+    json_agg(json_build_object(
+        'id', device_id, 'enterprise', dev.enterprise_id, 'name', name,
+        'machine_kind', machine_kind, 'line', line, 'state', shown, 'online', online,
+        'networked', networked, 'alarm', online AND alarm,
+        'last_seen', {_ISO_UTC.format(column="last_seen")}
+    ) ORDER BY device_id)::text
+FROM dev JOIN by_state USING (enterprise_id)
+GROUP BY dev.enterprise_id, by_state.states
 """
 
 
-class DeviceStatus(NamedTuple):
-    """A device's state now without KPIs (``device_status``): the status fields of
-    ``DeviceFigures``, as light as a row, since a provider's page lists thousands."""
+class ServedStatus(NamedTuple):
+    """An enterprise's devices now, without KPIs (``device_status``)."""
 
-    device_id: str
-    enterprise: str
-    name: str
-    machine_kind: str
-    line: str
-    last_seen: datetime | None
-    state: str | None
-    alarm: bool
-    is_online: bool
-    is_networked: bool
-
-    @property
-    def current_state(self) -> str:
-        """As ``DeviceFigures.current_state``."""
-        return _current_state(self.is_online, self.state)
+    registered: int
+    online: int
+    states: dict[str, int]
+    """Devices per shown state (``_current_state``)."""
+    devices_json: str
+    """The device rows, a JSON array as ``views.device_row(..., with_kpis=False)`` writes them."""
 
 
 async def device_status(
@@ -830,18 +849,20 @@ async def device_status(
     settings: KpiSettings,
     now: datetime,
     enterprises: Collection[str],
-) -> list[DeviceStatus]:
+) -> dict[str, ServedStatus]:
     """The devices of ``enterprises`` with their state now (online, networked, alarm, machine
-    state) and no KPIs: what ``device_figures`` gives for today minus the day's sums, which a
-    provider's page does not show and which cost most of that query."""
-    cursor = conn.cursor(binary=True)
+    state) and no KPIs, by enterprise (one with no devices: no key): what ``device_figures``
+    gives for today minus the day's sums, which a provider's page does not show."""
     params = {
         "enterprises": list(enterprises),
         "online_since": now - timedelta(seconds=settings.online_window_s),
         "networked_since": now - timedelta(seconds=settings.networked_window_s),
     }
-    await cursor.execute(_STATUS_SQL, params, prepare=False)
-    return [DeviceStatus(*row) for row in await cursor.fetchall()]
+    cur = await conn.execute(_STATUS_SQL, params, prepare=False)
+    return {
+        enterprise: ServedStatus(registered, online, orjson.loads(states), devices)
+        for enterprise, registered, online, states, devices in await cur.fetchall()
+    }
 
 
 GROUPINGS: Final = ("segment", "district", "enterprise", "kind")

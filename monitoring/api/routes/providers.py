@@ -8,6 +8,9 @@ from fastapi import APIRouter, Query, Request
 
 from monitoring.api import fleet, views
 from monitoring.api.deps import CallerDep, Conn, get_settings
+from monitoring.api.json_body import JsonBody
+from monitoring.api.scopes import Scope, require_scope
+from monitoring.api.shared import shared_computations
 
 router = APIRouter(tags=["providers"])
 
@@ -15,15 +18,19 @@ router = APIRouter(tags=["providers"])
 @router.get(
     "/providers/{provider_id}",
     summary="The enterprises a service provider serves, with their gateways' and devices' status",
+    response_model=dict[str, Any],
 )
-async def provider(
-    provider_id: str, request: Request, caller: CallerDep, conn: Conn
-) -> dict[str, Any]:
+async def provider(provider_id: str, request: Request, caller: CallerDep, conn: Conn) -> JsonBody:
     """For that provider's tokens and admin; the live stream's ``scope=provider:<id>`` sends the
     same payload whenever data arrives."""
-    return await views.provider_page(
-        conn, get_settings(request).kpi, caller, provider_id, views.utc_now()
+    scope = Scope("provider", provider_id)
+    await require_scope(conn, caller, scope)  # each caller's own check, before sharing
+    settings = get_settings(request).kpi
+    body = await shared_computations(request).run(
+        (scope.kind, scope.key),
+        lambda: views.provider_page(conn, settings, caller, provider_id, views.utc_now()),
     )
+    return JsonBody(body)
 
 
 @router.get(

@@ -145,19 +145,19 @@ LEFT JOIN counters c ON c.device_key = d.key
 ON CONFLICT (day, device_key) {_update_changed("k", _DEVICE_DAILY_COLUMNS)}
 """
 
-_REFRESH_ENTERPRISES = """
-INSERT INTO kpi_enterprise_daily AS k (day, enterprise_id, devices, reported, running_s,
-                                        calendar_s, parts, good, reject, energy_kwh, fault_s)
+_ENTERPRISE_DAILY_COLUMNS: Final = (
+    "devices, reported, running_s, calendar_s, parts, good, reject, energy_kwh, fault_s"
+)
+
+_REFRESH_ENTERPRISES: Final = f"""
+INSERT INTO kpi_enterprise_daily AS k (day, enterprise_id, {_ENTERPRISE_DAILY_COLUMNS})
 SELECT day, enterprise_id, count(*), count(*) FILTER (WHERE reported),
        sum(running_s), count(*) FILTER (WHERE reported) * %(covered_s)s,
        coalesce(sum(parts), 0), sum(coalesce(good, parts - reject)),
        sum(coalesce(reject, parts - good)), coalesce(sum(energy_kwh), 0), sum(fault_s)
 FROM kpi_device_daily WHERE day = %(day)s
 GROUP BY day, enterprise_id
-ON CONFLICT (day, enterprise_id) DO UPDATE SET
-    devices = EXCLUDED.devices, reported = EXCLUDED.reported, running_s = EXCLUDED.running_s,
-    calendar_s = EXCLUDED.calendar_s, parts = EXCLUDED.parts, good = EXCLUDED.good,
-    reject = EXCLUDED.reject, energy_kwh = EXCLUDED.energy_kwh, fault_s = EXCLUDED.fault_s
+ON CONFLICT (day, enterprise_id) {_update_changed("k", _ENTERPRISE_DAILY_COLUMNS)}
 """
 
 

@@ -121,7 +121,8 @@ def create_app(settings: MonitoringSettings) -> FastAPI:
 def _open_pool(url: SecretStr, settings: MonitoringSettings, name: str) -> AsyncConnectionPool:
     return AsyncConnectionPool(
         url.get_secret_value(),
-        # Two: the overview reads warnings and the registry on a second connection.
+        # Two open from the start: a request and the live hub's once-a-second poll (or a refresh
+        # job) meet often, and opening a connection costs more than a page's queries.
         min_size=min(2, settings.pool_size),
         max_size=settings.pool_size,
         # JIT compiling the KPI queries (their cost estimates are large) takes longer than

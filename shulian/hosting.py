@@ -39,6 +39,16 @@ def monitoring_settings(ingest: IngestSettings, config_file: Path | None) -> Mon
     section = data.get(SECTION) or {}
     if not isinstance(section, dict):
         raise ConfigError([f"{config_file}: {SECTION}: must be a mapping of settings"])
+    if "log" in section:
+        # One process has one logging set-up: the ingest's. Accepting the section would let
+        # its level or format be ignored without a word.
+        raise ConfigError(
+            [
+                f"{config_file}: {SECTION}.log: the monitoring hosted in the ingest's process "
+                "logs as the ingest does; set the top-level log section instead, or run "
+                "`shulian monitoring run` as its own process to give it its own"
+            ]
+        )
     own_url = "url" in (section.get("db") or {}) or f"{ENV_PREFIX}DB__URL" in os.environ
     overrides: dict[str, Any] = {} if own_url else {"db": {"url": ingest.db.url}}
     settings = load_settings(config_file, file_data=section, where=f"{SECTION}.", **overrides)

@@ -34,7 +34,8 @@ def test_concurrent_callers_each_get_their_own_access(
 ) -> None:
     """ent-a (device data), the bureau (no grant: no device rows), ent-b (not its enterprise)
     and the provider (status only) ask for ent-a's page at once, many times over: whoever's
-    computation they join, each gets what its own access allows."""
+    computation they join, each gets what its own access allows; likewise the overview and a
+    provider's page."""
     tokens = issue_tokens(monitoring_db)
     app = serve()
 
@@ -58,6 +59,15 @@ def test_concurrent_callers_each_get_their_own_access(
     responses = _concurrently(app.url, [(tokens[c], "/api/overview") for c in callers])
     for caller, response in zip(callers, responses, strict=True):
         assert response.status_code == (200 if caller == "bureau" else 403), caller
+    # A provider's page: the provider's own answers, all the same, while the bureau is refused.
+    callers = ["provider", "bureau"] * 8
+    responses = _concurrently(app.url, [(tokens[c], "/api/providers/sp-1") for c in callers])
+    own = [r.json() for c, r in zip(callers, responses, strict=True) if c == "provider"]
+    assert [e["id"] for e in own[0]["served"]] == ["ent-a"]
+    assert len(own[0]["served"][0]["devices"]) == 3
+    assert all(body["served"] == own[0]["served"] for body in own)
+    for caller, response in zip(callers, responses, strict=True):
+        assert response.status_code == (200 if caller == "provider" else 403), caller
 
 
 def test_an_answer_after_a_change_shows_it(

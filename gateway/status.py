@@ -201,12 +201,18 @@ async def collect_status(app: GatewayApp, rates: ReadRates) -> dict[str, Any]:
 
 
 async def _listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host``'s first address (looked up off the loop) and listening."""
+    """A socket listening on the first of ``host``'s addresses (looked up off the loop) that can
+    be had: ``localhost`` may name ::1 first on a host with IPv6 turned off."""
     found = await asyncio.get_running_loop().getaddrinfo(
         host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
-    family, _, _, _, address = found[0]
-    return socket.create_server(address[:2], family=family)
+    failed: OSError | None = None
+    for family, _, _, _, address in found:
+        try:
+            return socket.create_server(address[:2], family=family)
+        except OSError as exc:
+            failed = exc
+    raise failed or OSError(f"{host!r} has no address")
 
 
 class StatusServer:

@@ -415,7 +415,9 @@ class DeviceFigures:
         """The machine state now, ``offline`` when the device is not online, and ``online`` when
         it is online but reports no machine state (an energy meter, a compressor without a state
         signal): the badge agrees with the online count."""
-        return _current_state(self.is_online, self.state)
+        if not self.is_online:
+            return "offline"
+        return self.state or "online"
 
     @property
     def good_parts(self) -> float | None:
@@ -432,13 +434,6 @@ class DeviceFigures:
         if self.parts is not None and self.good is not None:
             return max(self.parts - self.good, 0.0)
         return None
-
-
-def _current_state(is_online: bool, state: str | None) -> str:
-    """The machine state shown for a device (``DeviceFigures.current_state``)."""
-    if not is_online:
-        return "offline"
-    return state or "online"
 
 
 # A range of days sums each device's rows; one day has one row per device, joined straight to
@@ -801,19 +796,19 @@ _ONLINE_NOW: Final = (
 
 # A device's status without its KPIs (what a provider sees), for the devices of a set of
 # enterprises in one round trip: online and networked are decided as ``_mark_presence`` decides
-# them, the shown state as ``_current_state``, and each enterprise's rows are written as JSON
+# them, the shown state as ``DeviceFigures.current_state``, and each enterprise's rows are written as JSON
 # here, field for field as ``views.device_row`` writes them: a provider's page lists thousands of
 # devices, and building their dicts in Python held the app's event loop for 16 ms a page.
 _STATUS_SQL: Final = f"""
 WITH dev AS MATERIALIZED (
     SELECT d.enterprise_id, d.device_id, d.name, d.machine_kind, d.line, p.last_seen,
-           coalesce(p.alarm, false) AS alarm, {_ONLINE_NOW} AS online,
+           coalesce(p.alarm, false) AS alarm, on_.online,
            coalesce(p.last_seen >= %(networked_since)s, false) AS networked,
-           CASE WHEN NOT ({_ONLINE_NOW}) THEN 'offline' ELSE coalesce(ds.state, 'online') END
-               AS shown
+           CASE WHEN on_.online THEN coalesce(ds.state, 'online') ELSE 'offline' END AS shown
     FROM devices d
     LEFT JOIN device_presence p ON p.device_key = d.key
     LEFT JOIN device_states ds ON ds.device_key = d.key
+    CROSS JOIN LATERAL (SELECT {_ONLINE_NOW} AS online) on_
     WHERE d.enterprise_id = ANY(%(enterprises)s::text[])
 ),
 by_state AS (
@@ -839,7 +834,7 @@ class ServedStatus(NamedTuple):
     registered: int
     online: int
     states: dict[str, int]
-    """Devices per shown state (``_current_state``)."""
+    """Devices per shown state (``DeviceFigures.current_state``)."""
     devices_json: str
     """The device rows, a JSON array as ``views.device_row(..., with_kpis=False)`` writes them."""
 

@@ -177,15 +177,15 @@ async def provider_page(
     served = []
     for enterprise in enterprises:
         key = enterprise["id"]
-        devices = status.get(key)
+        devices = status.get(key) or kpis.ServedStatus(0, 0, {}, "[]")
         served.append(
             {
                 **enterprise,
-                "registered": devices.registered if devices else 0,
-                "online": devices.online if devices else 0,
-                "states": devices.states if devices else {},
+                "registered": devices.registered,
+                "online": devices.online,
+                "states": devices.states,
                 "gateways": gateways.get(key, []),
-                "devices": orjson.Fragment(devices.devices_json) if devices else [],
+                "devices": orjson.Fragment(devices.devices_json),
             }
         )
     return {"as_of": now.isoformat(), "provider": row, "served": served}
